@@ -1,0 +1,123 @@
+"""The ``troth`` command line: ``serve`` and ``dev`` run a server; client commands come with later releases.
+
+Every failure prints one line (``troth: <reason>``) and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from troth import __version__
+
+_STORE_HELP = "SQLite file, :memory:, or a postgresql:// URL"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _server_options(default_store: str) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                "--host", default="127.0.0.1", show_default=True, envvar="TROTH_HOST", help="Bind address."
+            ),
+            click.option(
+                "--port",
+                default=8001,
+                show_default=True,
+                type=click.IntRange(0, 65535),
+                envvar="TROTH_PORT",
+                help="API port (0 picks a free one).",
+            ),
+            click.option(
+                "--store", default=default_store, show_default=True, envvar="TROTH_STORE", help=_STORE_HELP
+            ),
+            click.option(
+                "--metrics-port",
+                default=9090,
+                show_default=True,
+                type=click.IntRange(0, 65535),
+                envvar="TROTH_METRICS_PORT",
+                help="Prometheus listener port (0 turns it off; the API port also serves /metrics).",
+            ),
+            click.option(
+                "--strict-lineage",
+                is_flag=True,
+                envvar="TROTH_STRICT_LINEAGE",
+                help="Apply the official server's '.'-based lineage checks.",
+            ),
+            click.option(
+                "--debug", is_flag=True, envvar="TROTH_DEBUG", help="Enable debug.* requests and debug time."
+            ),
+            click.option(
+                "--url", default=None, envvar="TROTH_SERVER_URL", help="URL announced in execute messages."
+            ),
+            click.option(
+                "--retry-timeout",
+                default=30_000,
+                show_default=True,
+                type=click.IntRange(1),
+                envvar="TROTH_RETRY_TIMEOUT",
+                help="ms between re-sends of a pending task's execute.",
+            ),
+            click.option(
+                "--max-connections",
+                default=1000,
+                show_default=True,
+                type=click.IntRange(1),
+                help="Most SSE connections at once.",
+            ),
+            click.option(
+                "--buffer-size",
+                default=100,
+                show_default=True,
+                type=click.IntRange(1),
+                help="Messages buffered per SSE connection.",
+            ),
+            click.option(
+                "--log-level",
+                default="info",
+                show_default=True,
+                type=click.Choice(["debug", "info", "warning", "error"]),
+                envvar="TROTH_LOG_LEVEL",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="troth")
+def main() -> None:
+    """troth: durable execution for Python."""
+
+
+def _serve(**kwargs: object) -> None:
+    from troth.server.run import ServeOptions, run
+
+    sys.exit(run(ServeOptions(**kwargs)))  # type: ignore[arg-type]
+
+
+@main.command()
+@_server_options("troth.db")
+def serve(**kwargs: object) -> None:
+    """Run the server (SQLite file troth.db by default)."""
+    _serve(**kwargs)
+
+
+@main.command()
+@_server_options(":memory:")
+def dev(**kwargs: object) -> None:
+    """Run the server on an in-memory store (nothing is kept)."""
+    _serve(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

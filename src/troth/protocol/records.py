@@ -1,0 +1,65 @@
+"""The JSON records of the protocol: values, promises, tasks and schedules, as typed msgspec structs.
+
+Every record encodes exactly as the official clients expect (CLIENTS.md item 6): a promise always carries
+``param`` and ``value`` objects, ``settledAt`` only once settled; a task carries ``ttl``/``pid`` only while
+leased; a schedule carries ``lastRunAt`` only after its first run.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+PROTOCOL_VERSION: Final = "2026-04-01"
+
+PromiseState = Literal["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"]
+TaskState = Literal["pending", "acquired", "suspended", "halted", "fulfilled"]
+
+PROMISE_STATES: Final = frozenset(
+    {"pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"}
+)
+SETTLE_STATES: Final = frozenset({"resolved", "rejected", "rejected_canceled"})
+TASK_STATES: Final = frozenset({"pending", "acquired", "suspended", "halted", "fulfilled"})
+
+
+class Value(msgspec.Struct, omit_defaults=True, frozen=True):
+    """A promise's ``param`` or ``value``: optional headers and an opaque data string."""
+
+    headers: dict[str, str] | None = None
+    data: str | None = None
+
+
+EMPTY_VALUE: Final = Value()
+
+
+class Promise(msgspec.Struct, omit_defaults=True):
+    id: str
+    state: str
+    param: Value
+    value: Value
+    tags: dict[str, str]
+    timeoutAt: int
+    createdAt: int
+    settledAt: int | None = None
+
+
+class Task(msgspec.Struct, omit_defaults=True):
+    id: str
+    state: str
+    version: int
+    resumes: int
+    ttl: int | None = None
+    pid: str | None = None
+
+
+class Schedule(msgspec.Struct, omit_defaults=True):
+    id: str
+    cron: str
+    promiseId: str
+    promiseTimeout: int
+    promiseParam: Value
+    promiseTags: dict[str, str]
+    createdAt: int
+    nextRunAt: int
+    lastRunAt: int | None = None

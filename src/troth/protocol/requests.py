@@ -1,0 +1,651 @@
+"""Request envelopes and the ``data`` of every request kind: decoding and validation (PROTOCOL.md §1–§4).
+
+``parse_request`` turns the raw body of ``POST /`` into a ``Request`` or an ``Invalid`` carrying the status
+and message to answer with, following the processing order of PROTOCOL.md §1.2. Semantic checks that need no
+state (tag rules, addresses, limits) live here too, so the core only ever sees well-formed requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from troth.protocol.address import parse_address
+from troth.protocol.records import PROMISE_STATES, PROTOCOL_VERSION, SETTLE_STATES, TASK_STATES, Value
+
+MAX_ID_LENGTH: Final = 1024
+"""Longest promise, task or schedule id accepted, in characters."""
+
+MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+"""Largest ``POST /`` body accepted (PROTOCOL.md §1.1); larger bodies get ``413``."""
+
+UNSET_VALUE: Final = Value()
+
+
+# --------------------------------------------------------------------------------------------- envelope
+
+
+class Head(msgspec.Struct):
+    corrId: str
+    version: str
+    auth: str | None = None
+    debug_time: int | None = msgspec.field(default=None, name="resonate:debug_time")
+
+
+class Envelope(msgspec.Struct):
+    kind: str
+    head: Head
+    data: msgspec.Raw
+
+
+class _LooseEnvelope(msgspec.Struct):
+    kind: Any = None
+    head: Any = None
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_loose_decoder: Final = msgspec.json.Decoder(_LooseEnvelope)
+
+
+# ------------------------------------------------------------------------------------------ data shapes
+
+
+class PromiseGet(msgspec.Struct):
+    id: str
+
+
+class PromiseCreate(msgspec.Struct):
+    id: str
+    timeoutAt: int
+    param: Value = UNSET_VALUE
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class PromiseSettle(msgspec.Struct):
+    id: str
+    state: str
+    value: Value = UNSET_VALUE
+
+
+class RegisterCallback(msgspec.Struct):
+    awaited: str
+    awaiter: str
+
+
+class RegisterListener(msgspec.Struct):
+    awaited: str
+    address: str
+
+
+class PromiseSearch(msgspec.Struct):
+    state: str | None = None
+    tags: dict[str, str] | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+
+class TaskGet(msgspec.Struct):
+    id: str
+
+
+class CreateAction(msgspec.Struct):
+    kind: str
+    head: Any
+    data: PromiseCreate
+
+
+class SettleAction(msgspec.Struct):
+    kind: str
+    head: Any
+    data: PromiseSettle
+
+
+class CallbackAction(msgspec.Struct):
+    kind: str
+    head: Any
+    data: RegisterCallback
+
+
+class RawAction(msgspec.Struct):
+    kind: str
+    data: msgspec.Raw
+    head: Any = None
+
+
+class TaskCreate(msgspec.Struct):
+    pid: str
+    ttl: int
+    action: CreateAction
+
+
+class TaskAcquire(msgspec.Struct):
+    id: str
+    version: int
+    pid: str
+    ttl: int
+
+
+class TaskRelease(msgspec.Struct):
+    id: str
+    version: int
+
+
+class TaskFulfill(msgspec.Struct):
+    id: str
+    version: int
+    action: SettleAction
+
+
+class TaskSuspend(msgspec.Struct):
+    id: str
+    version: int
+    actions: list[CallbackAction]
+
+
+class TaskFence(msgspec.Struct):
+    id: str
+    version: int
+    action: RawAction
+
+
+class TaskRef(msgspec.Struct):
+    id: str
+    version: int
+
+
+class TaskHeartbeat(msgspec.Struct):
+    pid: str
+    tasks: list[TaskRef]
+
+
+class TaskHalt(msgspec.Struct):
+    id: str
+
+
+class TaskContinue(msgspec.Struct):
+    id: str
+
+
+class TaskSearch(msgspec.Struct):
+    state: str | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+
+class ScheduleGet(msgspec.Struct):
+    id: str
+
+
+class ScheduleCreate(msgspec.Struct):
+    id: str
+    cron: str
+    promiseId: str
+    promiseTimeout: int
+    promiseParam: Value = UNSET_VALUE
+    promiseTags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ScheduleDelete(msgspec.Struct):
+    id: str
+
+
+class ScheduleSearch(msgspec.Struct):
+    tags: dict[str, str] | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+
+class Empty(msgspec.Struct):
+    pass
+
+
+class DebugTick(msgspec.Struct):
+    time: int
+
+
+DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
+    "promise.get": PromiseGet,
+    "promise.create": PromiseCreate,
+    "promise.settle": PromiseSettle,
+    "promise.register_callback": RegisterCallback,
+    "promise.register_listener": RegisterListener,
+    "promise.search": PromiseSearch,
+    "task.get": TaskGet,
+    "task.create": TaskCreate,
+    "task.acquire": TaskAcquire,
+    "task.release": TaskRelease,
+    "task.fulfill": TaskFulfill,
+    "task.suspend": TaskSuspend,
+    "task.fence": TaskFence,
+    "task.heartbeat": TaskHeartbeat,
+    "task.halt": TaskHalt,
+    "task.continue": TaskContinue,
+    "task.search": TaskSearch,
+    "schedule.get": ScheduleGet,
+    "schedule.create": ScheduleCreate,
+    "schedule.delete": ScheduleDelete,
+    "schedule.search": ScheduleSearch,
+    "debug.start": Empty,
+    "debug.stop": Empty,
+    "debug.reset": Empty,
+    "debug.snap": Empty,
+    "debug.tick": DebugTick,
+}
+DEBUG_KINDS: Final = frozenset(k for k in DATA_TYPES if k.startswith("debug."))
+
+_data_decoders: Final = {kind: msgspec.json.Decoder(t) for kind, t in DATA_TYPES.items()}
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+class Request(msgspec.Struct):
+    """A well-formed request: its kind, correlation id, optional debug time and decoded data."""
+
+    kind: str
+    corr_id: str
+    data: Any
+    debug_time: int | None = None
+    auth: str | None = None
+
+
+class Invalid(msgspec.Struct):
+    """A request answered before it reaches the core."""
+
+    kind: str
+    corr_id: str
+    status: int
+    message: str
+
+
+class ValidationError(Exception):
+    """Raised by a validator; ``str(exc)`` is the message returned with status 400."""
+
+
+class LineagePolicy(msgspec.Struct, frozen=True):
+    """Which lineage checks apply (DESIGN.md decision 4): relaxed by default, official ones when strict."""
+
+    strict: bool = False
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Request | Invalid:
+    """Decode and validate one ``POST /`` body, in the order of PROTOCOL.md §1.2."""
+    try:
+        env = _envelope_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        kind, corr = _salvage(body)
+        return Invalid(kind, corr, 400, f"Invalid request envelope: {exc}")
+    kind = env.kind
+    corr = env.head.corrId
+    if not kind:
+        return Invalid(kind, corr, 400, "Missing or invalid 'kind' field — must be a non-empty string")
+    raw = bytes(env.data).lstrip()
+    if not raw.startswith(b"{"):
+        return Invalid(kind, corr, 400, "Invalid 'data' field — must be an object")
+    if env.head.version != PROTOCOL_VERSION:
+        return Invalid(
+            kind,
+            corr,
+            400,
+            f"Unsupported protocol version '{env.head.version}', "
+            f'supported versions: ["{PROTOCOL_VERSION}"]',
+        )
+    debug_time = env.head.debug_time if debug else None
+    decoder = _data_decoders.get(kind)
+    if decoder is None:
+        return Invalid(kind, corr, 400, f"Unknown operation: {kind}")
+    if kind in DEBUG_KINDS and not debug:
+        return Invalid(kind, corr, 403, "Debug operations are disabled")
+    try:
+        data = decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        return Invalid(kind, corr, 400, f"Invalid request: {exc}")
+    try:
+        checked = _VALIDATORS[kind](data, lineage)
+        if checked is not None:
+            data = checked
+        if isinstance(data, DebugTick) and debug_time is not None and debug_time != data.time:
+            raise ValidationError("resonate:debug_time must equal data.time")
+    except ValidationError as exc:
+        return Invalid(kind, corr, 400, str(exc))
+    return Request(kind, corr, data, debug_time, env.head.auth)
+
+
+def _salvage(body: bytes) -> tuple[str, str]:
+    """The kind and corrId of a malformed envelope, where they can be read (else ``unknown``/``0``)."""
+    try:
+        loose = _loose_decoder.decode(body)
+    except msgspec.DecodeError:
+        return "unknown", "0"
+    kind = loose.kind if isinstance(loose.kind, str) else "unknown"
+    corr = "0"
+    if isinstance(loose.head, dict) and isinstance(loose.head.get("corrId"), str):
+        corr = loose.head["corrId"]
+    return kind, corr
+
+
+def decode_action_data(kind: str, raw: msgspec.Raw, lineage: LineagePolicy) -> PromiseCreate | PromiseSettle:
+    """Decode and validate the ``data`` of a fenced action (``task.fence``)."""
+    decoder = _data_decoders[kind]
+    try:
+        data = decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"Invalid action data: {exc}") from None
+    _VALIDATORS[kind](data, lineage)
+    assert isinstance(data, PromiseCreate | PromiseSettle)
+    return data
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check_id(value: str, field: str, errors: list[str]) -> None:
+    if not value:
+        errors.append(f"{field} must not be empty")
+    elif len(value) > MAX_ID_LENGTH:
+        errors.append(f"{field} exceeds maximum length of {MAX_ID_LENGTH} characters")
+    elif "\x00" in value:
+        errors.append(f"{field} must not contain a NUL character")
+
+
+def _raise(errors: list[str]) -> None:
+    if errors:
+        raise ValidationError("; ".join(errors))
+
+
+def _extends(child: str, tag: str, strict: bool) -> bool:
+    """Whether ``child`` equals ``tag`` or continues it (with ``.``, or with ``:``/``.`` when relaxed)."""
+    if child == tag:
+        return True
+    if strict:
+        return child.startswith(tag + ".")
+    return child.startswith(tag + ":") or child.startswith(tag + ".")
+
+
+def validate_create(d: PromiseCreate, lineage: LineagePolicy, errors: list[str]) -> None:
+    _check_id(d.id, "id", errors)
+    if d.timeoutAt < 0:
+        errors.append("timeoutAt must be non-negative")
+    tags = d.tags
+    if not tags:
+        return
+    target = tags.get("resonate:target")
+    if target is not None and parse_address(target) is None:
+        errors.append("Invalid resonate:target address")
+    delay = tags.get("resonate:delay")
+    if delay is not None:
+        if not delay.isdigit():
+            errors.append("resonate:delay must be a non-negative integer")
+        elif int(delay) >= d.timeoutAt:
+            errors.append("resonate:delay must be less than timeoutAt")
+        if target is None:
+            errors.append("resonate:delay requires resonate:target")
+    strict = lineage.strict
+    origin = tags.get("resonate:origin")
+    if origin is not None:
+        if strict and "." in origin:
+            errors.append("resonate:origin must not contain '.'")
+        elif not strict and ":" in origin:
+            errors.append("resonate:origin must not contain ':'")
+        elif not _extends(d.id, origin, strict):
+            errors.append("id must equal or extend resonate:origin")
+    for tag in ("resonate:branch", "resonate:parent"):
+        value = tags.get(tag)
+        if value is not None and not _extends(d.id, value, strict):
+            errors.append(f"id must equal or extend {tag}")
+    prefix = tags.get("resonate:prefix")
+    if prefix is not None and strict and "." in prefix:
+        errors.append("resonate:prefix must not contain '.'")
+
+
+def _v_promise_get(d: PromiseGet, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    _raise(errors)
+
+
+def _v_promise_create(d: PromiseCreate, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    validate_create(d, lineage, errors)
+    _raise(errors)
+
+
+def _v_promise_settle(d: PromiseSettle, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.state not in SETTLE_STATES:
+        errors.append("state must be one of resolved, rejected, rejected_canceled")
+    _raise(errors)
+
+
+def origin_of(promise_id: str, lineage: LineagePolicy) -> str:
+    """The lineage origin of an id: text before the first ``:`` (relaxed) or ``.`` (strict)."""
+    return promise_id.split("." if lineage.strict else ":", 1)[0]
+
+
+def _callback_errors(d: RegisterCallback, lineage: LineagePolicy, errors: list[str]) -> None:
+    _check_id(d.awaited, "awaited", errors)
+    _check_id(d.awaiter, "awaiter", errors)
+    if d.awaited and d.awaited == d.awaiter:
+        errors.append("awaited and awaiter must differ")
+    if lineage.strict and origin_of(d.awaited, lineage) != origin_of(d.awaiter, lineage):
+        errors.append("awaited and awaiter must share a lineage origin")
+
+
+def _v_register_callback(d: RegisterCallback, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _callback_errors(d, lineage, errors)
+    _raise(errors)
+
+
+def _v_register_listener(d: RegisterListener, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.awaited, "awaited", errors)
+    if not d.address:
+        errors.append("address must not be empty")
+    elif parse_address(d.address) is None:
+        errors.append("Invalid listener address")
+    _raise(errors)
+
+
+def _check_limit(limit: int | None, errors: list[str]) -> None:
+    if limit is not None and not 1 <= limit <= 1000:
+        errors.append("limit must be between 1 and 1000")
+
+
+def _v_promise_search(d: PromiseSearch, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    if d.state is not None and d.state not in PROMISE_STATES:
+        errors.append("state must be a promise state")
+    _check_limit(d.limit, errors)
+    _raise(errors)
+
+
+def _v_task_id(d: TaskGet | TaskHalt | TaskContinue, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    _raise(errors)
+
+
+def _v_task_create(d: TaskCreate, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    if not d.pid:
+        errors.append("pid must not be empty")
+    if d.ttl < 1:
+        errors.append("ttl must be at least 1")
+    validate_create(d.action.data, lineage, errors)
+    tags = d.action.data.tags
+    if "resonate:target" not in tags:
+        errors.append("Action must have a resonate:target tag")
+    if "resonate:delay" in tags:
+        errors.append("Action must not have a resonate:delay tag")
+    _raise(errors)
+
+
+def _v_task_acquire(d: TaskAcquire, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.version < 0:
+        errors.append("version must be non-negative")
+    if not d.pid:
+        errors.append("pid must not be empty")
+    if d.ttl < 1:
+        errors.append("ttl must be at least 1")
+    _raise(errors)
+
+
+def _v_task_release(d: TaskRelease, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.version < 0:
+        errors.append("version must be non-negative")
+    _raise(errors)
+
+
+def _v_task_fulfill(d: TaskFulfill, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.version < 0:
+        errors.append("version must be non-negative")
+    if d.action.data.state not in SETTLE_STATES:
+        errors.append("state must be one of resolved, rejected, rejected_canceled")
+    if d.action.data.id != d.id:
+        errors.append("Action ID must match the task ID")
+    _raise(errors)
+
+
+def _v_task_suspend(d: TaskSuspend, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.version < 0:
+        errors.append("version must be non-negative")
+    if not d.actions:
+        errors.append("actions must not be empty")
+    for action in d.actions:
+        cb = action.data
+        _callback_errors(cb, lineage, errors)
+        if cb.awaiter != d.id:
+            errors.append("every awaiter must equal the task ID")
+        if cb.awaited == d.id:
+            errors.append("a task must not await itself")
+        if errors:
+            break
+    _raise(errors)
+
+
+class Fence(msgspec.Struct):
+    """A validated ``task.fence``: the task, its version and the decoded inner action."""
+
+    id: str
+    version: int
+    action_kind: str
+    action_head: Any
+    action: PromiseCreate | PromiseSettle
+
+
+def _v_task_fence(d: TaskFence, lineage: LineagePolicy) -> Fence:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.version < 0:
+        errors.append("version must be non-negative")
+    if d.action.kind not in ("promise.create", "promise.settle"):
+        errors.append("Invalid fence action kind")
+    _raise(errors)
+    action = decode_action_data(d.action.kind, d.action.data, lineage)
+    if action.id == d.id:
+        raise ValidationError("Action ID must not equal the task ID")
+    return Fence(d.id, d.version, d.action.kind, d.action.head, action)
+
+
+def _v_task_heartbeat(d: TaskHeartbeat, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    if not d.pid:
+        errors.append("pid must not be empty")
+    if not d.tasks:
+        errors.append("tasks must not be empty")
+    elif lineage.strict and len({origin_of(t.id, lineage) for t in d.tasks}) > 1:
+        errors.append("All tasks must belong to the same origin")
+    _raise(errors)
+
+
+def _v_task_search(d: TaskSearch, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    if d.state is not None and d.state not in TASK_STATES:
+        errors.append("state must be a task state")
+    _check_limit(d.limit, errors)
+    _raise(errors)
+
+
+def _v_schedule_id(d: ScheduleGet | ScheduleDelete, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    _raise(errors)
+
+
+def _v_schedule_create(d: ScheduleCreate, lineage: LineagePolicy) -> None:
+    from troth.server.cron import CronError, parse_cron
+
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if "." in d.id:
+        errors.append("id must not contain '.'")
+    if not d.cron:
+        errors.append("cron must not be empty")
+    else:
+        try:
+            parse_cron(d.cron)
+        except CronError:
+            errors.append("Invalid cron expression")
+    if not d.promiseId:
+        errors.append("promiseId must not be empty")
+    elif len(d.promiseId) > MAX_ID_LENGTH:
+        errors.append(f"promiseId exceeds maximum length of {MAX_ID_LENGTH} characters")
+    if d.promiseTimeout < 0:
+        errors.append("promiseTimeout must be non-negative")
+    if "resonate:target" not in d.promiseTags:
+        errors.append("promiseTags must contain resonate:target")
+    _raise(errors)
+
+
+def _v_schedule_search(d: ScheduleSearch, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_limit(d.limit, errors)
+    _raise(errors)
+
+
+def _v_none(d: Any, lineage: LineagePolicy) -> None:
+    return None
+
+
+_VALIDATORS: Final[dict[str, Any]] = {
+    "promise.get": _v_promise_get,
+    "promise.create": _v_promise_create,
+    "promise.settle": _v_promise_settle,
+    "promise.register_callback": _v_register_callback,
+    "promise.register_listener": _v_register_listener,
+    "promise.search": _v_promise_search,
+    "task.get": _v_task_id,
+    "task.create": _v_task_create,
+    "task.acquire": _v_task_acquire,
+    "task.release": _v_task_release,
+    "task.fulfill": _v_task_fulfill,
+    "task.suspend": _v_task_suspend,
+    "task.fence": _v_task_fence,
+    "task.heartbeat": _v_task_heartbeat,
+    "task.halt": _v_task_id,
+    "task.continue": _v_task_id,
+    "task.search": _v_task_search,
+    "schedule.get": _v_schedule_id,
+    "schedule.create": _v_schedule_create,
+    "schedule.delete": _v_schedule_id,
+    "schedule.search": _v_schedule_search,
+    "debug.start": _v_none,
+    "debug.stop": _v_none,
+    "debug.reset": _v_none,
+    "debug.snap": _v_none,
+    "debug.tick": _v_none,
+}

@@ -1,0 +1,1 @@
+"""The troth server: protocol core, stores, timers, delivery and HTTP."""

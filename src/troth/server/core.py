@@ -1,0 +1,652 @@
+"""The state machine of the protocol: one method per request kind, pure over a store transaction.
+
+``Core.handle`` takes a validated request, a ``Tx`` and ``now``, and returns a ``Reply``: the status, the
+response data, the messages the change makes deliverable (also written to the outbox in the same
+transaction) and the earliest time a timer it created falls due. ``Core.tick`` is the background pass of
+PROTOCOL.md §5.6 (promise timeouts, task retries and lease expiries, schedule firings) run at a time.
+Nothing here knows about HTTP, SQL or the event loop; the HTTP server and the SDK's local mode share it.
+
+Behaviour follows PROTOCOL.md §4–§5 with DESIGN.md's decisions: every pending promise times out in the
+background (decision 5), ``resonate:delay`` holds back the first ``execute`` (decision 5), and the lineage
+checks are relaxed unless strict (decision 4, applied in ``troth.protocol.requests``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from troth.protocol import requests as rq
+from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
+from troth.server.cron import parse_cron, render_promise_id
+from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
+
+PASS_LIMIT: Final = 1000
+"""Most rows of one kind a background pass handles; a pass that reaches it asks to run again at once."""
+
+
+class Outgoing(msgspec.Struct, frozen=True):
+    """A message made deliverable by a committed change: an ``execute`` or an ``unblock``."""
+
+    address: str
+    task_id: str = ""
+    version: int = 0
+    promise: Promise | None = None
+
+    @property
+    def is_execute(self) -> bool:
+        return self.promise is None
+
+
+class Reply(msgspec.Struct):
+    status: int
+    data: Any
+    messages: list[Outgoing] = msgspec.field(default_factory=list)
+    wake: int | None = None
+    fired_schedules: int = 0
+    lateness: list[int] = msgspec.field(default_factory=list)
+
+
+class CoreConfig(msgspec.Struct, frozen=True):
+    retry_timeout: int = 30_000
+    lineage: rq.LineagePolicy = rq.LineagePolicy()
+
+
+class _Effects:
+    """What a unit of work produced besides its answer."""
+
+    __slots__ = ("executes", "fired", "lateness", "unblocks", "wake")
+
+    def __init__(self) -> None:
+        self.executes: dict[str, Outgoing] = {}
+        self.unblocks: dict[tuple[str, str], Outgoing] = {}
+        self.wake: int | None = None
+        self.fired = 0
+        self.lateness: list[int] = []
+
+    def at(self, when: int) -> None:
+        if self.wake is None or when < self.wake:
+            self.wake = when
+
+    def reply(self, status: int, data: Any) -> Reply:
+        messages = [*self.executes.values(), *self.unblocks.values()]
+        return Reply(status, data, messages, self.wake, self.fired, self.lateness)
+
+
+def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
+    return Promise(
+        p.id,
+        state,
+        p.param,
+        p.value if value is None else value,
+        p.tags,
+        p.timeoutAt,
+        p.createdAt,
+        settled_at,
+    )
+
+
+def _timed_out_state(tags: dict[str, str]) -> str:
+    return "resolved" if tags.get("resonate:timer") == "true" else "rejected_timedout"
+
+
+def _leased(t: TaskRow) -> None:
+    t.timeout_type = None
+    t.timeout_at = None
+    t.pid = None
+    t.ttl = None
+
+
+class Core:
+    def __init__(self, config: CoreConfig | None = None) -> None:
+        self.config = config or CoreConfig()
+        self._handlers: dict[str, Any] = {
+            "promise.get": self._promise_get,
+            "promise.create": self._promise_create,
+            "promise.settle": self._promise_settle,
+            "promise.register_callback": self._register_callback,
+            "promise.register_listener": self._register_listener,
+            "promise.search": self._promise_search,
+            "task.get": self._task_get,
+            "task.create": self._task_create,
+            "task.acquire": self._task_acquire,
+            "task.release": self._task_release,
+            "task.fulfill": self._task_fulfill,
+            "task.suspend": self._task_suspend,
+            "task.fence": self._task_fence,
+            "task.heartbeat": self._task_heartbeat,
+            "task.halt": self._task_halt,
+            "task.continue": self._task_continue,
+            "task.search": self._task_search,
+            "schedule.get": self._schedule_get,
+            "schedule.create": self._schedule_create,
+            "schedule.delete": self._schedule_delete,
+            "schedule.search": self._schedule_search,
+            "debug.reset": self._debug_reset,
+            "debug.snap": self._debug_snap,
+        }
+
+    def handles(self, kind: str) -> bool:
+        return kind in self._handlers
+
+    async def handle(self, tx: Tx, req: rq.Request, now: int) -> Reply:
+        fx = _Effects()
+        status, data = await self._handlers[req.kind](tx, req, now, fx)
+        return fx.reply(status, data)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    async def _load(self, tx: Tx, id: str, now: int, fx: _Effects) -> Promise | None:
+        """The promise, timed out first if it is pending and past its timeout (the lazy timeout)."""
+        p = await tx.get_promise(id)
+        if p is not None and p.state == "pending" and p.timeoutAt <= now:
+            p = await self._settle(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, now, fx)
+        return p
+
+    async def _settle(
+        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, now: int, fx: _Effects
+    ) -> Promise:
+        """Settle a pending promise with the full cascade of PROTOCOL.md §5.5."""
+        settled = await self._settle_row(tx, p, state, value, settled_at)
+        await self._notify(tx, settled, now, fx)
+        return settled
+
+    async def _settle_row(
+        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int
+    ) -> Promise:
+        await tx.settle_promise(p.id, state, value, settled_at)
+        if "resonate:target" in p.tags:
+            task = await tx.get_task(p.id)
+            if task is not None and task.state != "fulfilled":
+                task.state = "fulfilled"
+                _leased(task)
+                await tx.put_task(task)
+                await tx.delete_callbacks_of(p.id)
+        return _settled(p, state, value, settled_at)
+
+    async def _notify(self, tx: Tx, p: Promise, now: int, fx: _Effects) -> None:
+        for awaiter in await tx.ready_callbacks(p.id):
+            task = await tx.get_task(awaiter)
+            if task is not None and task.state == "suspended":
+                await self._make_pending(tx, task, now, fx)
+        for address in await tx.pop_listeners(p.id):
+            await self._unblock(tx, p, address, fx)
+
+    async def _make_pending(self, tx: Tx, task: TaskRow, now: int, fx: _Effects) -> None:
+        """Task → pending at the same version, retry timer armed, ``execute`` queued to its target."""
+        task.state = "pending"
+        _leased(task)
+        task.timeout_type = RETRY
+        task.timeout_at = now + self.config.retry_timeout
+        await tx.put_task(task)
+        fx.at(task.timeout_at)
+        await self._dispatch(tx, task, fx)
+
+    async def _dispatch(self, tx: Tx, task: TaskRow, fx: _Effects) -> None:
+        p = await tx.get_promise(task.id)
+        target = None if p is None else p.tags.get("resonate:target")
+        if target is None:
+            return
+        message = OutboxExecute(task.id, task.version, target)
+        await tx.put_execute(message)
+        fx.executes[task.id] = Outgoing(target, task.id, task.version)
+
+    async def _unblock(self, tx: Tx, p: Promise, address: str, fx: _Effects) -> None:
+        await tx.put_unblock(OutboxUnblock(p.id, address))
+        fx.unblocks[(p.id, address)] = Outgoing(address, promise=p)
+
+    async def _preload(self, tx: Tx, p: Promise) -> list[Promise]:
+        branch = p.tags.get("resonate:branch")
+        if branch is None:
+            return []
+        return await tx.branch_promises(branch, p.id)
+
+    async def _create(self, tx: Tx, d: rq.PromiseCreate, now: int, fx: _Effects) -> Promise:
+        """``promise.create`` (§4.2): the existing record, or a new promise (and task) as the tags say."""
+        existing = await self._load(tx, d.id, now, fx)
+        if existing is not None:
+            return existing
+        return await self._insert(tx, d.id, d.timeoutAt, d.param, d.tags, now, now, fx)
+
+    async def _insert(
+        self,
+        tx: Tx,
+        id: str,
+        timeout_at: int,
+        param: Value,
+        tags: dict[str, str],
+        created_at: int,
+        now: int,
+        fx: _Effects,
+        *,
+        with_task: bool = True,
+    ) -> Promise:
+        """Insert a new promise; with a target (and ``with_task``) also its task, dispatched or delayed."""
+        target = tags.get("resonate:target") if with_task else None
+        if now >= timeout_at:
+            p = Promise(
+                id, _timed_out_state(tags), param, EMPTY_VALUE, tags, timeout_at, timeout_at, timeout_at
+            )
+            await tx.insert_promise(p)
+            if target is not None:
+                await tx.put_task(TaskRow(id, "fulfilled", 0))
+            return p
+        p = Promise(id, "pending", param, EMPTY_VALUE, tags, timeout_at, created_at)
+        await tx.insert_promise(p)
+        fx.at(timeout_at)
+        if target is not None:
+            delay = tags.get("resonate:delay")
+            if delay is not None and int(delay) > now:
+                task = TaskRow(id, "pending", 0, RETRY, int(delay))
+                await tx.put_task(task)
+                fx.at(int(delay))
+            else:
+                task = TaskRow(id, "pending", 0, RETRY, now + self.config.retry_timeout)
+                await tx.put_task(task)
+                fx.at(now + self.config.retry_timeout)
+                await tx.put_execute(OutboxExecute(id, 0, target))
+                fx.executes[id] = Outgoing(target, id, 0)
+        return p
+
+    async def _acquire(self, tx: Tx, task: TaskRow, pid: str, ttl: int, now: int, fx: _Effects) -> None:
+        task.state = "acquired"
+        task.version += 1
+        task.timeout_type = LEASE
+        task.timeout_at = now + ttl
+        task.pid = pid
+        task.ttl = ttl
+        await tx.put_task(task)
+        await tx.delete_ready_callbacks(task.id)
+        fx.at(task.timeout_at)
+
+    # ------------------------------------------------------------------------------------------ promises
+
+    async def _promise_get(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        p = await self._load(tx, req.data.id, now, fx)
+        if p is None:
+            return 404, "Promise not found"
+        return 200, {"promise": p}
+
+    async def _promise_create(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        return 200, {"promise": await self._create(tx, req.data, now, fx)}
+
+    async def _promise_settle(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.PromiseSettle = req.data
+        p = await self._load(tx, d.id, now, fx)
+        if p is None:
+            return 404, "Promise not found"
+        if p.state == "pending":
+            p = await self._settle(tx, p, d.state, d.value, now, now, fx)
+        return 200, {"promise": p}
+
+    async def _register_callback(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.RegisterCallback = req.data
+        awaited = await self._load(tx, d.awaited, now, fx)
+        awaiter = await self._load(tx, d.awaiter, now, fx)
+        if awaited is None:
+            return 404, "Awaited promise not found"
+        if awaiter is None:
+            return 422, "Awaiter promise not found"
+        if "resonate:target" not in awaiter.tags:
+            return 422, "Awaiter promise has no resonate:target tag"
+        if awaited.state == "pending":
+            if awaiter.state == "pending":
+                await tx.add_callback(awaited.id, awaiter.id, ready=False)
+        else:
+            task = await tx.get_task(awaiter.id)
+            if task is not None:
+                if task.state == "suspended":
+                    await self._make_pending(tx, task, now, fx)
+                elif task.state in ("pending", "acquired"):
+                    await tx.add_callback(awaited.id, awaiter.id, ready=True)
+        return 200, {"promise": awaited}
+
+    async def _register_listener(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.RegisterListener = req.data
+        p = await self._load(tx, d.awaited, now, fx)
+        if p is None:
+            return 404, "Awaited promise not found"
+        if p.state == "pending":
+            await tx.add_listener(p.id, d.address)
+        return 200, {"promise": p}
+
+    async def _promise_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.PromiseSearch = req.data
+        limit = d.limit or 100
+        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor)
+        return 200, _page("promises", found, limit)
+
+    # --------------------------------------------------------------------------------------------- tasks
+
+    async def _task_get(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        await self._load(tx, req.data.id, now, fx)
+        task = await tx.get_task(req.data.id)
+        if task is None:
+            return 404, "Task not found"
+        return 200, {"task": await task_record(tx, task)}
+
+    async def _task_create(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskCreate = req.data
+        a = d.action.data
+        p = await self._load(tx, a.id, now, fx)
+        if p is None:
+            p = await self._insert(tx, a.id, a.timeoutAt, a.param, a.tags, now, now, fx, with_task=False)
+            if p.state != "pending":
+                await tx.put_task(TaskRow(a.id, "fulfilled", 0))
+                return 200, {"task": Task(a.id, "fulfilled", 0, 0), "promise": p, "preload": []}
+            task = TaskRow(a.id, "pending", 0)
+        else:
+            found = await tx.get_task(p.id)
+            if found is None:
+                return 422, "The promise does not have a resonate:target tag"
+            task = found
+            if task.state == "fulfilled":
+                return 200, {"task": Task(task.id, "fulfilled", task.version, 0), "promise": p, "preload": []}
+            if task.state != "pending":
+                return 409, "Already exists"
+        await self._acquire(tx, task, d.pid, d.ttl, now, fx)
+        return 200, {
+            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
+            "promise": p,
+            "preload": await self._preload(tx, p),
+        }
+
+    async def _task_acquire(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskAcquire = req.data
+        p = await self._load(tx, d.id, now, fx)
+        task = await tx.get_task(d.id)
+        if task is None or p is None:
+            return 404, "Task not found"
+        if task.state != "pending":
+            return 409, "Task is not pending"
+        if task.version != d.version:
+            return 409, "Version mismatch"
+        await self._acquire(tx, task, d.pid, d.ttl, now, fx)
+        return 200, {
+            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
+            "promise": p,
+            "preload": await self._preload(tx, p),
+        }
+
+    async def _task_release(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskRelease = req.data
+        await self._load(tx, d.id, now, fx)
+        task = await tx.get_task(d.id)
+        if task is None:
+            return 404, "Task not found"
+        if task.state != "acquired" or task.version != d.version:
+            return 409, "Task version mismatch or invalid state"
+        await self._make_pending(tx, task, now, fx)
+        return 200, {}
+
+    async def _task_fulfill(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskFulfill = req.data
+        p = await self._load(tx, d.id, now, fx)
+        task = await tx.get_task(d.id)
+        if task is None or p is None:
+            return 404, "Task not found"
+        if task.state != "acquired" or task.version != d.version:
+            return 409, "Task version mismatch or invalid state"
+        if p.state == "pending":
+            s = d.action.data
+            p = await self._settle(tx, p, s.state, s.value, now, now, fx)
+        return 200, {"promise": p}
+
+    async def _task_suspend(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskSuspend = req.data
+        await self._load(tx, d.id, now, fx)
+        awaited_ids = list(dict.fromkeys(a.data.awaited for a in d.actions))
+        awaited: list[Promise | None] = [await self._load(tx, a, now, fx) for a in awaited_ids]
+        task = await tx.get_task(d.id)
+        if task is None:
+            return 404, "Task not found"
+        if task.state != "acquired" or task.version != d.version:
+            return 409, "Task is not acquired or version mismatch"
+        if any(p is None for p in awaited):
+            return 422, "Awaited promise not found"
+        await tx.delete_ready_callbacks(task.id)
+        if all(p is not None and p.state == "pending" for p in awaited):
+            for awaited_id in awaited_ids:
+                await tx.add_callback(awaited_id, task.id, ready=False)
+            task.state = "suspended"
+            _leased(task)
+            await tx.put_task(task)
+            return 200, {}
+        own = await tx.get_promise(task.id)
+        return 300, {"preload": [] if own is None else await self._preload(tx, own)}
+
+    async def _task_fence(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.Fence = req.data
+        own = await self._load(tx, d.id, now, fx)
+        target = await self._load(tx, d.action.id, now, fx)
+        task = await tx.get_task(d.id)
+        if task is None:
+            return 404, "Task not found"
+        if task.state != "acquired" or task.version != d.version:
+            return 409, "Version mismatch"
+        inner_status = 200
+        inner: Any
+        if isinstance(d.action, rq.PromiseCreate):
+            inner = {"promise": await self._create(tx, d.action, now, fx)}
+        elif target is None:
+            inner_status, inner = 404, "Promise not found"
+        else:
+            if target.state == "pending":
+                target = await self._settle(tx, target, d.action.state, d.action.value, now, now, fx)
+            inner = {"promise": target}
+        head = {"corrId": req.corr_id, "status": inner_status, "version": PROTOCOL_VERSION}
+        preload = [] if own is None else await self._preload(tx, own)
+        return 200, {"action": {"kind": d.action_kind, "head": head, "data": inner}, "preload": preload}
+
+    async def _task_heartbeat(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskHeartbeat = req.data
+        for ref in d.tasks:
+            if ref.id:
+                await tx.extend_lease(ref.id, ref.version, d.pid, now)
+        return 200, {}
+
+    async def _task_halt(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        await self._load(tx, req.data.id, now, fx)
+        task = await tx.get_task(req.data.id)
+        if task is None:
+            return 404, "Task not found"
+        if task.state == "fulfilled":
+            return 409, "Task is fulfilled"
+        if task.state != "halted":
+            task.state = "halted"
+            _leased(task)
+            await tx.put_task(task)
+        return 200, {}
+
+    async def _task_continue(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        await self._load(tx, req.data.id, now, fx)
+        task = await tx.get_task(req.data.id)
+        if task is None:
+            return 404, "Task not found"
+        if task.state != "halted":
+            return 409, "Task is not halted"
+        await self._make_pending(tx, task, now, fx)
+        return 200, {}
+
+    async def _task_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.TaskSearch = req.data
+        limit = d.limit or 100
+        rows = await tx.search_tasks(d.state, limit + 1, d.cursor)
+        found = [await task_record(tx, t) for t in rows]
+        return 200, _page("tasks", found, limit)
+
+    # ----------------------------------------------------------------------------------------- schedules
+
+    async def _schedule_get(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        s = await tx.get_schedule(req.data.id)
+        if s is None:
+            return 404, "Schedule not found"
+        return 200, {"schedule": s}
+
+    async def _schedule_create(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.ScheduleCreate = req.data
+        existing = await tx.get_schedule(d.id)
+        if existing is not None:
+            return 200, {"schedule": existing}
+        next_run = parse_cron(d.cron).next_after(now)
+        if next_run is None:
+            return 400, "Invalid cron expression: it has no future occurrence"
+        s = Schedule(
+            d.id, d.cron, d.promiseId, d.promiseTimeout, d.promiseParam, d.promiseTags, now, next_run
+        )
+        await tx.insert_schedule(s)
+        fx.at(next_run)
+        return 200, {"schedule": s}
+
+    async def _schedule_delete(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        if not await tx.delete_schedule(req.data.id):
+            return 404, "Schedule not found"
+        return 200, {}
+
+    async def _schedule_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.ScheduleSearch = req.data
+        limit = d.limit or 10
+        found = await tx.search_schedules(d.tags, limit + 1, d.cursor)
+        return 200, _page("schedules", found, limit)
+
+    # --------------------------------------------------------------------------------------------- debug
+
+    async def _debug_reset(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        await tx.reset()
+        return 200, {}
+
+    async def _debug_snap(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        return 200, await snapshot(tx)
+
+    # ----------------------------------------------------------------------------------- background work
+
+    async def tick(self, tx: Tx, now: int) -> Reply:
+        """One background pass at ``now`` (PROTOCOL.md §5.6); ``wake`` is when the next one is due."""
+        fx = _Effects()
+        again = False
+        due = await tx.due_promises(now, PASS_LIMIT)
+        settled: list[Promise] = []
+        for p in due:
+            fx.lateness.append(now - p.timeoutAt)
+            settled.append(await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt))
+        for p in settled:
+            await self._notify(tx, p, now, fx)
+        again |= len(due) >= PASS_LIMIT
+
+        tasks = await tx.due_tasks(now, PASS_LIMIT)
+        for task in tasks:
+            assert task.timeout_at is not None
+            fx.lateness.append(now - task.timeout_at)
+            if task.state in ("pending", "acquired"):
+                await self._make_pending(tx, task, now, fx)
+            else:  # a stray timeout on a task that needs none
+                _leased(task)
+                await tx.put_task(task)
+        again |= len(tasks) >= PASS_LIMIT
+
+        fired = 0
+        for s in await tx.due_schedules(now, PASS_LIMIT):
+            fired += await self._fire_schedule(tx, s, now, fx)
+        again |= fired >= PASS_LIMIT
+        fx.fired = fired
+
+        next_due = await tx.next_due()
+        if again:
+            fx.at(now)
+        elif next_due is not None:
+            fx.at(next_due)
+        return fx.reply(200, [])
+
+    async def _fire_schedule(self, tx: Tx, s: Schedule, now: int, fx: _Effects) -> int:
+        """Create every occurrence of ``s`` due by ``now`` (none is skipped), each with its own timestamp."""
+        spec = parse_cron(s.cron)
+        fire: int | None = s.nextRunAt
+        count = 0
+        while fire is not None and fire <= now and count < PASS_LIMIT:
+            fx.lateness.append(now - fire)
+            pid = render_promise_id(s.promiseId, s.id, fire)
+            tags = dict(s.promiseTags)
+            tags["resonate:schedule"] = s.id
+            for lineage_tag in ("resonate:origin", "resonate:branch", "resonate:parent", "resonate:prefix"):
+                tags[lineage_tag] = pid
+            if await tx.get_promise(pid) is None:
+                await self._insert(tx, pid, fire + s.promiseTimeout, s.promiseParam, tags, fire, now, fx)
+            following = spec.next_after(fire)
+            if not await tx.advance_schedule(s.id, fire, following):
+                break
+            count += 1
+            fire = following
+        return count
+
+    async def release_leases(self, tx: Tx, pid: str, now: int) -> Reply:
+        """End every lease held by ``pid`` at once and re-dispatch its tasks (DESIGN.md decision 10)."""
+        fx = _Effects()
+        for task in await tx.tasks_leased_by(pid):
+            await self._make_pending(tx, task, now, fx)
+        return fx.reply(200, {})
+
+    async def pending_dispatches(self, tx: Tx, now: int) -> list[Outgoing]:
+        """An ``execute`` for every pending task whose dispatch is not held back by a delay (start-up)."""
+        out: list[Outgoing] = []
+        cursor: str | None = None
+        while True:
+            page = await tx.search_tasks("pending", 1000, cursor)
+            for task in page:
+                p = await tx.get_promise(task.id)
+                if p is None or "resonate:target" not in p.tags:
+                    continue
+                delay = p.tags.get("resonate:delay")
+                if delay is not None and int(delay) > now and task.timeout_at == int(delay):
+                    continue
+                out.append(Outgoing(p.tags["resonate:target"], task.id, task.version))
+            if len(page) < 1000:
+                return out
+            cursor = page[-1].id
+
+
+async def task_record(tx: Tx, t: TaskRow) -> Task:
+    """The wire record of a task: its ready-callback count, and its lease while acquired."""
+    resumes = await tx.count_ready(t.id) if t.state != "fulfilled" else 0
+    if t.state == "acquired":
+        return Task(t.id, t.state, t.version, resumes, t.ttl, t.pid)
+    return Task(t.id, t.state, t.version, resumes)
+
+
+def _page(key: str, found: list[Any], limit: int) -> dict[str, Any]:
+    if len(found) > limit:
+        items = found[:limit]
+        return {key: items, "cursor": items[-1].id}
+    return {key: found}
+
+
+async def snapshot(tx: Tx) -> dict[str, Any]:
+    """The ``debug.snap`` dump (PROTOCOL.md §4.21), every list sorted by id."""
+    raw = await tx.snapshot()
+    tasks: list[Task] = []
+    timeouts: list[dict[str, Any]] = []
+    for t in raw["tasks"]:
+        tasks.append(await task_record(tx, t))
+        if t.timeout_at is not None:
+            timeouts.append({"id": t.id, "type": t.timeout_type, "timeout": t.timeout_at})
+    messages: list[dict[str, Any]] = [
+        {
+            "address": e.address,
+            "message": {"kind": "execute", "head": {}, "data": {"task": {"id": e.id, "version": e.version}}},
+        }
+        for e in raw["executes"]
+    ]
+    for u in raw["unblocks"]:
+        p = await tx.get_promise(u.promise_id)
+        messages.append(
+            {"address": u.address, "message": {"kind": "unblock", "head": {}, "data": {"promise": p}}}
+        )
+    return {
+        "promises": raw["promises"],
+        "promiseTimeouts": raw["promiseTimeouts"],
+        "callbacks": raw["callbacks"],
+        "listeners": raw["listeners"],
+        "tasks": tasks,
+        "taskTimeouts": timeouts,
+        "messages": messages,
+    }

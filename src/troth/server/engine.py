@@ -1,0 +1,228 @@
+"""The server engine: one store, the core, timers and delivery wired together.
+
+``Engine.handle`` takes the raw body of a ``POST /`` and returns the HTTP status and response body; it is
+the single entry point of the HTTP server and of the SDK's local mode. After every committed change the
+engine hands the change's messages to delivery, arms the timers, and later deletes the delivered rows from
+the outbox (batched, riding on the store's group commit). At start-up it re-sends what the outbox still
+holds and remembers every pending task, so the first worker of a group to connect gets them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from troth.protocol import requests as rq
+from troth.protocol.records import PROTOCOL_VERSION
+from troth.server.clock import Clock, SystemClock
+from troth.server.core import Core, CoreConfig, Outgoing, Reply
+from troth.server.delivery import Delivery
+from troth.server.metrics import Metrics
+from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
+
+log = logging.getLogger("troth.engine")
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+class EngineConfig(msgspec.Struct, frozen=True):
+    server_url: str = "http://127.0.0.1:8001"
+    retry_timeout: int = 30_000
+    strict_lineage: bool = False
+    debug: bool = False
+    buffer_size: int = 100
+    max_connections: int = 1000
+
+
+def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
+    return _encoder.encode(
+        {
+            "kind": kind,
+            "head": {"corrId": corr_id, "status": status, "version": PROTOCOL_VERSION},
+            "data": data,
+        }
+    )
+
+
+def _deleter(executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> Callable[[Tx], Awaitable[None]]:
+    async def work(tx: Tx) -> None:
+        await tx.delete_outbox(executes, unblocks)
+
+    return work
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        config: EngineConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.lineage = rq.LineagePolicy(strict=self.config.strict_lineage)
+        self.core = Core(CoreConfig(retry_timeout=self.config.retry_timeout, lineage=self.lineage))
+        self.delivery = Delivery(
+            server_url=self.config.server_url,
+            metrics=self.metrics,
+            buffer_size=self.config.buffer_size,
+            max_connections=self.config.max_connections,
+            on_pid_gone=self._pid_gone,
+        )
+        from troth.server.timers import Timers
+
+        self.timers = Timers(self.clock, self._pass)
+        self.paused = False
+        self._sent_executes: list[OutboxExecute] = []
+        self._sent_unblocks: list[OutboxUnblock] = []
+        self._cleanup: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        now = self.clock.now()
+        pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
+        self.delivery.remember(pending)
+        self.timers.arm(now)
+        await self._flush_outbox()
+
+    async def stop(self) -> None:
+        await self.timers.stop()
+        await self.delivery.aclose()
+        for task in list(self._background):
+            await asyncio.gather(task, return_exceptions=True)
+        if self._cleanup is not None:
+            await asyncio.gather(self._cleanup, return_exceptions=True)
+        await self.store.close()
+
+    async def ready(self) -> bool:
+        return await self.store.ping()
+
+    # --------------------------------------------------------------------------------------- requests
+
+    async def handle(self, body: bytes) -> tuple[int, bytes]:
+        """Answer one ``POST /`` body: the HTTP status (equal to ``head.status``) and the response bytes."""
+        started = time.perf_counter()
+        parsed = rq.parse_request(body, debug=self.config.debug, lineage=self.lineage)
+        if isinstance(parsed, rq.Invalid):
+            return parsed.status, envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
+        try:
+            status, data = await self.execute(parsed)
+        except StoreError as exc:
+            log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
+            status, data = 500, f"Internal error: {exc}"
+        self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
+        return status, envelope(parsed.kind, parsed.corr_id, status, data)
+
+    async def execute(self, req: rq.Request) -> tuple[int, Any]:
+        """Run a validated request; returns its status and response data."""
+        now = req.debug_time if req.debug_time is not None else self.clock.now()
+        kind = req.kind
+        if kind == "debug.start":
+            self.paused = True
+            self.timers.pause()
+            return 200, {}
+        if kind == "debug.stop":
+            self.paused = False
+            self.timers.resume()
+            await self._flush_outbox()
+            return 200, {}
+        if kind == "debug.tick":
+            tick = req.data.time
+            reply = await self.store.run(lambda tx: self.core.tick(tx, tick))
+            self._observe_pass(reply)
+            return 200, []
+        reply = await self.store.run(lambda tx: self.core.handle(tx, req, now))
+        self._committed(reply)
+        return reply.status, reply.data
+
+    # ------------------------------------------------------------------------------------- after commit
+
+    def _committed(self, reply: Reply) -> None:
+        if reply.wake is not None:
+            self.timers.arm(reply.wake)
+        if reply.messages and not self.paused:
+            self._deliver(reply.messages)
+
+    def _deliver(self, messages: list[Outgoing]) -> None:
+        self.delivery.send(messages)
+        for m in messages:
+            if m.promise is None:
+                self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address))
+            else:
+                self._sent_unblocks.append(OutboxUnblock(m.promise.id, m.address))
+        if self._cleanup is None or self._cleanup.done():
+            self._cleanup = asyncio.get_running_loop().create_task(self._clean_outbox())
+
+    async def _clean_outbox(self) -> None:
+        while self._sent_executes or self._sent_unblocks:
+            executes, self._sent_executes = self._sent_executes, []
+            unblocks, self._sent_unblocks = self._sent_unblocks, []
+            try:
+                await self.store.run(_deleter(executes, unblocks))
+            except StoreError as exc:
+                log.warning("could not clean the outbox: %s", exc)
+                return
+
+    async def _flush_outbox(self) -> None:
+        """Send whatever the outbox holds (after a restart or a debug pause)."""
+        executes, unblocks = await self.store.run(lambda tx: tx.outbox())
+        messages = [Outgoing(e.address, e.id, e.version) for e in executes]
+
+        async def promises(tx: Tx) -> list[Outgoing]:
+            out = []
+            for u in unblocks:
+                p = await tx.get_promise(u.promise_id)
+                if p is not None:
+                    out.append(Outgoing(u.address, promise=p))
+            return out
+
+        messages.extend(await self.store.run(promises))
+        if messages:
+            self._deliver(messages)
+
+    # ----------------------------------------------------------------------------------- background
+
+    async def _pass(self, now: int) -> int | None:
+        reply = await self.store.run(lambda tx: self.core.tick(tx, now))
+        self._observe_pass(reply)
+        if reply.messages and not self.paused:
+            self._deliver(reply.messages)
+        return reply.wake
+
+    def _observe_pass(self, reply: Reply) -> None:
+        for late in reply.lateness:
+            self.metrics.lateness.observe(max(0, late) / 1000.0)
+        if reply.fired_schedules:
+            self.metrics.schedule_promises.inc(reply.fired_schedules)
+
+    def _pid_gone(self, pid: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(pid))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, pid: str) -> None:
+        now = self.clock.now()
+        try:
+            reply = await self.store.run(lambda tx: self.core.release_leases(tx, pid, now))
+        except StoreError as exc:
+            log.warning("could not release the leases of %s: %s", pid, exc)
+            return
+        self._committed(reply)
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition, with promise and task counts read from the store."""
+        counts = await self.store.run(lambda tx: tx.counts())
+        self.metrics.set_counts(counts)
+        return self.metrics.render()

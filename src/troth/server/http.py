@@ -1,0 +1,182 @@
+"""The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``/health``, ``/ready``, ``/metrics``.
+
+A plain ASGI callable rather than a framework router: there are six routes and ``POST /`` is the hot path,
+so every microsecond of routing counts. Routing-level answers follow PROTOCOL.md §1.1: unknown path →
+``404`` without a JSON content type, wrong method → ``405`` with ``Allow``, legacy REST routes → ``410``,
+bodies over 2 MiB → ``413``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+from troth.protocol.requests import MAX_BODY_BYTES
+from troth.server.engine import Engine
+
+log = logging.getLogger("troth.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON: Final = [(b"content-type", b"application/json")]
+_TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
+_SSE: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_LEGACY: Final = ("/promises", "/schedules", "/tasks")
+_GONE: Final = b'{"error": "This endpoint is no longer supported. Please update to the latest SDK."}'
+
+
+async def _respond(
+    send: Send, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    hdrs = list(headers or [])
+    hdrs.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+class App:
+    """The API server's ASGI app. ``metrics_only`` serves just ``/metrics`` (the metrics listener)."""
+
+    def __init__(self, engine: Engine, *, metrics_only: bool = False) -> None:
+        self.engine = engine
+        self.metrics_only = metrics_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if self.metrics_only:
+            if path == "/metrics":
+                await self._metrics(method, send)
+            else:
+                await _respond(send, 404)
+            return
+        if path == "/":
+            if method != "POST":
+                await _respond(send, 405, headers=[(b"allow", b"POST")])
+                return
+            await self._rpc(scope, receive, send)
+        elif path.startswith("/poll/"):
+            if method != "GET":
+                await _respond(send, 405, headers=[(b"allow", b"GET")])
+                return
+            await self._poll(scope, receive, send)
+        elif path in ("/health", "/ready", "/metrics"):
+            if method not in ("GET", "HEAD"):
+                await _respond(send, 405, headers=[(b"allow", b"GET")])
+            elif path == "/health":
+                await _respond(send, 200)
+            elif path == "/ready":
+                await _respond(send, 200 if await self.engine.ready() else 503)
+            else:
+                await self._metrics(method, send)
+        elif any(path == p or path.startswith(p + "/") for p in _LEGACY):
+            log.warning("legacy REST route %s %s answered 410", method, path)
+            await _respond(send, 410, _GONE, _JSON)
+        else:
+            await _respond(send, 404)
+
+    async def _rpc(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > MAX_BODY_BYTES
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _respond(send, 413, b"Payload Too Large", _TEXT)
+                    return
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    await _respond(send, 413, b"Payload Too Large", _TEXT)
+                    return
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            status, payload = await self.engine.handle(body)
+        except Exception:
+            log.exception("internal error")
+            status, payload = (
+                500,
+                b'{"kind":"unknown","head":{"corrId":"0","status":500,"version":"2026-04-01"},'
+                b'"data":"Internal error"}',
+            )
+        await _respond(send, status, payload, _JSON)
+
+    async def _poll(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path: bytes | None = scope.get("raw_path")
+        text = raw_path.decode("latin-1") if raw_path else scope["path"]
+        parts = text.split("?", 1)[0].split("/")
+        # ["", "poll", group, id...]
+        if len(parts) < 4 or not parts[2] or not parts[3]:
+            await _respond(send, 404)
+            return
+        group = unquote(parts[2])
+        ident = unquote("/".join(parts[3:]))
+        delivery = self.engine.delivery
+        conn = delivery.connect(group, ident)
+        if conn is None:
+            await _respond(send, 503, b"Poll registration at capacity", _TEXT)
+            return
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    conn.close()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            while True:
+                frames = await conn.frames()
+                if frames is None:
+                    break
+                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+            delivery.disconnect(conn)
+
+    async def _metrics(self, method: str, send: Send) -> None:
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, headers=[(b"allow", b"GET")])
+            return
+        body = await self.engine.scrape()
+        await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

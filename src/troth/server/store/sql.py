@@ -1,0 +1,446 @@
+"""The SQL logic shared by every SQL store: schema, statements and row mapping over four primitives.
+
+A dialect (``sqlite.py``, later ``postgres.py``) supplies ``_one``, ``_all``, ``_exec`` and ``_tags_match``
+and may rewrite the ``?`` placeholders; everything else — the tables of PROTOCOL.md §7 folded to what the
+core needs (a task's one timeout lives on its row; a promise's background timeout is its pending
+``timeout_at``) — is written once here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Final
+
+import msgspec
+
+from troth.protocol.records import EMPTY_VALUE, Promise, Schedule, Value
+from troth.server.store.base import OutboxExecute, OutboxUnblock, TaskRow
+
+SCHEMA: Final = [
+    """CREATE TABLE IF NOT EXISTS promises (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        param TEXT NOT NULL,
+        value TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        branch TEXT,
+        timeout_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        settled_at BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS promises_pending_timeout ON promises (timeout_at) WHERE state = 'pending'",
+    "CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        timeout_type SMALLINT,
+        timeout_at BIGINT,
+        pid TEXT,
+        ttl BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS tasks_timeout ON tasks (timeout_at) WHERE timeout_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS tasks_pid ON tasks (pid) WHERE pid IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS callbacks (
+        awaited_id TEXT NOT NULL,
+        awaiter_id TEXT NOT NULL,
+        ready SMALLINT NOT NULL,
+        PRIMARY KEY (awaited_id, awaiter_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS callbacks_awaiter ON callbacks (awaiter_id)",
+    """CREATE TABLE IF NOT EXISTS listeners (
+        promise_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (promise_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox_execute (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        address TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox_unblock (
+        promise_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (promise_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS schedules (
+        id TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        promise_id TEXT NOT NULL,
+        promise_timeout BIGINT NOT NULL,
+        promise_param TEXT NOT NULL,
+        promise_tags TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        next_run_at BIGINT NOT NULL,
+        last_run_at BIGINT,
+        timer_at BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS schedules_timer ON schedules (timer_at) WHERE timer_at IS NOT NULL",
+]
+
+TABLES: Final = (
+    "promises",
+    "tasks",
+    "callbacks",
+    "listeners",
+    "outbox_execute",
+    "outbox_unblock",
+    "schedules",
+)
+
+_encode = msgspec.json.encode
+_value_decoder = msgspec.json.Decoder(Value)
+_tags_decoder = msgspec.json.Decoder(dict[str, str])
+
+_P_COLS: Final = "id, state, param, value, tags, timeout_at, created_at, settled_at"
+_T_COLS: Final = "id, state, version, timeout_type, timeout_at, pid, ttl"
+_S_COLS: Final = (
+    "id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at, next_run_at, last_run_at"
+)
+
+
+def _text(value: Any) -> str:
+    return _encode(value).decode()
+
+
+def _value(text: str) -> Value:
+    return EMPTY_VALUE if text == "{}" else _value_decoder.decode(text)
+
+
+def _promise(row: Any) -> Promise:
+    return Promise(
+        row[0],
+        row[1],
+        _value(row[2]),
+        _value(row[3]),
+        _tags_decoder.decode(row[4]),
+        row[5],
+        row[6],
+        row[7],
+    )
+
+
+def _task(row: Any) -> TaskRow:
+    return TaskRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def _schedule(row: Any) -> Schedule:
+    return Schedule(
+        row[0], row[1], row[2], row[3], _value(row[4]), _tags_decoder.decode(row[5]), row[6], row[7], row[8]
+    )
+
+
+class SqlTx(ABC):
+    """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders."""
+
+    @abstractmethod
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """The first row of a query, or ``None``."""
+
+    @abstractmethod
+    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a query (also of a statement with ``RETURNING``)."""
+
+    @abstractmethod
+    async def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run a statement; returns the number of rows it changed."""
+
+    @abstractmethod
+    def _tags_match(self, column: str, tags: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
+        """A condition that holds when the JSON object in ``column`` contains every pair of ``tags``."""
+
+    # ------------------------------------------------------------------------------------------ promises
+
+    async def get_promise(self, id: str) -> Promise | None:
+        row = await self._one(f"SELECT {_P_COLS} FROM promises WHERE id = ?", (id,))
+        return None if row is None else _promise(row)
+
+    async def insert_promise(self, p: Promise) -> None:
+        await self._exec(
+            f"INSERT INTO promises ({_P_COLS}, branch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                p.id,
+                p.state,
+                _text(p.param),
+                _text(p.value),
+                _text(p.tags),
+                p.timeoutAt,
+                p.createdAt,
+                p.settledAt,
+                p.tags.get("resonate:branch"),
+            ),
+        )
+
+    async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
+        if value is None:
+            await self._exec(
+                "UPDATE promises SET state = ?, settled_at = ? WHERE id = ?", (state, settled_at, id)
+            )
+        else:
+            await self._exec(
+                "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ?",
+                (state, _text(value), settled_at, id),
+            )
+
+    async def search_promises(
+        self, state: str | None, tags: dict[str, str] | None, limit: int, cursor: str | None
+    ) -> list[Promise]:
+        where: list[str] = []
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("id > ?")
+            args.append(cursor)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if tags:
+            cond, cond_args = self._tags_match("tags", tags)
+            where.append(cond)
+            args.extend(cond_args)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._all(f"SELECT {_P_COLS} FROM promises {clause} ORDER BY id LIMIT ?", (*args, limit))
+        return [_promise(r) for r in rows]
+
+    async def branch_promises(self, branch: str, exclude: str) -> list[Promise]:
+        rows = await self._all(
+            f"SELECT {_P_COLS} FROM promises WHERE branch = ? AND id <> ? ORDER BY id", (branch, exclude)
+        )
+        return [_promise(r) for r in rows]
+
+    async def due_promises(self, now: int, limit: int) -> list[Promise]:
+        rows = await self._all(
+            f"SELECT {_P_COLS} FROM promises WHERE state = 'pending' AND timeout_at <= ? "
+            "ORDER BY timeout_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [_promise(r) for r in rows]
+
+    # --------------------------------------------------------------------------------------------- tasks
+
+    async def get_task(self, id: str) -> TaskRow | None:
+        row = await self._one(f"SELECT {_T_COLS} FROM tasks WHERE id = ?", (id,))
+        return None if row is None else _task(row)
+
+    async def put_task(self, t: TaskRow) -> None:
+        await self._exec(
+            f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "state = excluded.state, version = excluded.version, timeout_type = excluded.timeout_type, "
+            "timeout_at = excluded.timeout_at, pid = excluded.pid, ttl = excluded.ttl",
+            (t.id, t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl),
+        )
+
+    async def count_ready(self, awaiter: str) -> int:
+        row = await self._one("SELECT count(*) FROM callbacks WHERE awaiter_id = ? AND ready = 1", (awaiter,))
+        return int(row[0])
+
+    async def search_tasks(self, state: str | None, limit: int, cursor: str | None) -> list[TaskRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("id > ?")
+            args.append(cursor)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._all(f"SELECT {_T_COLS} FROM tasks {clause} ORDER BY id LIMIT ?", (*args, limit))
+        return [_task(r) for r in rows]
+
+    async def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
+        rows = await self._all(
+            f"SELECT {_T_COLS} FROM tasks WHERE timeout_at IS NOT NULL AND timeout_at <= ? "
+            "ORDER BY timeout_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [_task(r) for r in rows]
+
+    async def tasks_leased_by(self, pid: str) -> list[TaskRow]:
+        rows = await self._all(
+            f"SELECT {_T_COLS} FROM tasks WHERE pid = ? AND state = 'acquired' ORDER BY id", (pid,)
+        )
+        return [_task(r) for r in rows]
+
+    async def extend_lease(self, id: str, version: int, pid: str, now: int) -> None:
+        await self._exec(
+            "UPDATE tasks SET timeout_at = ? + ttl "
+            "WHERE id = ? AND state = 'acquired' AND version = ? AND pid = ?",
+            (now, id, version, pid),
+        )
+
+    # ----------------------------------------------------------------------------------------- callbacks
+
+    async def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        if ready:
+            await self._exec(
+                "INSERT INTO callbacks (awaited_id, awaiter_id, ready) VALUES (?, ?, 1) "
+                "ON CONFLICT (awaited_id, awaiter_id) DO UPDATE SET ready = 1",
+                (awaited, awaiter),
+            )
+        else:
+            await self._exec(
+                "INSERT INTO callbacks (awaited_id, awaiter_id, ready) VALUES (?, ?, 0) "
+                "ON CONFLICT (awaited_id, awaiter_id) DO NOTHING",
+                (awaited, awaiter),
+            )
+
+    async def ready_callbacks(self, awaited: str) -> list[str]:
+        rows = await self._all(
+            "UPDATE callbacks SET ready = 1 WHERE awaited_id = ? RETURNING awaiter_id", (awaited,)
+        )
+        return sorted(r[0] for r in rows)
+
+    async def delete_ready_callbacks(self, awaiter: str) -> None:
+        await self._exec("DELETE FROM callbacks WHERE awaiter_id = ? AND ready = 1", (awaiter,))
+
+    async def delete_callbacks_of(self, awaiter: str) -> None:
+        await self._exec("DELETE FROM callbacks WHERE awaiter_id = ?", (awaiter,))
+
+    # ----------------------------------------------------------------------------------------- listeners
+
+    async def add_listener(self, promise_id: str, address: str) -> None:
+        await self._exec(
+            "INSERT INTO listeners (promise_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (promise_id, address),
+        )
+
+    async def pop_listeners(self, promise_id: str) -> list[str]:
+        rows = await self._all("DELETE FROM listeners WHERE promise_id = ? RETURNING address", (promise_id,))
+        return sorted(r[0] for r in rows)
+
+    # -------------------------------------------------------------------------------------------- outbox
+
+    async def put_execute(self, m: OutboxExecute) -> None:
+        await self._exec(
+            "INSERT INTO outbox_execute (id, version, address) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address",
+            (m.id, m.version, m.address),
+        )
+
+    async def put_unblock(self, m: OutboxUnblock) -> None:
+        await self._exec(
+            "INSERT INTO outbox_unblock (promise_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (m.promise_id, m.address),
+        )
+
+    async def delete_outbox(self, executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> None:
+        for e in executes:
+            await self._exec(
+                "DELETE FROM outbox_execute WHERE id = ? AND version = ? AND address = ?",
+                (e.id, e.version, e.address),
+            )
+        for u in unblocks:
+            await self._exec(
+                "DELETE FROM outbox_unblock WHERE promise_id = ? AND address = ?", (u.promise_id, u.address)
+            )
+
+    async def outbox(self) -> tuple[list[OutboxExecute], list[OutboxUnblock]]:
+        executes = await self._all("SELECT id, version, address FROM outbox_execute ORDER BY id")
+        unblocks = await self._all(
+            "SELECT promise_id, address FROM outbox_unblock ORDER BY promise_id, address"
+        )
+        return (
+            [OutboxExecute(r[0], r[1], r[2]) for r in executes],
+            [OutboxUnblock(r[0], r[1]) for r in unblocks],
+        )
+
+    # ----------------------------------------------------------------------------------------- schedules
+
+    async def get_schedule(self, id: str) -> Schedule | None:
+        row = await self._one(f"SELECT {_S_COLS} FROM schedules WHERE id = ?", (id,))
+        return None if row is None else _schedule(row)
+
+    async def insert_schedule(self, s: Schedule) -> None:
+        await self._exec(
+            f"INSERT INTO schedules ({_S_COLS}, timer_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                s.id,
+                s.cron,
+                s.promiseId,
+                s.promiseTimeout,
+                _text(s.promiseParam),
+                _text(s.promiseTags),
+                s.createdAt,
+                s.nextRunAt,
+                s.lastRunAt,
+                s.nextRunAt,
+            ),
+        )
+
+    async def delete_schedule(self, id: str) -> bool:
+        return await self._exec("DELETE FROM schedules WHERE id = ?", (id,)) > 0
+
+    async def search_schedules(
+        self, tags: dict[str, str] | None, limit: int, cursor: str | None
+    ) -> list[Schedule]:
+        where: list[str] = []
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("id > ?")
+            args.append(cursor)
+        if tags:
+            cond, cond_args = self._tags_match("promise_tags", tags)
+            where.append(cond)
+            args.extend(cond_args)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._all(
+            f"SELECT {_S_COLS} FROM schedules {clause} ORDER BY id LIMIT ?", (*args, limit)
+        )
+        return [_schedule(r) for r in rows]
+
+    async def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        rows = await self._all(
+            f"SELECT {_S_COLS} FROM schedules WHERE timer_at IS NOT NULL AND timer_at <= ? "
+            "ORDER BY timer_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [_schedule(r) for r in rows]
+
+    async def advance_schedule(self, id: str, fired: int, next_run_at: int | None) -> bool:
+        changed = await self._exec(
+            "UPDATE schedules SET last_run_at = ?, next_run_at = ?, timer_at = ? "
+            "WHERE id = ? AND timer_at = ?",
+            (fired, fired if next_run_at is None else next_run_at, next_run_at, id, fired),
+        )
+        return changed > 0
+
+    # ------------------------------------------------------------------------------------- housekeeping
+
+    async def next_due(self) -> int | None:
+        candidates = [
+            await self._one("SELECT min(timeout_at) FROM promises WHERE state = 'pending'"),
+            await self._one("SELECT min(timeout_at) FROM tasks WHERE timeout_at IS NOT NULL"),
+            await self._one("SELECT min(timer_at) FROM schedules WHERE timer_at IS NOT NULL"),
+        ]
+        times = [int(r[0]) for r in candidates if r is not None and r[0] is not None]
+        return min(times) if times else None
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        promises = await self._all("SELECT state, count(*) FROM promises GROUP BY state")
+        tasks = await self._all("SELECT state, count(*) FROM tasks GROUP BY state")
+        return {
+            "promises": {r[0]: int(r[1]) for r in promises},
+            "tasks": {r[0]: int(r[1]) for r in tasks},
+        }
+
+    async def reset(self) -> None:
+        for table in TABLES:
+            await self._exec(f"DELETE FROM {table}")
+
+    async def snapshot(self) -> dict[str, Any]:
+        promises = await self._all(f"SELECT {_P_COLS} FROM promises ORDER BY id")
+        pending = await self._all("SELECT id, timeout_at FROM promises WHERE state = 'pending' ORDER BY id")
+        callbacks = await self._all(
+            "SELECT awaiter_id, awaited_id FROM callbacks WHERE ready = 0 ORDER BY awaiter_id, awaited_id"
+        )
+        listeners = await self._all("SELECT promise_id, address FROM listeners ORDER BY promise_id, address")
+        tasks = await self._all(f"SELECT {_T_COLS} FROM tasks ORDER BY id")
+        executes, unblocks = await self.outbox()
+        return {
+            "promises": [_promise(r) for r in promises],
+            "promiseTimeouts": [{"id": r[0], "timeout": r[1]} for r in pending],
+            "callbacks": [{"awaiter": r[0], "awaited": r[1]} for r in callbacks],
+            "listeners": [{"id": r[0], "address": r[1]} for r in listeners],
+            "tasks": [_task(r) for r in tasks],
+            "executes": executes,
+            "unblocks": unblocks,
+        }

@@ -1,0 +1,1 @@
+"""Compatibility tests: official Resonate clients against a real troth server."""

@@ -1,0 +1,373 @@
+"""Shared harness for the compatibility tests: interpreters, cached client venvs, servers, processes.
+
+This file owns everything the compat tests need that is not a scenario: finding a Python 3.12
+interpreter, building (once, cached by SDK and interpreter version, under a lock) a venv with the
+official ``resonate-sdk`` installed by pip, starting a real ``troth serve`` process on a free loopback
+port with a temporary SQLite file, running client scripts as subprocesses with their output in files,
+and waiting for conditions with a deadline (poll, never a fixed sleep).
+
+When PyPI or the 3.12 interpreter is missing, tests skip with the reason, unless
+``TROTH_REQUIRE_SERVICES=1``, in which case they fail. Environment knobs:
+
+* ``TROTH_PYTHON312``       the interpreter to build the client venv from (else found on PATH / pyenv);
+* ``TROTH_COMPAT_CACHE``    where the client venvs live (else ``~/.cache/troth/compat``, outside the repo);
+* ``TROTH_COMPAT_SERVER``   ``troth`` (default) or ``reference``: run the same scenarios against the stand-in
+  server built from the SDK's own state machine (``official_py/reference_server.py``), to tell a troth
+  bug from a harness bug;
+* ``TROTH_COMPAT_SERVER_URL`` use an already running server at this URL instead of starting one (every
+  test uses fresh promise ids, so they can share it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+REQUIRE_SERVICES = os.environ.get("TROTH_REQUIRE_SERVICES") == "1"
+PROTOCOL_VERSION = "2026-04-01"
+POLL_INTERVAL = 0.05
+COMPAT_DIR = Path(__file__).resolve().parent
+
+
+# ── skipping and waiting ────────────────────────────────────────────────────────────────────────────
+
+
+def unavailable(reason: str) -> None:
+    """Skip (or, with ``TROTH_REQUIRE_SERVICES=1``, fail) because an outside dependency is missing."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (TROTH_REQUIRE_SERVICES=1, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll ``probe`` every 50 ms until it returns something other than None/False; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}\n{diagnostics()}")
+        time.sleep(POLL_INTERVAL)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return f"<{path.name}: missing>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ── processes ───────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Proc:
+    """A child process whose stdout and stderr go to files (no pipes to fill up or deadlock on)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def lines(self, tag: str) -> list[Any]:
+        """The JSON payloads of every ``TAG <json>`` line printed so far."""
+        prefix = tag + " "
+        lines = self.stdout().splitlines()
+        return [json.loads(line[len(prefix) :]) for line in lines if line.startswith(prefix)]
+
+    def describe(self) -> str:
+        status = "running" if self.popen.poll() is None else f"exited {self.popen.returncode}"
+        return (
+            f"--- {self.name} (pid {self.pid}, {status}) stdout:\n{tail(self.stdout_path)}\n"
+            f"--- {self.name} stderr:\n{tail(self.stderr_path)}"
+        )
+
+    def wait_line(self, tag: str, timeout: float, diagnostics: Callable[[], str] = lambda: "") -> Any:
+        """Wait for the first ``TAG <json>`` line; fail early if the process exits without printing it."""
+
+        def probe() -> Any:
+            found = self.lines(tag)
+            if found:
+                return [found[0]]
+            if self.popen.poll() is not None:
+                pytest.fail(f"{self.name} exited before printing {tag}\n{self.describe()}\n{diagnostics()}")
+            return None
+
+        found = wait_until(probe, timeout, f"{tag} from {self.name}", lambda: self.describe() + diagnostics())
+        return found[0]
+
+    def result(self, timeout: float, diagnostics: Callable[[], str] = lambda: "") -> Any:
+        """Wait for the process to exit 0 and return its ``RESULT`` payload."""
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.name} did not end within {timeout:.1f}s\n{self.describe()}\n{diagnostics()}")
+        found = self.lines("RESULT")
+        if self.popen.returncode != 0 or not found:
+            pytest.fail(f"{self.name} failed\n{self.describe()}\n{diagnostics()}")
+        return found[0]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """End this process (only this one, by its pid), escalating to SIGKILL after ``timeout``."""
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            self.popen.wait(timeout=timeout)
+
+
+@dataclass
+class ProcessGroup:
+    """Starts named child processes in one directory and ends every one of them at teardown."""
+
+    workdir: Path
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], cwd: Path | None = None) -> Proc:
+        stdout_path = self.workdir / f"{name}.stdout"
+        stderr_path = self.workdir / f"{name}.stderr"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd or self.workdir, env=self.env
+            )
+        proc = Proc(name, popen, stdout_path, stderr_path)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env() -> dict[str, str]:
+    """The environment for client processes: none of the caller's Resonate/troth client settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESONATE_", "TROTH_URL", "TROTH_TOKEN"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path, child_env())
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+# ── the Python 3.12 client venv ─────────────────────────────────────────────────────────────────────
+
+
+def python_version(exe: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run(
+            [exe, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (int(out[0]), int(out[1])) if len(out) == 2 else None
+
+
+def find_python(major: int, minor: int) -> str | None:
+    """An interpreter of exactly ``major.minor``: ``TROTH_PYTHON312``-style override, PATH, then pyenv."""
+    candidates: list[str] = []
+    override = os.environ.get(f"TROTH_PYTHON{major}{minor}")
+    if override:
+        candidates.append(override)
+    on_path = shutil.which(f"python{major}.{minor}")
+    if on_path:
+        candidates.append(on_path)
+    roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv"]
+    for root in filter(None, roots):
+        candidates.extend(sorted(glob.glob(f"{root}/versions/{major}.{minor}.*/bin/python3"), reverse=True))
+    for exe in candidates:
+        if python_version(exe) == (major, minor):
+            return exe
+    return None
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("TROTH_COMPAT_CACHE")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "troth" / "compat"
+
+
+def client_venv(package: str, version: str, python: str, import_name: str) -> Path:
+    """Return the python of a venv holding ``package==version``, building it once under a file lock.
+
+    The venv is built in a scratch directory and renamed into place only after the install and an
+    import check succeed, so a half-built venv is never reused. Skips (or fails) when pip cannot install.
+    """
+    exact = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{package}-{version}-py{exact}"
+    ready = target / ".troth-ready"
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.exists():
+            return target / "bin" / "python"
+        scratch = root / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
+        try:
+            subprocess.run([python, "-m", "venv", str(scratch)], check=True, capture_output=True, timeout=120)
+            venv_python = str(scratch / "bin" / "python")
+            pip = subprocess.run(
+                [venv_python, "-m", "pip", "install", "--disable-pip-version-check", f"{package}=={version}"],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if pip.returncode != 0:
+                unavailable(
+                    f"cannot pip install {package}=={version} for Python {exact} (is PyPI reachable?):\n"
+                    + "\n".join((pip.stdout + pip.stderr).splitlines()[-15:])
+                )
+            probe = [venv_python, "-c", f"import {import_name}"]
+            check = subprocess.run(probe, capture_output=True, text=True)
+            if check.returncode != 0:
+                pytest.fail(f"{package}=={version} installed but does not import:\n{check.stderr}")
+            # venvs hard-code their own path in scripts; the interpreter itself is path-independent, and only
+            # ``bin/python`` is used here, so moving the directory into place is safe.
+            shutil.rmtree(target, ignore_errors=True)
+            scratch.rename(target)
+            ready.write_text(f"{package}=={version}\n", encoding="utf-8")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target / "bin" / "python"
+
+
+# ── servers ─────────────────────────────────────────────────────────────────────────────────────────
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return 200 <= int(resp.status) < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@dataclass
+class Server:
+    url: str
+    proc: Proc | None
+    kind: str
+
+    def describe(self) -> str:
+        return self.proc.describe() if self.proc is not None else f"--- external server at {self.url}"
+
+    def request(self, kind: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One raw protocol request (``POST /``); returns the HTTP status and the decoded envelope."""
+        body = json.dumps(
+            {"kind": kind, "head": {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}, "data": data}
+        ).encode()
+        req = urllib.request.Request(
+            self.url + "/", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status), json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), json.loads(exc.read() or b"{}")
+
+    def promise(self, promise_id: str) -> dict[str, Any]:
+        """``promise.get``: the promise record, failing the test if the server has none."""
+        status, envelope = self.request("promise.get", {"id": promise_id})
+        if status != 200:
+            pytest.fail(f"promise.get {promise_id} -> HTTP {status}: {envelope}\n{self.describe()}")
+        return dict(envelope["data"]["promise"])
+
+
+def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: str = "server") -> Server:
+    """Start the server under test (troth by default) on a free port and wait until it answers."""
+    external = os.environ.get("TROTH_COMPAT_SERVER_URL")
+    if external:
+        url = external.rstrip("/")
+        wait_until(lambda: http_ok(url + "/health"), 10.0, f"the external server at {url} to answer /health")
+        return Server(url, None, "external")
+    kind = os.environ.get("TROTH_COMPAT_SERVER", "troth")
+    last = ""
+    for attempt in range(3):  # a free port can be taken between probing and binding: retry on early exit
+        port = free_port()
+        if kind == "reference":
+            script = COMPAT_DIR / "official_py" / "reference_server.py"
+            argv = [str(client_python), str(script), "--port", str(port)]
+        elif kind == "troth":
+            if importlib.util.find_spec("troth.cli") is None:
+                pytest.fail("troth.cli is not importable: `pip install -e .` the troth package first")
+            argv = [sys.executable, "-m", "troth.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            argv += ["--store", str(store), "--metrics-port", "0"]
+        else:
+            pytest.fail(f"TROTH_COMPAT_SERVER must be 'troth' or 'reference', not {kind!r}")
+        proc = procs.start(f"{name}-{attempt}", argv)
+        url = f"http://127.0.0.1:{port}"
+
+        def up(proc: Proc = proc, url: str = url) -> bool | None:
+            if proc.popen.poll() is not None:
+                return True
+            return http_ok(url + "/health") or None
+
+        wait_until(up, 20.0, f"{kind} server on {url} to answer /health", proc.describe)
+        if proc.popen.poll() is None:
+            return Server(url, proc, kind)
+        last = proc.describe()
+    pytest.fail(f"the {kind} server would not start\n{last}")

@@ -1,0 +1,172 @@
+"""The official Resonate Python SDK (resonate-sdk 0.8.1, Python 3.12) against a real troth server.
+
+This file owns the assertions: each test starts ``troth serve`` on a free loopback port with a temporary
+SQLite file, runs one scenario of ``official_py/scenarios.py`` as real 3.12 subprocesses (hello world,
+durable sleep, latent promise settled from another process, fan-out/fan-in, rpc across worker groups,
+crash and recovery), and checks both what the client got and what the server stored. The client venv is
+built once by pip and cached (see ``conftest.py``); without PyPI or a 3.12 interpreter the tests skip,
+unless ``TROTH_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import ProcessGroup, Server, client_venv, find_python, start_server, unavailable, wait_until
+
+SDK_PACKAGE = "resonate-sdk"
+SDK_VERSION = "0.8.1"
+SCRIPT = Path(__file__).resolve().parent / "official_py" / "scenarios.py"
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> Path:
+    """The interpreter of a cached Python 3.12 venv with resonate-sdk 0.8.1 installed."""
+    python = find_python(3, 12)
+    if python is None:
+        unavailable("no Python 3.12 interpreter (resonate-sdk requires >=3.12); set TROTH_PYTHON312")
+    assert python is not None
+    return client_venv(SDK_PACKAGE, SDK_VERSION, python, "resonate.resonate")
+
+
+@pytest.fixture
+def server(procs: ProcessGroup, sdk_python: Path, tmp_path: Path) -> Server:
+    return start_server(procs, sdk_python, tmp_path / "troth.db")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def scenario(sdk_python: Path, server: Server, *args: str, deadline: float = 40.0) -> list[str]:
+    return [str(sdk_python), str(SCRIPT), "--url", server.url, "--deadline", str(deadline), *args]
+
+
+def test_hello_world(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
+    root = new_id("hello")
+    proc = procs.start("hello", scenario(sdk_python, server, "hello", "--id", root, "--name", "World"))
+
+    assert proc.result(45, server.describe) == "Hello, World!"
+    record = server.promise(root)
+    assert record["state"] == "resolved"
+    assert record["tags"]["resonate:target"] == "poll://any@default"
+    leaf = server.promise(f"{root}:1")
+    assert leaf["state"] == "resolved"
+    assert leaf["tags"]["resonate:scope"] == "local"
+
+
+def test_durable_sleep(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
+    root = new_id("sleep")
+    proc = procs.start("sleep", scenario(sdk_python, server, "sleep", "--id", root, "--seconds", "2"))
+
+    value = proc.result(45, server.describe)
+    assert value["elapsed"] >= 2.0
+    assert value["after"] - value["before"] >= 2000
+    assert value["elapsed"] < 20, "the timer fired far too late"
+    # Children: :1 the clock read, :2 the timer, :3 the second clock read.
+    timer = server.promise(f"{root}:2")
+    assert timer["tags"].get("resonate:timer") == "true"
+    assert timer["state"] == "resolved", "a timer promise resolves at its deadline, it does not time out"
+
+
+def test_latent_promise_settled_from_another_process(
+    procs: ProcessGroup, sdk_python: Path, server: Server, tmp_path: Path
+) -> None:
+    root = new_id("approval")
+    announce = tmp_path / "latent-id"
+    argv = scenario(sdk_python, server, "latent", "--id", root, "--announce", str(announce))
+    waiter = procs.start("latent", argv)
+
+    def announced() -> str | None:
+        if waiter.popen.poll() is not None:
+            pytest.fail(f"the workflow process exited early\n{waiter.describe()}\n{server.describe()}")
+        return announce.read_text(encoding="utf-8") if announce.exists() else None
+
+    def diagnostics() -> str:
+        return waiter.describe() + server.describe()
+
+    latent_id = wait_until(announced, 20, "the latent promise's id", diagnostics)
+    assert latent_id == f"{root}:1"
+    assert server.promise(latent_id)["state"] == "pending"
+
+    resolver = procs.start(
+        "resolve", scenario(sdk_python, server, "resolve", "--id", latent_id, "--value", '{"approved": true}')
+    )
+    settled = resolver.result(20, server.describe)
+    assert settled == {"id": latent_id, "state": "resolved", "value": {"approved": True}}
+
+    assert waiter.result(20, server.describe) == {"promise": latent_id, "value": {"approved": True}}
+    assert server.promise(root)["state"] == "resolved"
+
+
+def test_fan_out_fan_in(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
+    root = new_id("fan")
+    proc = procs.start("fanout", scenario(sdk_python, server, "fanout", "--id", root, "--n", "5"))
+
+    assert proc.result(45, server.describe) == [0, 1, 4, 9, 16]
+    for i in range(1, 6):
+        assert server.promise(f"{root}:{i}")["state"] == "resolved"
+
+
+def test_rpc_to_another_worker_group(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
+    worker = procs.start("worker", scenario(sdk_python, server, "rpc-worker", "--group", "workers"))
+    ready = worker.wait_line("READY", 20, server.describe)
+    assert ready == {"group": "workers", "pid": worker.pid}
+
+    root = new_id("orch")
+    orchestrator = procs.start("orchestrate", scenario(sdk_python, server, "rpc-orchestrate", "--id", root))
+    value = orchestrator.result(40, lambda: worker.describe() + server.describe())
+
+    assert value["first"] == {"text": "HI", "pid": worker.pid, "group": "workers"}
+    assert value["second"] == {"text": "HI!", "pid": worker.pid, "group": "workers"}
+    assert value["orchestrator_pid"] == orchestrator.pid != worker.pid
+    for child in (f"{root}:1", f"{root}:2"):
+        record = server.promise(child)
+        assert record["state"] == "resolved"
+        assert record["tags"]["resonate:target"] == "poll://any@workers"
+
+
+def test_worker_crash_resumes_without_rerunning_finished_steps(
+    procs: ProcessGroup, sdk_python: Path, server: Server, tmp_path: Path
+) -> None:
+    root = new_id("crash")
+    effects, progress, gate = tmp_path / "effects", tmp_path / "progress", tmp_path / "gate"
+    argv = scenario(
+        sdk_python, server, "crash-worker", "--id", root, "--ttl", "3",
+        "--effects", str(effects), "--progress", str(progress), "--gate", str(gate),
+    )  # fmt: skip
+
+    def lines(path: Path) -> list[str]:
+        return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    first = procs.start("worker-1", argv)
+    # Step 2 has begun (so step 1 is settled on the server) and is blocked on the gate file.
+    wait_until(
+        lambda: f"begin step2 {first.pid}" in lines(progress),
+        20,
+        "step 2 to begin in the first worker",
+        lambda: first.describe() + server.describe(),
+    )
+    assert lines(effects) == ["step1"]
+    first.stop(signal.SIGKILL)
+    assert first.popen.returncode == -signal.SIGKILL
+
+    gate.touch()
+    started = time.monotonic()
+    second = procs.start("worker-2", argv)
+    value = second.result(40, server.describe)
+    recovered_in = time.monotonic() - started
+
+    assert value == ["step1", "step2", "step3"]
+    assert lines(effects) == ["step1", "step2", "step3"], "a finished step ran twice (or a step was lost)"
+    assert f"begin step2 {second.pid}" in lines(progress), "step 2 was not resumed by the second worker"
+    assert f"begin step1 {second.pid}" not in lines(progress), "step 1 re-ran after the crash"
+    assert recovered_in < 30, f"recovery took {recovered_in:.1f}s with a 3 s ttl"
+    assert server.promise(root)["state"] == "resolved"
