@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of troth (run with ``make bench``)."""
