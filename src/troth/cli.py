@@ -95,8 +95,24 @@ def _server_options(default_store: str) -> Callable[[F], F]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="troth")
-def main() -> None:
+def cli() -> None:
     """troth: durable execution for Python."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; usage errors and failures print one line (``troth: …``), never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="troth", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see 'troth {exc.ctx.info_name} --help')" if exc.ctx is not None and exc.ctx.parent else ""
+        print(f"troth: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:
+        print(f"troth: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        print("troth: aborted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _serve(**kwargs: object) -> None:
@@ -105,14 +121,14 @@ def _serve(**kwargs: object) -> None:
     sys.exit(run(ServeOptions(**kwargs)))  # type: ignore[arg-type]
 
 
-@main.command()
+@cli.command()
 @_server_options("troth.db")
 def serve(**kwargs: object) -> None:
     """Run the server (SQLite file troth.db by default)."""
     _serve(**kwargs)
 
 
-@main.command()
+@cli.command()
 @_server_options(":memory:")
 def dev(**kwargs: object) -> None:
     """Run the server on an in-memory store (nothing is kept)."""

@@ -114,6 +114,15 @@ async def approval(ctx: Context, announce_path: str) -> dict[str, Any]:
     return {"promise": latent_id, "value": value}
 
 
+async def expiring(ctx: Context, seconds: float) -> dict[str, Any]:
+    """Await a latent promise nobody settles: the server must time it out in the background."""
+    try:
+        value = await ctx.promise(timeout=timedelta(seconds=seconds))
+    except Exception as exc:  # the SDK raises the rejection it decodes from the timed-out record
+        return {"outcome": "rejected", "error": type(exc).__name__}
+    return {"outcome": "resolved", "value": value}
+
+
 async def square(ctx: Context, i: int) -> int:
     await asyncio.sleep(0.01 * (5 - i % 5))  # finish out of order, so fan-in order is tested
     return i * i
@@ -197,6 +206,17 @@ async def run_latent(args: argparse.Namespace) -> Any:
         await resonate.stop()
 
 
+async def run_latent_timeout(args: argparse.Namespace) -> Any:
+    resonate = make_resonate(args.url)
+    resonate.register(expiring)
+    started = time.monotonic()
+    try:
+        value = await resonate.run(args.id, expiring, args.seconds).result()
+    finally:
+        await resonate.stop()
+    return {**value, "elapsed": time.monotonic() - started}
+
+
 async def run_resolve(args: argparse.Namespace) -> Any:
     """Settle a promise from outside, through the SDK's public ``promises`` client (send-only)."""
     resonate = Resonate(url=args.url, sources=[], env={}, subscription_refresh_secs=0)
@@ -260,6 +280,7 @@ SCENARIOS = {
     "hello": run_hello,
     "sleep": run_sleep,
     "latent": run_latent,
+    "latent-timeout": run_latent_timeout,
     "resolve": run_resolve,
     "fanout": run_fanout,
     "rpc-worker": run_rpc_worker,
@@ -287,6 +308,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--id", required=True)
     p.add_argument("--announce", required=True, help="file the latent promise's id is written to")
     p.add_argument("--self-resolve", default=None, help="JSON value; local mode settles it in-process")
+
+    p = sub.add_parser("latent-timeout")
+    p.add_argument("--id", required=True)
+    p.add_argument("--seconds", type=float, default=1.0)
 
     p = sub.add_parser("resolve")
     p.add_argument("--id", required=True)
