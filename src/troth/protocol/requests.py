@@ -7,7 +7,7 @@ state (tag rules, addresses, limits) live here too, so the core only ever sees w
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -22,6 +22,12 @@ MAX_BODY_BYTES: Final = 2 * 1024 * 1024
 
 UNSET_VALUE: Final = Value()
 
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer the stores keep as signed 64-bit (PROTOCOL.md §1.9)."""
+
+Duration = Annotated[int, msgspec.Meta(le=2**62)]
+"""A relative time in ms; bounded so that ``now + duration`` still fits in 64 bits."""
+
 
 # --------------------------------------------------------------------------------------------- envelope
 
@@ -30,7 +36,7 @@ class Head(msgspec.Struct):
     corrId: str
     version: str
     auth: str | None = None
-    debug_time: int | None = msgspec.field(default=None, name="resonate:debug_time")
+    debug_time: Int64 | None = msgspec.field(default=None, name="resonate:debug_time")
 
 
 class Envelope(msgspec.Struct):
@@ -57,7 +63,7 @@ class PromiseGet(msgspec.Struct):
 
 class PromiseCreate(msgspec.Struct):
     id: str
-    timeoutAt: int
+    timeoutAt: Int64
     param: Value = UNSET_VALUE
     tags: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -81,7 +87,7 @@ class RegisterListener(msgspec.Struct):
 class PromiseSearch(msgspec.Struct):
     state: str | None = None
     tags: dict[str, str] | None = None
-    limit: int | None = None
+    limit: Int64 | None = None
     cursor: str | None = None
 
 
@@ -115,43 +121,43 @@ class RawAction(msgspec.Struct):
 
 class TaskCreate(msgspec.Struct):
     pid: str
-    ttl: int
+    ttl: Duration
     action: CreateAction
 
 
 class TaskAcquire(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
     pid: str
-    ttl: int
+    ttl: Duration
 
 
 class TaskRelease(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
 
 
 class TaskFulfill(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
     action: SettleAction
 
 
 class TaskSuspend(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
     actions: list[CallbackAction]
 
 
 class TaskFence(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
     action: RawAction
 
 
 class TaskRef(msgspec.Struct):
     id: str
-    version: int
+    version: Int64
 
 
 class TaskHeartbeat(msgspec.Struct):
@@ -169,7 +175,7 @@ class TaskContinue(msgspec.Struct):
 
 class TaskSearch(msgspec.Struct):
     state: str | None = None
-    limit: int | None = None
+    limit: Int64 | None = None
     cursor: str | None = None
 
 
@@ -181,7 +187,7 @@ class ScheduleCreate(msgspec.Struct):
     id: str
     cron: str
     promiseId: str
-    promiseTimeout: int
+    promiseTimeout: Duration
     promiseParam: Value = UNSET_VALUE
     promiseTags: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -192,7 +198,7 @@ class ScheduleDelete(msgspec.Struct):
 
 class ScheduleSearch(msgspec.Struct):
     tags: dict[str, str] | None = None
-    limit: int | None = None
+    limit: Int64 | None = None
     cursor: str | None = None
 
 
@@ -201,7 +207,7 @@ class Empty(msgspec.Struct):
 
 
 class DebugTick(msgspec.Struct):
-    time: int
+    time: Int64
 
 
 DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
@@ -378,7 +384,7 @@ def validate_create(d: PromiseCreate, lineage: LineagePolicy, errors: list[str])
         errors.append("Invalid resonate:target address")
     delay = tags.get("resonate:delay")
     if delay is not None:
-        if not delay.isdigit():
+        if not (delay.isascii() and delay.isdigit()):
             errors.append("resonate:delay must be a non-negative integer")
         elif int(delay) >= d.timeoutAt:
             errors.append("resonate:delay must be less than timeoutAt")

@@ -13,6 +13,7 @@ checks are relaxed unless strict (decision 4, applied in ``troth.protocol.reques
 
 from __future__ import annotations
 
+import random
 from typing import Any, Final
 
 import msgspec
@@ -33,6 +34,7 @@ class Outgoing(msgspec.Struct, frozen=True):
     task_id: str = ""
     version: int = 0
     promise: Promise | None = None
+    token: int = 0
 
     @property
     def is_execute(self) -> bool:
@@ -188,9 +190,12 @@ class Core:
         target = None if p is None else p.tags.get("resonate:target")
         if target is None:
             return
-        message = OutboxExecute(task.id, task.version, target)
-        await tx.put_execute(message)
-        fx.executes[task.id] = Outgoing(target, task.id, task.version)
+        await self._queue_execute(tx, task.id, task.version, target, fx)
+
+    async def _queue_execute(self, tx: Tx, id: str, version: int, target: str, fx: _Effects) -> None:
+        token = random.getrandbits(62)
+        await tx.put_execute(OutboxExecute(id, version, target, token))
+        fx.executes[id] = Outgoing(target, id, version, token=token)
 
     async def _unblock(self, tx: Tx, p: Promise, address: str, fx: _Effects) -> None:
         await tx.put_unblock(OutboxUnblock(p.id, address))
@@ -245,8 +250,7 @@ class Core:
                 task = TaskRow(id, "pending", 0, RETRY, now + self.config.retry_timeout)
                 await tx.put_task(task)
                 fx.at(now + self.config.retry_timeout)
-                await tx.put_execute(OutboxExecute(id, 0, target))
-                fx.executes[id] = Outgoing(target, id, 0)
+                await self._queue_execute(tx, id, 0, target, fx)
         return p
 
     async def _acquire(self, tx: Tx, task: TaskRow, pid: str, ttl: int, now: int, fx: _Effects) -> None:

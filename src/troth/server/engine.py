@@ -122,6 +122,9 @@ class Engine:
         except StoreError as exc:
             log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
             status, data = 500, f"Internal error: {exc}"
+        except Exception as exc:
+            log.exception("%s %s failed", parsed.kind, parsed.corr_id)
+            status, data = 500, f"Internal error: {type(exc).__name__}: {exc}"
         self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
         return status, envelope(parsed.kind, parsed.corr_id, status, data)
 
@@ -159,7 +162,7 @@ class Engine:
         self.delivery.send(messages)
         for m in messages:
             if m.promise is None:
-                self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address))
+                self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address, m.token))
             else:
                 self._sent_unblocks.append(OutboxUnblock(m.promise.id, m.address))
         if self._cleanup is None or self._cleanup.done():
@@ -178,7 +181,7 @@ class Engine:
     async def _flush_outbox(self) -> None:
         """Send whatever the outbox holds (after a restart or a debug pause)."""
         executes, unblocks = await self.store.run(lambda tx: tx.outbox())
-        messages = [Outgoing(e.address, e.id, e.version) for e in executes]
+        messages = [Outgoing(e.address, e.id, e.version, token=e.token) for e in executes]
 
         async def promises(tx: Tx) -> list[Outgoing]:
             out = []

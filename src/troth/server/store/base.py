@@ -38,9 +38,12 @@ class TaskRow(msgspec.Struct):
 
 
 class OutboxExecute(msgspec.Struct, frozen=True):
+    """An ``execute`` waiting in the outbox; ``token`` tells this write apart from a later upsert."""
+
     id: str
     version: int
     address: str
+    token: int = 0
 
 
 class OutboxUnblock(msgspec.Struct, frozen=True):

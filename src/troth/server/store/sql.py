@@ -56,7 +56,8 @@ SCHEMA: Final = [
     """CREATE TABLE IF NOT EXISTS outbox_execute (
         id TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
-        address TEXT NOT NULL
+        address TEXT NOT NULL,
+        token BIGINT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS outbox_unblock (
         promise_id TEXT NOT NULL,
@@ -311,9 +312,10 @@ class SqlTx(ABC):
 
     async def put_execute(self, m: OutboxExecute) -> None:
         await self._exec(
-            "INSERT INTO outbox_execute (id, version, address) VALUES (?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address",
-            (m.id, m.version, m.address),
+            "INSERT INTO outbox_execute (id, version, address, token) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address, "
+            "token = excluded.token",
+            (m.id, m.version, m.address, m.token),
         )
 
     async def put_unblock(self, m: OutboxUnblock) -> None:
@@ -325,8 +327,8 @@ class SqlTx(ABC):
     async def delete_outbox(self, executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> None:
         for e in executes:
             await self._exec(
-                "DELETE FROM outbox_execute WHERE id = ? AND version = ? AND address = ?",
-                (e.id, e.version, e.address),
+                "DELETE FROM outbox_execute WHERE id = ? AND token = ?",
+                (e.id, e.token),
             )
         for u in unblocks:
             await self._exec(
@@ -334,12 +336,12 @@ class SqlTx(ABC):
             )
 
     async def outbox(self) -> tuple[list[OutboxExecute], list[OutboxUnblock]]:
-        executes = await self._all("SELECT id, version, address FROM outbox_execute ORDER BY id")
+        executes = await self._all("SELECT id, version, address, token FROM outbox_execute ORDER BY id")
         unblocks = await self._all(
             "SELECT promise_id, address FROM outbox_unblock ORDER BY promise_id, address"
         )
         return (
-            [OutboxExecute(r[0], r[1], r[2]) for r in executes],
+            [OutboxExecute(r[0], r[1], r[2], r[3]) for r in executes],
             [OutboxUnblock(r[0], r[1]) for r in unblocks],
         )
 
