@@ -93,6 +93,7 @@ class Proc:
     """A child process whose stdout and stderr go to files (no pipes to fill up or deadlock on)."""
 
     name: str
+    argv: list[str]
     popen: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
@@ -171,7 +172,7 @@ class ProcessGroup:
             popen = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd or self.workdir, env=self.env
             )
-        proc = Proc(name, popen, stdout_path, stderr_path)
+        proc = Proc(name, argv, popen, stdout_path, stderr_path)
         self.procs.append(proc)
         return proc
 
@@ -371,3 +372,20 @@ def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: st
             return Server(url, proc, kind)
         last = proc.describe()
     pytest.fail(f"the {kind} server would not start\n{last}")
+
+
+def crash_and_restart(procs: ProcessGroup, server: Server) -> Server:
+    """SIGKILL the server process and start it again with the same command line (same port, same store)."""
+    if server.proc is None:
+        pytest.skip("cannot restart an external server")
+    assert server.proc is not None
+    server.proc.stop(signal.SIGKILL)
+    proc = procs.start(f"{server.proc.name}-restarted", server.proc.argv)
+
+    def up() -> bool | None:
+        if proc.popen.poll() is not None:
+            pytest.fail(f"the restarted server exited\n{proc.describe()}")
+        return http_ok(server.url + "/health") or None
+
+    wait_until(up, 20.0, f"the restarted server on {server.url}", proc.describe)
+    return Server(server.url, proc, server.kind)

@@ -3,9 +3,10 @@
 This file owns the assertions: each test starts ``troth serve`` on a free loopback port with a temporary
 SQLite file, runs one scenario of ``official_py/scenarios.py`` as real 3.12 subprocesses (hello world,
 durable sleep, latent promise settled from another process, fan-out/fan-in, rpc across worker groups,
-crash and recovery), and checks both what the client got and what the server stored. The client venv is
-built once by pip and cached (see ``conftest.py``); without PyPI or a 3.12 interpreter the tests skip,
-unless ``TROTH_REQUIRE_SERVICES=1``.
+worker crash and recovery; then a latent promise timing out, an rpc whose worker connects late, and a
+sleep that outlives a server SIGKILL), and checks both what the client got and what the server stored.
+The client venv is built once by pip and cached (see ``conftest.py``); without PyPI or a 3.12
+interpreter the tests skip, unless ``TROTH_REQUIRE_SERVICES=1``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ProcessGroup, Server, client_venv, find_python, start_server, unavailable, wait_until
+from .conftest import (
+    ProcessGroup,
+    Server,
+    client_venv,
+    crash_and_restart,
+    find_python,
+    start_server,
+    unavailable,
+    wait_until,
+)
 
 SDK_PACKAGE = "resonate-sdk"
 SDK_VERSION = "0.8.1"
@@ -170,3 +180,63 @@ def test_worker_crash_resumes_without_rerunning_finished_steps(
     assert f"begin step1 {second.pid}" not in lines(progress), "step 1 re-ran after the crash"
     assert recovered_in < 30, f"recovery took {recovered_in:.1f}s with a 3 s ttl"
     assert server.promise(root)["state"] == "resolved"
+
+
+# ── beyond the six scenarios: behaviours the official clients rely on (CLIENTS.md, DESIGN.md 5–6) ──────
+
+
+def test_latent_promise_times_out_in_the_background(
+    procs: ProcessGroup, sdk_python: Path, server: Server
+) -> None:
+    if server.kind == "reference":
+        pytest.skip("the SDK's simulation never times out a target-less promise; troth does (DESIGN.md 5)")
+    root = new_id("expire")
+    proc = procs.start("latent-timeout", scenario(sdk_python, server, "latent-timeout", "--id", root))
+
+    value = proc.result(30, server.describe)
+    assert value["outcome"] == "rejected", "a target-less latent promise must time out without a request"
+    assert 1.0 <= value["elapsed"] < 15
+    child = server.promise(f"{root}:1")
+    assert child["tags"].get("resonate:external") == "true"
+    assert child["state"] == "rejected_timedout"
+
+
+def test_rpc_waits_for_a_worker_that_connects_later(
+    procs: ProcessGroup, sdk_python: Path, server: Server
+) -> None:
+    root = new_id("late")
+    orchestrator = procs.start("orchestrate", scenario(sdk_python, server, "rpc-orchestrate", "--id", root))
+
+    def child_created() -> bool:
+        status, _ = server.request("promise.get", {"id": f"{root}:1"})
+        return status == 200
+
+    wait_until(
+        child_created, 20, f"{root}:1 to be created", lambda: orchestrator.describe() + server.describe()
+    )
+    worker = procs.start("worker", scenario(sdk_python, server, "rpc-worker", "--group", "workers"))
+
+    value = orchestrator.result(40, lambda: worker.describe() + server.describe())
+    assert value["first"] == {"text": "HI", "pid": worker.pid, "group": "workers"}
+    assert value["second"] == {"text": "HI!", "pid": worker.pid, "group": "workers"}
+
+
+def test_sleep_survives_a_server_crash(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
+    if server.kind == "reference":
+        pytest.skip("the stand-in server keeps nothing across a restart")
+    root = new_id("outage")
+    proc = procs.start("sleep", scenario(sdk_python, server, "sleep", "--id", root, "--seconds", "4"))
+
+    def timer_created() -> bool:
+        status, _ = server.request("promise.get", {"id": f"{root}:2"})
+        return status == 200
+
+    wait_until(
+        timer_created, 20, f"the timer {root}:2 to be created", lambda: proc.describe() + server.describe()
+    )
+    restarted = crash_and_restart(procs, server)
+
+    value = proc.result(30, restarted.describe)
+    assert value["after"] - value["before"] >= 4000
+    assert restarted.promise(root)["state"] == "resolved"
+    assert restarted.promise(f"{root}:2")["state"] == "resolved"

@@ -149,6 +149,30 @@ async def test_lease_expiry_with_real_timers(h: Harness) -> None:
     assert (await h.acquire("t", 1)).data["task"]["version"] == 2
 
 
+async def test_lapsed_lease_is_offered_to_another_member_first(h: Harness) -> None:
+    """A stuck holder keeps its SSE stream open; the re-sent execute must go to a live member."""
+    stuck = h.connect("default", "w1")
+    for round_ in range(10):
+        live = h.connect("default", f"live{round_}")
+        id = f"t{round_}"
+        await h.create(id, target=TARGET)
+        assert (await h.acquire(id, 0, pid="w1", ttl=1000)).status == 200
+        await stuck.take()
+        await live.take()
+        await h.advance(1000)
+        assert await live.executes() == [(id, 1)]
+        assert await stuck.executes() == []
+        h.engine.delivery.disconnect(live.conn)
+
+
+async def test_lapsed_lease_goes_back_to_the_holder_when_it_is_alone(h: Harness) -> None:
+    only = h.connect("default", "w1")
+    await h.running("t", ttl=1000)
+    await only.take()
+    await h.advance(1000)
+    assert await only.executes() == [("t", 1)]
+
+
 async def test_heartbeats_keep_the_lease(h: Harness) -> None:
     inbox = h.connect()
     await h.running("t", ttl=1000)

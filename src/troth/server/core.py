@@ -35,6 +35,8 @@ class Outgoing(msgspec.Struct, frozen=True):
     version: int = 0
     promise: Promise | None = None
     token: int = 0
+    avoid: str = ""
+    """A pid whose lease on this task just lapsed: an anycast prefers any other member."""
 
     @property
     def is_execute(self) -> bool:
@@ -175,7 +177,7 @@ class Core:
         for address in await tx.pop_listeners(p.id):
             await self._unblock(tx, p, address, fx)
 
-    async def _make_pending(self, tx: Tx, task: TaskRow, now: int, fx: _Effects) -> None:
+    async def _make_pending(self, tx: Tx, task: TaskRow, now: int, fx: _Effects, avoid: str = "") -> None:
         """Task → pending at the same version, retry timer armed, ``execute`` queued to its target."""
         task.state = "pending"
         _leased(task)
@@ -183,19 +185,17 @@ class Core:
         task.timeout_at = now + self.config.retry_timeout
         await tx.put_task(task)
         fx.at(task.timeout_at)
-        await self._dispatch(tx, task, fx)
-
-    async def _dispatch(self, tx: Tx, task: TaskRow, fx: _Effects) -> None:
         p = await tx.get_promise(task.id)
         target = None if p is None else p.tags.get("resonate:target")
-        if target is None:
-            return
-        await self._queue_execute(tx, task.id, task.version, target, fx)
+        if target is not None:
+            await self._queue_execute(tx, task.id, task.version, target, fx, avoid)
 
-    async def _queue_execute(self, tx: Tx, id: str, version: int, target: str, fx: _Effects) -> None:
+    async def _queue_execute(
+        self, tx: Tx, id: str, version: int, target: str, fx: _Effects, avoid: str = ""
+    ) -> None:
         token = random.getrandbits(62)
         await tx.put_execute(OutboxExecute(id, version, target, token))
-        fx.executes[id] = Outgoing(target, id, version, token=token)
+        fx.executes[id] = Outgoing(target, id, version, token=token, avoid=avoid)
 
     async def _unblock(self, tx: Tx, p: Promise, address: str, fx: _Effects) -> None:
         await tx.put_unblock(OutboxUnblock(p.id, address))
@@ -543,7 +543,8 @@ class Core:
             assert task.timeout_at is not None
             fx.lateness.append(now - task.timeout_at)
             if task.state in ("pending", "acquired"):
-                await self._make_pending(tx, task, now, fx)
+                # A lapsed lease: the holder may be alive but stuck, so re-offer the task elsewhere first.
+                await self._make_pending(tx, task, now, fx, avoid=task.pid or "")
             else:  # a stray timeout on a task that needs none
                 _leased(task)
                 await tx.put_task(task)

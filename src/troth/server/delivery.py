@@ -197,12 +197,14 @@ class Delivery:
 
     def _send_poll(self, kind: str, address: Address, m: Outgoing) -> None:
         conn: Connection | None = None
-        if address.id:
+        if address.id and (address.cast == "uni" or address.id != m.avoid):
             same = self._by_id.get((address.group, address.id))
             if same:
                 conn = same[0] if len(same) == 1 else random.choice(same)
         if conn is None and address.cast == "any":
             members = self._groups.get(address.group)
+            if members and m.avoid:
+                members = [c for c in members if c.id != m.avoid] or members
             if members:
                 conn = members[0] if len(members) == 1 else random.choice(members)
         if conn is None:
