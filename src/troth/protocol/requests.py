@@ -285,6 +285,8 @@ def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Reques
     except msgspec.DecodeError as exc:
         kind, corr = _salvage(body)
         return Invalid(kind, corr, 400, f"Invalid request envelope: {exc}")
+    except RecursionError:
+        return Invalid("unknown", "0", 400, "Invalid request envelope: JSON nested too deeply")
     kind = env.kind
     corr = env.head.corrId
     if not kind:
@@ -310,6 +312,8 @@ def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Reques
         data = decoder.decode(raw)
     except msgspec.DecodeError as exc:
         return Invalid(kind, corr, 400, f"Invalid request: {exc}")
+    except RecursionError:
+        return Invalid(kind, corr, 400, "Invalid request: JSON nested too deeply")
     try:
         checked = _VALIDATORS[kind](data, lineage)
         if checked is not None:
@@ -325,7 +329,7 @@ def _salvage(body: bytes) -> tuple[str, str]:
     """The kind and corrId of a malformed envelope, where they can be read (else ``unknown``/``0``)."""
     try:
         loose = _loose_decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "unknown", "0"
     kind = loose.kind if isinstance(loose.kind, str) else "unknown"
     corr = "0"
@@ -341,6 +345,8 @@ def decode_action_data(kind: str, raw: msgspec.Raw, lineage: LineagePolicy) -> P
         data = decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValidationError(f"Invalid action data: {exc}") from None
+    except RecursionError:
+        raise ValidationError("Invalid action data: JSON nested too deeply") from None
     _VALIDATORS[kind](data, lineage)
     assert isinstance(data, PromiseCreate | PromiseSettle)
     return data

@@ -209,7 +209,10 @@ class Delivery:
                 conn = members[0] if len(members) == 1 else random.choice(members)
         if conn is None:
             if m.promise is None:
+                # Kept for the next member of the group that connects (DESIGN.md decision 6).
                 self._undelivered.setdefault(address.group, {})[m.task_id] = m
+                self.metrics.messages.labels(kind, "waiting").inc()
+                return
             self._dropped(kind, m, "no connection")
             return
         if m.promise is None:

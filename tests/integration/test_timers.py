@@ -1,0 +1,160 @@
+"""Timers over real time: promise timeouts, lease expiry, retries, delays and cron schedules
+(PROTOCOL.md §5.1, §5.2.4, §5.2.6, §5.7; DESIGN.md decisions 5 and 6; CLIENTS.md items 2, 14, 15)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from helpers import ServerProcess, now_ms
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [({}, "rejected_timedout"), ({"resonate:timer": "true"}, "resolved")],
+    ids=["plain", "timer"],
+)
+def test_targetless_promise_times_out_in_background(
+    server: ServerProcess, tags: dict[str, str], expected: str
+) -> None:
+    listener = server.sse("tg", "l1")
+    timeout_at = now_ms() + 300
+    server.create("to-1", timeout_at=timeout_at, tags=tags)
+    server.listen("to-1", "poll://uni@tg/l1")
+    msg = listener.get(timeout=3.0)  # nothing touches the promise: only the background timer can fire
+    arrived = now_ms()
+    assert msg["kind"] == "unblock"
+    promise = msg["data"]["promise"]
+    assert promise["id"] == "to-1"
+    assert promise["state"] == expected
+    assert promise["settledAt"] == timeout_at
+    assert arrived >= timeout_at - 5  # not early (5 ms of clock granularity)
+    assert arrived - timeout_at < 1000, f"unblock {arrived - timeout_at} ms after timeoutAt"
+    # stored state, read without a lazy timeout
+    status, body = server.post("promise.search", {"state": expected})
+    assert status == 200
+    assert [p["id"] for p in body["data"]["promises"]] == ["to-1"]
+
+
+def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled(server: ServerProcess) -> None:
+    worker = server.sse("tg", "w1")
+    timeout_at = now_ms() + 300
+    server.create(
+        "sleep-1", timeout_at=timeout_at, tags={"resonate:target": "poll://any@tg", "resonate:timer": "true"}
+    )
+    assert worker.get()["data"]["task"] == {"id": "sleep-1", "version": 0}
+    server.listen("sleep-1", "poll://uni@tg/w1")
+    msg = worker.get(timeout=3.0)
+    assert msg["kind"] == "unblock"
+    assert msg["data"]["promise"]["state"] == "resolved"
+    status, body = server.post("task.get", {"id": "sleep-1"})
+    assert status == 200
+    assert body["data"]["task"]["state"] == "fulfilled"
+
+
+def test_lease_expiry_resends_execute_with_same_version(server: ServerProcess) -> None:
+    worker = server.sse("lg", "w1")
+    server.create("lease-1", tags={"resonate:target": "poll://any@lg"})
+    assert worker.get()["data"]["task"] == {"id": "lease-1", "version": 0}
+    acquired_at = time.monotonic()
+    status, body = server.acquire("lease-1", 0, "w1", ttl=500)
+    assert status == 200
+    assert body["data"]["task"]["version"] == 1
+    msg = worker.get(timeout=5.0)  # no heartbeat
+    elapsed = time.monotonic() - acquired_at
+    assert msg["kind"] == "execute"
+    assert msg["data"]["task"] == {"id": "lease-1", "version": 1}
+    assert 0.45 <= elapsed < 2.0, f"re-sent {elapsed:.3f}s after the acquire (ttl 0.5s)"
+    # the next holder holds it at version + 1; the stale holder is fenced off
+    status, body = server.acquire("lease-1", 1, "w1-again", ttl=60_000)
+    assert status == 200
+    assert body["data"]["task"]["version"] == 2
+    assert server.fulfill("lease-1", 1)[0] == 409
+    assert server.fulfill("lease-1", 2)[0] == 200
+
+
+def test_heartbeat_extends_the_lease(server: ServerProcess) -> None:
+    worker = server.sse("hg", "w1")
+    server.create("hb-1", tags={"resonate:target": "poll://any@hg"})
+    worker.get()
+    status, _ = server.acquire("hb-1", 0, "w1", ttl=800)
+    assert status == 200
+    # heartbeat whenever 300 ms of the 800 ms lease have gone by without a message, for 2 ttls
+    started = time.monotonic()
+    while time.monotonic() - started < 1.6:
+        worker.expect_nothing(0.3)
+        status, _ = server.post("task.heartbeat", {"pid": "w1", "tasks": [{"id": "hb-1", "version": 1}]})
+        assert status == 200
+    assert server.post("task.get", {"id": "hb-1"})[1]["data"]["task"]["state"] == "acquired"
+    # stop heartbeating: the lease lapses and the execute comes back
+    assert worker.get(timeout=3.0)["data"]["task"] == {"id": "hb-1", "version": 1}
+
+
+def test_retry_timeout_resends_pending_execute() -> None:
+    with ServerProcess(":memory:", args=["--retry-timeout", "400"]) as server:
+        worker = server.sse("rg", "w1")
+        created = time.monotonic()
+        server.create("retry-1", tags={"resonate:target": "poll://any@rg"})
+        assert worker.get()["data"]["task"] == {"id": "retry-1", "version": 0}
+        assert worker.get(timeout=3.0)["data"]["task"] == {"id": "retry-1", "version": 0}
+        assert time.monotonic() - created >= 0.35
+
+
+def test_delay_holds_back_the_first_execute(server: ServerProcess) -> None:
+    worker = server.sse("dg", "w1")
+    delay = now_ms() + 600
+    server.create("delay-1", tags={"resonate:target": "poll://any@dg", "resonate:delay": str(delay)})
+    msg = worker.get(timeout=3.0)
+    arrived = now_ms()
+    assert msg["data"]["task"] == {"id": "delay-1", "version": 0}
+    assert arrived >= delay - 5, f"execute {delay - arrived} ms before resonate:delay"
+    assert arrived - delay < 1000
+
+
+def test_six_field_cron_fires_every_second(server: ServerProcess) -> None:
+    worker = server.sse("cron", "w1")
+    status, body = server.post(
+        "schedule.create",
+        {
+            "id": "every-second",
+            "cron": "* * * * * *",
+            "promiseId": "s-{{.id}}-{{.timestamp}}",
+            "promiseTimeout": 60_000,
+            "promiseParam": {"data": "e30="},
+            "promiseTags": {"resonate:target": "poll://any@cron"},
+        },
+    )
+    assert status == 200, body
+    schedule = body["data"]["schedule"]
+    assert schedule["nextRunAt"] % 1000 == 0
+    assert schedule["nextRunAt"] - now_ms() <= 1000
+    assert "lastRunAt" not in schedule
+
+    first = worker.get(timeout=2.5)
+    assert first["kind"] == "execute"
+    id0 = first["data"]["task"]["id"]
+    assert first["data"]["task"]["version"] == 0
+    assert id0.startswith("s-every-second-")
+    ts0 = int(id0.rsplit("-", 1)[1])
+    assert ts0 % 1000 == 0
+    assert ts0 == schedule["nextRunAt"]
+    second = worker.get(timeout=2.5)
+    assert second["data"]["task"]["id"] == f"s-every-second-{ts0 + 1000}"
+
+    status, body = server.post("promise.get", {"id": id0})
+    assert status == 200
+    promise = body["data"]["promise"]
+    assert promise["createdAt"] == ts0
+    assert promise["timeoutAt"] == ts0 + 60_000
+    assert promise["param"] == {"data": "e30="}
+    assert promise["tags"]["resonate:schedule"] == "every-second"
+    assert promise["tags"]["resonate:target"] == "poll://any@cron"
+    status, body = server.post("task.acquire", {"id": id0, "version": 0, "pid": "w1", "ttl": 10_000})
+    assert status == 200
+
+    status, body = server.post("schedule.get", {"id": "every-second"})
+    assert body["data"]["schedule"]["lastRunAt"] >= ts0 + 1000
+    assert server.post("schedule.delete", {"id": "every-second"})[0] == 200
