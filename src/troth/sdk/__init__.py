@@ -1,0 +1,1 @@
+"""The troth SDK: durable async workflows, local and remote."""

@@ -1,0 +1,569 @@
+"""``Troth``: the entry object — registration, top-level ``run``/``rpc``/``get``, promises and schedules.
+
+``Troth(url=…)`` talks to a server over HTTP + SSE; ``Troth.local(path=None)`` runs the server engine
+in-process (memory, or a SQLite file that survives restarts). Without a URL, ``TROTH_URL`` (then
+``RESONATE_URL``, then ``TROTH_HOST``/``TROTH_PORT``) selects remote mode, else local mode (SDK.md §1).
+``options(…)`` returns a view that shares the parent's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Generator
+from datetime import timedelta
+from typing import Any, Generic, TypeVar, overload
+
+from troth.sdk.codec import Codec, Encryptor
+from troth.sdk.context import DAY_MS, Options, now_ms, to_ms
+from troth.sdk.errors import ServerError, TrothError
+from troth.sdk.ids import check_root_id
+from troth.sdk.registry import Registry
+from troth.sdk.retry import RetryPolicy
+from troth.sdk.runtime import Dependencies, Sleeper, Worker
+from troth.sdk.transport import HttpTransport, LocalTransport, Transport
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TTL_S = 60.0
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"TROTH_{name}") or os.environ.get(f"RESONATE_{name}") or None
+
+
+def _url_from_env() -> str | None:
+    url = _env("URL")
+    if url:
+        return url
+    host = _env("HOST")
+    if host:
+        scheme = _env("SCHEME") or "http"
+        port = _env("PORT") or "8001"
+        return f"{scheme}://{host}:{port}" if "://" not in host else f"{host}:{port}"
+    return None
+
+
+def _ttl_ms(ttl: float | timedelta | None) -> int:
+    if ttl is None:
+        env = _env("TTL_MS")
+        return int(env) if env else int(DEFAULT_TTL_S * 1000)
+    ms = to_ms(ttl)
+    if ms < 1000:
+        raise ValueError(f"ttl must be at least one second, not {ttl!r}")
+    return ms
+
+
+class Handle(Generic[T]):
+    """A top-level invocation: ``await handle`` (or ``await handle.result()``) for its value."""
+
+    def __init__(self, troth: Troth, id: str, creation: asyncio.Future[None], hint: Any = Any) -> None:
+        self._troth = troth
+        self.id = id
+        self._creation = creation
+        self._hint = hint
+        self._record: dict[str, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    async def created(self) -> None:
+        """Wait until the promise durably exists (re-raises a creation error)."""
+        await asyncio.shield(self._creation)
+
+    async def result(self) -> T:
+        await self.created()
+        fut = self._troth._worker.waiter(self.id)
+        record = await asyncio.shield(fut)
+        self._record = record
+        return self._troth._worker.outcome(record, self._hint)  # type: ignore[no-any-return]
+
+    def done(self) -> bool:
+        if not self._creation.done():
+            return False
+        if self._creation.exception() is not None:
+            return True
+        return self._troth._worker.waiter(self.id).done()
+
+    @property
+    def state(self) -> str:
+        fut = self._troth._worker.waiter(self.id)
+        if fut.done() and fut.exception() is None:
+            return str(fut.result()["state"])
+        return "pending"
+
+
+class Promises:
+    """Encoded access to durable promises (SDK.md §3.2): what an outside party uses to settle one."""
+
+    def __init__(self, troth: Troth) -> None:
+        self._troth = troth
+
+    async def _call(self, kind: str, data: dict[str, Any]) -> Any:
+        status, body = await self._troth._worker.transport.request(kind, data)
+        if status != 200:
+            raise ServerError(status, str(body))
+        return body
+
+    def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        data = record.get("value", {}).get("data")
+        out["value"] = None if record["state"] == "pending" else self._troth.codec.decode(data)
+        pdata = record.get("param", {}).get("data")
+        try:
+            out["param"] = self._troth.codec.decode(pdata)
+        except Exception:
+            out["param"] = pdata
+        return out
+
+    async def get(self, id: str) -> dict[str, Any]:
+        return self._decoded((await self._call("promise.get", {"id": id}))["promise"])
+
+    async def create(
+        self,
+        id: str,
+        timeout: float | timedelta | int,
+        data: Any = None,
+        tags: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a promise; ``timeout`` is relative (seconds or timedelta)."""
+        timeout_at = now_ms() + to_ms(timeout)
+        param: dict[str, Any] = {}
+        if data is not None:
+            param["data"] = self._troth.codec.encode(data)
+        if headers:
+            param["headers"] = headers
+        body = await self._call(
+            "promise.create", {"id": id, "timeoutAt": timeout_at, "param": param, "tags": tags or {}}
+        )
+        return self._decoded(body["promise"])
+
+    async def _settle(self, id: str, state: str, data: Any) -> dict[str, Any]:
+        value = {} if data is None else {"data": self._troth.codec.encode(data)}
+        body = await self._call("promise.settle", {"id": id, "state": state, "value": value})
+        return self._decoded(body["promise"])
+
+    async def resolve(self, id: str, data: Any = None) -> dict[str, Any]:
+        return await self._settle(id, "resolved", data)
+
+    async def reject(self, id: str, data: Any = None) -> dict[str, Any]:
+        return await self._settle(id, "rejected", data)
+
+    async def cancel(self, id: str, data: Any = None) -> dict[str, Any]:
+        return await self._settle(id, "rejected_canceled", data)
+
+    async def search(
+        self,
+        state: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        data: dict[str, Any] = {}
+        if state is not None:
+            data["state"] = state
+        if tags is not None:
+            data["tags"] = tags
+        if limit is not None:
+            data["limit"] = limit
+        if cursor is not None:
+            data["cursor"] = cursor
+        body = await self._call("promise.search", data)
+        return [self._decoded(p) for p in body["promises"]], body.get("cursor")
+
+    async def register_listener(self, id: str, address: str) -> dict[str, Any]:
+        body = await self._call("promise.register_listener", {"awaited": id, "address": address})
+        return self._decoded(body["promise"])
+
+    async def register_callback(self, awaited: str, awaiter: str) -> dict[str, Any]:
+        body = await self._call("promise.register_callback", {"awaited": awaited, "awaiter": awaiter})
+        return self._decoded(body["promise"])
+
+
+class Schedules:
+    """Raw schedule requests (SDK.md §3.3)."""
+
+    def __init__(self, troth: Troth) -> None:
+        self._troth = troth
+
+    async def _call(self, kind: str, data: dict[str, Any]) -> Any:
+        status, body = await self._troth._worker.transport.request(kind, data)
+        if status != 200:
+            raise ServerError(status, str(body))
+        return body
+
+    async def create(
+        self,
+        id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: float | timedelta,
+        param: Any = None,
+        tags: dict[str, str] | None = None,
+        *,
+        encoded_param: str | None = None,
+    ) -> dict[str, Any]:
+        data_field = encoded_param if encoded_param is not None else self._troth.codec.encode(param)
+        data = {
+            "id": id,
+            "cron": cron,
+            "promiseId": promise_id,
+            "promiseTimeout": to_ms(promise_timeout),
+            "promiseParam": {} if data_field is None else {"data": data_field},
+            "promiseTags": tags or {},
+        }
+        return (await self._call("schedule.create", data))["schedule"]  # type: ignore[no-any-return]
+
+    async def get(self, id: str) -> dict[str, Any]:
+        return (await self._call("schedule.get", {"id": id}))["schedule"]  # type: ignore[no-any-return]
+
+    async def delete(self, id: str) -> None:
+        await self._call("schedule.delete", {"id": id})
+
+    async def search(
+        self, tags: dict[str, str] | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        data: dict[str, Any] = {}
+        if tags is not None:
+            data["tags"] = tags
+        if limit is not None:
+            data["limit"] = limit
+        if cursor is not None:
+            data["cursor"] = cursor
+        body = await self._call("schedule.search", data)
+        return body["schedules"], body.get("cursor")
+
+
+class Schedule:
+    """A created schedule; ``await s.delete()`` stops it."""
+
+    def __init__(self, troth: Troth, record: dict[str, Any]) -> None:
+        self._troth = troth
+        self.record = record
+        self.id: str = record["id"]
+
+    async def delete(self) -> None:
+        await self._troth.schedules.delete(self.id)
+
+
+class Troth:
+    """Durable execution: register functions, then ``run``/``rpc`` them (SDK.md §1–§3)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        group: str = "default",
+        pid: str | None = None,
+        ttl: float | timedelta | None = None,
+        token: str | None = None,
+        encryptor: Encryptor | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_concurrent_tasks: int = 64,
+        request_timeout: float | None = None,
+        transport: Transport | None = None,
+        local_path: str | None = None,
+        sleeper: Sleeper | None = None,
+        trust_pickles: bool = True,
+    ) -> None:
+        resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
+        self.token = token if token is not None else _env("TOKEN")
+        self.group = group
+        self.pid = pid or uuid.uuid4().hex
+        self.codec = Codec(encryptor=encryptor, trust_pickles=trust_pickles)
+        self.registry = Registry()
+        self.dependencies = Dependencies()
+        timeout = request_timeout
+        if timeout is None:
+            env_timeout = _env("TIMEOUT")
+            timeout = int(env_timeout) / 1000 if env_timeout else 10.0
+        if transport is None:
+            transport = (
+                HttpTransport(resolved_url, token=self.token, timeout=timeout)
+                if resolved_url
+                else LocalTransport(local_path)
+            )
+        self.url = resolved_url
+        self._worker = Worker(
+            transport=transport,
+            registry=self.registry,
+            codec=self.codec,
+            group=group,
+            pid=self.pid,
+            ttl_ms=_ttl_ms(ttl),
+            token=self.token,
+            retry_policy=retry_policy,
+            max_concurrent_tasks=max_concurrent_tasks,
+            dependencies=self.dependencies,
+            sleeper=sleeper or asyncio.sleep,
+        )
+        self._opts = Options()
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self.promises = Promises(self)
+        self.schedules = Schedules(self)
+
+    # ----------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def local(cls, path: str | None = None, **kwargs: Any) -> Troth:
+        """Local mode: the server engine in-process, on memory or on the SQLite file ``path``."""
+        return cls(transport=LocalTransport(path), **kwargs)
+
+    @classmethod
+    def remote(cls, url: str, **kwargs: Any) -> Troth:
+        return cls(url, **kwargs)
+
+    def _view(self, opts: Options) -> Troth:
+        view = object.__new__(Troth)
+        view.__dict__.update(self.__dict__)
+        view._opts = opts
+        return view
+
+    def options(
+        self,
+        *,
+        target: str | None = None,
+        timeout: float | timedelta | None = None,
+        version: int | None = None,
+        tags: dict[str, str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Troth:
+        """A view whose next ``run``/``rpc``/``schedule`` uses these options; it shares connections."""
+        return self._view(
+            Options(target=target, timeout=timeout, version=version, tags=tags, retry_policy=retry_policy)
+        )
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> Troth:
+        """Open the connections; returns once this worker can receive tasks. Idempotent."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self._worker.start()
+                self._started = True
+        return self
+
+    async def stop(self) -> None:
+        """Release held tasks, close the connections. Idempotent."""
+        if self._started:
+            self._started = False
+            await self._worker.stop()
+
+    async def __aenter__(self) -> Troth:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------------------------- registration
+
+    @overload
+    def register(
+        self,
+        fn: F,
+        /,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> F: ...
+    @overload
+    def register(
+        self,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Callable[[F], F]: ...
+    def register(  # type: ignore[misc]  # mypy cannot match a decorator-or-factory overload pair
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Any:
+        """Register a durable function (also as ``@troth.register`` or ``@troth.register(name=…)``)."""
+
+        def add(f: F) -> F:
+            self.registry.add(
+                f, name=name, version=version, retry_policy=retry_policy, non_retryable=non_retryable
+            )
+            return f
+
+        if fn is None:
+            return add
+        return add(fn)
+
+    def with_dependency(self, value: Any) -> Troth:
+        self.dependencies.add(type(value), value)
+        return self
+
+    def set_dependency(self, name: str, value: Any) -> Troth:
+        self.dependencies.add(name, value)
+        return self
+
+    # ------------------------------------------------------------------------------------- invocation
+
+    def _root(
+        self, id: str, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], Any]:
+        check_root_id(id)
+        name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
+        param = self.codec.encode_invocation(name, list(args), kwargs, version)
+        timeout = self._opts.timeout
+        timeout_at = now_ms() + (DAY_MS if timeout is None else to_ms(timeout))
+        tags = {
+            "resonate:origin": id,
+            "resonate:branch": id,
+            "resonate:parent": id,
+            "resonate:scope": "global",
+            "resonate:target": self._worker.resolve_target(self._opts.target),
+        }
+        if self._opts.tags:
+            tags.update(self._opts.tags)
+        return {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}, hint
+
+    def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
+        """Invoke ``fn`` under ``id`` and execute it here if this process wins the task."""
+        if not isinstance(fn, str) and self.registry.of(fn) is None:
+            self.register(fn)
+        data, hint = self._root(id, fn, args, kwargs)
+        return self._begin(id, hint, self._run(data))
+
+    def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
+        """Invoke ``fn`` under ``id`` on a worker of the target group."""
+        data, hint = self._root(id, fn, args, kwargs)
+        return self._begin(id, hint, self._rpc(data))
+
+    async def begin_run(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> Handle[Any]:
+        handle = self.run(id, fn, *args, **kwargs)
+        await handle.created()
+        return handle
+
+    async def begin_rpc(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> Handle[Any]:
+        handle = self.rpc(id, fn, *args, **kwargs)
+        await handle.created()
+        return handle
+
+    async def get(self, id: str) -> Handle[Any]:
+        """A handle on any existing promise (``ServerError`` 404 when there is none)."""
+        await self.start()
+        status, body = await self._worker.transport.request("promise.get", {"id": id})
+        if status == 404:
+            raise ServerError(404, f"promise {id!r} not found")
+        if status != 200:
+            raise ServerError(status, str(body))
+        creation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        creation.set_result(None)
+        handle: Handle[Any] = Handle(self, id, creation)
+        self._worker.settled(body["promise"])
+        if body["promise"]["state"] == "pending":
+            self._worker.waiter(id)
+            await self._worker.listen(id)
+        return handle
+
+    def _begin(self, id: str, hint: Any, work: Any) -> Handle[Any]:
+        loop = asyncio.get_running_loop()
+        creation: asyncio.Future[None] = loop.create_future()
+        self._worker.waiter(id)
+
+        async def go() -> None:
+            try:
+                await self.start()
+                await work(creation)
+            except BaseException as exc:
+                if not creation.done():
+                    creation.set_exception(exc if isinstance(exc, Exception) else TrothError(str(exc)))
+                fut = self._worker.waiter(id)
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else TrothError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+
+        self._worker.spawn(go())
+        return Handle(self, id, creation, hint)
+
+    def _run(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None]], Any]:
+        async def work(creation: asyncio.Future[None]) -> None:
+            worker = self._worker
+            status, body = await worker.transport.request(
+                "task.create",
+                {
+                    "pid": worker.pid,
+                    "ttl": worker.ttl_ms,
+                    "action": {
+                        "kind": "promise.create",
+                        "head": {"corrId": uuid.uuid4().hex, "version": "2026-04-01"},
+                        "data": data,
+                    },
+                },
+            )
+            if status == 200:
+                creation.set_result(None)
+                task, promise = body["task"], body["promise"]
+                if task["state"] == "acquired":
+                    await worker.run_task(task, promise, body.get("preload") or [])
+                else:
+                    worker.settled(promise)
+            elif status == 409:
+                creation.set_result(None)
+            else:
+                raise ServerError(status, str(body))
+            await worker.listen(data["id"])
+
+        return work
+
+    def _rpc(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None]], Any]:
+        async def work(creation: asyncio.Future[None]) -> None:
+            status, body = await self._worker.transport.request("promise.create", data)
+            if status != 200:
+                raise ServerError(status, str(body))
+            creation.set_result(None)
+            self._worker.settled(body["promise"])
+            await self._worker.listen(data["id"])
+
+        return work
+
+    # -------------------------------------------------------------------------------------- schedules
+
+    async def schedule(
+        self,
+        id: str,
+        cron: str,
+        fn: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        promise_timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> Schedule:
+        """A cron schedule that invokes ``fn`` at every tick as root ``{id}-{timestamp}``."""
+        check_root_id(id)
+        await self.start()
+        name, version, _ = self._worker.dispatch_name(fn, self._opts.version)
+        tags = {"resonate:target": self._worker.resolve_target(self._opts.target)}
+        if self._opts.tags:
+            tags.update(self._opts.tags)
+        record = await self.schedules.create(
+            id,
+            cron,
+            "{{.id}}-{{.timestamp}}",
+            promise_timeout if promise_timeout is not None else timedelta(hours=24),
+            tags=tags,
+            encoded_param=self.codec.encode_invocation(name, list(args), kwargs, version),
+        )
+        return Schedule(self, record)

@@ -1,0 +1,742 @@
+"""The ``Context`` a durable function receives, its eager ``DurableFuture``s, and one execution's replay.
+
+Replay is re-execution (SDK.md §10.3): every time a task is acquired its body runs from the first line.
+Each durable operation mints its child id synchronously at call time (so completion order never changes
+ids), then, in call order, *creates-or-gets* its promise: a settled record (from the task's preload or an
+earlier answer) returns the recorded outcome without a request; otherwise ``task.fence`` creates it under
+the current lease and returns the existing record if it was made before. A pending local child runs here
+and is settled with a fenced settle; a pending remote child (``rpc``, ``sleep``, ``promise``) blocks
+whoever awaits it: awaiting raises ``Suspended``, a ``BaseException`` that unwinds the body.
+
+Structured concurrency (§10.4): when a body ends, every child it started is joined; if any of them is
+still pending remotely, the function is *blocked* and its promise is not settled, whatever the body
+returned. The task then suspends on every pending remote child of the execution.
+
+Rejected designs: keeping suspended coroutines in memory to continue them in place (they do not survive a
+crash, so replay is needed anyway, and two mechanisms would have to agree); an event history on the
+server (the promises are the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random as _random
+import time as _time
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from troth.sdk.errors import (
+    CanceledError,
+    ContextError,
+    PlatformError,
+    SerializationError,
+    Suspended,
+    TrothTimeoutError,
+)
+from troth.sdk.ids import check_root_id, child_id, detached_id
+from troth.sdk.registry import Kind, Registered, kind_of
+from troth.sdk.retry import Never, RetryPolicy
+
+if TYPE_CHECKING:
+    from troth.sdk.runtime import Worker
+
+T = TypeVar("T")
+
+DAY_MS: Final = 24 * 3_600_000
+log = logging.getLogger("troth.sdk")
+
+
+class _Blocked:
+    """The outcome of a function that cannot finish yet: something it depends on is pending remotely."""
+
+    __repr__ = lambda self: "BLOCKED"  # noqa: E731
+
+
+BLOCKED: Final = _Blocked()
+
+
+def now_ms() -> int:
+    return _time.time_ns() // 1_000_000
+
+
+def to_ms(value: float | timedelta) -> int:
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a duration is seconds (a number) or a timedelta, not {type(value).__name__}")
+    return int(value * 1000)
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a durable function knows about its own invocation."""
+
+    id: str
+    parent_id: str
+    origin_id: str
+    branch_id: str
+    timeout_at: int
+    func_name: str
+    version: int
+    attempt: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-call options (SDK.md §4.2). ``None`` means "not set"."""
+
+    target: str | None = None
+    timeout: float | timedelta | None = None
+    version: int | None = None
+    retry_policy: RetryPolicy | None = None
+    non_retryable: tuple[type[BaseException], ...] | None = None
+    tags: dict[str, str] | None = None
+    id: str | None = None
+
+
+class Execution:
+    """One run of a task's body under one lease: its promise cache, its fenced requests, its todos."""
+
+    def __init__(self, worker: Worker, task_id: str, version: int, cache: dict[str, dict[str, Any]]) -> None:
+        self.worker = worker
+        self.task_id = task_id
+        self.version = version
+        self.cache = cache
+        self.remote_pending: dict[str, None] = {}
+        self.broken: BaseException | None = None
+        self.replaying = False
+
+    def remember(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self.cache[record["id"]] = record
+
+    async def _fence(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        if self.broken is not None:
+            raise PlatformError(self.broken)
+        from troth.sdk.transport import envelope
+
+        action = envelope(kind, data, self.worker.token)
+        try:
+            status, body = await self.worker.transport.request(
+                "task.fence", {"id": self.task_id, "version": self.version, "action": action}
+            )
+        except Exception as exc:
+            self.broken = exc
+            raise PlatformError(exc) from exc
+        if status != 200 or not isinstance(body, dict):
+            self.broken = RuntimeError(f"task.fence answered {status}: {body}")
+            raise PlatformError(self.broken)
+        inner = body.get("action", {})
+        inner_status = inner.get("head", {}).get("status")
+        if inner_status != 200:
+            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {inner.get('data')}")
+            raise PlatformError(self.broken)
+        self.remember(body.get("preload") or ())
+        record: dict[str, Any] = inner["data"]["promise"]
+        self.cache[record["id"]] = record
+        return record
+
+    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create-or-get a child promise; cached records answer without a request when they can."""
+        cached = self.cache.get(data["id"])
+        if cached is not None and (
+            cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
+        ):
+            return cached
+        return await self._fence("promise.create", data)
+
+    async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
+        value: dict[str, Any] = {} if data is None else {"data": data}
+        return await self._fence("promise.settle", {"id": id, "state": state, "value": value})
+
+
+class _State:
+    """What a context and its ``options`` views share."""
+
+    __slots__ = ("chain", "children", "done", "ops", "replaying", "seq")
+
+    def __init__(self, replaying: bool) -> None:
+        self.seq = 0
+        self.ops = 0
+        self.chain: asyncio.Future[bool] | None = None
+        self.children: list[DurableFuture[Any]] = []
+        self.replaying = replaying
+        self.done = False
+
+
+class DurableFuture(Generic[T]):
+    """An eager durable operation: created at call time, awaited for its value (or ``yield``ed)."""
+
+    __slots__ = ("_begin", "_created", "_hint", "_task", "ctx", "detached", "id")
+
+    def __init__(
+        self,
+        ctx: Context,
+        id: str,
+        runner: Coroutine[Any, Any, Any],
+        created: asyncio.Future[dict[str, Any]],
+        *,
+        hint: Any = Any,
+        detached: bool = False,
+        begin: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.id = id
+        self.detached = detached
+        self._hint = hint
+        self._begin = begin
+        self._created = created
+        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(runner)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    async def result(self) -> T:
+        outcome = await asyncio.shield(self._task)
+        if outcome is BLOCKED:
+            raise Suspended(self.id)
+        if self.detached:
+            return self.id  # type: ignore[return-value]
+        return self.ctx._worker.outcome(outcome, self._hint)  # type: ignore[no-any-return]
+
+    async def created_id(self) -> str:
+        """The child's id, once its promise durably exists."""
+        await asyncio.shield(self._created)
+        return self.id
+
+    def done(self) -> bool:
+        return self._task.done() and self._task.result() is not BLOCKED
+
+
+class _RandomSteps:
+    """Durable randomness: each draw is a recorded local step, so a replay sees the same numbers."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def _rng(self) -> Any:
+        return self._ctx.get_dependency("resonate:random", _random)
+
+    def random(self) -> DurableFuture[float]:
+        rng = self._rng()
+        return self._ctx.run(lambda _ctx: rng.random())
+
+    def randint(self, a: int, b: int) -> DurableFuture[int]:
+        rng = self._rng()
+        return self._ctx.run(lambda _ctx: rng.randint(a, b))
+
+    def uniform(self, a: float, b: float) -> DurableFuture[float]:
+        rng = self._rng()
+        return self._ctx.run(lambda _ctx: rng.uniform(a, b))
+
+    def choice(self, seq: list[T]) -> DurableFuture[T]:
+        rng = self._rng()
+        options = list(seq)
+        return self._ctx.run(lambda _ctx: rng.choice(options))
+
+
+class _TimeSteps:
+    """Durable clock reads, recorded like any other step."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def time(self) -> DurableFuture[float]:
+        clock = self._ctx.get_dependency("resonate:time", _time)
+        return self._ctx.run(lambda _ctx: clock.time())
+
+    def now(self) -> DurableFuture[str]:
+        clock = self._ctx.get_dependency("resonate:time", _time)
+        return self._ctx.run(lambda _ctx: datetime.fromtimestamp(clock.time()).astimezone().isoformat())
+
+
+class _ReplayFilter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Stamps the promise id and drops records emitted while replaying recorded steps."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(
+            logging.getLogger("troth.workflow"), {"id": ctx.info.id, "origin_id": ctx.info.origin_id}
+        )
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self._ctx._state.replaying:
+            return False
+        return bool(self.logger.isEnabledFor(level))
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self._ctx.info.id}] {msg}", kwargs
+
+
+class Context:
+    """Passed first to every durable function; the door to durable operations (SDK.md §4)."""
+
+    def __init__(
+        self,
+        execution: Execution,
+        info: Info,
+        *,
+        state: _State | None = None,
+        opts: Options | None = None,
+    ) -> None:
+        self._execution = execution
+        self._worker: Worker = execution.worker
+        self.info = info
+        self._state = state if state is not None else _State(execution.replaying)
+        self._opts = opts or Options()
+
+    # ---------------------------------------------------------------------------------------- members
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        return _ReplayFilter(self)
+
+    @property
+    def random(self) -> _RandomSteps:
+        return _RandomSteps(self)
+
+    @property
+    def time(self) -> _TimeSteps:
+        return _TimeSteps(self)
+
+    def get_dependency(self, key: Any, default: Any = ...) -> Any:
+        return self._worker.dependencies.get(key, default)
+
+    def options(
+        self,
+        *,
+        target: str | None = None,
+        timeout: float | timedelta | None = None,
+        version: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] | None = None,
+        tags: dict[str, str] | None = None,
+        id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Context:
+        """A view of this context whose operations use these options (ids keep counting)."""
+        if tags is not None:
+            bad = [k for k in tags if k.startswith("resonate:")]
+            if bad:
+                raise ValueError(f"tags starting with 'resonate:' are reserved: {', '.join(bad)}")
+        explicit = id if id is not None else idempotency_key
+        if explicit is not None:
+            check_root_id(explicit)
+        opts = Options(target, timeout, version, retry_policy, non_retryable, tags, explicit)
+        return Context(self._execution, self.info, state=self._state, opts=opts)
+
+    async def gather(self, *futures: Awaitable[Any]) -> list[Any]:
+        """Await several durable futures; results in the order given."""
+        return [await f for f in futures]
+
+    def panic(self, message: str) -> None:
+        """Abort this execution without settling anything; the task is released and retried."""
+        raise PlatformError(RuntimeError(f"panic: {message}"))
+
+    def assert_(self, condition: bool, message: str = "assertion failed") -> None:
+        if not condition:
+            self.panic(message)
+
+    # ------------------------------------------------------------------------------------- operations
+
+    def run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        """Run ``fn`` here as a checkpointed local step; returns an eager future of its result."""
+        return self._local(fn, args, kwargs, begin=False)
+
+    def begin_run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        return self._local(fn, args, kwargs, begin=True)
+
+    def rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        """Run ``fn`` on a worker of the target group (default: this worker's group)."""
+        return self._remote_call(fn, args, kwargs, begin=False, detached=False)
+
+    def begin_rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        return self._remote_call(fn, args, kwargs, begin=True, detached=False)
+
+    def detached(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[str]:
+        """Start ``fn`` on a worker as a fire-and-forget child; resolves to its id once created."""
+        return self._remote_call(fn, args, kwargs, begin=False, detached=True)
+
+    def sleep(
+        self, duration: float | timedelta | None = None, *, until: datetime | None = None
+    ) -> DurableFuture[None]:
+        """A durable timer: the server settles it at its deadline; nothing is held in memory meanwhile."""
+        self._check_live()
+        if until is not None:
+            if duration is not None:
+                raise ValueError("give either a duration or until=, not both")
+            deadline = int(until.timestamp() * 1000)
+        else:
+            if duration is None:
+                raise ValueError("sleep needs a duration (seconds or timedelta) or until=")
+            ms = to_ms(duration)
+            if ms < 0:
+                raise ValueError(f"cannot sleep for a negative duration ({duration!r})")
+            deadline = now_ms() + ms
+        id = self._next_id()
+        tags = self._global_tags(id)
+        tags["resonate:target"] = self._worker.resolve_target(self._opts.target)
+        tags["resonate:timer"] = "true"
+        data = {"id": id, "timeoutAt": min(deadline, self.info.timeout_at), "param": {}, "tags": tags}
+        return self._remote(id, data, hint=type(None))
+
+    def promise(
+        self,
+        *,
+        timeout: float | timedelta | None = None,
+        data: Any = None,
+        tags: dict[str, str] | None = None,
+        id: str | None = None,
+    ) -> DurableFuture[Any]:
+        """A latent promise, settled from outside (a person, a webhook); ``await fut.created_id()``."""
+        self._check_live()
+        child = id if id is not None else (self._opts.id or None)
+        if child is not None:
+            check_root_id(child)
+        own_id = child if child is not None else self._next_id(advance=True)
+        if child is not None:
+            self._state.ops += 1
+        all_tags = self._global_tags(own_id, explicit=child is not None)
+        all_tags["resonate:external"] = "true"
+        all_tags.update(tags or {})
+        param = {} if data is None else {"data": self._worker.codec.encode(data)}
+        request = {"id": own_id, "timeoutAt": self._child_timeout(timeout), "param": param, "tags": all_tags}
+        return self._remote(own_id, request, hint=Any)
+
+    # ---------------------------------------------------------------------------------------- helpers
+
+    def _check_live(self) -> None:
+        if self._state.done:
+            raise ContextError(
+                f"the Context of {self.info.id!r} is used after its function returned; "
+                "durable operations belong inside the workflow"
+            )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ContextError("durable operations must be called from the workflow's event loop") from None
+
+    def _next_id(self, advance: bool = True) -> str:
+        self._state.seq += 1
+        self._state.ops += 1
+        return child_id(self.info.id, self._state.seq)
+
+    def _child_timeout(self, timeout: float | timedelta | None, clamp: bool = True) -> int:
+        chosen = timeout if timeout is not None else self._opts.timeout
+        ms = DAY_MS if chosen is None else to_ms(chosen)
+        if ms < 0:
+            raise ValueError(f"a timeout must not be negative ({chosen!r})")
+        deadline = now_ms() + ms
+        return min(deadline, self.info.timeout_at) if clamp else deadline
+
+    def _global_tags(self, id: str, explicit: bool = False) -> dict[str, str]:
+        tags = {"resonate:scope": "global", "resonate:branch": id}
+        if explicit:
+            tags["resonate:parent"] = id
+            tags["resonate:origin"] = id
+        else:
+            tags["resonate:parent"] = self.info.id
+            tags["resonate:origin"] = self.info.origin_id
+        if self._opts.tags:
+            tags.update(self._opts.tags)
+        return tags
+
+    def _chain_link(self) -> tuple[asyncio.Future[bool] | None, asyncio.Future[bool]]:
+        previous = self._state.chain
+        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._state.chain = mine
+        return previous, mine
+
+    async def _create(
+        self,
+        data: dict[str, Any],
+        previous: asyncio.Future[bool] | None,
+        mine: asyncio.Future[bool],
+        created: asyncio.Future[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Create-or-get in call order: wait for the previous creation of this context, then ours."""
+        try:
+            if previous is not None and not await previous:
+                raise PlatformError(RuntimeError("an earlier durable operation of this function failed"))
+            record = await self._execution.create(data)
+        except BaseException as exc:
+            mine.set_result(False)
+            if not created.done():
+                created.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                created.exception()
+            raise
+        mine.set_result(True)
+        created.set_result(record)
+        if record["state"] == "pending":
+            self._state.replaying = False
+        return record
+
+    def _remote(
+        self, id: str, data: dict[str, Any], *, hint: Any, detached: bool = False
+    ) -> DurableFuture[Any]:
+        previous, mine = self._chain_link()
+        created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        execution = self._execution
+
+        async def runner() -> Any:
+            record = await self._create(data, previous, mine, created)
+            if detached:
+                return record
+            if record["state"] == "pending":
+                execution.remote_pending[id] = None
+                return BLOCKED
+            return record
+
+        future: DurableFuture[Any] = DurableFuture(self, id, runner(), created, hint=hint, detached=detached)
+        self._state.children.append(future)
+        return future
+
+    def _remote_call(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        begin: bool,
+        detached: bool,
+    ) -> DurableFuture[Any]:
+        self._check_live()
+        worker = self._worker
+        name, version, hint = worker.dispatch_name(fn, self._opts.version)
+        try:
+            param = worker.codec.encode_invocation(name, list(args), kwargs, version)
+        except SerializationError as exc:
+            raise SerializationError(f"arguments of {name!r}: {exc}") from None
+        explicit = self._opts.id
+        if detached:
+            seq_id = self._next_id()
+            id = explicit or detached_id(self.info.origin_id, seq_id)
+            tags = {"resonate:scope": "global", "resonate:branch": id}
+            tags["resonate:parent"] = id if explicit else self.info.origin_id
+            tags["resonate:origin"] = id if explicit else self.info.origin_id
+            if self._opts.tags:
+                tags.update(self._opts.tags)
+            timeout_at = self._child_timeout(None, clamp=False)
+        else:
+            if explicit:
+                self._state.ops += 1
+                id = explicit
+            else:
+                id = self._next_id()
+            tags = self._global_tags(id, explicit=bool(explicit))
+            timeout_at = self._child_timeout(None)
+        tags["resonate:target"] = worker.resolve_target(self._opts.target)
+        data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
+        return self._remote(id, data, hint=hint, detached=detached)
+
+    def _local(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], *, begin: bool
+    ) -> DurableFuture[Any]:
+        self._check_live()
+        worker = self._worker
+        entry = worker.local_function(fn, self._opts.version)
+        explicit = self._opts.id
+        if explicit:
+            self._state.ops += 1
+            id = explicit
+            tags = {
+                "resonate:scope": "local",
+                "resonate:branch": id,
+                "resonate:parent": id,
+                "resonate:origin": id,
+            }
+        else:
+            id = self._next_id()
+            tags = {
+                "resonate:scope": "local",
+                "resonate:branch": self.info.branch_id,
+                "resonate:parent": self.info.id,
+                "resonate:origin": self.info.origin_id,
+            }
+        if self._opts.tags:
+            tags.update(self._opts.tags)
+        param = {"data": worker.codec.encode({"func": entry.name, "version": entry.version})}
+        data = {"id": id, "timeoutAt": self._child_timeout(None), "param": param, "tags": tags}
+        policy = self._opts.retry_policy or entry.retry_policy
+        non_retryable = (
+            self._opts.non_retryable if self._opts.non_retryable is not None else entry.non_retryable
+        )
+        previous, mine = self._chain_link()
+        created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        parent_info = self.info
+        execution = self._execution
+        replaying = self._state.replaying
+
+        async def runner() -> Any:
+            record = await self._create(data, previous, mine, created)
+            if record["state"] != "pending":
+                return record
+            info = Info(
+                id=id,
+                parent_id=parent_info.id if not explicit else id,
+                origin_id=parent_info.origin_id if not explicit else id,
+                branch_id=parent_info.branch_id if not explicit else id,
+                timeout_at=record["timeoutAt"],
+                func_name=entry.name,
+                version=entry.version,
+                tags=record.get("tags", {}),
+            )
+            outcome = await run_function(
+                execution, info, entry, args, kwargs, policy, non_retryable, replaying
+            )
+            if isinstance(outcome, _Blocked):
+                return BLOCKED
+            state, encoded = outcome
+            return await execution.settle(id, state, encoded)
+
+        future: DurableFuture[Any] = DurableFuture(
+            self, id, runner(), created, hint=entry.return_hint, begin=begin
+        )
+        self._state.children.append(future)
+        return future
+
+    async def _join(self) -> bool:
+        """Wait for every child this function started; ``True`` when one of them is still pending."""
+        blocked = False
+        index = 0
+        while index < len(self._state.children):
+            child = self._state.children[index]
+            index += 1
+            outcome = await asyncio.shield(child._task)
+            if outcome is BLOCKED and not child.detached:
+                blocked = True
+        return blocked
+
+    def _cancel_children(self) -> None:
+        for child in self._state.children:
+            child._task.cancel()
+
+
+async def invoke(entry: Registered, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call a durable function in the way its kind needs."""
+    return await call(entry.fn, entry.kind, ctx, args, kwargs)
+
+
+async def call(
+    fn: Callable[..., Any], kind: Kind, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if kind == "async":
+        return await fn(ctx, *args, **kwargs)
+    if kind == "generator":
+        return await drive(fn(ctx, *args, **kwargs))
+    result = await asyncio.to_thread(fn, ctx, *args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def drive(gen: Generator[Any, Any, Any]) -> Any:
+    """Run a generator workflow: each yielded durable future is awaited (or handed back, for ``begin_*``)."""
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        try:
+            yielded = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
+        except StopIteration as stop:
+            return stop.value
+        to_send, to_throw = None, None
+        if not isinstance(yielded, DurableFuture):
+            to_throw = TypeError(
+                f"a generator workflow must yield durable futures, not {type(yielded).__name__}"
+            )
+            continue
+        if yielded._begin:
+            to_send = yielded
+            continue
+        try:
+            to_send = await yielded
+        except (Suspended, PlatformError):
+            gen.close()
+            raise
+        except Exception as exc:
+            to_throw = exc
+
+
+def _retryable(exc: BaseException, non_retryable: tuple[type[BaseException], ...]) -> bool:
+    return not isinstance(exc, non_retryable) and not isinstance(exc, CanceledError | TrothTimeoutError)
+
+
+async def run_function(
+    execution: Execution,
+    info: Info,
+    entry: Registered,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy | None,
+    non_retryable: tuple[type[BaseException], ...],
+    replaying: bool,
+) -> tuple[str, str | None] | _Blocked:
+    """Run one durable function to its outcome: the settle state and encoded value, or ``BLOCKED``.
+
+    A pure leaf (no durable operation in the failed attempt) is retried in-process by its policy; a
+    function that performed a durable operation is a workflow and is never retried (SDK.md §7).
+    """
+    worker = execution.worker
+    effective = policy or worker.retry_policy
+    attempt = 1
+    while True:
+        state = _State(replaying)
+        ctx = Context(execution, replace(info, attempt=attempt), state=state)
+        error: BaseException | None = None
+        value: Any = None
+        suspended = False
+        try:
+            value = await invoke(entry, ctx, args, kwargs)
+        except Suspended:
+            suspended = True
+        except PlatformError:
+            ctx._cancel_children()
+            raise
+        except Exception as exc:
+            error = exc
+        finally:
+            state.done = True
+        try:
+            blocked = await ctx._join()
+        except BaseException:
+            ctx._cancel_children()
+            raise
+        if blocked or suspended:
+            if suspended and not execution.remote_pending:
+                log.warning("%s awaited something that is not durable and raised Suspended", info.id)
+            return BLOCKED
+        if error is None:
+            try:
+                return "resolved", worker.codec.encode(value)
+            except SerializationError as exc:
+                log.error("the return value of %s cannot be stored: %s", info.id, exc)
+                raise PlatformError(exc) from exc
+        if state.ops == 0 and _retryable(error, non_retryable):
+            chosen = effective if entry.kind != "generator" or policy is not None else Never()
+            delay = chosen.next(attempt)
+            if delay is not None:
+                await worker.sleeper(delay)
+                attempt += 1
+                continue
+        state_name = "rejected_canceled" if isinstance(error, CanceledError) else "rejected"
+        return state_name, worker.codec.encode_error(error)
+
+
+def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(Exception):
+            task.exception() if task.done() else None
+
+
+__all__ = ["Context", "DurableFuture", "Info", "Options", "kind_of"]

@@ -1,0 +1,123 @@
+"""Registered durable functions: ``(name, version)`` → function, kind and retry policy.
+
+A function's kind decides how it runs: ``async`` (a coroutine function, awaited on the loop), ``generator``
+(driven step by step, SDK.md §13), or ``sync`` (a plain ``def``, run in a worker thread so it cannot block
+heartbeats). Async generators are refused: they can neither return a value nor be replayed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from troth.sdk.errors import AlreadyRegisteredError, FunctionNotFoundError, RegistrationError
+from troth.sdk.retry import RetryPolicy
+
+Kind = Literal["async", "generator", "sync"]
+
+
+def kind_of(fn: Callable[..., Any]) -> Kind:
+    target = inspect.unwrap(fn)
+    if inspect.isasyncgenfunction(target):
+        raise RegistrationError(
+            f"{getattr(fn, '__qualname__', fn)!r} is an async generator; durable functions must be "
+            "'async def' (returning a value), generator functions, or plain functions"
+        )
+    if inspect.iscoroutinefunction(target):
+        return "async"
+    if inspect.isgeneratorfunction(target):
+        return "generator"
+    return "sync"
+
+
+@dataclass(frozen=True)
+class Registered:
+    fn: Callable[..., Any]
+    name: str
+    version: int
+    kind: Kind
+    retry_policy: RetryPolicy | None = None
+    non_retryable: tuple[type[BaseException], ...] = ()
+    return_hint: Any = Any
+    param_hints: tuple[Any, ...] = field(default=())
+    kwarg_hints: dict[str, Any] = field(default_factory=dict)
+
+
+def _hints(fn: Callable[..., Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(fn))
+    except Exception:
+        hints = {}
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    positional = tuple(
+        hints.get(p.name, Any)
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+    by_name = {p.name: hints.get(p.name, Any) for p in params}
+    returns = hints.get("return", Any)
+    return returns, positional, by_name
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, int], Registered] = {}
+        self._by_fn: dict[Any, Registered] = {}
+
+    def add(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Registered:
+        if not callable(fn) or isinstance(fn, type):
+            raise RegistrationError(f"only functions can be registered, not {fn!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RegistrationError(f"version must be an integer >= 1, not {version!r}")
+        resolved = name if name is not None else getattr(fn, "__name__", None)
+        if not resolved or not isinstance(resolved, str):
+            raise RegistrationError(f"cannot derive a name for {fn!r}; pass name=")
+        kind = kind_of(fn)
+        key = (resolved, version)
+        existing = self._by_key.get(key)
+        if existing is not None:
+            if existing.fn is fn:
+                return existing
+            raise AlreadyRegisteredError(
+                f"a function is already registered as {resolved!r} version {version}"
+            )
+        returns, positional, by_name = _hints(fn)
+        entry = Registered(
+            fn, resolved, version, kind, retry_policy, non_retryable, returns, positional, by_name
+        )
+        self._by_key[key] = entry
+        self._by_fn[fn] = entry
+        return entry
+
+    def get(self, name: str, version: int | None = None) -> Registered | None:
+        if version is not None:
+            return self._by_key.get((name, version))
+        found = [r for (n, _), r in self._by_key.items() if n == name]
+        return min(found, key=lambda r: r.version) if found else None
+
+    def require(self, name: str, version: int | None = None) -> Registered:
+        entry = self.get(name, version)
+        if entry is None:
+            shown = name if version is None else f"{name} version {version}"
+            raise FunctionNotFoundError(f"no function registered as {shown!r}")
+        return entry
+
+    def of(self, fn: Callable[..., Any]) -> Registered | None:
+        try:
+            return self._by_fn.get(fn)
+        except TypeError:
+            return None

@@ -1,0 +1,405 @@
+"""The worker runtime: take tasks, run their bodies with replay, finish them; heartbeats; handles.
+
+A task arrives either from ``task.create`` (a top-level ``run`` that won its own task) or as an ``execute``
+message (acquired with ``task.acquire``). Its body runs from the top (``context.run_function``) and the
+task ends with exactly one of: ``task.fulfill`` (the body finished), ``task.suspend`` on every pending
+remote child (``300`` means one already settled: run again under the same lease), or ``task.release`` (a
+platform failure: lease lost, server unreachable, an unknown function version). Held tasks are heartbeated
+every ``ttl/2``, one request per lineage origin so that a strict server accepts them too.
+
+Handles: every promise this process waits on has one shared future, settled by an ``unblock`` message, by
+a local fulfill, or by a periodic ``promise.register_listener`` refresh (a guard against lost messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from troth.sdk.codec import Codec
+from troth.sdk.context import Execution, Info, _Blocked, now_ms, run_function
+from troth.sdk.errors import (
+    CanceledError,
+    ContextError,
+    FunctionNotFoundError,
+    PlatformError,
+    ServerError,
+    TrothTimeoutError,
+)
+from troth.sdk.ids import origin_of
+from troth.sdk.registry import Registered, Registry, kind_of
+from troth.sdk.retry import Exponential, RetryPolicy
+from troth.sdk.transport import Transport
+
+log = logging.getLogger("troth.sdk")
+
+Sleeper = Callable[[float], Awaitable[None]]
+
+_MISSING: Any = ...
+
+
+class Dependencies:
+    """Process-local objects for durable functions: by type or by name (SDK.md §9)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Any, Any] = {}
+
+    def add(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+
+    def get(self, key: Any, default: Any = _MISSING) -> Any:
+        if key in self._items:
+            return self._items[key]
+        if isinstance(key, type):
+            for value in self._items.values():
+                if type(value) is key:
+                    return value
+        if default is not _MISSING:
+            return default
+        shown = key.__name__ if isinstance(key, type) else repr(key)
+        raise KeyError(f"no dependency {shown}; register it with Troth.with_dependency / set_dependency")
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        registry: Registry,
+        codec: Codec,
+        group: str,
+        pid: str,
+        ttl_ms: int,
+        token: str | None,
+        retry_policy: RetryPolicy | None,
+        max_concurrent_tasks: int,
+        dependencies: Dependencies,
+        sleeper: Sleeper = asyncio.sleep,
+        listener_refresh: float = 60.0,
+    ) -> None:
+        self.transport = transport
+        self.registry = registry
+        self.codec = codec
+        self.group = group
+        self.pid = pid
+        self.ttl_ms = ttl_ms
+        self.token = token
+        self.retry_policy: RetryPolicy = retry_policy or Exponential()
+        self.dependencies = dependencies
+        self.sleeper = sleeper
+        self.unicast = f"poll://uni@{group}/{pid}"
+        self._slots = asyncio.Semaphore(max_concurrent_tasks)
+        self._held: dict[str, int] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._listener_refresh = listener_refresh
+        self._adhoc: dict[Any, Registered] = {}
+        self.stopping = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.transport.start(self.group, self.pid, self.on_message)
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.create_task(self._beat(), name="troth-heartbeat")
+        self._refresh = loop.create_task(self._refresh_listeners(), name="troth-listeners")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in (self._heartbeat, self._refresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for id, version in list(self._held.items()):
+            with contextlib.suppress(Exception):
+                await self.transport.request("task.release", {"id": id, "version": version})
+        self._held.clear()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+        await self.transport.stop()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    # ------------------------------------------------------------------------------------- messages
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        if kind == "execute" and not self.stopping:
+            task = data.get("task")
+            if (
+                isinstance(task, dict)
+                and isinstance(task.get("id"), str)
+                and isinstance(task.get("version"), int)
+            ):
+                self.spawn(self._acquire_and_run(task["id"], task["version"]))
+        elif kind == "unblock":
+            promise = data.get("promise")
+            if isinstance(promise, dict) and isinstance(promise.get("id"), str):
+                self.settled(promise)
+        else:
+            log.debug("ignored a %r message", kind)
+
+    async def _acquire_and_run(self, id: str, version: int) -> None:
+        async with self._slots:
+            if self.stopping or id in self._held:
+                return
+            status, data = await self.transport.request(
+                "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}
+            )
+            if status != 200:
+                log.debug("task.acquire %s v%d answered %d", id, version, status)
+                return
+            await self.run_task(data["task"], data["promise"], data.get("preload") or [])
+
+    # ----------------------------------------------------------------------------------------- tasks
+
+    async def run_task(
+        self, task: dict[str, Any], promise: dict[str, Any], preload: list[dict[str, Any]]
+    ) -> None:
+        """Execute an acquired task to one of fulfill, suspend or release."""
+        id: str = task["id"]
+        version: int = task["version"]
+        tags: dict[str, str] = promise.get("tags", {})
+        if tags.get("resonate:timer") == "true":
+            # A timer's own task: the server settles it at its deadline; touching it would end the sleep
+            # early (fulfill) or make the server re-send at once (release). Let the lease lapse.
+            return
+        self._held[id] = version
+        try:
+            await self._execute(id, version, promise, preload)
+        finally:
+            self._held.pop(id, None)
+
+    async def _execute(
+        self, id: str, version: int, promise: dict[str, Any], preload: list[dict[str, Any]]
+    ) -> None:
+        if promise["state"] != "pending":
+            self.settled(promise)
+            return
+        try:
+            invocation = self.codec.decode_invocation(promise.get("param", {}).get("data"))
+            entry = self.registry.require(invocation.func, invocation.version)
+        except Exception as exc:
+            log.warning("releasing %s: %s", id, exc)
+            await self._release(id, version)
+            return
+        tags: dict[str, str] = promise.get("tags", {})
+        info = Info(
+            id=id,
+            parent_id=tags.get("resonate:parent", id),
+            origin_id=tags.get("resonate:origin", origin_of(id)),
+            branch_id=tags.get("resonate:branch", id),
+            timeout_at=promise["timeoutAt"],
+            func_name=entry.name,
+            version=entry.version,
+            tags=tags,
+        )
+        cache = {p["id"]: p for p in preload}
+        args = tuple(invocation.args)
+        kwargs = dict(invocation.kwargs)
+        replaying = version > 1
+        while True:
+            execution = Execution(self, id, version, cache)
+            execution.replaying = replaying
+            try:
+                outcome = await run_function(
+                    execution, info, entry, args, kwargs, entry.retry_policy, entry.non_retryable, replaying
+                )
+            except PlatformError as exc:
+                log.warning("releasing %s after a platform failure: %s", id, exc)
+                await self._release(id, version)
+                return
+            except asyncio.CancelledError:
+                raise
+            if isinstance(outcome, _Blocked):
+                awaited = list(execution.remote_pending)
+                if not awaited:
+                    log.error("%s is blocked on nothing; releasing", id)
+                    await self._release(id, version)
+                    return
+                status, data = await self.transport.request(
+                    "task.suspend",
+                    {
+                        "id": id,
+                        "version": version,
+                        "actions": [
+                            {
+                                "kind": "promise.register_callback",
+                                "head": {"corrId": f"{id}-{i}", "version": "2026-04-01"},
+                                "data": {"awaited": a, "awaiter": id},
+                            }
+                            for i, a in enumerate(awaited)
+                        ],
+                    },
+                )
+                if status == 300:
+                    for record in data.get("preload") or []:
+                        cache[record["id"]] = record
+                    replaying = True
+                    continue
+                if status != 200:
+                    log.warning("task.suspend %s answered %s: %s", id, status, data)
+                return
+            state, encoded = outcome
+            value: dict[str, Any] = {} if encoded is None else {"data": encoded}
+            status, data = await self.transport.request(
+                "task.fulfill",
+                {
+                    "id": id,
+                    "version": version,
+                    "action": {
+                        "kind": "promise.settle",
+                        "head": {"corrId": f"{id}-fulfill", "version": "2026-04-01"},
+                        "data": {"id": id, "state": state, "value": value},
+                    },
+                },
+            )
+            if status == 200:
+                self.settled(data["promise"])
+            else:
+                log.info("task.fulfill %s answered %s (lease lost): %s", id, status, data)
+            return
+
+    async def _release(self, id: str, version: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.request("task.release", {"id": id, "version": version})
+
+    async def _beat(self) -> None:
+        period = max(self.ttl_ms / 2000.0, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            if not self._held:
+                continue
+            by_origin: dict[str, list[dict[str, Any]]] = {}
+            for id, version in self._held.items():
+                by_origin.setdefault(origin_of(id), []).append({"id": id, "version": version})
+            for tasks in by_origin.values():
+                try:
+                    await self.transport.request("task.heartbeat", {"pid": self.pid, "tasks": tasks})
+                except Exception as exc:
+                    log.warning("heartbeat failed: %s", exc)
+
+    # --------------------------------------------------------------------------------------- handles
+
+    def waiter(self, id: str) -> asyncio.Future[dict[str, Any]]:
+        fut = self._waiters.get(id)
+        if fut is None:
+            fut = self._waiters[id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def settled(self, promise: dict[str, Any]) -> None:
+        if promise.get("state") == "pending":
+            return
+        fut = self._waiters.get(promise["id"])
+        if fut is not None and not fut.done():
+            fut.set_result(promise)
+
+    async def listen(self, id: str) -> asyncio.Future[dict[str, Any]]:
+        """Subscribe to the settlement of ``id``; resolves at once when it is already settled."""
+        fut = self.waiter(id)
+        if fut.done():
+            return fut
+        status, data = await self.transport.request(
+            "promise.register_listener", {"awaited": id, "address": self.unicast}
+        )
+        if status == 404:
+            error = ServerError(404, f"promise {id!r} not found")
+            if not fut.done():
+                fut.set_exception(error)
+                self._waiters.pop(id, None)
+            raise error
+        if status != 200:
+            raise ServerError(status, str(data))
+        self.settled(data["promise"])
+        return fut
+
+    async def _refresh_listeners(self) -> None:
+        while True:
+            await asyncio.sleep(self._listener_refresh)
+            for id, fut in list(self._waiters.items()):
+                if fut.done():
+                    continue
+                with contextlib.suppress(Exception):
+                    status, data = await self.transport.request(
+                        "promise.register_listener", {"awaited": id, "address": self.unicast}
+                    )
+                    if status == 200:
+                        self.settled(data["promise"])
+
+    # --------------------------------------------------------------------------------------- helpers
+
+    def outcome(self, record: dict[str, Any], hint: Any = Any) -> Any:
+        """The value of a settled promise, or raise its error."""
+        state = record["state"]
+        data = record.get("value", {}).get("data")
+        if state == "resolved":
+            return self.codec.decode(data, hint)
+        if state == "rejected_canceled":
+            raise CanceledError(f"promise {record['id']!r} was canceled")
+        if state == "rejected_timedout":
+            raise TrothTimeoutError(f"promise {record['id']!r} timed out")
+        raise self.codec.decode_error(data)
+
+    def resolve_target(self, target: str | None) -> str:
+        if target is None:
+            return f"poll://any@{self.group}"
+        if "://" in target:
+            return target
+        return f"poll://any@{target}"
+
+    def dispatch_name(self, fn: Callable[..., Any] | str, version: int | None) -> tuple[str, int, Any]:
+        """Name, version and result type hint for a remote call of ``fn``."""
+        if isinstance(fn, str):
+            entry = self.registry.get(fn, version)
+            return fn, version or (entry.version if entry else 1), entry.return_hint if entry else Any
+        entry = self.registry.of(fn)
+        if entry is None:
+            raise FunctionNotFoundError(
+                f"{getattr(fn, '__qualname__', fn)!r} is not registered; register it or call it by name"
+            )
+        return entry.name, entry.version, entry.return_hint
+
+    def local_function(self, fn: Callable[..., Any] | str, version: int | None) -> Registered:
+        """The function ``ctx.run`` executes: a registered one, or an unregistered local leaf."""
+        if isinstance(fn, str):
+            return self.registry.require(fn, version)
+        entry = self.registry.of(fn)
+        if entry is not None:
+            return entry
+        if not callable(fn):
+            raise ContextError(f"ctx.run needs a function or a registered name, not {fn!r}")
+        try:
+            cached = self._adhoc.get(fn)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", "anonymous"))
+        entry = Registered(fn, name, 1, kind_of(fn))
+        with contextlib.suppress(TypeError):
+            self._adhoc[fn] = entry
+        return entry
+
+
+def deadline_in(ms: int) -> int:
+    return now_ms() + ms

@@ -1,0 +1,196 @@
+"""The SDK's one seam to a server: send a protocol request, receive pushed messages.
+
+``LocalTransport`` runs the server engine in-process (memory, or a SQLite file that survives restarts);
+``HttpTransport`` speaks HTTP to ``POST /`` and keeps one SSE stream on ``GET /poll/{group}/{pid}``. The
+rest of the SDK sees only ``Transport``, in the spirit of httpx's transports: switching from local to
+remote is one URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+
+from troth.protocol.records import PROTOCOL_VERSION
+from troth.sdk.errors import ConnectorError
+
+log = logging.getLogger("troth.sdk")
+
+OnMessage = Callable[[dict[str, Any]], None]
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class Transport(Protocol):
+    async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
+        """Open the push channel for ``(group, pid)``; returns once messages can arrive."""
+        ...
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        """Send one request; returns ``head.status`` and the response ``data``."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+def envelope(kind: str, data: dict[str, Any], auth: str | None = None) -> dict[str, Any]:
+    head: dict[str, Any] = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
+    if auth is not None:
+        head["auth"] = auth
+    return {"kind": kind, "head": head, "data": data}
+
+
+def _check(kind: str, corr: str, body: bytes) -> tuple[int, Any]:
+    try:
+        reply = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise ConnectorError(f"{kind}: undecodable response: {exc}") from None
+    head = reply.get("head") if isinstance(reply, dict) else None
+    if not isinstance(head, dict) or reply.get("kind") != kind or head.get("corrId") != corr:
+        raise ConnectorError(f"{kind}: response does not match the request")
+    return int(head.get("status", 500)), reply.get("data")
+
+
+class LocalTransport:
+    """An in-process server engine: requests are function calls, messages arrive through its delivery."""
+
+    def __init__(self, path: str | None = None) -> None:
+        from troth.server.engine import Engine, EngineConfig
+        from troth.server.store.sqlite import SqliteStore
+
+        self.engine = Engine(SqliteStore(path or ":memory:"), EngineConfig(server_url="local://"))
+        self._reader: asyncio.Task[None] | None = None
+        self._started = False
+
+    async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
+        await self.engine.start()
+        self._started = True
+        conn = self.engine.delivery.connect(group, pid)
+        assert conn is not None
+
+        async def read() -> None:
+            while True:
+                frames = await conn.frames()
+                if frames is None:
+                    return
+                for frame in frames:
+                    try:
+                        on_message(_decode(frame[6:]))
+                    except Exception:
+                        log.exception("message handler failed")
+
+        self._reader = asyncio.get_running_loop().create_task(read(), name="troth-local-messages")
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        env = envelope(kind, data)
+        _, body = await self.engine.handle(_encode(env))
+        return _check(kind, env["head"]["corrId"], body)
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._started:
+            await self.engine.stop()
+            self._started = False
+
+
+class HttpTransport:
+    """A remote server: JSON envelopes by ``POST {url}/``, messages on one SSE stream (reconnecting)."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        self._sse: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sse = asyncio.get_running_loop().create_task(
+            self._stream(group, pid, on_message, opened), name="troth-sse"
+        )
+        await opened
+
+    async def _stream(
+        self, group: str, pid: str, on_message: OnMessage, opened: asyncio.Future[None]
+    ) -> None:
+        backoff = 1.0
+        headers = {"accept": "text/event-stream"}
+        while not self._stopping:
+            try:
+                async with self._client.stream(
+                    "GET", f"/poll/{group}/{pid}", headers=headers, timeout=httpx.Timeout(10.0, read=None)
+                ) as response:
+                    if response.status_code != 200:
+                        raise ConnectorError(f"SSE connection refused with {response.status_code}")
+                    backoff = 1.0
+                    if not opened.done():
+                        opened.set_result(None)
+                    data: list[str] = []
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            data.append(line[5:].lstrip(" ") if line.startswith("data: ") else line[5:])
+                        elif not line and data:
+                            payload, data = "\n".join(data), []
+                            try:
+                                message = _decode(payload)
+                            except msgspec.DecodeError:
+                                log.warning("dropped an unparsable message: %.200s", payload)
+                                continue
+                            if isinstance(message, dict):
+                                on_message(message)
+            except (httpx.HTTPError, ConnectorError, OSError) as exc:
+                if self._stopping:
+                    return
+                if not opened.done():
+                    opened.set_exception(ConnectorError(f"cannot open SSE stream at {self.url}: {exc}"))
+                    return
+                log.warning("SSE stream lost (%s); reconnecting in %.0f s", exc, backoff)
+            if self._stopping:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        env = envelope(kind, data, self.token)
+        body = _encode(env)
+        delay = 1.0
+        while True:
+            try:
+                response = await self._client.post("/", content=body)
+            except httpx.TransportError as exc:
+                if self._stopping:
+                    raise ConnectorError(f"{kind}: server unreachable at {self.url}: {exc}") from None
+                log.warning("%s: server unreachable (%s); retrying in %.0f s", kind, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            if response.status_code in (413,) or not response.content:
+                raise ConnectorError(f"{kind}: server answered HTTP {response.status_code}")
+            return _check(kind, env["head"]["corrId"], response.content)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._sse is not None:
+            self._sse.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sse
+        await self._client.aclose()
