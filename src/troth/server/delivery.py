@@ -18,7 +18,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 import msgspec
 
 from troth.protocol.address import Address, parse_address
@@ -94,7 +94,7 @@ class Delivery:
         self._count = 0
         self._undelivered: dict[str, dict[str, Outgoing]] = {}
         self._push_slots = asyncio.Semaphore(push_concurrency)
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._push_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------- connections
@@ -232,21 +232,24 @@ class Delivery:
     async def _push(self, kind: str, m: Outgoing) -> None:
         async with self._push_slots:
             if self._http is None:
-                self._http = httpx.AsyncClient(timeout=httpx.Timeout(180.0, connect=10.0))
-            try:
-                response = await self._http.post(
-                    m.address, content=self._encode(m), headers={"content-type": "application/json"}
+                self._http = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=180.0, sock_connect=10.0)
                 )
-            except httpx.HTTPError as exc:
+            try:
+                async with self._http.post(
+                    m.address, data=self._encode(m), headers={"content-type": "application/json"}
+                ) as response:
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.metrics.deliveries.labels("error").inc()
                 self._dropped(kind, m, f"push failed: {exc}")
                 return
-            if 200 <= response.status_code < 300:
+            if 200 <= status < 300:
                 self.metrics.deliveries.labels("success").inc()
                 self.metrics.messages.labels(kind, "sent").inc()
             else:
                 self.metrics.deliveries.labels("error").inc()
-                self._dropped(kind, m, f"push answered {response.status_code}")
+                self._dropped(kind, m, f"push answered {status}")
 
     async def aclose(self) -> None:
         self.close_all()
@@ -255,5 +258,5 @@ class Delivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
