@@ -74,7 +74,8 @@ async def test_timer_without_target_lazily_on_get(h: Harness) -> None:
 
 
 async def test_timer_with_target_resolves_and_its_task_is_fulfilled(h: Harness) -> None:
-    """CLIENTS.md item 15: SDK sleep timers carry a target; the server fulfils their task."""
+    """CLIENTS.md item 15: SDK sleep timers carry a target; the server fulfils their task. troth never
+    dispatches a timer's own task (workers would only acquire it and leave it alone)."""
     inbox = h.connect()
     await h.running("r")
     r = await h.fence_create(
@@ -82,7 +83,9 @@ async def test_timer_with_target_resolves_and_its_task_is_fulfilled(h: Harness) 
     )
     assert r.data["action"]["data"]["promise"]["state"] == "pending"
     assert (await h.suspend("r", 1, ["r:1"])).status == 200
-    assert await inbox.executes() == [("r", 0), ("r:1", 0)]
+    assert await inbox.executes() == [("r", 0)]
+    assert (await stored_task(h, "r:1"))["state"] == "pending"
+    assert "r:1" not in await h.task_timeouts()
     await h.advance(2000)
     timer = await stored(h, "r:1")
     assert (timer["state"], timer["settledAt"], timer["value"]) == ("resolved", START + 2000, {})

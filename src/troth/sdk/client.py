@@ -130,7 +130,7 @@ class Promises:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a promise; ``timeout`` is relative (seconds or timedelta)."""
-        timeout_at = now_ms() + to_ms(timeout)
+        timeout_at = self._troth._worker.clock() + to_ms(timeout)
         param: dict[str, Any] = {}
         if data is not None:
             param["data"] = self._troth.codec.encode(data)
@@ -268,6 +268,7 @@ class Troth:
         local_path: str | None = None,
         sleeper: Sleeper | None = None,
         trust_pickles: bool = True,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
         self.token = token if token is not None else _env("TOKEN")
@@ -299,6 +300,7 @@ class Troth:
             max_concurrent_tasks=max_concurrent_tasks,
             dependencies=self.dependencies,
             sleeper=sleeper or asyncio.sleep,
+            clock=clock or now_ms,
         )
         self._opts = Options()
         self._started = False
@@ -422,7 +424,7 @@ class Troth:
         name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
         param = self.codec.encode_invocation(name, list(args), kwargs, version)
         timeout = self._opts.timeout
-        timeout_at = now_ms() + (DAY_MS if timeout is None else to_ms(timeout))
+        timeout_at = self._worker.clock() + (DAY_MS if timeout is None else to_ms(timeout))
         tags = {
             "resonate:origin": id,
             "resonate:branch": id,
@@ -471,9 +473,9 @@ class Troth:
         creation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         creation.set_result(None)
         handle: Handle[Any] = Handle(self, id, creation)
+        self._worker.waiter(id)
         self._worker.settled(body["promise"])
         if body["promise"]["state"] == "pending":
-            self._worker.waiter(id)
             await self._worker.listen(id)
         return handle
 
@@ -486,14 +488,17 @@ class Troth:
             try:
                 await self.start()
                 await work(creation)
+            except asyncio.CancelledError:
+                raise
             except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else TrothError(f"{id}: {type(exc).__name__} {exc}")
                 if not creation.done():
-                    creation.set_exception(exc if isinstance(exc, Exception) else TrothError(str(exc)))
+                    creation.set_exception(error)
+                    creation.exception()
                 fut = self._worker.waiter(id)
                 if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else TrothError(str(exc)))
-                if not isinstance(exc, Exception):
-                    raise
+                    fut.set_exception(error)
+                    fut.exception()
 
         self._worker.spawn(go())
         return Handle(self, id, creation, hint)

@@ -382,7 +382,7 @@ class Context:
             ms = to_ms(duration)
             if ms < 0:
                 raise ValueError(f"cannot sleep for a negative duration ({duration!r})")
-            deadline = now_ms() + ms
+            deadline = self._worker.clock() + ms
         id = self._next_id()
         tags = self._global_tags(id)
         tags["resonate:target"] = self._worker.resolve_target(self._opts.target)
@@ -436,7 +436,7 @@ class Context:
         ms = DAY_MS if chosen is None else to_ms(chosen)
         if ms < 0:
             raise ValueError(f"a timeout must not be negative ({chosen!r})")
-        deadline = now_ms() + ms
+        deadline = self._worker.clock() + ms
         return min(deadline, self.info.timeout_at) if clamp else deadline
 
     def _global_tags(self, id: str, explicit: bool = False) -> dict[str, str]:
@@ -692,6 +692,8 @@ async def run_function(
     while True:
         state = _State(replaying)
         ctx = Context(execution, replace(info, attempt=attempt), state=state)
+        if worker.observer is not None:
+            worker.observer(ctx.info)
         error: BaseException | None = None
         value: Any = None
         suspended = False

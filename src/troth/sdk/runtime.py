@@ -79,6 +79,8 @@ class Worker:
         dependencies: Dependencies,
         sleeper: Sleeper = asyncio.sleep,
         listener_refresh: float = 60.0,
+        clock: Callable[[], int] = now_ms,
+        observer: Callable[[Info], None] | None = None,
     ) -> None:
         self.transport = transport
         self.registry = registry
@@ -90,6 +92,8 @@ class Worker:
         self.retry_policy: RetryPolicy = retry_policy or Exponential()
         self.dependencies = dependencies
         self.sleeper = sleeper
+        self.clock = clock
+        self.observer = observer
         self.unicast = f"poll://uni@{group}/{pid}"
         self._slots = asyncio.Semaphore(max_concurrent_tasks)
         self._held: dict[str, int] = {}
@@ -131,11 +135,23 @@ class Worker:
                 fut.cancel()
         await self.transport.stop()
 
+    def mark_stopping(self) -> None:
+        """From now on, failures of background work are expected (the worker is going away)."""
+        self.stopping = True
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not self.stopping:
+            log.error("background work failed: %r", error, exc_info=error)
 
     # ------------------------------------------------------------------------------------- messages
 
@@ -399,7 +415,3 @@ class Worker:
         with contextlib.suppress(TypeError):
             self._adhoc[fn] = entry
         return entry
-
-
-def deadline_in(ms: int) -> int:
-    return now_ms() + ms

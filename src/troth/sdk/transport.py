@@ -13,13 +13,17 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import msgspec
 
 from troth.protocol.records import PROTOCOL_VERSION
 from troth.sdk.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from troth.server.delivery import Connection
+    from troth.server.engine import Engine
 
 log = logging.getLogger("troth.sdk")
 
@@ -60,21 +64,34 @@ def _check(kind: str, corr: str, body: bytes) -> tuple[int, Any]:
 
 
 class LocalTransport:
-    """An in-process server engine: requests are function calls, messages arrive through its delivery."""
+    """An in-process server engine: requests are function calls, messages arrive through its delivery.
 
-    def __init__(self, path: str | None = None) -> None:
+    It owns its engine unless one is given (several workers of a test sharing one server).
+    """
+
+    def __init__(self, path: str | None = None, *, engine: Engine | None = None) -> None:
         from troth.server.engine import Engine, EngineConfig
         from troth.server.store.sqlite import SqliteStore
 
-        self.engine = Engine(SqliteStore(path or ":memory:"), EngineConfig(server_url="local://"))
+        self._owns = engine is None
+        self.engine = engine or Engine(SqliteStore(path or ":memory:"), EngineConfig(server_url="local://"))
         self._reader: asyncio.Task[None] | None = None
+        self._conn: Connection | None = None
         self._started = False
 
+    @property
+    def busy(self) -> bool:
+        """Whether pushed messages wait to be handled."""
+        return self._conn is not None and self._conn.pending > 0
+
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
-        await self.engine.start()
+        if self._owns:
+            await self.engine.start()
         self._started = True
         conn = self.engine.delivery.connect(group, pid)
-        assert conn is not None
+        if conn is None:
+            raise ConnectorError("the local server is at its connection limit")
+        self._conn = conn
 
         async def read() -> None:
             while True:
@@ -99,9 +116,13 @@ class LocalTransport:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        if self._started:
+            self._reader = None
+        if self._conn is not None:
+            self.engine.delivery.disconnect(self._conn)
+            self._conn = None
+        if self._started and self._owns:
             await self.engine.stop()
-            self._started = False
+        self._started = False
 
 
 class HttpTransport:

@@ -148,6 +148,23 @@ class Core:
             p = await self._settle(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, now, fx)
         return p
 
+    async def _load_all(self, tx: Tx, ids: list[str], now: int, fx: _Effects) -> dict[str, Promise | None]:
+        """Several promises, lazily timed out as one batch: all expired ones settle before any cascade runs
+        (as in a background pass, §5.6), so a task timed out here is not also resumed here."""
+        found: dict[str, Promise | None] = {}
+        expired: list[Promise] = []
+        for id in ids:
+            if id in found:
+                continue
+            p = await tx.get_promise(id)
+            if p is not None and p.state == "pending" and p.timeoutAt <= now:
+                p = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt)
+                expired.append(p)
+            found[id] = p
+        for p in expired:
+            await self._notify(tx, p, now, fx)
+        return found
+
     async def _settle(
         self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, now: int, fx: _Effects
     ) -> Promise:
@@ -242,7 +259,12 @@ class Core:
         fx.at(timeout_at)
         if target is not None:
             delay = tags.get("resonate:delay")
-            if delay is not None and int(delay) > now:
+            if tags.get("resonate:timer") == "true":
+                # A timer's task only exists because the timer names a target; workers acquire it and
+                # leave it alone (SDK.md §10.1), and the server settles the timer at its deadline. So it
+                # is not dispatched: no worker is woken every lease period just to ignore it.
+                await tx.put_task(TaskRow(id, "pending", 0))
+            elif delay is not None and int(delay) > now:
                 task = TaskRow(id, "pending", 0, RETRY, int(delay))
                 await tx.put_task(task)
                 fx.at(int(delay))
@@ -286,8 +308,8 @@ class Core:
 
     async def _register_callback(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.RegisterCallback = req.data
-        awaited = await self._load(tx, d.awaited, now, fx)
-        awaiter = await self._load(tx, d.awaiter, now, fx)
+        loaded = await self._load_all(tx, [d.awaited, d.awaiter], now, fx)
+        awaited, awaiter = loaded[d.awaited], loaded[d.awaiter]
         if awaited is None:
             return 404, "Awaited promise not found"
         if awaiter is None:
@@ -399,9 +421,9 @@ class Core:
 
     async def _task_suspend(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskSuspend = req.data
-        await self._load(tx, d.id, now, fx)
         awaited_ids = list(dict.fromkeys(a.data.awaited for a in d.actions))
-        awaited: list[Promise | None] = [await self._load(tx, a, now, fx) for a in awaited_ids]
+        loaded = await self._load_all(tx, [d.id, *awaited_ids], now, fx)
+        awaited = [loaded[a] for a in awaited_ids]
         task = await tx.get_task(d.id)
         if task is None:
             return 404, "Task not found"
@@ -422,8 +444,8 @@ class Core:
 
     async def _task_fence(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.Fence = req.data
-        own = await self._load(tx, d.id, now, fx)
-        target = await self._load(tx, d.action.id, now, fx)
+        loaded = await self._load_all(tx, [d.id, d.action.id], now, fx)
+        own, target = loaded[d.id], loaded[d.action.id]
         task = await tx.get_task(d.id)
         if task is None:
             return 404, "Task not found"
@@ -603,6 +625,8 @@ class Core:
                     continue
                 delay = p.tags.get("resonate:delay")
                 if delay is not None and int(delay) > now and task.timeout_at == int(delay):
+                    continue
+                if p.tags.get("resonate:timer") == "true" and task.timeout_at is None:
                     continue
                 out.append(Outgoing(p.tags["resonate:target"], task.id, task.version))
             if len(page) < 1000:

@@ -43,6 +43,11 @@ class Connection:
         self._buffer: deque[bytes] = deque()
         self._ready = asyncio.Event()
 
+    @property
+    def pending(self) -> int:
+        """Frames buffered and not yet taken."""
+        return len(self._buffer)
+
     def push(self, frame: bytes) -> bool:
         if self.closed or len(self._buffer) >= self._capacity:
             return False

@@ -1,0 +1,328 @@
+"""A test kit for code written with troth: an in-process server on a controlled clock, and a crash harness.
+
+``Harness`` runs the server engine and a worker in the test's own event loop, on a ``ManualClock``. When
+nothing is left to do but wait for a timer (a ``ctx.sleep`` of three days, a lease, a retry delay), the
+harness jumps the clock straight to it, so durable sleeps of any length finish at once and tests are exact.
+
+``crash_test`` checks a workflow against crashes: it runs it once to learn its durable boundaries (every
+request that changes durable state), then, for each boundary, runs it again, kills the worker right after
+that boundary (no release, no goodbye: its leases end when its connection drops), starts a fresh worker on
+the same server and lets it finish. It asserts that the result never changes and that no step that had
+completed before the crash runs again.
+
+With pytest, the ``troth_harness`` fixture (registered through the ``pytest11`` entry point) yields a
+started ``Harness``.
+
+Rejected: a real-time autojump driven by wall-clock idleness (slow and flaky); patching ``time`` globally
+(leaks into user code and libraries). Time flows only through the clock handed to the engine and the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from troth.sdk.client import Handle, Troth
+from troth.sdk.context import Info
+from troth.sdk.transport import LocalTransport
+from troth.server.clock import ManualClock
+from troth.server.engine import Engine, EngineConfig
+from troth.server.store.sqlite import SqliteStore
+
+__all__ = ["CrashReport", "Harness", "crash_test", "troth_harness"]
+
+START_MS = 1_767_225_600_000
+"""2026-01-01T00:00:00Z, where a harness clock starts unless told otherwise."""
+
+_DURABLE = frozenset(
+    {"task.create", "task.acquire", "task.fence", "task.fulfill", "task.suspend", "task.release"}
+)
+
+
+class Stuck(AssertionError):
+    """The workflow waits for something no timer will ever settle (e.g. a latent promise nobody resolves)."""
+
+
+class _Crashed(BaseException):
+    """Raised inside a worker that the crash harness has just killed."""
+
+
+class Harness:
+    """An in-process troth server and worker on a ``ManualClock`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        start_ms: int = START_MS,
+        path: str | None = None,
+        ttl: float | timedelta = 60.0,
+        group: str = "default",
+    ) -> None:
+        self.clock = ManualClock(start_ms)
+        self.engine = Engine(
+            SqliteStore(path or ":memory:"), EngineConfig(server_url="local://"), clock=self.clock
+        )
+        self._ttl = ttl
+        self._group = group
+        self.workers: list[Troth] = []
+        self.starts: Counter[str] = Counter()
+        """How many times each promise id's function body started (every attempt, every replay)."""
+        self.troth = self.new_worker()
+        self._started = False
+
+    def new_worker(self, pid: str | None = None, group: str | None = None) -> Troth:
+        """Another worker process on the same server (not started yet)."""
+        worker = Troth(
+            transport=LocalTransport(engine=self.engine),
+            pid=pid,
+            group=group or self._group,
+            ttl=self._ttl,
+            clock=self.clock.now,
+            sleeper=self._sleep,
+        )
+        worker._worker.observer = self._observe
+        self.workers.append(worker)
+        return worker
+
+    def _observe(self, info: Info) -> None:
+        self.starts[info.id] += 1
+
+    async def _sleep(self, seconds: float) -> None:
+        self.clock.advance(int(seconds * 1000))
+        await asyncio.sleep(0)
+
+    async def start(self, *, with_worker: bool = True) -> Harness:
+        if not self._started:
+            await self.engine.start()
+            if with_worker:
+                await self.troth.start()
+            self._started = True
+        return self
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            await worker.stop()
+        if self._started:
+            await self.engine.stop()
+            self._started = False
+
+    async def __aenter__(self) -> Harness:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------------------- time
+
+    def _busy(self) -> bool:
+        for troth in self.workers:
+            worker = troth._worker
+            if worker.stopping:
+                continue
+            if worker._held or any(not t.done() for t in worker._running):
+                return True
+            transport = worker.transport
+            if isinstance(transport, LocalTransport) and transport.busy:
+                return True
+        timers = self.engine.timers._running
+        if timers is not None and not timers.done():
+            return True
+        return bool(self.engine.store._queue) if isinstance(self.engine.store, SqliteStore) else False
+
+    async def idle(self) -> None:
+        """Return once nothing is running: every worker waits, no message is in flight."""
+        calm = 0
+        while calm < 3:
+            await asyncio.sleep(0)
+            calm = 0 if self._busy() else calm + 1
+
+    async def advance(self, by: float | timedelta) -> None:
+        """Move the clock forward (seconds or timedelta) and let everything that became due run."""
+        ms = int(by.total_seconds() * 1000) if isinstance(by, timedelta) else int(by * 1000)
+        await self.idle()
+        self.clock.advance(ms)
+        await self.idle()
+
+    async def next_due(self) -> int | None:
+        return await self.engine.store.run(lambda tx: tx.next_due())
+
+    async def wait(self, handle: Handle[Any], *, max_jumps: int = 100_000) -> Any:
+        """The handle's result, jumping the clock to each next timer whenever everything else is idle."""
+        for _ in range(max_jumps):
+            await self.idle()
+            if handle.done():
+                return await handle
+            due = await self.next_due()
+            if due is None:
+                raise Stuck(
+                    f"{handle.id!r} waits for something no timer will settle; "
+                    "settle it (e.g. harness.troth.promises.resolve) or advance the clock"
+                )
+            self.clock.set(max(due, self.clock.now()))
+        raise Stuck(f"{handle.id!r} did not finish after {max_jumps} clock jumps")
+
+    async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """``troth.run`` with the clock driven until the result is there."""
+        return await self.wait(self.troth.run(id, fn, *args, **kwargs))
+
+
+@dataclass
+class CrashReport:
+    """What ``crash_test`` observed: one entry per crash point."""
+
+    result: Any
+    boundaries: int
+    reruns: dict[int, list[str]] = field(default_factory=dict)
+    """Per crash point, the completed steps that ran again after the crash (must be empty)."""
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.reruns.values())
+
+
+class _CrashingTransport:
+    """Wraps a worker's transport: after the ``crash_after``-th durable request, the worker is dead."""
+
+    def __init__(self, inner: LocalTransport, crash_after: int | None) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.durable = 0
+        self.crashed = asyncio.Event()
+        self.on_crash: Callable[[], None] | None = None
+
+    async def start(self, group: str, pid: str, on_message: Callable[[dict[str, Any]], None]) -> None:
+        def guarded(message: dict[str, Any]) -> None:
+            if not self.crashed.is_set():
+                on_message(message)
+
+        await self.inner.start(group, pid, guarded)
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        if self.crashed.is_set():
+            raise _Crashed()
+        answer = await self.inner.request(kind, data)
+        if kind in _DURABLE:
+            self.durable += 1
+            if self.crash_after is not None and self.durable >= self.crash_after:
+                self.crashed.set()
+                if self.on_crash is not None:
+                    self.on_crash()
+                raise _Crashed()
+        return answer
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    @property
+    def busy(self) -> bool:
+        return self.inner.busy
+
+
+async def _kill(troth: Troth) -> None:
+    """Stop a worker the way SIGKILL would: no release; its connection drops, so its leases end."""
+    worker = troth._worker
+    worker.stopping = True
+    tasks = [t for t in (*worker._running, worker._heartbeat, worker._refresh) if t is not None]
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, _Crashed, Exception):
+            await task
+    worker._held.clear()
+    transport = worker.transport
+    inner = transport.inner if isinstance(transport, _CrashingTransport) else transport
+    if isinstance(inner, LocalTransport):
+        await inner.stop()
+    troth._started = False
+
+
+async def crash_test(
+    setup: Callable[[Troth], None],
+    id: str,
+    fn: Callable[..., Any] | str,
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> CrashReport:
+    """Crash the worker after every durable boundary of ``fn``'s run and check what the restart does.
+
+    ``setup(troth)`` registers the functions (and dependencies) on a worker, as a process would at start.
+    Raises ``AssertionError`` naming the crash point when the result differs or a completed step re-ran.
+    """
+    reference = Harness()
+    await reference.start(with_worker=False)
+    try:
+        counting = _CrashingTransport(reference.troth._worker.transport, None)  # type: ignore[arg-type]
+        reference.troth._worker.transport = counting
+        setup(reference.troth)
+        await reference.troth.start()
+        expected = await reference.run(id, fn, *args, **kwargs)
+        boundaries = counting.durable
+    finally:
+        await reference.stop()
+    report = CrashReport(expected, boundaries)
+    for point in range(1, boundaries + 1):
+        h = Harness()
+        await h.start(with_worker=False)
+        try:
+            first = h.troth
+            crashing = _CrashingTransport(first._worker.transport, point)  # type: ignore[arg-type]
+            crashing.on_crash = first._worker.mark_stopping
+            first._worker.transport = crashing
+            setup(first)
+            await first.start()
+            doomed = first.run(id, fn, *args, **kwargs)
+            while not crashing.crashed.is_set():
+                await h.idle()
+                if crashing.crashed.is_set():
+                    break
+                due = await h.next_due()
+                if due is None:
+                    raise Stuck(f"crash point {point}: the first run stalled before reaching it")
+                h.clock.set(max(due, h.clock.now()))
+            await _kill(first)
+            settled = {
+                p.id
+                for p in await h.engine.store.run(lambda tx: tx.search_promises(None, None, 1_000_000, None))
+                if p.state != "pending"
+            }
+            before = h.starts.copy()
+            second = h.new_worker()
+            setup(second)
+            await second.start()
+            handle = await second.get(id)
+            try:
+                result = await h.wait(handle)
+            except Stuck as exc:
+                raise Stuck(f"crash point {point} of {boundaries}: {exc}") from None
+            if result != expected:
+                raise AssertionError(f"crash point {point}: result {result!r} differs from {expected!r}")
+            rerun = sorted(k for k in settled if h.starts[k] > before[k])
+            report.reruns[point] = rerun
+            if rerun:
+                raise AssertionError(f"crash point {point}: completed steps ran again: {', '.join(rerun)}")
+            with contextlib.suppress(BaseException):
+                await doomed.created()
+        finally:
+            await h.stop()
+    return report
+
+
+try:
+    import pytest
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def troth_harness() -> AsyncIterator[Harness]:
+        """A started ``Harness`` (in-process server and worker on a controlled clock)."""
+        async with Harness() as harness:
+            yield harness
+
+    _ = pytest
+except ImportError:  # pragma: no cover - the fixture needs pytest and pytest-asyncio
+    pass

@@ -1,0 +1,675 @@
+"""An independent in-memory reference model of the Resonate protocol server, for the model-based test.
+
+Written from PROTOCOL.md §4–§5 with troth's decisions (DESIGN.md decisions 4–5), without reading troth's
+core or stores: every pending promise has a background timeout at ``timeoutAt``; ``resonate:delay`` holds
+back the first ``execute`` by setting the new task's retry timeout to the delay time; lineage checks are
+relaxed (the test only generates ids and tags that pass them). Only the cron next-occurrence computation
+and the schedule promise-id template are borrowed from ``troth.server.cron``.
+
+The model answers only *valid* requests (the test never sends it anything else): ``handle`` returns the
+status and the response ``data`` exactly as PROTOCOL.md §4 specifies them, and ``snap`` returns the
+``debug.snap`` object of §4.21.
+
+Where the spec leaves a choice open, the model's choice is stated at the point it is made:
+
+* A request that lazily times out several promises at once (``try-timeout`` of a set) processes them as one
+  batch, like the background pass of §5.6: all are settled first, then their tasks fulfilled, then
+  callbacks and listeners processed, so an awaiter that times out together with its awaited promise is not
+  resumed (§5.5 step 3: "not itself fulfilled in this same pass"). troth instead times them out one after
+  the other in the order the request names them, which queues an ``execute`` for a task that is fulfilled a
+  moment later (``promise.register_callback``: awaited first, then awaiter; ``task.fence``: the task, then
+  the action's promise). ``Model(lazy_batch=False)`` reproduces that reading.
+* A pass that finds several missed occurrences of a schedule fires them all (the reference model's way in
+  §5.7; the official server fires one per pass; both are allowed, troth fires all).
+* An ``execute`` outbox entry stays in the outbox when its task is later acquired or fulfilled (nothing in
+  §4–§5 removes it; workers must tolerate stale messages, §6.2).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from troth.server.cron import parse_cron, render_promise_id
+
+VERSION = "2026-04-01"
+SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
+TARGET = "resonate:target"
+TIMER = "resonate:timer"
+DELAY = "resonate:delay"
+BRANCH = "resonate:branch"
+
+Reply = tuple[int, Any]
+
+
+@dataclass
+class Promise:
+    id: str
+    state: str
+    param: dict[str, Any]
+    value: dict[str, Any]
+    tags: dict[str, str]
+    timeout_at: int
+    created_at: int
+    settled_at: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "state": self.state,
+            "param": copy.deepcopy(self.param),
+            "value": copy.deepcopy(self.value),
+            "tags": dict(self.tags),
+            "timeoutAt": self.timeout_at,
+            "createdAt": self.created_at,
+        }
+        if self.settled_at is not None:
+            out["settledAt"] = self.settled_at
+        return out
+
+    @property
+    def timer(self) -> bool:
+        return self.tags.get(TIMER) == "true"
+
+
+@dataclass
+class Task:
+    id: str
+    state: str
+    version: int
+
+
+@dataclass
+class TaskTimeout:
+    type: int  # 0 = retry, 1 = lease
+    at: int
+    pid: str | None = None
+    ttl: int | None = None
+
+
+@dataclass
+class Schedule:
+    id: str
+    cron: str
+    promise_id: str
+    promise_timeout: int
+    promise_param: dict[str, Any]
+    promise_tags: dict[str, str]
+    created_at: int
+    next_run_at: int
+    last_run_at: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "cron": self.cron,
+            "promiseId": self.promise_id,
+            "promiseTimeout": self.promise_timeout,
+            "promiseParam": copy.deepcopy(self.promise_param),
+            "promiseTags": dict(self.promise_tags),
+            "createdAt": self.created_at,
+            "nextRunAt": self.next_run_at,
+        }
+        if self.last_run_at is not None:
+            out["lastRunAt"] = self.last_run_at
+        return out
+
+
+def _value(v: dict[str, Any] | None) -> dict[str, Any]:
+    """A Value as stored: members that were not supplied stay absent (§2.1)."""
+    if not v:
+        return {}
+    return {k: copy.deepcopy(v[k]) for k in ("headers", "data") if k in v and v[k] is not None}
+
+
+def _contains(tags: dict[str, str], wanted: dict[str, str] | None) -> bool:
+    return not wanted or all(tags.get(k) == v for k, v in wanted.items())
+
+
+def _page(
+    items: list[Any], key: str, limit: int | None, cursor: str | None, default: int
+) -> tuple[list, Any]:
+    """Items (sorted by id) after ``cursor``, at most ``limit``; the next cursor when more exist."""
+    rows = [it for it in items if cursor is None or it[key] > cursor]
+    n = limit if limit is not None else default
+    page = rows[:n]
+    more = page[-1][key] if len(rows) > n else None
+    return page, more
+
+
+@dataclass
+class Model:
+    retry_timeout: int = 30_000
+    lazy_batch: bool = True
+    promises: dict[str, Promise] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    task_timeouts: dict[str, TaskTimeout] = field(default_factory=dict)
+    callbacks: dict[tuple[str, str], bool] = field(default_factory=dict)  # (awaited, awaiter) -> ready
+    listeners: set[tuple[str, str]] = field(default_factory=set)  # (promise, address)
+    out_execute: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (version, address)
+    out_unblock: set[tuple[str, str]] = field(default_factory=set)  # (promise, address)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _resumes(self, task_id: str) -> int:
+        return sum(1 for (_, awaiter), ready in self.callbacks.items() if ready and awaiter == task_id)
+
+    def _task_record(self, task_id: str) -> dict[str, Any]:
+        t = self.tasks[task_id]
+        out: dict[str, Any] = {
+            "id": t.id,
+            "state": t.state,
+            "version": t.version,
+            "resumes": self._resumes(task_id),
+        }
+        to = self.task_timeouts.get(task_id)
+        if t.state == "acquired" and to is not None and to.type == 1:
+            out["ttl"] = to.ttl
+            out["pid"] = to.pid
+        return out
+
+    def _exec(self, task_id: str) -> None:
+        """Upsert the task's ``execute`` outbox entry at its current version (§5.5: one per task)."""
+        self.out_execute[task_id] = (self.tasks[task_id].version, self.promises[task_id].tags[TARGET])
+
+    def _retry(self, task_id: str, now: int) -> None:
+        self.task_timeouts[task_id] = TaskTimeout(0, now + self.retry_timeout)
+
+    def _lease(self, task_id: str, now: int, pid: str, ttl: int) -> None:
+        self.task_timeouts[task_id] = TaskTimeout(1, now + ttl, pid, ttl)
+
+    def _clear_ready(self, task_id: str) -> None:
+        for key in [k for k, ready in self.callbacks.items() if ready and k[1] == task_id]:
+            del self.callbacks[key]
+
+    def _acquire(self, task_id: str, now: int, pid: str, ttl: int) -> None:
+        t = self.tasks[task_id]
+        t.state = "acquired"
+        t.version += 1
+        self._lease(task_id, now, pid, ttl)
+        self._clear_ready(task_id)
+
+    def _preload(self, task_id: str) -> list[dict[str, Any]]:
+        """§5.2.5: promises sharing the task promise's ``resonate:branch``, excluding it, sorted by id."""
+        branch = self.promises[task_id].tags.get(BRANCH)
+        if branch is None:
+            return []
+        return [
+            p.record()
+            for pid, p in sorted(self.promises.items())
+            if pid != task_id and p.tags.get(BRANCH) == branch
+        ]
+
+    def _settle(self, settled: list[tuple[str, str, dict[str, Any] | None, int]], now: int) -> None:
+        """Settle pending promises with the cascade of §5.5, as one batch.
+
+        ``settled`` holds (id, state, value or None for a timeout, settledAt); ``now`` is the time used for
+        the retry timeouts of resumed awaiters.
+        """
+        ids = []
+        for pid, state, value, at in settled:
+            p = self.promises[pid]
+            assert p.state == "pending"
+            p.state = state
+            if value is not None:
+                p.value = _value(value)
+            p.settled_at = at
+            ids.append(pid)
+        # 2. tasks of the settled promises are fulfilled; callbacks they await are dropped
+        for pid in ids:
+            t = self.tasks.get(pid)
+            if t is not None and t.state != "fulfilled":
+                t.state = "fulfilled"
+                self.task_timeouts.pop(pid, None)
+                for key in [k for k in self.callbacks if k[1] == pid]:
+                    del self.callbacks[key]
+        # 3. callbacks on the settled promises become ready; suspended awaiters resume
+        for pid in ids:
+            for key in sorted(k for k in self.callbacks if k[0] == pid):
+                self.callbacks[key] = True
+                awaiter = self.tasks.get(key[1])
+                if awaiter is not None and awaiter.state == "suspended":
+                    awaiter.state = "pending"
+                    self._retry(awaiter.id, now)
+                    self._exec(awaiter.id)
+        # 4. listeners produce one unblock each and are removed
+        for pid in ids:
+            for key in sorted(k for k in self.listeners if k[0] == pid):
+                self.out_unblock.add(key)
+                self.listeners.discard(key)
+
+    def _timeout_batch(self, ids: list[str], now: int) -> None:
+        expired = []
+        for pid in sorted(set(ids)):
+            p = self.promises.get(pid)
+            if p is not None and p.state == "pending" and p.timeout_at <= now:
+                state = "resolved" if p.timer else "rejected_timedout"
+                expired.append((pid, state, None, p.timeout_at))
+        if expired:
+            self._settle(expired, now)
+
+    def _try_timeout(self, ids: list[str], now: int) -> None:
+        """try-timeout(X) of §4: as one batch (the model's reading), or one promise after the other in the
+        order the request names them (``lazy_batch=False``, troth's reading; see the module docstring)."""
+        if self.lazy_batch:
+            self._timeout_batch(ids, now)
+        else:
+            for pid in dict.fromkeys(ids):
+                self._timeout_batch([pid], now)
+
+    def _create(self, d: dict[str, Any], now: int, *, created_at: int | None = None) -> Promise:
+        """Insert a new promise (§4.2 step 3); the id must be absent."""
+        pid = d["id"]
+        tags = dict(d.get("tags") or {})
+        timeout_at = d["timeoutAt"]
+        param = _value(d.get("param"))
+        target = tags.get(TARGET)
+        if now >= timeout_at:
+            state = "resolved" if tags.get(TIMER) == "true" else "rejected_timedout"
+            p = Promise(pid, state, param, {}, tags, timeout_at, timeout_at, timeout_at)
+            self.promises[pid] = p
+            if target is not None:
+                self.tasks[pid] = Task(pid, "fulfilled", 0)
+            return p
+        p = Promise(pid, "pending", param, {}, tags, timeout_at, now if created_at is None else created_at)
+        self.promises[pid] = p
+        if target is not None:
+            self.tasks[pid] = Task(pid, "pending", 0)
+            delay = tags.get(DELAY)
+            if tags.get(TIMER) == "true":
+                pass  # troth: a timer's task is never dispatched; the timer settles itself at its deadline
+            elif delay is not None and now < int(delay):
+                # DESIGN.md decision 5, PROTOCOL.md §5.2.6: the first execute waits for the delay
+                self.task_timeouts[pid] = TaskTimeout(0, int(delay))
+            else:
+                self._retry(pid, now)
+                self._exec(pid)
+        return p
+
+    def _create_op(self, d: dict[str, Any], now: int) -> Promise:
+        existing = self.promises.get(d["id"])
+        if existing is not None:
+            return existing
+        return self._create(d, now)
+
+    # ---------------------------------------------------------------------------------------- dispatch
+
+    def handle(self, kind: str, data: dict[str, Any], now: int, corr_id: str = "c") -> Reply:
+        method = getattr(self, "op_" + kind.replace(".", "_"))
+        result: Reply = method(data, now, corr_id)
+        return copy.deepcopy(result)
+
+    # -------------------------------------------------------------------------------------- promises
+
+    def op_promise_get(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["id"]], now)
+        p = self.promises.get(d["id"])
+        if p is None:
+            return 404, "Promise not found"
+        return 200, {"promise": p.record()}
+
+    def op_promise_create(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["id"]], now)
+        return 200, {"promise": self._create_op(d, now).record()}
+
+    def op_promise_settle(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["id"]], now)
+        p = self.promises.get(d["id"])
+        if p is None:
+            return 404, "Promise not found"
+        if p.state == "pending":
+            self._settle([(p.id, d["state"], d.get("value") or {}, now)], now)
+        return 200, {"promise": p.record()}
+
+    def op_promise_register_callback(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        awaited_id, awaiter_id = d["awaited"], d["awaiter"]
+        self._try_timeout([awaited_id, awaiter_id], now)
+        awaited = self.promises.get(awaited_id)
+        if awaited is None:
+            return 404, "Awaited promise not found"
+        awaiter = self.promises.get(awaiter_id)
+        if awaiter is None:
+            return 422, "Awaiter promise not found"
+        if TARGET not in awaiter.tags:
+            return 422, "Awaiter promise has no resonate:target tag"
+        task = self.tasks.get(awaiter_id)
+        if awaited.state == "pending":
+            if awaiter.state == "pending":
+                self.callbacks.setdefault((awaited_id, awaiter_id), False)
+        elif task is not None:
+            if task.state == "suspended":
+                task.state = "pending"
+                self._retry(awaiter_id, now)
+                self._exec(awaiter_id)
+            elif task.state in ("pending", "acquired"):
+                self.callbacks[(awaited_id, awaiter_id)] = True
+        return 200, {"promise": awaited.record()}
+
+    def op_promise_register_listener(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["awaited"]], now)
+        p = self.promises.get(d["awaited"])
+        if p is None:
+            return 404, "Awaited promise not found"
+        if p.state == "pending":
+            self.listeners.add((p.id, d["address"]))
+        return 200, {"promise": p.record()}
+
+    def op_promise_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        rows = [
+            p.record()
+            for _, p in sorted(self.promises.items())
+            if (d.get("state") is None or p.state == d["state"]) and _contains(p.tags, d.get("tags"))
+        ]
+        page, more = _page(rows, "id", d.get("limit"), d.get("cursor"), 100)
+        out: dict[str, Any] = {"promises": page}
+        if more is not None:
+            out["cursor"] = more
+        return 200, out
+
+    # ----------------------------------------------------------------------------------------- tasks
+
+    def op_task_get(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["id"]], now)
+        if d["id"] not in self.tasks:
+            return 404, "Task not found"
+        return 200, {"task": self._task_record(d["id"])}
+
+    def op_task_create(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        a = d["action"]["data"]
+        pid, ttl, owner = a["id"], d["ttl"], d["pid"]
+        self._try_timeout([pid], now)
+        p = self.promises.get(pid)
+        if p is None:
+            p = self._create(a, now)
+            t = self.tasks[pid]
+            if t.state == "fulfilled":
+                return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
+            # born acquired at version 1 (§4.8), no execute message
+            t.state = "acquired"
+            t.version = 1
+            self.out_execute.pop(pid, None)
+            self._lease(pid, now, owner, ttl)
+            return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": self._preload(pid)}
+        t = self.tasks.get(pid)
+        if t is None:
+            return 422, "The promise does not have a resonate:target tag"
+        if t.state == "fulfilled":
+            return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
+        if t.state == "pending":
+            self._acquire(pid, now, owner, ttl)
+            return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": self._preload(pid)}
+        return 409, "Already exists"
+
+    def op_task_acquire(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        self._try_timeout([tid], now)
+        t = self.tasks.get(tid)
+        if t is None or tid not in self.promises:
+            return 404, "Task not found"
+        if t.state != "pending":
+            return 409, "Task is not pending"
+        if t.version != d["version"]:
+            return 409, "Version mismatch"
+        self._acquire(tid, now, d["pid"], d["ttl"])
+        return 200, {
+            "task": self._task_record(tid),
+            "promise": self.promises[tid].record(),
+            "preload": self._preload(tid),
+        }
+
+    def _held(self, tid: str, version: int) -> bool:
+        t = self.tasks[tid]
+        return t.state == "acquired" and t.version == version
+
+    def op_task_release(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        self._try_timeout([tid], now)
+        if tid not in self.tasks:
+            return 404, "Task not found"
+        if not self._held(tid, d["version"]):
+            return 409, "Task version mismatch or invalid state"
+        self.tasks[tid].state = "pending"
+        self._retry(tid, now)
+        self._exec(tid)
+        return 200, {}
+
+    def op_task_fulfill(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        self._try_timeout([tid], now)
+        if tid not in self.tasks:
+            return 404, "Task not found"
+        if not self._held(tid, d["version"]):
+            return 409, "Task version mismatch or invalid state"
+        a = d["action"]["data"]
+        # the task is acquired, so its promise is pending: settling it fulfils the task (§5.5 step 2)
+        self._settle([(tid, a["state"], a.get("value") or {}, now)], now)
+        return 200, {"promise": self.promises[tid].record()}
+
+    def op_task_suspend(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        awaited = sorted({a["data"]["awaited"] for a in d["actions"]})
+        self._try_timeout([tid, *awaited], now)
+        if tid not in self.tasks:
+            return 404, "Task not found"
+        if not self._held(tid, d["version"]):
+            return 409, "Task is not acquired or version mismatch"
+        if any(a not in self.promises for a in awaited):
+            return 422, "Awaited promise not found"
+        self._clear_ready(tid)
+        if all(self.promises[a].state == "pending" for a in awaited):
+            for a in awaited:
+                self.callbacks.setdefault((a, tid), False)
+            self.tasks[tid].state = "suspended"
+            self.task_timeouts.pop(tid, None)
+            return 200, {}
+        return 300, {"preload": self._preload(tid)}
+
+    def op_task_fence(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        action = d["action"]
+        a = action["data"]
+        self._try_timeout([tid, a["id"]], now)
+        if tid not in self.tasks:
+            return 404, "Task not found"
+        if not self._held(tid, d["version"]):
+            return 409, "Version mismatch"
+        if action["kind"] == "promise.create":
+            status, inner = 200, {"promise": self._create_op(a, now).record()}
+        else:
+            p = self.promises.get(a["id"])
+            if p is None:
+                status, inner = 404, "Promise not found"
+            else:
+                if p.state == "pending":
+                    self._settle([(p.id, a["state"], a.get("value") or {}, now)], now)
+                status, inner = 200, {"promise": p.record()}
+        return 200, {
+            "action": {
+                "kind": action["kind"],
+                "head": {"corrId": corr, "status": status, "version": VERSION},
+                "data": inner,
+            },
+            "preload": self._preload(tid),
+        }
+
+    def op_task_heartbeat(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        for ref in d["tasks"]:
+            tid = ref["id"]
+            t = self.tasks.get(tid)
+            to = self.task_timeouts.get(tid)
+            if (
+                t is not None
+                and t.state == "acquired"
+                and t.version == ref["version"]
+                and to is not None
+                and to.type == 1
+                and to.pid == d["pid"]
+            ):
+                assert to.ttl is not None
+                to.at = now + to.ttl
+        return 200, {}
+
+    def op_task_halt(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        self._try_timeout([tid], now)
+        t = self.tasks.get(tid)
+        if t is None:
+            return 404, "Task not found"
+        if t.state == "fulfilled":
+            return 409, "Task is fulfilled"
+        t.state = "halted"
+        self.task_timeouts.pop(tid, None)
+        return 200, {}
+
+    def op_task_continue(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        tid = d["id"]
+        self._try_timeout([tid], now)
+        t = self.tasks.get(tid)
+        if t is None:
+            return 404, "Task not found"
+        if t.state != "halted":
+            return 409, "Task is not halted"
+        t.state = "pending"
+        self._retry(tid, now)
+        self._exec(tid)
+        return 200, {}
+
+    def op_task_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        rows = [
+            self._task_record(tid)
+            for tid, t in sorted(self.tasks.items())
+            if d.get("state") is None or t.state == d["state"]
+        ]
+        page, more = _page(rows, "id", d.get("limit"), d.get("cursor"), 100)
+        out: dict[str, Any] = {"tasks": page}
+        if more is not None:
+            out["cursor"] = more
+        return 200, out
+
+    # ------------------------------------------------------------------------------------- schedules
+
+    def op_schedule_get(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        s = self.schedules.get(d["id"])
+        if s is None:
+            return 404, "Schedule not found"
+        return 200, {"schedule": s.record()}
+
+    def op_schedule_create(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        s = self.schedules.get(d["id"])
+        if s is None:
+            nxt = parse_cron(d["cron"]).next_after(now)
+            assert nxt is not None
+            s = Schedule(
+                d["id"],
+                d["cron"],
+                d["promiseId"],
+                d["promiseTimeout"],
+                _value(d.get("promiseParam")),
+                dict(d.get("promiseTags") or {}),
+                now,
+                nxt,
+            )
+            self.schedules[s.id] = s
+        return 200, {"schedule": s.record()}
+
+    def op_schedule_delete(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        if self.schedules.pop(d["id"], None) is None:
+            return 404, "Schedule not found"
+        return 200, {}
+
+    def op_schedule_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        rows = [
+            s.record() for _, s in sorted(self.schedules.items()) if _contains(s.promise_tags, d.get("tags"))
+        ]
+        page, more = _page(rows, "id", d.get("limit"), d.get("cursor"), 10)
+        out: dict[str, Any] = {"schedules": page}
+        if more is not None:
+            out["cursor"] = more
+        return 200, out
+
+    # ----------------------------------------------------------------------------------------- debug
+
+    def op_debug_tick(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self.tick(d["time"])
+        return 200, []
+
+    def tick(self, t: int) -> None:
+        """One background pass at ``t`` (§5.6)."""
+        # 1. promise timeouts: every pending promise has one (DESIGN.md decision 5)
+        self._timeout_batch([pid for pid, p in self.promises.items() if p.state == "pending"], t)
+        # 2. retry timeouts of pending tasks (including delayed first dispatches, §5.2.6)
+        for tid in sorted(self.task_timeouts):
+            to = self.task_timeouts[tid]
+            if to.type == 0 and to.at <= t and self.tasks[tid].state == "pending":
+                self._retry(tid, t)
+                self._exec(tid)
+        # 3. lease timeouts of acquired tasks
+        for tid in sorted(self.task_timeouts):
+            to = self.task_timeouts[tid]
+            if to.type == 1 and to.at <= t and self.tasks[tid].state == "acquired":
+                self.tasks[tid].state = "pending"
+                self._retry(tid, t)
+                self._exec(tid)
+        # 4. schedules (§5.7), every due occurrence
+        for sid in sorted(self.schedules):
+            s = self.schedules[sid]
+            while s.next_run_at <= t:
+                self._fire(s, s.next_run_at, t)
+
+    def _fire(self, s: Schedule, f: int, t: int) -> None:
+        pid = render_promise_id(s.promise_id, s.id, f)
+        if pid not in self.promises:
+            tags = dict(s.promise_tags)
+            tags["resonate:schedule"] = s.id
+            for tag in ("resonate:origin", "resonate:branch", "resonate:parent", "resonate:prefix"):
+                tags[tag] = pid
+            data = {"id": pid, "timeoutAt": f + s.promise_timeout, "param": s.promise_param, "tags": tags}
+            # createdAt is the fire time f; the retry timeout counts from the pass time t (§5.7 steps 3-4). An
+            # occurrence already expired at the pass gets createdAt = settledAt = timeoutAt (§2.2's rule for
+            # promises created expired; §5.7 step 3 says createdAt = f: ambiguous, this is troth's choice).
+            self._create(data, t, created_at=f)
+        s.last_run_at = f
+        nxt = parse_cron(s.cron).next_after(f)
+        assert nxt is not None
+        s.next_run_at = nxt
+
+    # ------------------------------------------------------------------------------------------- snap
+
+    def snap(self) -> dict[str, Any]:
+        """The ``debug.snap`` object (§4.21), every list sorted by id."""
+        messages: list[dict[str, Any]] = [
+            {
+                "address": address,
+                "message": {"kind": "execute", "head": {}, "data": {"task": {"id": tid, "version": version}}},
+            }
+            for tid, (version, address) in sorted(self.out_execute.items())
+        ]
+        messages += [
+            {
+                "address": address,
+                "message": {"kind": "unblock", "head": {}, "data": {"promise": self.promises[pid].record()}},
+            }
+            for pid, address in sorted(self.out_unblock)
+        ]
+        return {
+            "promises": [p.record() for _, p in sorted(self.promises.items())],
+            "promiseTimeouts": [
+                {"id": pid, "timeout": p.timeout_at}
+                for pid, p in sorted(self.promises.items())
+                if p.state == "pending"
+            ],
+            "callbacks": [
+                {"awaiter": awaiter, "awaited": awaited}
+                for (awaited, awaiter), ready in sorted(self.callbacks.items(), key=lambda kv: kv[0][::-1])
+                if not ready
+            ],
+            "listeners": [{"id": pid, "address": address} for pid, address in sorted(self.listeners)],
+            "tasks": [self._task_record(tid) for tid in sorted(self.tasks)],
+            "taskTimeouts": [
+                {"id": tid, "type": to.type, "timeout": to.at}
+                for tid, to in sorted(self.task_timeouts.items())
+            ],
+            "messages": messages,
+        }
