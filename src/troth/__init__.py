@@ -4,6 +4,7 @@ The server (``troth serve``) keeps durable promises, tasks, timers and schedules
 protocol; the SDK (``from troth import Troth``) makes ``async def`` functions durable on top of it.
 """
 
+from troth.sdk.blocking import SyncHandle, SyncTroth
 from troth.sdk.client import Handle, Troth
 from troth.sdk.codec import Encryptor
 from troth.sdk.context import Context, DurableFuture, Info
@@ -44,6 +45,8 @@ __all__ = [
     "RetryPolicy",
     "SerializationError",
     "ServerError",
+    "SyncHandle",
+    "SyncTroth",
     "Troth",
     "TrothError",
     "TrothTimeoutError",

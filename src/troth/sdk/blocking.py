@@ -1,0 +1,153 @@
+"""``SyncTroth``: troth from synchronous code (a script, a Flask or Django view) without an event loop.
+
+It runs a ``Troth`` on an event loop in a daemon thread of its own and blocks the caller until each call is
+done. Durable functions are still registered as usual (``async def`` workflows run on that loop; plain
+``def`` leaves run in worker threads), so one process can serve both synchronous callers and tasks.
+
+Rejected: ``asyncio.run`` per call (a new loop each time would drop the worker's connection between calls
+and could not keep serving tasks); nesting loops (breaks inside frameworks that already run one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from troth.sdk.client import Handle, Troth
+
+T = TypeVar("T")
+
+
+class SyncHandle:
+    """A top-level invocation seen from synchronous code."""
+
+    def __init__(self, owner: SyncTroth, handle: Handle[Any]) -> None:
+        self._owner = owner
+        self._handle = handle
+        self.id = handle.id
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the value is there (or raise its error; ``TimeoutError`` after ``timeout`` s)."""
+        return self._owner._call(self._handle.result(), timeout)
+
+    def done(self) -> bool:
+        return self._handle.done()
+
+
+class _SyncPromises:
+    def __init__(self, owner: SyncTroth) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._owner.troth.promises, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._owner._call(method(*args, **kwargs))
+
+        return call
+
+
+class SyncTroth:
+    """A blocking facade over ``Troth``; takes the same arguments (``SyncTroth.local()`` for local mode)."""
+
+    def __init__(self, url: str | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="troth-loop", daemon=True)
+        self._thread.start()
+
+        async def build() -> Troth:
+            return Troth(url, **kwargs)
+
+        self.troth: Troth = self._call(build())
+        self.promises = _SyncPromises(self)
+        self._closed = False
+
+    @classmethod
+    def local(cls, path: str | None = None, **kwargs: Any) -> SyncTroth:
+        from troth.sdk.transport import LocalTransport
+
+        return cls(transport=LocalTransport(path), **kwargs)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "SyncTroth cannot be called from its own event loop; use the async Troth there"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def register(self, fn: Any = None, /, **kwargs: Any) -> Any:
+        return self.troth.register(fn, **kwargs) if fn is not None else self.troth.register(**kwargs)
+
+    def start(self) -> SyncTroth:
+        self._call(self.troth.start())
+        return self
+
+    def options(
+        self,
+        *,
+        target: str | None = None,
+        timeout: float | timedelta | None = None,
+        version: int | None = None,
+    ) -> _SyncView:
+        return _SyncView(self, self.troth.options(target=target, timeout=timeout, version=version))
+
+    def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` under ``id`` (here, if this process wins the task) and return its value."""
+        return _SyncView(self, self.troth).run(id, fn, *args, **kwargs)
+
+    def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        return _SyncView(self, self.troth).rpc(id, fn, *args, **kwargs)
+
+    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+        return _SyncView(self, self.troth).begin_run(id, fn, *args, **kwargs)
+
+    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+        return _SyncView(self, self.troth).begin_rpc(id, fn, *args, **kwargs)
+
+    def get(self, id: str) -> SyncHandle:
+        return SyncHandle(self, self._call(self.troth.get(id)))
+
+    def close(self) -> None:
+        """Release held tasks, close connections and stop the loop thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._call(self.troth.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> SyncTroth:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SyncView:
+    """``run``/``rpc`` of one ``Troth`` view (with options), blocking."""
+
+    def __init__(self, owner: SyncTroth, troth: Troth) -> None:
+        self._owner = owner
+        self._troth = troth
+
+    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+        return SyncHandle(self._owner, self._owner._call(self._troth.begin_run(id, fn, *args, **kwargs)))
+
+    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+        return SyncHandle(self._owner, self._owner._call(self._troth.begin_rpc(id, fn, *args, **kwargs)))
+
+    def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        return self.begin_run(id, fn, *args, **kwargs).result()
+
+    def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        return self.begin_rpc(id, fn, *args, **kwargs).result()
