@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test lint typecheck unit bench clean
+.PHONY: install run dev test lint typecheck unit bench bench-sdk clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP) lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server
+	$(BIN)/python -m benchmarks.sdk
+
+bench-sdk: $(STAMP)
+	$(BIN)/python -m benchmarks.sdk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
