@@ -438,7 +438,9 @@ class Troth:
 
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` and execute it here if this process wins the task."""
-        if not isinstance(fn, str) and self.registry.of(fn) is None:
+        if isinstance(fn, str):
+            self.registry.require(fn, self._opts.version)
+        elif self.registry.of(fn) is None:
             self.register(fn)
         data, hint = self._root(id, fn, args, kwargs)
         return self._begin(id, hint, self._run(data))

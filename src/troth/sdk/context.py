@@ -213,6 +213,10 @@ class DurableFuture(Generic[T]):
     def done(self) -> bool:
         return self._task.done() and self._task.result() is not BLOCKED
 
+    def spawn(self) -> DurableFuture[T]:
+        """This future (already running): reads as fan-out, ``h = ctx.run(f).spawn(); …; await h``."""
+        return self
+
 
 class _RandomSteps:
     """Durable randomness: each draw is a recorded local step, so a replay sees the same numbers."""

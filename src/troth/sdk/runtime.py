@@ -231,8 +231,12 @@ class Worker:
             tags=tags,
         )
         cache = {p["id"]: p for p in preload}
-        args = tuple(invocation.args)
-        kwargs = dict(invocation.kwargs)
+        try:
+            args, kwargs = self.coerce_arguments(entry, invocation.args, invocation.kwargs)
+        except Exception as exc:
+            log.warning("releasing %s: its arguments do not fit %s: %s", id, entry.name, exc)
+            await self._release(id, version)
+            return
         replaying = version > 1
         while True:
             execution = Execution(self, id, version, cache)
@@ -375,6 +379,17 @@ class Worker:
         if state == "rejected_timedout":
             raise TrothTimeoutError(f"promise {record['id']!r} timed out")
         raise self.codec.decode_error(data)
+
+    def coerce_arguments(
+        self, entry: Registered, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decoded JSON arguments turned into the types the function's annotations ask for."""
+        coerced = tuple(
+            self.codec.coerce(a, entry.param_hints[i]) if i < len(entry.param_hints) else a
+            for i, a in enumerate(args)
+        )
+        named = {k: self.codec.coerce(v, entry.kwarg_hints.get(k, Any)) for k, v in kwargs.items()}
+        return coerced, named
 
     def resolve_target(self, target: str | None) -> str:
         if target is None:
