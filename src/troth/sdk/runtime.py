@@ -103,6 +103,7 @@ class Worker:
         self._refresh: asyncio.Task[None] | None = None
         self._listener_refresh = listener_refresh
         self._adhoc: dict[Any, Registered] = {}
+        self._backoff: dict[str, tuple[int, int]] = {}
         self.stopping = False
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -120,13 +121,14 @@ class Worker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        held = dict(self._held)
         running = list(self._running)
         for task in running:
             task.cancel()
         for task in running:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for id, version in list(self._held.items()):
+        for id, version in held.items():
             with contextlib.suppress(Exception):
                 await self.transport.request("task.release", {"id": id, "version": version})
         self._held.clear()
@@ -178,6 +180,9 @@ class Worker:
     async def _acquire_and_run(self, id: str, version: int) -> None:
         async with self._slots:
             if self.stopping or id in self._held:
+                return
+            backoff = self._backoff.get(id)
+            if backoff is not None and self.clock() < backoff[0]:
                 return
             status, data = await self.transport.request(
                 "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}
@@ -301,6 +306,14 @@ class Worker:
             return
 
     async def _release(self, id: str, version: int) -> None:
+        """Give a task back after a platform failure, and stay away from it for a while (1 s, doubling up to
+        60 s) so that a failure that persists here does not become a tight acquire/release loop."""
+        previous = self._backoff.get(id)
+        delay = 1000 if previous is None else min(previous[1] * 2, 60_000)
+        self._backoff[id] = (self.clock() + delay, delay)
+        if len(self._backoff) > 10_000:
+            now = self.clock()
+            self._backoff = {k: v for k, v in self._backoff.items() if v[0] > now}
         with contextlib.suppress(Exception):
             await self.transport.request("task.release", {"id": id, "version": version})
 
