@@ -524,9 +524,13 @@ class Troth:
                 creation.set_result(None)
                 task, promise = body["task"], body["promise"]
                 if task["state"] == "acquired":
+                    # Listen while executing, as the official clients do: if this process loses the task
+                    # (a crash, a lost lease), the handle still learns the outcome from whoever finishes.
+                    listening = asyncio.get_running_loop().create_task(worker.listen(data["id"]))
                     await worker.run_task(task, promise, body.get("preload") or [])
-                else:
-                    worker.settled(promise)
+                    await listening
+                    return
+                worker.settled(promise)
             elif status == 409:
                 creation.set_result(None)
             else:

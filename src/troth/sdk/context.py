@@ -660,6 +660,8 @@ async def drive(gen: Generator[Any, Any, Any]) -> Any:
             )
             continue
         if yielded._begin:
+            # ``fut = yield ctx.begin_run(…)`` hands the future back once; yielding it again awaits it.
+            yielded._begin = False
             to_send = yielded
             continue
         try:

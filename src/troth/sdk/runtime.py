@@ -178,11 +178,12 @@ class Worker:
             log.debug("ignored a %r message", kind)
 
     async def _acquire_and_run(self, id: str, version: int) -> None:
+        backoff = self._backoff.get(id)
+        if backoff is not None and self.clock() < backoff[0]:
+            # Released here after a failure a moment ago: try again once the backoff has passed.
+            await self.sleeper((backoff[0] - self.clock()) / 1000)
         async with self._slots:
             if self.stopping or id in self._held:
-                return
-            backoff = self._backoff.get(id)
-            if backoff is not None and self.clock() < backoff[0]:
                 return
             status, data = await self.transport.request(
                 "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}

@@ -1,0 +1,201 @@
+"""Durable functions for the multi-process SDK tests, and a worker process that serves them.
+
+Run as ``python tests/sdk/workers.py --url URL --group G --pid P --ttl S --effects FILE --traffic FILE``:
+the process joins group ``G`` as ``P`` on the server at ``URL``, writes ``ready P`` to the effects file once
+its push connection is open, and serves until SIGTERM (or SIGKILL). Every function appends one line per
+side effect to the effects file (``<what> <pid>``), so a test can count executions across processes. The
+worker's own requests and their answers go to the traffic file, one JSON object a line.
+
+The test process imports this module too (``sdk.workers``) to play a second worker in-process with the
+same functions (``register_all``); the ``effects`` and ``me`` dependencies tell the functions where to
+write and who they run in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from troth import Context, Never, Troth
+from troth.sdk.transport import HttpTransport
+
+
+class AgeError(Exception):
+    """Raised by ``bad_age``; in the worker process its class is ``__main__.AgeError``, which the test
+    process cannot import, so the caller gets an ``ApplicationError`` (SDK.md §15 item 18)."""
+
+
+def effect(ctx: Context, what: str) -> None:
+    path = ctx.get_dependency("effects")
+    me = ctx.get_dependency("me")
+    with open(path, "a") as f:
+        f.write(f"{what} {me}\n")
+
+
+def effect_lines(ctx: Context) -> list[str]:
+    try:
+        return Path(ctx.get_dependency("effects")).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+async def wait_for_file(path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        await asyncio.sleep(0.02)
+
+
+# ── §15 item 15: rpc to a worker group ──────────────────────────────────────────────────────────────────
+
+
+async def compute(ctx: Context, x: int) -> int:
+    effect(ctx, f"compute {x}")
+    return x * 2
+
+
+# ── §15 item 4: same id from two processes ──────────────────────────────────────────────────────────────
+
+
+async def gate(ctx: Context, name: str) -> str:
+    """Waits until the file ``<effects>.<name>.open`` exists."""
+    effect(ctx, f"gate-wait {name}")
+    await wait_for_file(f"{ctx.get_dependency('effects')}.{name}.open")
+    return name
+
+
+async def dup_wf(ctx: Context) -> str:
+    effect(ctx, "dup_wf body")
+    opened = await ctx.run(gate, "dup")
+    return f"dup-done-{opened}"
+
+
+# ── §15 item 7: crash in the middle of a leaf ───────────────────────────────────────────────────────────
+
+
+async def step(ctx: Context, label: str) -> str:
+    effect(ctx, f"step {label}")
+    return label.upper()
+
+
+async def slow(ctx: Context) -> str:
+    effect(ctx, "slow")
+    if sum(1 for line in effect_lines(ctx) if line.startswith("slow ")) == 1:
+        await asyncio.sleep(60)  # the first attempt never finishes: the test kills this process
+    return "SLOW"
+
+
+async def crash_wf(ctx: Context) -> str:
+    a = await ctx.run(step, "a")
+    s = await ctx.run(slow)
+    c = await ctx.run(step, "c")
+    return f"{a}-{s}-{c}"
+
+
+# ── §15 item 8: durable sleep survives a worker restart ────────────────────────────────────────────────
+
+
+async def sleepy_wf(ctx: Context, seconds: float) -> str:
+    effect(ctx, "sleepy body")
+    await ctx.sleep(seconds)
+    effect(ctx, "sleepy woke")
+    return "woke"
+
+
+# ── §15 item 18: an error class the reader cannot import ───────────────────────────────────────────────
+
+
+async def bad_age(ctx: Context, age: int) -> int:
+    effect(ctx, "bad_age")
+    raise AgeError("bad age")
+
+
+# ── §15 item 20: fencing against zombies ────────────────────────────────────────────────────────────────
+
+
+async def zleaf(ctx: Context) -> str:
+    me = ctx.get_dependency("me")
+    effect(ctx, "zleaf")
+    if me == "zombie":
+        await wait_for_file(f"{ctx.get_dependency('effects')}.zombie.open")
+    return f"from-{me}"
+
+
+async def zombie_wf(ctx: Context) -> str:
+    effect(ctx, "zombie_wf body")
+    return await ctx.run(zleaf)  # type: ignore[no-any-return]
+
+
+FUNCTIONS = [compute, gate, dup_wf, step, slow, crash_wf, sleepy_wf, bad_age, zleaf, zombie_wf]
+
+
+def register_all(r: Troth, effects: str | Path, me: str) -> Troth:
+    for fn in FUNCTIONS:
+        r.register(fn, retry_policy=Never() if fn is bad_age else None)
+    r.set_dependency("effects", str(effects))
+    r.set_dependency("me", me)
+    return r
+
+
+class TrafficLog:
+    """A transport wrapper that appends each request and its answer to a JSON-lines file."""
+
+    def __init__(self, inner: Any, path: str) -> None:
+        self.inner = inner
+        self.path = path
+
+    async def start(self, group: str, pid: str, on_message: Any) -> None:
+        await self.inner.start(group, pid, on_message)
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        status, body = await self.inner.request(kind, data)
+        entry: dict[str, Any] = {"kind": kind, "status": status, "version": data.get("version")}
+        entry["id"] = data["action"]["data"]["id"] if kind == "task.create" else data.get("id")
+        if kind in ("task.create", "task.acquire") and status == 200:
+            entry["task"] = body["task"]
+        if kind == "task.fence":
+            entry["action"] = data["action"]["kind"]
+            entry["action_id"] = data["action"]["data"]["id"]
+            if isinstance(body, dict):
+                entry["inner_status"] = body.get("action", {}).get("head", {}).get("status")
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        return status, body
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    transport = TrafficLog(HttpTransport(args.url), args.traffic)
+    r = Troth(args.url, group=args.group, pid=args.pid, ttl=args.ttl, transport=transport)
+    register_all(r, args.effects, args.pid)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with r:
+        with open(args.effects, "a") as f:
+            f.write(f"ready {args.pid}\n")
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--pid", required=True)
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--effects", required=True)
+    parser.add_argument("--traffic", required=True)
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
