@@ -1,10 +1,12 @@
-"""The ``troth`` command line: ``serve`` and ``dev`` run a server; client commands come with later releases.
+"""The ``troth`` command line: ``serve`` and ``dev`` run a server; the client commands (``promises``,
+``tasks``, ``schedules``, ``invoke``, ``tree``) live in ``troth.client_cli``.
 
 Every failure prints one line (``troth: <reason>``) and exits non-zero, never a traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from troth import __version__
+from troth.client_cli import CLIENT_ALIASES, CLIENT_COMMANDS, server_option_default
 
 _STORE_HELP = "SQLite file, :memory:, or a postgresql:// URL"
 
@@ -93,10 +96,31 @@ def _server_options(default_store: str) -> Callable[[F], F]:
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Resolves the singular aliases (``promise``, ``task``, ``schedule``) without listing them in help."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, CLIENT_ALIASES.get(cmd_name, cmd_name))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="troth")
-def cli() -> None:
+@click.option(
+    "-S",
+    "--server",
+    default=server_option_default,
+    show_default="TROTH_URL, then RESONATE_URL, else http://127.0.0.1:8001",
+    help="Server URL for the client commands.",
+)
+@click.option(
+    "-T", "--token", default=None, envvar="TROTH_TOKEN", help="Bearer token for the client commands."
+)
+def cli(server: str, token: str | None) -> None:
     """troth: durable execution for Python."""
+
+
+for _command in CLIENT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="troth", standalone_mode=False)
     except click.UsageError as exc:
-        hint = f" (see 'troth {exc.ctx.info_name} --help')" if exc.ctx is not None and exc.ctx.parent else ""
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None and exc.ctx.parent else ""
         print(f"troth: {exc.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
     except click.ClickException as exc:
@@ -113,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         print("troth: aborted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `troth promises search | head -1`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def _serve(**kwargs: object) -> None:

@@ -59,12 +59,19 @@ def _ttl_ms(ttl: float | timedelta | None) -> int:
 class Handle(Generic[T]):
     """A top-level invocation: ``await handle`` (or ``await handle.result()``) for its value."""
 
-    def __init__(self, troth: Troth, id: str, creation: asyncio.Future[None], hint: Any = Any) -> None:
+    def __init__(
+        self,
+        troth: Troth,
+        id: str,
+        creation: asyncio.Future[None],
+        hint: Any = Any,
+        settled: asyncio.Future[dict[str, Any]] | None = None,
+    ) -> None:
         self._troth = troth
         self.id = id
         self._creation = creation
         self._hint = hint
-        self._record: dict[str, Any] | None = None
+        self._settled = settled if settled is not None else troth._worker.waiter(id)
 
     def __await__(self) -> Generator[Any, None, T]:
         return self.result().__await__()
@@ -75,9 +82,7 @@ class Handle(Generic[T]):
 
     async def result(self) -> T:
         await self.created()
-        fut = self._troth._worker.waiter(self.id)
-        record = await asyncio.shield(fut)
-        self._record = record
+        record = await asyncio.shield(self._settled)
         return self._troth._worker.outcome(record, self._hint)  # type: ignore[no-any-return]
 
     def done(self) -> bool:
@@ -85,12 +90,12 @@ class Handle(Generic[T]):
             return False
         if self._creation.exception() is not None:
             return True
-        return self._troth._worker.waiter(self.id).done()
+        return self._settled.done()
 
     @property
     def state(self) -> str:
-        fut = self._troth._worker.waiter(self.id)
-        if fut.done() and fut.exception() is None:
+        fut = self._settled
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
             return str(fut.result()["state"])
         return "pending"
 
@@ -475,7 +480,6 @@ class Troth:
         creation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         creation.set_result(None)
         handle: Handle[Any] = Handle(self, id, creation)
-        self._worker.waiter(id)
         self._worker.settled(body["promise"])
         if body["promise"]["state"] == "pending":
             await self._worker.listen(id)
@@ -484,7 +488,7 @@ class Troth:
     def _begin(self, id: str, hint: Any, work: Any) -> Handle[Any]:
         loop = asyncio.get_running_loop()
         creation: asyncio.Future[None] = loop.create_future()
-        self._worker.waiter(id)
+        settled = self._worker.waiter(id)
 
         async def go() -> None:
             try:
@@ -497,13 +501,13 @@ class Troth:
                 if not creation.done():
                     creation.set_exception(error)
                     creation.exception()
-                fut = self._worker.waiter(id)
-                if not fut.done():
-                    fut.set_exception(error)
-                    fut.exception()
+                if not settled.done():
+                    self._worker.forget(id, settled)
+                    settled.set_exception(error)
+                    settled.exception()
 
         self._worker.spawn(go())
-        return Handle(self, id, creation, hint)
+        return Handle(self, id, creation, hint, settled)
 
     def _run(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None]], Any]:
         async def work(creation: asyncio.Future[None]) -> None:

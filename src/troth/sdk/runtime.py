@@ -341,10 +341,16 @@ class Worker:
             fut = self._waiters[id] = asyncio.get_running_loop().create_future()
         return fut
 
+    def forget(self, id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        """Stop tracking ``fut`` (its caller settles it another way)."""
+        if self._waiters.get(id) is fut:
+            del self._waiters[id]
+
     def settled(self, promise: dict[str, Any]) -> None:
+        """Resolve whoever waits for this promise; the handles keep their future, the worker forgets it."""
         if promise.get("state") == "pending":
             return
-        fut = self._waiters.get(promise["id"])
+        fut = self._waiters.pop(promise["id"], None)
         if fut is not None and not fut.done():
             fut.set_result(promise)
 
@@ -359,8 +365,9 @@ class Worker:
         if status == 404:
             error = ServerError(404, f"promise {id!r} not found")
             if not fut.done():
+                self.forget(id, fut)
                 fut.set_exception(error)
-                self._waiters.pop(id, None)
+                fut.exception()
             raise error
         if status != 200:
             raise ServerError(status, str(data))
