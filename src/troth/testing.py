@@ -238,7 +238,7 @@ async def _kill(troth: Troth) -> None:
     inner = transport.inner if isinstance(transport, _CrashingTransport) else transport
     if isinstance(inner, LocalTransport):
         await inner.stop()
-    troth._started = False
+    troth._life.started = False
 
 
 async def crash_test(

@@ -18,3 +18,18 @@ async def test_settled_invocations_leave_no_waiters_behind() -> None:
         assert await again == 7
         assert again.done() and again.state == "resolved"
         assert r._worker._waiters == {}
+
+
+async def test_options_views_share_one_worker_and_one_stop() -> None:
+    r = Troth.local()
+
+    @r.register
+    async def echo(ctx: Context, x: int) -> int:
+        return x
+
+    assert await r.options(timeout=60).run("view-1", echo, 1) == 1
+    assert await r.options(timeout=90).run("view-2", echo, 2) == 2
+    assert r._life.started
+    await r.stop()
+    assert not r._life.started
+    assert r._worker.stopping

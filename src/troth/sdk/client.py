@@ -254,6 +254,16 @@ class Schedule:
         await self._troth.schedules.delete(self.id)
 
 
+class _Lifecycle:
+    """Started-or-not, shared by a ``Troth`` and every ``options`` view of it."""
+
+    __slots__ = ("lock", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.lock: asyncio.Lock | None = None
+
+
 class Troth:
     """Durable execution: register functions, then ``run``/``rpc`` them (SDK.md §1–§3)."""
 
@@ -308,8 +318,7 @@ class Troth:
             clock=clock or now_ms,
         )
         self._opts = Options()
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
+        self._life = _Lifecycle()
         self.promises = Promises(self)
         self.schedules = Schedules(self)
 
@@ -348,18 +357,19 @@ class Troth:
 
     async def start(self) -> Troth:
         """Open the connections; returns once this worker can receive tasks. Idempotent."""
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
+        life = self._life
+        if life.lock is None:
+            life.lock = asyncio.Lock()
+        async with life.lock:
+            if not life.started:
                 await self._worker.start()
-                self._started = True
+                life.started = True
         return self
 
     async def stop(self) -> None:
         """Release held tasks, close the connections. Idempotent."""
-        if self._started:
-            self._started = False
+        if self._life.started:
+            self._life.started = False
             await self._worker.stop()
 
     async def __aenter__(self) -> Troth:
