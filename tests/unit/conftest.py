@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from engine_harness import START, Harness
 
+from engine_harness import START, Harness
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
 from troth.server.store.sqlite import SqliteStore

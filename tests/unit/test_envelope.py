@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from engine_harness import HOUR, START, TARGET, VERSION, Harness, envelope
 
 UNSUPPORTED = "Unsupported protocol version '2025-01-15', supported versions: [\"2026-04-01\"]"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from engine_harness import HOUR, START, TARGET, Harness
 
 

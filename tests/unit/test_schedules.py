@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 import pytest
+
 from engine_harness import HOUR, RETRY, START, TARGET, Harness
 
 MINUTE = 60_000

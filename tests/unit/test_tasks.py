@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from engine_harness import HOUR, RETRY, START, TARGET, VERSION, Harness
 
 TASK_KEYS = {"id", "state", "version", "resumes"}
