@@ -1,0 +1,746 @@
+"""The client commands (``troth promises|tasks|schedules|invoke|tree``), run as real subprocesses against a
+real ``troth serve`` process (one per module, on an in-memory store; every test uses its own ids).
+
+A small in-process HTTP stub stands in for the server where the test needs to see exactly what the CLI sent
+(the token) or to answer what a troth server never answers (a plain-text error, a non-envelope 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from helpers import ServerProcess, free_port, now_ms, wait_until
+from troth import Context, Never, Troth
+from troth.sdk.codec import Codec
+
+CLI_TIMEOUT = 60.0
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def troth(*args: str, server: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run ``python -m troth.cli [-S server] args…`` and capture its output."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TROTH_URL", "RESONATE_URL", "TROTH_TOKEN")}
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "troth.cli", *(["-S", server] if server else []), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=full_env)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def ok(result: Result) -> Result:
+    assert result.code == 0, f"exit {result.code}\nstdout: {result.out}\nstderr: {result.err}"
+    return result
+
+
+def one_line_error(result: Result, code: int = 1) -> str:
+    """The single ``troth: …`` line a failing command prints (and nothing on stdout, no traceback)."""
+    assert result.code == code, f"exit {result.code}\nstdout: {result.out}\nstderr: {result.err}"
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("troth: ")
+    return lines[0]
+
+
+def b64(value: Any) -> str:
+    return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess(":memory:") as proc:
+        yield proc
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+class CLI:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        return troth(*args, server=self.url, env=env)
+
+
+@pytest.fixture
+def cli(server: ServerProcess) -> CLI:
+    return CLI(server.url)
+
+
+# ─── promises ───────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_promise_create_get_and_settle(cli: CLI, server: ServerProcess, uid: str) -> None:
+    pid = f"p-{uid}"
+    before = now_ms()
+    out = ok(
+        cli(
+            "promises", "create", pid, "--timeout", "1h30m", "--param", '{"a": [1, 2]}', "--tags", '{"k":"v"}'
+        )
+    )
+    assert f"id:      {pid}" in out.out
+    assert "state:   pending" in out.out
+    assert 'param:   {"a": [1, 2]}' in out.out
+    assert "tags:    k=v" in out.out
+
+    record = server.post("promise.get", {"id": pid})[1]["data"]["promise"]
+    assert before + 5_400_000 <= record["timeoutAt"] <= now_ms() + 5_400_000
+    assert record["param"] == {"data": b64({"a": [1, 2]})}
+    assert Codec().decode(record["param"]["data"]) == {"a": [1, 2]}  # what the SDK reads
+
+    data = ok(cli("promises", "get", pid, "--json")).json()
+    assert set(data) == {"promise"}
+    promise = data["promise"]
+    assert promise["state"] == "pending"
+    assert promise["param"] == {"data": b64({"a": [1, 2]}), "json": {"a": [1, 2]}}
+    assert promise["value"] == {}
+    assert promise["tags"] == {"k": "v"}
+    assert "settledAt" not in promise
+
+    resolved = ok(cli("promises", "resolve", pid, "--value", '"done"', "--json")).json()["promise"]
+    assert resolved["state"] == "resolved"
+    assert resolved["value"] == {"data": b64("done"), "json": "done"}
+    assert Codec().decode(resolved["value"]["data"]) == "done"
+    shown = ok(cli("promise", "get", pid)).out  # the singular alias
+    assert "state:   resolved" in shown
+    assert 'value:   "done"' in shown
+    assert "settled: " in shown
+
+    # settling again is a no-op that shows the promise as it is
+    again = ok(cli("promises", "reject", pid, "--value", "1", "--json")).json()["promise"]
+    assert again["state"] == "resolved"
+
+
+@pytest.mark.parametrize(("command", "state"), [("reject", "rejected"), ("cancel", "rejected_canceled")])
+def test_promise_reject_and_cancel(cli: CLI, uid: str, command: str, state: str) -> None:
+    pid = f"{command}-{uid}"
+    ok(cli("promises", "create", pid, "--timeout", "10m"))
+    out = ok(cli("promises", command, pid, "--value", '{"why": "no"}')).out
+    assert f"state:   {state}" in out
+    assert 'value:   {"why": "no"}' in out
+    ok(cli("promises", "create", f"{pid}-bare", "--timeout", "10m"))
+    bare = ok(cli("promises", command, f"{pid}-bare", "--json")).json()["promise"]
+    assert bare["state"] == state
+    assert bare["value"] == {}
+
+
+def test_promise_search(cli: CLI, uid: str) -> None:
+    tag = json.dumps({"suite": uid})
+    for n in range(5):
+        ok(cli("promises", "create", f"s-{uid}-{n}", "--timeout", "1h", "--tags", tag))
+    ok(cli("promises", "resolve", f"s-{uid}-1", "--value", '"one"'))
+    ok(cli("promises", "resolve", f"s-{uid}-3", "--value", '"three"'))
+
+    data = ok(cli("promises", "search", "--tags", tag, "--state", "resolved", "--json")).json()
+    assert [p["id"] for p in data["promises"]] == [f"s-{uid}-1", f"s-{uid}-3"]
+    assert [p["value"]["json"] for p in data["promises"]] == ["one", "three"]
+    assert "cursor" not in data
+
+    human = ok(cli("promises", "search", "--tags", tag))
+    assert human.out.splitlines() == [
+        f"s-{uid}-0  pending",
+        f's-{uid}-1  resolved  "one"',
+        f"s-{uid}-2  pending",
+        f's-{uid}-3  resolved  "three"',
+        f"s-{uid}-4  pending",
+    ]
+    assert human.err == ""
+
+    page1 = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--json")).json()
+    assert [p["id"] for p in page1["promises"]] == [f"s-{uid}-0", f"s-{uid}-1"]
+    assert page1["cursor"] == f"s-{uid}-1"
+    page2 = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--cursor", page1["cursor"]))
+    assert [line.split()[0] for line in page2.out.splitlines()] == [f"s-{uid}-2", f"s-{uid}-3"]
+    assert page2.err.strip() == f"(more results: --cursor s-{uid}-3)"
+    everything = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--all", "--json")).json()
+    assert [p["id"] for p in everything["promises"]] == [f"s-{uid}-{n}" for n in range(5)]
+    assert "cursor" not in everything
+
+
+def test_register_callback_and_listener(cli: CLI, server: ServerProcess, uid: str) -> None:
+    awaited, awaiter = f"cb-{uid}:1", f"cb-{uid}"
+    ok(
+        cli(
+            "promises",
+            "create",
+            awaiter,
+            "--timeout",
+            "1h",
+            "--tags",
+            '{"resonate:target":"poll://any@nobody"}',
+        )
+    )
+    ok(cli("promises", "create", awaited, "--timeout", "1h"))
+    out = ok(cli("promises", "register-callback", awaited, awaiter, "--json")).json()
+    assert out["promise"]["id"] == awaited
+    with server.sse("listeners", uid) as stream:
+        address = f"poll://uni@listeners/{uid}"
+        listened = ok(cli("promises", "register-listener", awaited, address)).out
+        assert f"id:      {awaited}" in listened
+        ok(cli("promises", "resolve", awaited, "--value", "7"))
+        message = stream.get_where(lambda m: m.get("kind") == "unblock")
+        assert message["data"]["promise"]["id"] == awaited
+    bad = one_line_error(cli("promises", "register-listener", awaited, "not-an-address"))
+    assert bad.startswith("troth: promise.register_listener answered 400: ")
+
+
+# ─── tasks ──────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_task_commands(cli: CLI, uid: str) -> None:
+    root = f"task-{uid}"
+    ok(cli("invoke", root, "--func", "nobody_runs_this", "--target", f"idle-{uid}"))
+    task = ok(cli("tasks", "get", root, "--json")).json()["task"]
+    assert task == {"id": root, "state": "pending", "version": 0, "resumes": 0}
+    assert "state:   pending" in ok(cli("task", "get", root)).out
+
+    claimed = ok(cli("tasks", "claim", root, "--pid", "me", "--version", "0", "--ttl", "1m", "--json")).json()
+    assert claimed["task"] == {
+        "id": root,
+        "state": "acquired",
+        "version": 1,
+        "resumes": 0,
+        "ttl": 60000,
+        "pid": "me",
+    }
+    assert claimed["promise"]["param"]["json"]["func"] == "nobody_runs_this"
+    assert (
+        "heartbeat sent for 1 task(s)"
+        in ok(
+            cli("tasks", "heartbeat", "--pid", "me", "--tasks", json.dumps([{"id": root, "version": 1}]))
+        ).out
+    )
+    assert ok(cli("tasks", "release", root, "--version", "1")).out.strip() == f"released task {root}"
+    human = ok(cli("tasks", "claim", root, "--pid", "me", "--version", "1", "--ttl", "30s")).out
+    assert "version: 2" in human
+    assert "ttl:     30s" in human
+    assert f"promise: {root}  pending  (nobody_runs_this)" in human
+
+    child = f"{root}:1"
+    action = {
+        "kind": "promise.create",
+        "data": {"id": child, "timeoutAt": now_ms() + 3_600_000, "tags": {"resonate:parent": root}},
+    }
+    fenced = ok(cli("tasks", "fence", root, "--version", "2", "--action", json.dumps(action))).out
+    assert fenced.strip() == f"promise.create answered 200: {child}  pending"
+    suspend = json.dumps([{"data": {"awaited": child, "awaiter": root}}])
+    assert ok(cli("tasks", "suspend", root, "--version", "2", "--actions", suspend)).out.strip() == (
+        f"suspended task {root}"
+    )
+    assert ok(cli("tasks", "get", root, "--json")).json()["task"]["state"] == "suspended"
+    ok(cli("promises", "resolve", child, "--value", "1"))
+    assert ok(cli("tasks", "halt", root)).out.strip() == f"halted task {root}"
+    assert ok(cli("tasks", "get", root, "--json")).json()["task"]["state"] == "halted"
+    assert ok(cli("tasks", "continue", root, "--json")).json() == {}
+    assert ok(cli("tasks", "get", root, "--json")).json()["task"]["state"] == "pending"
+
+    pending = ok(cli("tasks", "search", "--state", "pending", "--limit", "1000", "--json")).json()
+    assert root in [t["id"] for t in pending["tasks"]]
+    assert f"{root}  pending  v2" in ok(cli("tasks", "search", "--state", "pending", "--limit", "1000")).out
+
+    ok(cli("tasks", "claim", root, "--pid", "me", "--version", "2", "--ttl", "1m"))
+    done = ok(cli("tasks", "complete", root, "--version", "3", "--value", '"finished"', "--json")).json()
+    assert done["promise"]["state"] == "resolved"
+    assert done["promise"]["value"]["json"] == "finished"
+    assert ok(cli("tasks", "get", root, "--json")).json()["task"]["state"] == "fulfilled"
+
+    stale = one_line_error(cli("tasks", "release", root, "--version", "3"))
+    assert stale == "troth: task.release answered 409: Task version mismatch or invalid state"
+    halted = one_line_error(cli("tasks", "halt", root))
+    assert halted == "troth: task.halt answered 409: Task is fulfilled"
+
+
+def test_task_create_and_complete_with_action(cli: CLI, uid: str) -> None:
+    tid = f"tc-{uid}"
+    target = json.dumps({"resonate:target": "poll://any@nobody"})
+    made = ok(
+        cli(
+            "tasks",
+            "create",
+            tid,
+            "--pid",
+            "p1",
+            "--ttl",
+            "1m",
+            "--timeout",
+            "1h",
+            "--param",
+            "[1]",
+            "--tags",
+            target,
+        )
+    )
+    assert "state:   acquired" in made.out
+    assert "version: 1" in made.out
+    action = {"kind": "promise.settle", "data": {"id": tid, "state": "rejected", "value": {"data": b64("x")}}}
+    out = ok(cli("tasks", "complete", tid, "--version", "1", "--action", json.dumps(action)))
+    assert "state:   rejected" in out.out
+    assert 'value:   "x"' in out.out
+
+
+# ─── schedules ──────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_schedule_commands(cli: CLI, uid: str) -> None:
+    sid = f"daily_report_{uid}"
+    tags = {"resonate:target": "poll://any@workers", "suite": uid}
+    created = ok(
+        cli(
+            "schedules",
+            "create",
+            sid,
+            "--cron",
+            "* * * * *",
+            "--promise-id",
+            "{{.id}}-{{.timestamp}}",
+            "--promise-timeout",
+            "1h",
+            "--promise-param",
+            '{"func": "generate_report", "args": [123]}',
+            "--promise-tags",
+            json.dumps(tags),
+        )
+    ).out
+    assert f"id:              {sid}" in created
+    assert "promise timeout: 1h" in created
+    assert 'promise param:   {"func": "generate_report", "args": [123]}' in created
+
+    schedule = ok(cli("schedules", "get", sid, "--json")).json()["schedule"]
+    assert schedule["cron"] == "* * * * *"
+    assert schedule["promiseId"] == "{{.id}}-{{.timestamp}}"
+    assert schedule["promiseTags"]["resonate:target"] == "poll://any@workers"
+    assert schedule["promiseTimeout"] == 3_600_000
+    assert schedule["promiseParam"]["json"] == {"func": "generate_report", "args": [123]}
+    assert "lastRunAt" not in schedule
+
+    found = ok(cli("schedules", "search", "--tags", json.dumps({"suite": uid}), "--json")).json()
+    assert [s["id"] for s in found["schedules"]] == [sid]
+    line = ok(cli("schedule", "search", "--tags", json.dumps({"suite": uid}))).out
+    assert line.startswith(f"{sid}  * * * * *  {{{{.id}}}}-{{{{.timestamp}}}}  next ")
+
+    assert ok(cli("schedules", "delete", sid)).out.strip() == f"deleted schedule {sid}"
+    assert (
+        one_line_error(cli("schedules", "get", sid)) == "troth: schedule.get answered 404: Schedule not found"
+    )
+    assert one_line_error(cli("schedules", "delete", sid)) == (
+        "troth: schedule.delete answered 404: Schedule not found"
+    )
+
+
+def test_schedule_without_target_is_a_server_error(cli: CLI, uid: str) -> None:
+    line = one_line_error(
+        cli(
+            "schedules",
+            "create",
+            f"s{uid}",
+            "--cron",
+            "* * * * *",
+            "--promise-id",
+            "x",
+            "--promise-timeout",
+            "1m",
+        )
+    )
+    assert line.startswith("troth: schedule.create answered 400: ")
+
+
+# ─── invoke ─────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_invoke_param_and_tags(cli: CLI, server: ServerProcess, uid: str) -> None:
+    pid = f"inv-{uid}"
+    before = now_ms()
+    out = ok(
+        cli(
+            "invoke",
+            pid,
+            "--func",
+            "greet",
+            "--arg",
+            '"World"',
+            "--arg",
+            "42",
+            "--arg",
+            "plain text",
+            "--arg",
+            "[1]",
+        )
+    )
+    assert out.out.strip() == f"{pid}  pending  (greet → poll://any@default)"
+    record = server.post("promise.get", {"id": pid})[1]["data"]["promise"]
+    invocation = Codec().decode_invocation(record["param"]["data"])
+    assert (invocation.func, invocation.args, invocation.kwargs, invocation.version) == (
+        "greet",
+        ["World", 42, "plain text", [1]],
+        {},
+        1,
+    )
+    assert json.loads(base64.b64decode(record["param"]["data"])) == {
+        "func": "greet",
+        "args": ["World", 42, "plain text", [1]],
+        "kwargs": {},
+        "version": 1,
+    }
+    assert record["tags"] == {
+        "resonate:origin": pid,
+        "resonate:branch": pid,
+        "resonate:parent": pid,
+        "resonate:scope": "global",
+        "resonate:target": "poll://any@default",
+    }
+    assert before + 3_600_000 <= record["timeoutAt"] <= now_ms() + 3_600_000
+
+    delayed = ok(
+        cli(
+            "invoke",
+            f"{pid}-d",
+            "--func",
+            "f",
+            "--json-args",
+            '[{"a": 1}, null]',
+            "--version",
+            "3",
+            "--timeout",
+            "10m",
+            "--delay",
+            "2m",
+            "--target",
+            "poll://uni@g/w1",
+            "--json",
+        )
+    ).json()["promise"]
+    assert delayed["param"]["json"] == {"func": "f", "args": [{"a": 1}, None], "kwargs": {}, "version": 3}
+    assert delayed["tags"]["resonate:target"] == "poll://uni@g/w1"
+    delay_at = int(delayed["tags"]["resonate:delay"])
+    assert before + 120_000 <= delay_at <= now_ms() + 120_000
+    assert delayed["timeoutAt"] - delay_at == 600_000
+
+    grouped = ok(cli("invoke", f"{pid}-g", "--func", "f", "--target", "workers", "--json")).json()["promise"]
+    assert grouped["tags"]["resonate:target"] == "poll://any@workers"
+
+
+async def greet_leaf(ctx: Context, name: str) -> str:
+    return f"Hello, {name}! Welcome to durable execution."
+
+
+async def greet(ctx: Context, name: str) -> str:
+    return await ctx.run(greet_leaf, name)  # type: ignore[no-any-return]
+
+
+async def test_invoke_is_executed_by_a_troth_worker(server: ServerProcess, uid: str) -> None:
+    group = f"hello-{uid}"
+    root = f"greet-{uid}"
+    worker = Troth(server.url, group=group)
+    worker.register(greet)
+    worker.register(greet_leaf)
+    async with worker:
+        result = await asyncio.to_thread(
+            troth, "invoke", root, "--func", "greet", "--arg", '"World"', "--target", group, server=server.url
+        )
+        ok(result)
+
+        def resolved() -> dict[str, Any] | None:
+            promise = ok(troth("promises", "get", root, "--json", server=server.url)).json()["promise"]
+            return promise if promise["state"] == "resolved" else None
+
+        promise = await asyncio.to_thread(wait_until, resolved, 20.0, f"{root} resolved")
+    assert promise["value"]["json"] == "Hello, World! Welcome to durable execution."
+    tree = ok(await asyncio.to_thread(troth, "tree", root, server=server.url)).out.splitlines()
+    assert tree == [f"{root} 🟢 resolved (rpc greet)", f"└── {root}:1 🟢 resolved (run greet_leaf)"]
+
+    # invoking the same id again changes nothing: first result wins
+    again = ok(
+        troth(
+            "invoke",
+            root,
+            "--func",
+            "greet",
+            "--arg",
+            '"Bob"',
+            "--target",
+            group,
+            "--json",
+            server=server.url,
+        )
+    )
+    assert again.json()["promise"]["value"]["json"] == "Hello, World! Welcome to durable execution."
+
+
+# ─── tree ───────────────────────────────────────────────────────────────────────────────────────────────
+
+
+async def double(ctx: Context, x: int) -> int:
+    return x * 2
+
+
+async def add_one(ctx: Context, x: int) -> int:
+    return x + 1
+
+
+async def fails(ctx: Context) -> None:
+    raise ValueError("nope")
+
+
+async def nested(ctx: Context, x: int) -> int:
+    return await ctx.run(add_one, x)  # type: ignore[no-any-return]
+
+
+async def tree_workflow(ctx: Context, x: int) -> int:
+    a = await ctx.run(double, x)
+    b = await ctx.rpc(nested, a)
+    await ctx.sleep(0.05)
+    with contextlib.suppress(ValueError):
+        await ctx.run(fails)
+    return b  # type: ignore[no-any-return]
+
+
+async def test_tree_of_an_sdk_workflow(server: ServerProcess, uid: str) -> None:
+    root = f"tree-{uid}"
+    r = Troth(server.url, group=f"tree-{uid}")
+    for fn in (double, add_one, nested, tree_workflow):
+        r.register(fn)
+    r.register(fails, retry_policy=Never())
+    async with r:
+        assert await asyncio.wait_for(r.run(root, tree_workflow, 5), 30) == 11
+
+    out = ok(await asyncio.to_thread(troth, "tree", root, server=server.url))
+    assert out.out.splitlines() == [
+        f"{root} 🟢 resolved (rpc tree_workflow)",
+        f"├── {root}:1 🟢 resolved (run double)",
+        f"├── {root}:2 🟢 resolved (rpc nested)",
+        f"│   └── {root}:2.1 🟢 resolved (run add_one)",
+        f"├── {root}:3 🟢 resolved (sleep)",
+        f"└── {root}:4 🔴 rejected (run fails)",
+    ]
+
+    data = ok(await asyncio.to_thread(troth, "tree", root, "--json", server=server.url)).json()
+    assert (data["id"], data["state"], data["kind"], data["func"]) == (
+        root,
+        "resolved",
+        "rpc",
+        "tree_workflow",
+    )
+    assert data["value"]["json"] == 11
+    kids = data["children"]
+    assert [(k["id"], k["kind"], k["func"]) for k in kids] == [
+        (f"{root}:1", "run", "double"),
+        (f"{root}:2", "rpc", "nested"),
+        (f"{root}:3", "sleep", None),
+        (f"{root}:4", "run", "fails"),
+    ]
+    assert [k["createdAt"] for k in kids] == sorted(k["createdAt"] for k in kids)
+    assert kids[1]["children"][0]["id"] == f"{root}:2.1"
+    assert kids[1]["children"][0]["children"] == []
+    assert kids[0]["value"]["json"] == 10
+
+
+def test_tree_of_a_pending_root_and_unknown_root(cli: CLI, uid: str) -> None:
+    root = f"lonely-{uid}"
+    ok(cli("invoke", root, "--func", "f", "--target", f"none-{uid}"))
+    assert ok(cli("tree", root)).out.splitlines() == [f"{root} 🟡 pending (rpc f)"]
+    assert ok(cli("tree", root, "--json")).json()["children"] == []
+    assert (
+        one_line_error(cli("tree", f"missing-{uid}")) == "troth: promise.get answered 404: Promise not found"
+    )
+
+
+# ─── bad input and connection failures ──────────────────────────────────────────────────────────────────
+
+
+def test_unknown_promise_is_one_line(cli: CLI, uid: str) -> None:
+    line = one_line_error(cli("promises", "get", f"nope-{uid}"))
+    assert line == "troth: promise.get answered 404: Promise not found"
+    line = one_line_error(cli("promises", "resolve", f"nope-{uid}", "--json"))
+    assert line == "troth: promise.settle answered 404: Promise not found"
+    line = one_line_error(cli("tasks", "get", f"nope-{uid}"))
+    assert line == "troth: task.get answered 404: Task not found"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["promises", "create", "x", "--timeout", "0s"], "'0s' is zero"),
+        (["promises", "create", "x", "--timeout", "1x"], "'1x' is not a duration"),
+        (["promises", "create", "x", "--timeout", "h1"], "is not a duration"),
+        (["promises", "create", "x", "--timeout", "1h", "--param", "{bad"], "is not valid JSON"),
+        (["promises", "create", "x", "--timeout", "1h", "--tags", "[1]"], "must be a JSON object"),
+        (["promises", "create", "x", "--timeout", "1h", "--tags", '{"a": 1}'], "tag values must be strings"),
+        (["promises", "create", "x"], "Missing option '--timeout'"),
+        (["promises", "resolve", "x", "--value", "'single'"], "is not valid JSON"),
+        (["promises", "search", "--state", "done"], "'done' is not one of"),
+        (["promises", "search", "--limit", "0"], "--limit"),
+        (["invoke", "x", "--func", "f", "--arg", "1", "--json-args", "[2]"], "not both"),
+        (["invoke", "x", "--func", "f", "--json-args", '{"a": 1}'], "must be a JSON array"),
+        (["invoke", "x", "--func", "f", "--delay", "0ms"], "is zero"),
+        (["invoke", "x"], "Missing option '--func'"),
+        (["tasks", "heartbeat", "--pid", "p", "--tasks", "{}"], "must be a JSON array"),
+        (["tasks", "claim", "x", "--pid", "p", "--version", "-1", "--ttl", "1m"], "--version"),
+        (
+            ["schedules", "create", "s", "--cron", "*", "--promise-id", "x", "--promise-timeout", "1"],
+            "duration",
+        ),
+        (["promises", "frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_usage_line(cli: CLI, args: list[str], fragment: str) -> None:
+    line = one_line_error(cli(*args), code=2)
+    assert fragment in line
+
+
+def test_unreachable_server(uid: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    line = one_line_error(troth("promises", "get", "x", server=url))
+    assert line.startswith(f"troth: cannot reach the server at {url}: ")
+    assert "refused" in line.lower()
+    assert one_line_error(troth("tree", "x", server=url)).startswith("troth: cannot reach the server at ")
+    bad = one_line_error(troth("promises", "get", "x", server="localhost:8001"))
+    assert bad == "troth: the server URL must start with http:// or https://, not 'localhost:8001'"
+
+
+def test_server_from_environment_and_after_the_command(server: ServerProcess, uid: str) -> None:
+    pid = f"env-{uid}"
+    ok(troth("promises", "create", pid, "--timeout", "1h", env={"TROTH_URL": server.url}))
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert (
+        ok(troth("promises", "get", pid, "--json", env={"RESONATE_URL": server.url})).json()["promise"]["id"]
+        == pid
+    )
+    # TROTH_URL wins over RESONATE_URL; -S wins over both; -S after the command wins over -S before it
+    env = {"TROTH_URL": server.url, "RESONATE_URL": dead}
+    assert ok(troth("promises", "get", pid, env=env)).code == 0
+    assert one_line_error(troth("promises", "get", pid, server=dead, env=env)).startswith(
+        f"troth: cannot reach the server at {dead}"
+    )
+    assert ok(troth("promises", "get", pid, "-S", server.url, server=dead)).code == 0
+    assert ok(troth("promises", "get", pid, "--server", server.url + "/")).code == 0
+
+
+# ─── a stub server: what exactly is sent, and answers troth never gives ─────────────────────────────────
+
+
+class Stub:
+    """Answers ``POST /`` with ``status``/``body`` and records each request's headers and JSON body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], Any]] = []
+        self.status = 200
+        self.body: bytes | None = None
+        self.data: Any = {"promises": [], "tasks": [], "schedules": []}
+        self.content_type = "application/json"
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                payload = json.loads(self.rfile.read(length))
+                stub.requests.append((dict(self.headers.items()), payload))
+                envelope = {
+                    "kind": payload["kind"],
+                    "head": {"corrId": payload["head"]["corrId"]},
+                    "data": stub.data,
+                }
+                body = stub.body if stub.body is not None else json.dumps(envelope).encode()
+                self.send_response(stub.status)
+                self.send_header("Content-Type", stub.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Stub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_token_is_sent_in_head_and_header() -> None:
+    with Stub() as stub:
+        ok(troth("-T", "tok-1", "promises", "search", server=stub.url))
+        ok(troth("schedules", "search", server=stub.url, env={"TROTH_TOKEN": "tok-2"}))
+        ok(troth("tasks", "search", "--token", "tok-3", server=stub.url, env={"TROTH_TOKEN": "tok-2"}))
+        ok(troth("tasks", "search", server=stub.url))
+    tokens = [(h.get("Authorization"), body["head"].get("auth")) for h, body in stub.requests]
+    assert tokens == [
+        ("Bearer tok-1", "tok-1"),
+        ("Bearer tok-2", "tok-2"),
+        ("Bearer tok-3", "tok-3"),
+        (None, None),
+    ]
+    kinds = [body["kind"] for _, body in stub.requests]
+    assert kinds == ["promise.search", "schedule.search", "task.search", "task.search"]
+    for _, body in stub.requests:
+        assert body["head"]["version"] == "2026-04-01"
+        assert body["head"]["corrId"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        (413, b"Payload Too Large", "text/plain", "troth: promise.get answered 413: Payload Too Large"),
+        (404, b"", "text/plain", "troth: promise.get answered 404: (empty body)"),
+        (
+            401,
+            b'{"kind":"promise.get","head":{},"data":"Unauthorized"}',
+            "application/json",
+            "troth: promise.get answered 401: Unauthorized",
+        ),
+        (410, b'{"error": "gone"}', "application/json", "troth: promise.get answered 410: gone"),
+        (
+            200,
+            b"<html>",
+            "text/html",
+            "troth: promise.get answered 200 with a body that is not a protocol envelope",
+        ),
+    ],
+)
+def test_odd_answers_are_one_line(status: int, body: bytes, content_type: str, expected: str) -> None:
+    with Stub() as stub:
+        stub.status, stub.body, stub.content_type = status, body, content_type
+        assert one_line_error(troth("promises", "get", "x", server=stub.url)) == expected
+
+
+def test_answers_without_the_expected_record_are_one_line() -> None:
+    with Stub() as stub:
+        line = one_line_error(troth("promises", "get", "x", server=stub.url))
+        assert line.startswith("troth: the server's answer has no promise record: ")
+        stub.data = {"promises": "nope"}
+        line = one_line_error(troth("promises", "search", server=stub.url))
+        assert line.startswith("troth: the server's answer has no list of promises: ")
+        stub.data = []
+        assert one_line_error(troth("tree", "x", server=stub.url)).startswith(
+            "troth: the server's answer has no "
+        )
