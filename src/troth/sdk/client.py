@@ -100,8 +100,8 @@ class Handle(Generic[T]):
         return "pending"
 
 
-class Promises:
-    """Encoded access to durable promises (SDK.md §3.2): what an outside party uses to settle one."""
+class _Requests:
+    """A client part that sends raw requests and turns every non-200 answer into ``ServerError``."""
 
     def __init__(self, troth: Troth) -> None:
         self._troth = troth
@@ -111,6 +111,10 @@ class Promises:
         if status != 200:
             raise ServerError(status, str(body))
         return body
+
+
+class Promises(_Requests):
+    """Encoded access to durable promises (SDK.md §3.2): what an outside party uses to settle one."""
 
     def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
         out = dict(record)
@@ -188,17 +192,8 @@ class Promises:
         return self._decoded(body["promise"])
 
 
-class Schedules:
+class Schedules(_Requests):
     """Raw schedule requests (SDK.md §3.3)."""
-
-    def __init__(self, troth: Troth) -> None:
-        self._troth = troth
-
-    async def _call(self, kind: str, data: dict[str, Any]) -> Any:
-        status, body = await self._troth._worker.transport.request(kind, data)
-        if status != 200:
-            raise ServerError(status, str(body))
-        return body
 
     async def create(
         self,

@@ -131,6 +131,25 @@ def _schedule(row: Any) -> Schedule:
     )
 
 
+def _page_filter(
+    cursor: str | None, equal: dict[str, Any], tags: tuple[str, tuple[Any, ...]] | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a search page: ids after the cursor, equal columns, a tag condition."""
+    where: list[str] = []
+    args: list[Any] = []
+    if cursor is not None:
+        where.append("id > ?")
+        args.append(cursor)
+    for column, value in equal.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if tags is not None:
+        where.append(tags[0])
+        args.extend(tags[1])
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 class SqlTx(ABC):
     """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders."""
 
@@ -186,19 +205,9 @@ class SqlTx(ABC):
     async def search_promises(
         self, state: str | None, tags: dict[str, str] | None, limit: int, cursor: str | None
     ) -> list[Promise]:
-        where: list[str] = []
-        args: list[Any] = []
-        if cursor is not None:
-            where.append("id > ?")
-            args.append(cursor)
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        if tags:
-            cond, cond_args = self._tags_match("tags", tags)
-            where.append(cond)
-            args.extend(cond_args)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _page_filter(
+            cursor, {"state": state}, self._tags_match("tags", tags) if tags else None
+        )
         rows = await self._all(f"SELECT {_P_COLS} FROM promises {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_promise(r) for r in rows]
 
@@ -235,15 +244,7 @@ class SqlTx(ABC):
         return int(row[0])
 
     async def search_tasks(self, state: str | None, limit: int, cursor: str | None) -> list[TaskRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        if cursor is not None:
-            where.append("id > ?")
-            args.append(cursor)
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _page_filter(cursor, {"state": state}, None)
         rows = await self._all(f"SELECT {_T_COLS} FROM tasks {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_task(r) for r in rows]
 
@@ -374,16 +375,7 @@ class SqlTx(ABC):
     async def search_schedules(
         self, tags: dict[str, str] | None, limit: int, cursor: str | None
     ) -> list[Schedule]:
-        where: list[str] = []
-        args: list[Any] = []
-        if cursor is not None:
-            where.append("id > ?")
-            args.append(cursor)
-        if tags:
-            cond, cond_args = self._tags_match("promise_tags", tags)
-            where.append(cond)
-            args.extend(cond_args)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _page_filter(cursor, {}, self._tags_match("promise_tags", tags) if tags else None)
         rows = await self._all(
             f"SELECT {_S_COLS} FROM schedules {clause} ORDER BY id LIMIT ?", (*args, limit)
         )
