@@ -9,15 +9,17 @@ in-process (memory, or a SQLite file that survives restarts). Without a URL, ``T
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
+from troth.protocol.address import parse_address
 from troth.sdk.codec import Codec, Encryptor
 from troth.sdk.context import DAY_MS, Options, now_ms, to_ms
-from troth.sdk.errors import ServerError, TrothError
+from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
 from troth.sdk.registry import Registry
 from troth.sdk.retry import RetryPolicy
@@ -26,6 +28,8 @@ from troth.sdk.transport import HttpTransport, LocalTransport, Transport
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("troth.sdk")
 
 DEFAULT_TTL_S = 60.0
 
@@ -279,6 +283,7 @@ class Troth:
         sleeper: Sleeper | None = None,
         trust_pickles: bool = True,
         clock: Callable[[], int] | None = None,
+        send_only: bool = False,
     ) -> None:
         resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
         self.token = token if token is not None else _env("TOKEN")
@@ -311,7 +316,10 @@ class Troth:
             dependencies=self.dependencies,
             sleeper=sleeper or asyncio.sleep,
             clock=clock or now_ms,
+            send_only=send_only,
         )
+        if send_only and isinstance(transport, LocalTransport):
+            raise ValueError("send_only needs a server URL: in local mode the client is its own worker")
         self._opts = Options()
         self._life = _Lifecycle()
         self.promises = Promises(self)
@@ -448,6 +456,8 @@ class Troth:
 
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` and execute it here if this process wins the task."""
+        if self._worker.send_only:
+            raise ContextError("a send-only client executes nothing; dispatch with rpc() instead of run()")
         if isinstance(fn, str):
             self.registry.require(fn, self._opts.version)
         elif self.registry.of(fn) is None:
@@ -548,8 +558,24 @@ class Troth:
 
         return work
 
+    def _warn_if_nobody_serves(self, target: str) -> None:
+        """In local mode the in-process server knows only this process: say so when nobody can serve."""
+        transport = self._worker.transport
+        if not isinstance(transport, LocalTransport):
+            return
+        address = parse_address(target)
+        if address is None or address.scheme != "poll":
+            return
+        if not transport.engine.delivery.has_group(address.group):
+            log.warning(
+                "local mode: no worker of group %r is connected to this process's in-process server, so "
+                "the call waits until one is; set TROTH_URL to use a shared server",
+                address.group,
+            )
+
     def _rpc(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None]], Any]:
         async def work(creation: asyncio.Future[None]) -> None:
+            self._warn_if_nobody_serves(data["tags"]["resonate:target"])
             status, body = await self._worker.transport.request("promise.create", data)
             if status != 200:
                 raise ServerError(status, str(body))

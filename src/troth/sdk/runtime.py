@@ -81,6 +81,7 @@ class Worker:
         listener_refresh: float = 60.0,
         clock: Callable[[], int] = now_ms,
         observer: Callable[[Info], None] | None = None,
+        send_only: bool = False,
     ) -> None:
         self.transport = transport
         self.registry = registry
@@ -94,6 +95,8 @@ class Worker:
         self.sleeper = sleeper
         self.clock = clock
         self.observer = observer
+        self.send_only = send_only
+        self._pollers: dict[str, asyncio.Task[None]] = {}
         self.unicast = f"poll://uni@{group}/{pid}"
         self._slots = asyncio.Semaphore(max_concurrent_tasks)
         self._held: dict[str, int] = {}
@@ -109,6 +112,8 @@ class Worker:
     # ------------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if self.send_only:
+            return  # no push channel, no tasks: handles learn outcomes by asking (``listen``)
         await self.transport.start(self.group, self.pid, self.on_message)
         loop = asyncio.get_running_loop()
         self._heartbeat = loop.create_task(self._beat(), name="troth-heartbeat")
@@ -122,7 +127,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         held = dict(self._held)
-        running = list(self._running)
+        running = [*self._running, *self._pollers.values()]
         for task in running:
             task.cancel()
         for task in running:
@@ -359,9 +364,12 @@ class Worker:
         fut = self.waiter(id)
         if fut.done():
             return fut
-        status, data = await self.transport.request(
-            "promise.register_listener", {"awaited": id, "address": self.unicast}
-        )
+        if self.send_only:
+            status, data = await self.transport.request("promise.get", {"id": id})
+        else:
+            status, data = await self.transport.request(
+                "promise.register_listener", {"awaited": id, "address": self.unicast}
+            )
         if status == 404:
             error = ServerError(404, f"promise {id!r} not found")
             if not fut.done():
@@ -372,7 +380,23 @@ class Worker:
         if status != 200:
             raise ServerError(status, str(data))
         self.settled(data["promise"])
+        if self.send_only and not fut.done() and id not in self._pollers:
+            self._pollers[id] = asyncio.get_running_loop().create_task(self._poll(id, fut))
         return fut
+
+    async def _poll(self, id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        """A send-only client has no push channel: ask for the promise, less often as time goes by."""
+        delay = 0.05
+        try:
+            while not fut.done():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                with contextlib.suppress(Exception):
+                    status, data = await self.transport.request("promise.get", {"id": id})
+                    if status == 200:
+                        self.settled(data["promise"])
+        finally:
+            self._pollers.pop(id, None)
 
     async def _refresh_listeners(self) -> None:
         while True:

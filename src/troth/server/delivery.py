@@ -108,6 +108,10 @@ class Delivery:
     def connection_count(self) -> int:
         return self._count
 
+    def has_group(self, group: str) -> bool:
+        """Whether any connection of ``group`` is open."""
+        return bool(self._groups.get(group))
+
     def connect(self, group: str, id: str) -> Connection | None:
         """Register a stream for ``(group, id)``; ``None`` when the server is at its connection limit."""
         if self._count >= self.max_connections:
