@@ -22,7 +22,7 @@ from troth.sdk.context import DAY_MS, Options, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
 from troth.sdk.registry import Registry
-from troth.sdk.retry import RetryPolicy
+from troth.sdk.retry import RetryPolicy, to_wire
 from troth.sdk.runtime import Dependencies, Sleeper, Worker
 from troth.sdk.transport import HttpTransport, LocalTransport, Transport
 
@@ -440,7 +440,8 @@ class Troth:
     ) -> tuple[dict[str, Any], Any]:
         check_root_id(id)
         name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
-        param = self.codec.encode_invocation(name, list(args), kwargs, version)
+        retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
+        param = self.codec.encode_invocation(name, list(args), kwargs, version, retry)
         timeout = self._opts.timeout
         timeout_at = self._worker.clock() + (DAY_MS if timeout is None else to_ms(timeout))
         tags = {

@@ -40,7 +40,7 @@ from troth.sdk.errors import (
 )
 from troth.sdk.ids import check_root_id, child_id, detached_id
 from troth.sdk.registry import Kind, Registered, kind_of
-from troth.sdk.retry import Never, RetryPolicy
+from troth.sdk.retry import Never, RetryPolicy, to_wire
 
 if TYPE_CHECKING:
     from troth.sdk.runtime import Worker
@@ -518,7 +518,8 @@ class Context:
         worker = self._worker
         name, version, hint = worker.dispatch_name(fn, self._opts.version)
         try:
-            param = worker.codec.encode_invocation(name, list(args), kwargs, version)
+            retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
+            param = worker.codec.encode_invocation(name, list(args), kwargs, version, retry)
         except SerializationError as exc:
             raise SerializationError(f"arguments of {name!r}: {exc}") from None
         explicit = self._opts.id

@@ -31,7 +31,7 @@ from troth.sdk.errors import (
 )
 from troth.sdk.ids import origin_of
 from troth.sdk.registry import Registered, Registry, kind_of
-from troth.sdk.retry import Exponential, RetryPolicy
+from troth.sdk.retry import Exponential, RetryPolicy, from_wire
 from troth.sdk.transport import Transport
 
 log = logging.getLogger("troth.sdk")
@@ -249,12 +249,15 @@ class Worker:
             await self._release(id, version)
             return
         replaying = version > 1
+        # The caller's retry policy travels in the param (as the TypeScript client writes it); else ours.
+        policy = from_wire(invocation.retry) if invocation.retry is not None else None
+        policy = policy or entry.retry_policy
         while True:
             execution = Execution(self, id, version, cache)
             execution.replaying = replaying
             try:
                 outcome = await run_function(
-                    execution, info, entry, args, kwargs, entry.retry_policy, entry.non_retryable, replaying
+                    execution, info, entry, args, kwargs, policy, entry.non_retryable, replaying
                 )
             except PlatformError as exc:
                 log.warning("releasing %s after a platform failure: %s", id, exc)
@@ -410,6 +413,10 @@ class Worker:
                     )
                     if status == 200:
                         self.settled(data["promise"])
+                    elif status == 404 and not fut.done():
+                        # The promise is gone (the store was wiped): fail the handle instead of hanging.
+                        self.forget(id, fut)
+                        fut.set_exception(ServerError(404, f"promise {id!r} no longer exists"))
 
     # --------------------------------------------------------------------------------------- helpers
 
