@@ -129,6 +129,25 @@ class SqliteStore:
         self._wakeup.set()
         return await future
 
+    async def _run_units(
+        self, conn: sqlite3.Connection, tx: SqliteTx, units: list[_Unit]
+    ) -> list[tuple[_Unit, bool, Any]]:
+        """Run a batch's units inside the open transaction.
+
+        The common case pays no savepoints: units run straight through. Units are pure functions of the
+        stored state, so when one raises, the whole batch is rolled back and run again with a savepoint
+        around each unit, and only the failing one fails.
+        """
+        results: list[tuple[_Unit, bool, Any]] = []
+        try:
+            for unit in units:
+                results.append((unit, True, await unit.work(tx)))
+        except Exception:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            return await _isolated(conn, tx, units)
+        return results
+
     async def _run_batches(self) -> None:
         conn = self._conn
         tx = self._tx
@@ -140,20 +159,9 @@ class SqliteStore:
                 continue
             units = list(self._queue)
             self._queue.clear()
-            results: list[tuple[_Unit, bool, Any]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for unit in units:
-                    conn.execute("SAVEPOINT unit")
-                    try:
-                        value = await unit.work(tx)
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
-                        results.append((unit, False, _as_store_error(exc)))
-                    else:
-                        conn.execute("RELEASE unit")
-                        results.append((unit, True, value))
+                results = await self._run_units(conn, tx, units)
                 if self.memory:
                     conn.execute("COMMIT")
                 else:
@@ -173,6 +181,25 @@ class SqliteStore:
                     unit.future.set_result(value)
                 else:
                     unit.future.set_exception(value)
+
+
+async def _isolated(
+    conn: sqlite3.Connection, tx: SqliteTx, units: list[_Unit]
+) -> list[tuple[_Unit, bool, Any]]:
+    """Each unit in its own savepoint: a failing unit rolls back alone."""
+    results: list[tuple[_Unit, bool, Any]] = []
+    for unit in units:
+        conn.execute("SAVEPOINT unit")
+        try:
+            value = await unit.work(tx)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+            results.append((unit, False, _as_store_error(exc)))
+        else:
+            conn.execute("RELEASE unit")
+            results.append((unit, True, value))
+    return results
 
 
 def _as_store_error(exc: Exception) -> Exception:
