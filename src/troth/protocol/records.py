@@ -7,14 +7,11 @@ leased; a schedule carries ``lastRunAt`` only after its first run.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
 PROTOCOL_VERSION: Final = "2026-04-01"
-
-PromiseState = Literal["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"]
-TaskState = Literal["pending", "acquired", "suspended", "halted", "fulfilled"]
 
 PROMISE_STATES: Final = frozenset(
     {"pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"}

@@ -20,7 +20,6 @@ server (the promises are the history).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import random as _random
@@ -39,7 +38,7 @@ from troth.sdk.errors import (
     TrothTimeoutError,
 )
 from troth.sdk.ids import check_root_id, child_id, detached_id
-from troth.sdk.registry import Kind, Registered, kind_of
+from troth.sdk.registry import Kind, Registered
 from troth.sdk.retry import Never, RetryPolicy, to_wire
 
 if TYPE_CHECKING:
@@ -407,7 +406,7 @@ class Context:
         child = id if id is not None else (self._opts.id or None)
         if child is not None:
             check_root_id(child)
-        own_id = child if child is not None else self._next_id(advance=True)
+        own_id = child if child is not None else self._next_id()
         if child is not None:
             self._state.ops += 1
         all_tags = self._global_tags(own_id, explicit=child is not None)
@@ -430,7 +429,7 @@ class Context:
         except RuntimeError:
             raise ContextError("durable operations must be called from the workflow's event loop") from None
 
-    def _next_id(self, advance: bool = True) -> str:
+    def _next_id(self) -> str:
         self._state.seq += 1
         self._state.ops += 1
         return child_id(self.info.id, self._state.seq)
@@ -741,11 +740,4 @@ async def run_function(
         return state_name, worker.codec.encode_error(error)
 
 
-def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(Exception):
-            task.exception() if task.done() else None
-
-
-__all__ = ["Context", "DurableFuture", "Info", "Options", "kind_of"]
+__all__ = ["Context", "DurableFuture", "Info", "Options"]

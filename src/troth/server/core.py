@@ -38,10 +38,6 @@ class Outgoing(msgspec.Struct, frozen=True):
     avoid: str = ""
     """A pid whose lease on this task just lapsed: an anycast prefers any other member."""
 
-    @property
-    def is_execute(self) -> bool:
-        return self.promise is None
-
 
 class Reply(msgspec.Struct):
     status: int
