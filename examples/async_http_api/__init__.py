@@ -1,0 +1,1 @@
+"""Example: Async HTTP API (see README.md)."""

@@ -1,0 +1,1 @@
+"""Example: Durable sleep (see README.md)."""

@@ -1,0 +1,1 @@
+"""Example: Hello world (see README.md)."""

@@ -1,0 +1,1 @@
+"""Example: Human in the loop (see README.md)."""

@@ -1,0 +1,1 @@
+"""Example: Load balancing (see README.md)."""

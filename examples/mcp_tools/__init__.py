@@ -1,0 +1,1 @@
+"""Example: MCP tools — a durable workflow behind a Model Context Protocol tool (see README.md)."""
