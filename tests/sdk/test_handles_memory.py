@@ -33,3 +33,27 @@ async def test_options_views_share_one_worker_and_one_stop() -> None:
     await r.stop()
     assert not r._life.started
     assert r._worker.stopping
+
+
+async def test_constructor_dependencies_and_log_level() -> None:
+    import logging
+
+    class Mailer:
+        sent: list[str]
+
+        def __init__(self) -> None:
+            self.sent = []
+
+    mailer = Mailer()
+    r = Troth.local(dependencies={Mailer: mailer, "greeting": "hi"}, log_level="ERROR")
+    assert logging.getLogger("troth").level == logging.ERROR
+
+    @r.register
+    async def notify(ctx: Context, who: str) -> str:
+        ctx.get_dependency(Mailer).sent.append(who)
+        return f"{ctx.get_dependency('greeting')} {who}"
+
+    async with r:
+        assert await r.run("dep-1", notify, "ada") == "hi ada"
+    assert mailer.sent == ["ada"]
+    logging.getLogger("troth").setLevel(logging.NOTSET)

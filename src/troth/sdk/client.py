@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -284,6 +284,8 @@ class Troth:
         trust_pickles: bool = True,
         clock: Callable[[], int] | None = None,
         send_only: bool = False,
+        dependencies: Mapping[Any, Any] | None = None,
+        log_level: int | str | None = None,
     ) -> None:
         resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
         self.token = token if token is not None else _env("TOKEN")
@@ -292,6 +294,10 @@ class Troth:
         self.codec = Codec(encryptor=encryptor, trust_pickles=trust_pickles)
         self.registry = Registry()
         self.dependencies = Dependencies()
+        for key, value in (dependencies or {}).items():
+            self.dependencies.add(key, value)
+        if log_level is not None:
+            logging.getLogger("troth").setLevel(log_level)
         timeout = request_timeout
         if timeout is None:
             env_timeout = _env("TIMEOUT")
