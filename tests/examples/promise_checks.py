@@ -1,4 +1,4 @@
-"""Helpers for the acceptance tests of recursive_factorial, fan_out_fan_in and schedule.
+"""Helpers shared by the examples' acceptance tests.
 
 Promises are read two ways: through the ``troth`` CLI as a user would (``troth promises search … --json``,
 used for the no-rerun check of EXAMPLES.md §0 and wherever a scenario step names a command), and through
@@ -56,12 +56,23 @@ def cli_json(url: str, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def cli_promise(url: str, id: str) -> dict[str, Any]:
+    """``troth promises get <id> --json``."""
+    return dict(cli_json(url, "promises", "get", id)["promise"])
+
+
+def cli_search(url: str, tags: dict[str, str], state: str | None = None) -> list[dict[str, Any]]:
+    """``troth promises search --tags <json> [--state s] --all --json``."""
+    args = ["promises", "search", "--tags", json.dumps(tags), "--all"]
+    if state is not None:
+        args += ["--state", state]
+    return [dict(p) for p in cli_json(url, *args)["promises"]]
+
+
 def resolved_in_lineage(url: str, root: str) -> set[str]:
     """R of the no-rerun check (EXAMPLES.md §0): the lineage's promises (root excepted) resolved now, as
     ``troth promises search --tags '{"resonate:origin":"<root>"}' --state resolved --json`` lists them."""
-    tags = json.dumps({"resonate:origin": root})
-    found = cli_json(url, "promises", "search", "--tags", tags, "--state", "resolved", "--all")["promises"]
-    return {p["id"] for p in found if p["id"] != root}
+    return {p["id"] for p in cli_search(url, {"resonate:origin": root}, "resolved") if p["id"] != root}
 
 
 def get_promise(url: str, id: str) -> dict[str, Any] | None:
@@ -98,6 +109,15 @@ def search_promises(
         cursor = body.get("cursor")
         if not cursor:
             return found
+
+
+def lineage(url: str, root: str, state: str | None = None) -> dict[str, dict[str, Any]]:
+    """The promises of ``root``'s lineage other than the root itself, by id."""
+    return {p["id"]: p for p in search_promises(url, {"resonate:origin": root}, state) if p["id"] != root}
+
+
+def lines_matching(process: Process, needle: str) -> list[str]:
+    return [line for line in list(process.output) if needle in line]
 
 
 def value_of(promise: dict[str, Any]) -> Any:

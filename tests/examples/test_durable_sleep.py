@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from tests.examples.basics_support import (
+from tests.examples.promise_checks import (
     cli_promise,
     get_promise,
     lineage,

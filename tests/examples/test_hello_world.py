@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.examples.basics_support import (
+from tests.examples.conftest import cli
+from tests.examples.promise_checks import (
     cli_promise,
     get_promise,
     lineage,
@@ -26,7 +27,6 @@ from tests.examples.basics_support import (
     value_of,
     wait_until,
 )
-from tests.examples.conftest import cli
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes, read_effects
 

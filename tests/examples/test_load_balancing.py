@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 import pytest
-from tests.examples.basics_support import state_of, wait_until
+from tests.examples.promise_checks import state_of, wait_until
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes
 
