@@ -6,7 +6,6 @@ spec's ``http://localhost:5001`` becomes ``http://127.0.0.1:<port>`` here; every
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.examples.conftest import cli, protocol
+from tests.examples.conftest import protocol
+from tests.examples.promise_checks import resolved_in_lineage
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes, read_effects
 
@@ -83,39 +83,6 @@ def get_promise(url: str, id: str) -> dict[str, Any]:
     status, data = protocol(url, "promise.get", {"id": id})
     assert status == 200, data
     return data["promise"]  # type: ignore[no-any-return]
-
-
-def resolved_in_lineage(url: str, root: str) -> set[str]:
-    """The set R of EXAMPLES.md §0: the ids of ``root``'s lineage that are resolved right now.
-
-    Uses ``troth promises search --tags … --state resolved --json`` when the CLI has it, else the same
-    ``promise.search`` request through the protocol.
-    """
-    tags = {"resonate:origin": root}
-    done = cli(
-        url, "promises", "search", "--tags", json.dumps(tags), "--state", "resolved", "--all", "--json"
-    )
-    if done.returncode == 0:
-        try:
-            found: Any = json.loads(done.stdout)
-        except ValueError:
-            found = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-        promises = found["promises"] if isinstance(found, dict) else found
-        return {p["id"] for p in promises}
-    assert "No such command" in done.stderr, done.stderr
-    ids: set[str] = set()
-    cursor: str | None = None
-    while True:
-        request: dict[str, Any] = {"tags": tags, "state": "resolved", "limit": 1000}
-        if cursor:
-            request["cursor"] = cursor
-        status, data = protocol(url, "promise.search", request)
-        assert status == 200, data
-        ids |= {p["id"] for p in data["promises"]}
-        assert all(p["state"] == "resolved" for p in data["promises"])
-        cursor = data.get("cursor")
-        if not cursor:
-            return ids
 
 
 def click_lines(process: Process) -> list[str]:
