@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tests.examples.conftest import cli, protocol
 
-from examples._common import Process
+from examples._common import Process, Processes
 
 T = TypeVar("T")
 
@@ -135,3 +135,13 @@ def effect_starts(
         for e in effects
         if e["promise"] == promise and e["phase"] == "start" and (pid is None or e["pid"] == pid)
     ]
+
+
+def start_gateway(
+    procs: Processes, module: str, port: int, name: str = "gateway", env: dict[str, str] | None = None
+) -> tuple[Process, str]:
+    """Start an example's HTTP gateway on ``port``; returns it and its base URL once it listens."""
+    gateway = procs.start(module, "--port", str(port), name=name, env=env)
+    base = f"http://127.0.0.1:{port}"
+    assert gateway.wait_for("Gateway listening on") == f"Gateway listening on {base}"
+    return gateway, base

@@ -6,7 +6,6 @@ The gateway runs on a free port (``--port``) instead of 5001; everything else is
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.examples.conftest import protocol
-from tests.examples.promise_checks import resolved_in_lineage
+from tests.examples.promise_checks import resolved_in_lineage, start_gateway
+from tests.helpers import free_port
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes, read_effects
 
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.integration
 GATEWAY = "examples.async_http_api.gateway"
 WORKER = "examples.async_http_api.worker"
 TTL_S = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_gateway(
-    procs: Processes, port: int, name: str = "gateway", env: dict[str, str] | None = None
-) -> tuple[Process, str]:
-    gateway = procs.start(GATEWAY, "--port", str(port), name=name, env=env)
-    base = f"http://127.0.0.1:{port}"
-    assert gateway.wait_for("Gateway listening on") == f"Gateway listening on {base}"
-    return gateway, base
 
 
 def start_worker(procs: Processes, name: str, env: dict[str, str] | None = None) -> Process:
@@ -92,7 +77,7 @@ def test_begin_poll_dedup_and_gateway_restart(
 ) -> None:
     # 1. The server and the gateway; no worker yet.
     port = free_port()
-    _, base = start_gateway(procs, port)
+    _, base = start_gateway(procs, GATEWAY, port)
     with httpx.Client(base_url=base, timeout=10) as http:
         # 2. Begin answers at once (no worker exists, so it cannot be waiting for the job).
         t0 = time.monotonic()
@@ -154,7 +139,7 @@ def test_begin_poll_dedup_and_gateway_restart(
 
         # 10. Kill the gateway and start it again: all state is on the server.
         procs.started[0].kill()
-        start_gateway(procs, port, name="gateway 2")
+        start_gateway(procs, GATEWAY, port, name="gateway 2")
         assert wait_status(http, "task-001") == done
         assert wait_status(http, "task-bad") == failed
 
@@ -167,7 +152,7 @@ def test_begin_poll_dedup_and_gateway_restart(
 def test_worker_crash_mid_job_finishes_on_another_without_rerunning_validate(
     server: EmbeddedServer, procs: Processes, effects_file: Path
 ) -> None:
-    _, base = start_gateway(procs, free_port())
+    _, base = start_gateway(procs, GATEWAY, free_port())
     # 8. A slow worker; begin; kill it once validate ended and process started.
     worker_a = start_worker(procs, "worker A", env={"WORK_DELAY_S": "6"})
     with httpx.Client(base_url=base, timeout=10) as http:
@@ -198,7 +183,7 @@ def test_worker_crash_mid_job_finishes_on_another_without_rerunning_validate(
 
 
 def test_gateway_answers_bad_requests_with_json_errors(server: EmbeddedServer, procs: Processes) -> None:
-    _, base = start_gateway(procs, free_port())
+    _, base = start_gateway(procs, GATEWAY, free_port())
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("GET", "/wait", {}, 400, "id query parameter is required"),
         ("GET", "/wait?id=", {}, 400, "id query parameter is required"),
@@ -230,7 +215,7 @@ def test_gateway_answers_bad_requests_with_json_errors(server: EmbeddedServer, p
 def test_gateway_answers_500_and_503_when_the_server_is_gone(
     server: EmbeddedServer, procs: Processes
 ) -> None:
-    _, base = start_gateway(procs, free_port(), env={"GATEWAY_SERVER_TIMEOUT_S": "2"})
+    _, base = start_gateway(procs, GATEWAY, free_port(), env={"GATEWAY_SERVER_TIMEOUT_S": "2"})
     server.stop()
     with httpx.Client(base_url=base, timeout=30) as http:
         t0 = time.monotonic()

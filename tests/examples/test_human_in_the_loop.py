@@ -7,7 +7,6 @@ spec's ``http://localhost:5001`` becomes ``http://127.0.0.1:<port>`` here; every
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.examples.conftest import protocol
-from tests.examples.promise_checks import resolved_in_lineage
+from tests.examples.promise_checks import resolved_in_lineage, start_gateway
+from tests.helpers import free_port
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes, read_effects
 
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.integration
 GATEWAY = "examples.human_in_the_loop.gateway"
 WORKER = "examples.human_in_the_loop.worker"
 TTL_S = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_gateway(
-    procs: Processes, port: int, name: str = "gateway", env: dict[str, str] | None = None
-) -> tuple[Process, str]:
-    gateway = procs.start(GATEWAY, "--port", str(port), name=name, env=env)
-    base = f"http://127.0.0.1:{port}"
-    assert gateway.wait_for("Gateway listening on") == f"Gateway listening on {base}"
-    return gateway, base
 
 
 def start_worker(procs: Processes, base: str, name: str) -> Process:
@@ -97,7 +82,7 @@ def test_wait_survives_a_worker_crash_and_resolves_once(
     server: EmbeddedServer, procs: Processes, effects_file: Path
 ) -> None:
     # 1. The server, the gateway and worker A (TROTH_TTL_MS=3000 comes with ``procs``).
-    _, base = start_gateway(procs, free_port())
+    _, base = start_gateway(procs, GATEWAY, free_port())
     worker_a = start_worker(procs, base, "worker A")
 
     # 2. The start request blocks; A prints one link and the "blocked" line within 5 s.
@@ -161,7 +146,7 @@ def test_gateway_restart_while_waiting_reconnects(
 ) -> None:
     # 6. Start hitl-002 and wait for its link.
     port = free_port()
-    gateway, base = start_gateway(procs, port)
+    gateway, base = start_gateway(procs, GATEWAY, port)
     worker = start_worker(procs, base, "worker")
     first = Background("POST", f"{base}/start-workflow", json={"workflow_id": "hitl-002"})
     worker.wait_for("CLICK TO RESOLVE: .*/resolve/hitl-002:1$", timeout=5)
@@ -172,7 +157,7 @@ def test_gateway_restart_while_waiting_reconnects(
     first.thread.join(10)
     assert not first.thread.is_alive()
     assert first.response is None and isinstance(first.error, httpx.HTTPError), (first.response, first.error)
-    start_gateway(procs, port, name="gateway 2")
+    start_gateway(procs, GATEWAY, port, name="gateway 2")
     second = Background("POST", f"{base}/start-workflow", json={"workflow_id": "hitl-002"})
     assert second.still_open_after(1.0)
     # The same latent promise, still pending; no second one was made.
@@ -196,7 +181,7 @@ def test_gateway_restart_while_waiting_reconnects(
 
 
 def test_gateway_answers_bad_requests_with_json_errors(server: EmbeddedServer, procs: Processes) -> None:
-    _, base = start_gateway(procs, free_port())
+    _, base = start_gateway(procs, GATEWAY, free_port())
     # A settled latent promise (409) and a promise that is not waiting for a person (404), made directly.
     timeout_at = int(time.time() * 1000) + 600_000
     for id, tags in (("settled-approval", {"resonate:external": "true"}), ("plain-promise", {})):
@@ -237,7 +222,7 @@ def test_gateway_answers_bad_requests_with_json_errors(server: EmbeddedServer, p
 
 
 def test_gateway_answers_503_when_the_server_is_gone(server: EmbeddedServer, procs: Processes) -> None:
-    _, base = start_gateway(procs, free_port(), env={"GATEWAY_SERVER_TIMEOUT_S": "2"})
+    _, base = start_gateway(procs, GATEWAY, free_port(), env={"GATEWAY_SERVER_TIMEOUT_S": "2"})
     server.stop()
     with httpx.Client(base_url=base, timeout=30) as http:
         t0 = time.monotonic()
@@ -303,7 +288,7 @@ def test_one_command_demo_finishes_a_run_that_was_interrupted(
     server: EmbeddedServer, procs: Processes
 ) -> None:
     # An earlier demo run stopped after printing its link: hitl-demo waits on the server, its link is gone.
-    gateway, base = start_gateway(procs, free_port())
+    gateway, base = start_gateway(procs, GATEWAY, free_port())
     worker = start_worker(procs, base, "earlier worker")
     earlier = Background("POST", f"{base}/start-workflow", json={"workflow_id": "hitl-demo"})
     worker.wait_for("CLICK TO RESOLVE: .*/resolve/hitl-demo:1$", timeout=5)

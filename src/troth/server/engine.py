@@ -24,6 +24,7 @@ from troth.server.core import Core, CoreConfig, Outgoing, Reply
 from troth.server.delivery import Delivery
 from troth.server.metrics import Metrics
 from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
+from troth.server.timers import Timers
 
 log = logging.getLogger("troth.engine")
 
@@ -78,8 +79,6 @@ class Engine:
             max_connections=self.config.max_connections,
             on_pid_gone=self._pid_gone,
         )
-        from troth.server.timers import Timers
-
         self.timers = Timers(self.clock, self._pass)
         self.paused = False
         self._sent_executes: list[OutboxExecute] = []
