@@ -10,7 +10,12 @@ slow record never holds up the ones behind it. A second message with the same id
 existing execution; nothing runs twice. The workflow deletes the record's rows batch by batch (each batch
 a checkpoint, retried on failure), pausing durably between batches, then publishes ``[id, "<offset>"]``
 to the completion topic. If this process dies, another member of ``workers`` resumes each workflow after
-its last finished batch.
+its last finished batch. A batch killed after its delete committed but before its checkpoint is re-run
+under the same promise id, and the application database, which keys each batch by that id, answers with
+the recorded outcome instead of deleting another batch.
+
+It prints ``processor running`` once both clients are up and ``partitions assigned: …`` once the consumer
+group has given it its partitions (only then are messages consumed).
 
 A message whose value is not a JSON string id (or an array starting with one) cannot be processed: it is
 logged, recorded as failed — a rejected promise ``unparsable-<topic>-<partition>-<offset>`` tagged
@@ -32,7 +37,8 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.structs import TopicPartition
 
 from examples._common import effect, line_buffered
 from examples.kafka_worker import appdb
@@ -69,7 +75,7 @@ def delete_batch(ctx: Context, record_id: str) -> bool:
     try:
         if random.random() < fail_rate():
             raise TransientError(f"simulated failure while deleting rows of record {record_id}")
-        remaining = appdb.delete_batch(record_id, batch_size())
+        remaining = appdb.delete_batch(record_id, batch_size(), ctx.info.id)
     except Exception as exc:
         effect("delete_batch", ctx.info.id, "error", record=record_id, error=str(exc))
         raise
@@ -152,6 +158,17 @@ async def consume(troth: Troth, consumer: AIOKafkaConsumer) -> None:
             log.error("could not start the workflow of record %s: %s", record_id, exc)
 
 
+class AnnounceAssignments(ConsumerRebalanceListener):
+    """Prints each assignment: the consumer reads nothing until the group's first rebalance is done."""
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        names = ", ".join(f"{tp.topic} [{tp.partition}]" for tp in sorted(assigned))
+        print(f"partitions assigned: {names or 'none'}")
+
+
 async def main_async() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,7 +182,6 @@ async def main_async() -> None:
 
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, acks="all")
     consumer = AIOKafkaConsumer(
-        RECORDS_TOPIC,
         bootstrap_servers=KAFKA_BOOTSTRAP,
         group_id=CONSUMER_GROUP,
         auto_offset_reset="earliest",
@@ -179,6 +195,7 @@ async def main_async() -> None:
     try:
         async with troth:
             await consumer.start()
+            consumer.subscribe([RECORDS_TOPIC], listener=AnnounceAssignments())
             try:
                 print(f"processor running (pid {os.getpid()}, consuming {RECORDS_TOPIC} as {CONSUMER_GROUP})")
                 consuming = asyncio.create_task(consume(troth, consumer))
