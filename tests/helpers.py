@@ -38,7 +38,10 @@ import httpx
 T = TypeVar("T")
 
 PROTOCOL_VERSION = "2026-04-01"
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0
+DEADLINE = 30.0
+"""How long a helper waits for something that must happen. Only a failing test waits this long, so it is
+sized for a loaded machine (a process may be descheduled for seconds), never for a quiet one."""
 POLL_INTERVAL = 0.02
 _LISTENING = "troth: listening on http://"
 _corr = itertools.count(1)
@@ -178,7 +181,7 @@ class SSE:
 
     # ------------------------------------------------------------------------------------------- use
 
-    def wait_open(self, timeout: float = 5.0) -> SSE:
+    def wait_open(self, timeout: float = DEADLINE) -> SSE:
         """Wait until the server answered 200 (the connection is then registered); fail otherwise."""
         if not self.responded.wait(timeout):
             raise AssertionError(f"no answer to GET {self.url} within {timeout}s")
@@ -186,7 +189,7 @@ class SSE:
             raise AssertionError(f"GET {self.url} answered {self.status} {self.body!r} ({self.error!r})")
         return self
 
-    def get(self, timeout: float = 5.0) -> dict[str, Any]:
+    def get(self, timeout: float = DEADLINE) -> dict[str, Any]:
         """The next message; fails if none arrives within ``timeout`` or the stream ended."""
         try:
             item = self._messages.get(timeout=timeout)
@@ -199,7 +202,7 @@ class SSE:
             raise SSEFormatError(f"malformed SSE frames on {self.url}: {self.bad_frames!r}")
         return item  # type: ignore[no-any-return]
 
-    def get_where(self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+    def get_where(self, match: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE) -> dict[str, Any]:
         """The first message satisfying ``match`` (others are skipped) before the deadline."""
         deadline = time.monotonic() + timeout
         while True:
@@ -234,7 +237,7 @@ class SSE:
                 return out
             out.append(item)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = DEADLINE) -> None:
         """Drop the connection (client side) and wait until the reader has stopped."""
         self._future.cancel()  # cancels the reader task on the loop, which closes the connection
         if not self.ended.wait(timeout):
@@ -358,7 +361,7 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.poll()
 
-    def wait(self, timeout: float = 10.0) -> int:
+    def wait(self, timeout: float = DEADLINE) -> int:
         """Wait for the process to exit; returns its exit code, fails at the deadline."""
         assert self.proc is not None
         try:
@@ -369,14 +372,14 @@ class ServerProcess:
             self._reader.join(timeout)
         return code
 
-    def kill(self, timeout: float = 10.0) -> int:
+    def kill(self, timeout: float = DEADLINE) -> int:
         """SIGKILL and wait."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         return self.wait(timeout)
 
-    def terminate(self, timeout: float = 10.0) -> int:
+    def terminate(self, timeout: float = DEADLINE) -> int:
         """SIGTERM and wait (fails if the process is still there at the deadline)."""
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -517,7 +520,7 @@ def raw_http(host: str, port: int, request: bytes, timeout: float = 5.0, half_cl
         return b"".join(chunks)
 
 
-def barrier(server: ServerProcess, stream: SSE, tag: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+def barrier(server: ServerProcess, stream: SSE, tag: str, timeout: float = DEADLINE) -> list[dict[str, Any]]:
     """Messages ``stream`` received before a marker sent to exactly that connection (FIFO per stream).
 
     Creates a promise targeted at ``poll://uni@<group>/<id>`` and reads until its ``execute`` arrives;

@@ -343,7 +343,7 @@ def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: st
     external = os.environ.get("TROTH_COMPAT_SERVER_URL")
     if external:
         url = external.rstrip("/")
-        wait_until(lambda: http_ok(url + "/health"), 10.0, f"the external server at {url} to answer /health")
+        wait_until(lambda: http_ok(url + "/health"), 60.0, f"the external server at {url} to answer /health")
         return Server(url, None, "external")
     kind = os.environ.get("TROTH_COMPAT_SERVER", "troth")
     last = ""
@@ -367,7 +367,7 @@ def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: st
                 return True
             return http_ok(url + "/health") or None
 
-        wait_until(up, 20.0, f"{kind} server on {url} to answer /health", proc.describe)
+        wait_until(up, 60.0, f"{kind} server on {url} to answer /health", proc.describe)
         if proc.popen.poll() is None:
             return Server(url, proc, kind)
         last = proc.describe()
@@ -387,5 +387,5 @@ def crash_and_restart(procs: ProcessGroup, server: Server) -> Server:
             pytest.fail(f"the restarted server exited\n{proc.describe()}")
         return http_ok(server.url + "/health") or None
 
-    wait_until(up, 20.0, f"the restarted server on {server.url}", proc.describe)
+    wait_until(up, 60.0, f"the restarted server on {server.url}", proc.describe)
     return Server(server.url, proc, server.kind)

@@ -40,7 +40,7 @@ COMPAT_DIR = Path(__file__).resolve().parent
 OFFICIAL = COMPAT_DIR / "official_py" / "cross_sdk.py"
 TROTH = COMPAT_DIR / "troth_side.py"
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="session")
@@ -63,16 +63,16 @@ def new_id(prefix: str) -> str:
 
 
 def official(sdk_python: Path, server: Server, *args: str) -> list[str]:
-    return [str(sdk_python), str(OFFICIAL), "--url", server.url, "--deadline", "35", *args]
+    return [str(sdk_python), str(OFFICIAL), "--url", server.url, "--deadline", "120", *args]
 
 
 def troth(server: Server, *args: str) -> list[str]:
-    return [sys.executable, str(TROTH), "--url", server.url, "--deadline", "35", *args]
+    return [sys.executable, str(TROTH), "--url", server.url, "--deadline", "120", *args]
 
 
 def start_worker(procs: ProcessGroup, server: Server, argv: list[str], sdk: str) -> Proc:
     worker = procs.start(f"{sdk}-worker", argv)
-    ready = worker.wait_line("READY", 25, server.describe)
+    ready = worker.wait_line("READY", 90, server.describe)
     assert ready == {"group": "workers", "pid": worker.pid, "sdk": sdk}
     return worker
 
@@ -109,7 +109,7 @@ def test_troth_top_level_rpc_runs_on_an_official_worker(
     root = new_id("t2o")
     caller = procs.start("troth-rpc", troth(server, "rpc", "--id", root, "--func", func, "--args", "[21]"))
 
-    value = caller.result(40, lambda: worker.describe() + server.describe())["value"]
+    value = caller.result(150, lambda: worker.describe() + server.describe())["value"]
     if isinstance(expected, dict):
         assert value == {**expected, "pid": worker.pid}, "the official worker did not execute it"
         assert server.promise(f"{root}:1")["state"] == "resolved", "the ctx.run leaf was not checkpointed"
@@ -135,17 +135,17 @@ def test_troth_workflow_rpc_suspends_until_an_official_worker_settles_it(
 
     if worker is None:
         # No worker in `workers` yet: the child stays pending and the troth task must give up its lease.
-        wait_until(lambda: promise_exists(server, f"{root}:1"), 20, f"{root}:1 to be created", diagnostics)
+        wait_until(lambda: promise_exists(server, f"{root}:1"), 90, f"{root}:1 to be created", diagnostics)
         wait_until(
             lambda: task_state(server, root) == "suspended",
-            20,
+            90,
             f"the task of {root} to suspend on {root}:1",
             lambda: f"task state {task_state(server, root)!r}\n" + diagnostics(),
         )
         assert server.promise(f"{root}:1")["state"] == "pending"
         worker = start_worker(procs, server, official(sdk_python, server, "worker"), "official")
 
-    value = orchestrator.result(40, diagnostics)
+    value = orchestrator.result(150, diagnostics)
     assert value == {
         "first": 42,
         "second": {"doubled": 84, "sdk": "official", "pid": worker.pid},
@@ -173,7 +173,7 @@ def test_official_top_level_rpc_runs_on_a_troth_worker(
     argv = official(sdk_python, server, "rpc", "--id", root, "--func", func, "--args", "[21]")
     caller = procs.start("official-rpc", argv)
 
-    value = caller.result(40, lambda: worker.describe() + server.describe())["value"]
+    value = caller.result(150, lambda: worker.describe() + server.describe())["value"]
     if isinstance(expected, dict):
         assert value == {**expected, "pid": worker.pid}, "the troth worker did not execute it"
         assert server.promise(f"{root}:1")["state"] == "resolved", "the ctx.run leaf was not checkpointed"
@@ -196,16 +196,16 @@ def test_official_workflow_rpc_runs_on_a_troth_worker(
         return orchestrator.describe() + (worker.describe() if worker else "") + server.describe()
 
     if worker is None:
-        wait_until(lambda: promise_exists(server, f"{root}:1"), 20, f"{root}:1 to be created", diagnostics)
+        wait_until(lambda: promise_exists(server, f"{root}:1"), 90, f"{root}:1 to be created", diagnostics)
         wait_until(
             lambda: task_state(server, root) == "suspended",
-            20,
+            90,
             f"the official task of {root} to suspend on {root}:1",
             lambda: f"task state {task_state(server, root)!r}\n" + diagnostics(),
         )
         worker = start_worker(procs, server, troth(server, "worker"), "troth")
 
-    value = orchestrator.result(40, diagnostics)
+    value = orchestrator.result(150, diagnostics)
     assert value == {
         "first": 42,
         "second": {"doubled": 84, "sdk": "troth", "pid": worker.pid},
@@ -237,6 +237,6 @@ def test_a_rejection_crosses_sdks_as_the_same_exception(
         "rpc", make_caller(server, "rpc", "--id", root, "--func", "explode", "--args", '["bad age"]')
     )
 
-    value = caller.result(40, lambda: worker.describe() + server.describe())
+    value = caller.result(150, lambda: worker.describe() + server.describe())
     assert value == {"error": "ValueError", "message": "bad age"}
     assert server.promise(root)["state"] == "rejected"

@@ -60,7 +60,7 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     # 1. The worker and one invocation: results in input order; one parent with three resolved children.
     worker = start_worker(procs, "worker")
     invoke(url, "fanout-1", ITEMS)
-    assert result(url, "fanout-1", 20) == expected(ITEMS)
+    assert result(url, "fanout-1", 60) == expected(ITEMS)
     tree = cli(url, "tree", "fanout-1")
     assert tree.returncode == 0, tree.stderr
     lines = tree.stdout.splitlines()
@@ -71,17 +71,20 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     assert set(lineage) == {"fanout-1", "fanout-1:1", "fanout-1:2", "fanout-1:3"}
     assert all(p["tags"]["resonate:parent"] == "fanout-1" for i, p in lineage.items() if i != "fanout-1")
 
-    # 2. Parallelism: three 2 s items take about 2 s, not 6; they start together.
+    # 2. Parallelism: three 2 s items run at the same time, not one after the other: every item starts
+    # before any of them ends (with 2 s per item this cannot happen one at a time, however slow the
+    # machine; how *long* it takes is a speed figure, not something this test can promise).
     worker.stop()
     start_worker(procs, "worker-slow", env={"ITEM_DELAY_S": "2"})
     invoke(url, "fanout-par", ITEMS)
-    assert result(url, "fanout-par", 20) == expected(ITEMS)
+    assert result(url, "fanout-par", 60) == expected(ITEMS)
+    effects = [e for e in read_effects(effects_file) if e["promise"].startswith("fanout-par:")]
+    starts = [e["ts"] for e in effects if e["phase"] == "start"]
+    ends = [e["ts"] for e in effects if e["phase"] == "end"]
+    assert len(starts) == 3 and len(ends) == 3, effects
+    assert max(starts) < min(ends), effects
     root = get_promise(url, "fanout-par") or {}
-    took = (root["settledAt"] - root["createdAt"]) / 1000  # as the server saw it: no CLI start-up in it
-    assert took < 4, took
-    effects = read_effects(effects_file)
-    starts = [e["ts"] for e in effects if e["promise"].startswith("fanout-par:") and e["phase"] == "start"]
-    assert len(starts) == 3 and max(starts) - min(starts) < 0.5, starts
+    took = (root["settledAt"] - root["createdAt"]) / 1000
     print(f"fanout-par: {took:.2f} s; starts within {max(starts) - min(starts):.3f} s")
 
     # 3. Crash: items take 3, 6 and 9 s; kill -9 the worker once :1 is resolved while :2 and :3 run.
@@ -89,13 +92,13 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     by_id = {"ITEM_DELAY_S": "by-id"}
     worker_a = start_worker(procs, "worker-a", env=by_id)
     invoke(url, "fanout-2", ITEMS)
-    wait_until(lambda: state_of(url, "fanout-2:1") == "resolved", 20, "fanout-2:1 to resolve")
+    wait_until(lambda: state_of(url, "fanout-2:1") == "resolved", 60, "fanout-2:1 to resolve")
     assert state_of(url, "fanout-2:2") == "pending" and state_of(url, "fanout-2:3") == "pending"
     worker_a.kill()
     resolved = resolved_in_lineage(url, "fanout-2")  # R of the no-rerun check (EXAMPLES.md §0)
     assert resolved == {"fanout-2:1"}, resolved
     worker_b = start_worker(procs, "worker-b", env=by_id)
-    assert result(url, "fanout-2", 3 + 9 + 15) == expected(ITEMS)
+    assert result(url, "fanout-2", 3 + 9 + 60) == expected(ITEMS)
     effects = read_effects(effects_file)
     for promise in resolved:
         assert effect_starts(effects, promise, pid=worker_b.pid) == [], promise
@@ -109,8 +112,8 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     five = [{"id": i, "data": f"item-{i}"} for i in range(1, 6)]
     invoke(url, "fanout-5", five)
     invoke(url, "fanout-0", [])
-    assert result(url, "fanout-5", 20) == expected(five)
-    assert result(url, "fanout-0", 20) == []
+    assert result(url, "fanout-5", 60) == expected(five)
+    assert result(url, "fanout-0", 60) == []
     assert {p["id"] for p in search_promises(url, {"resonate:origin": "fanout-0"})} == {"fanout-0"}
 
 
@@ -121,7 +124,7 @@ def test_one_command_demo() -> None:
         env={k: v for k, v in os.environ.items() if k not in ("TROTH_URL", "RESONATE_URL")},
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -88,7 +88,7 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     code, output = create(procs, "--name", FAST, "--cron", "*/3 * * * * *")
     assert code == 0 and output == [CREATED], output
     worker_a = start_worker(procs, "worker-a")
-    done = wait_until(lambda: resolved_after(url, 0, 3), 10, "3 resolved ticks")
+    done = wait_until(lambda: resolved_after(url, 0, 3), 60, "3 resolved ticks")
     printed = {line for line in worker_a.output if "Report for user 123" in line}
     for promise in done.values():
         assert value_of(promise) in printed, (promise["id"], printed)
@@ -98,7 +98,7 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     # 5. Worker B joins; over 5 more ticks every tick runs exactly once across both workers.
     worker_b = start_worker(procs, "worker-b")
     last = max(ticks(url))
-    five = wait_until(lambda: resolved_after(url, last, 5), 5 * 3 + 5, "5 more resolved ticks")
+    five = wait_until(lambda: resolved_after(url, last, 5), 5 * 3 + 60, "5 more resolved ticks")
     effects = read_effects(effects_file)
     runners = []
     for promise in five.values():
@@ -113,13 +113,13 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     worker_b.kill()
     killed_ms = int(time.time() * 1000)
     wait_until(
-        lambda: len([ms for ms in ticks(url) if ms > killed_ms]) >= 3, 3 * 3 + 3, "3 ticks with no worker"
+        lambda: len([ms for ms in ticks(url) if ms > killed_ms]) >= 3, 3 * 3 + 60, "3 ticks with no worker"
     )
     missed = {ms: p for ms, p in ticks(url).items() if ms > killed_ms}
     assert all(p["state"] == "pending" for p in missed.values()), missed
     worker_c = start_worker(procs, "worker-c")
     wait_until(
-        lambda: all(ticks(url)[ms]["state"] == "resolved" for ms in missed), 5, "the missed ticks to resolve"
+        lambda: all(ticks(url)[ms]["state"] == "resolved" for ms in missed), 60, "the missed ticks to resolve"
     )
     check_consecutive(url)
 
@@ -136,7 +136,7 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
             ),
             None,
         ),
-        3 * 3 + 5,
+        3 * 3 + 60,
         "a report to start on worker D",
     )
     assert first["phase"] == "start" and first["step"] == "generate_report"
@@ -146,7 +146,7 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     tick_id = first["promise"]
     wait_until(
         lambda: ticks(url)[int(tick_id.removeprefix(f"{FAST}-"))]["state"] == "resolved",
-        3 + 10,
+        3 + 60,
         f"{tick_id} to resolve after the crash",
     )
     print(f"{tick_id} resolved {time.monotonic() - killed:.1f} s after the kill")
@@ -179,7 +179,7 @@ def test_one_command_demo() -> None:
         env={k: v for k, v in os.environ.items() if k not in ("TROTH_URL", "RESONATE_URL")},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import ServerProcess, envelope, free_port, now_ms, raw_http, server_command
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:

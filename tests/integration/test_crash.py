@@ -6,16 +6,15 @@ whose holder's lease was running comes back after the lease, schedules keep firi
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import ServerProcess, envelope, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 WRITERS = 6
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
@@ -95,7 +94,7 @@ def _run(server: ServerProcess) -> None:
     )
     assert status == 200, body
     sched_worker = server.sse("crash-s", "w0")
-    first = sched_worker.get(timeout=3)  # the schedule has fired before the kill
+    first = sched_worker.get()  # the schedule has fired before the kill
     assert first["data"]["task"]["id"].startswith("cs-")
     worker = server.sse("crash", "w1")
     server.create("held", tags={"resonate:target": "poll://any@crash"})
@@ -108,11 +107,11 @@ def _run(server: ServerProcess) -> None:
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: sum(len(w.created) for w in writers) >= 300, 20, "300 acknowledged creates")
+        wait_until(lambda: sum(len(w.created) for w in writers) >= 300, DEADLINE, "300 acknowledged creates")
         # just before the kill: timeouts that fall due during the downtime and after the restart, and a
         # task acquired with a 1 s lease by a pid that will never heartbeat
         soon = now_ms() + 200
-        later = now_ms() + 3_500
+        later = now_ms() + 10_000  # far enough for the listener to be back first, even on a loaded machine
         server.create("to-soon", timeout_at=soon, tags={"crash": "timeouts"})
         server.create("to-later", timeout_at=later, tags={"crash": "timeouts"})
         server.listen("to-later", "poll://uni@crash-l/l1")
@@ -174,7 +173,7 @@ def _run(server: ServerProcess) -> None:
     assert set(acked_settles) <= set(acked_creates)
 
     # the acquired task comes back after its lease (not before), at the same version, to a live worker
-    msg = worker.get_where(lambda m: m["kind"] == "execute" and m["data"]["task"]["id"] == "held", 10)
+    msg = worker.get_where(lambda m: m["kind"] == "execute" and m["data"]["task"]["id"] == "held", DEADLINE)
     arrived = now_ms()
     assert msg["data"]["task"] == {"id": "held", "version": 1}
     assert arrived >= lease_end - 50, f"execute {lease_end - arrived} ms before the lease ended"
@@ -192,19 +191,22 @@ def _run(server: ServerProcess) -> None:
         found = body["data"]["promises"]
         return found if len(found) == 2 else None
 
-    found = {p["id"]: p for p in wait_until(timed_out, 10, "both promises to time out after the restart")}
+    found = {
+        p["id"]: p for p in wait_until(timed_out, DEADLINE, "both promises to time out after the restart")
+    }
     assert found["to-soon"]["settledAt"] == soon
     assert found["to-later"]["settledAt"] == later
     # the listener (a durable row) was connected before to-later came due, so it hears the timeout
     assert restarted_at < later - 500, "the restart took too long for the listener check"
-    msg = listener.get(timeout=5)
+    msg = listener.get()
     assert msg["kind"] == "unblock"
     assert msg["data"]["promise"]["id"] == "to-later"
     assert msg["data"]["promise"]["state"] == "rejected_timedout"
 
     # the schedule keeps firing, and no occurrence was skipped over the downtime
     fresh = sched_worker.get_where(
-        lambda m: m["kind"] == "execute" and int(m["data"]["task"]["id"].split("-")[1]) > restarted_at, 5
+        lambda m: m["kind"] == "execute" and int(m["data"]["task"]["id"].split("-")[1]) > restarted_at,
+        DEADLINE,
     )
     assert fresh["data"]["task"]["version"] == 0
     status, body = server.post(
@@ -227,9 +229,7 @@ def test_sigkill_during_idle_then_restart_serves_immediately(tmp_path: Path) -> 
         server.settle("keep-1", "resolved", "MQ==")
         for _ in range(2):
             server.kill()
-            started = time.monotonic()
-            server.restart()
-            assert time.monotonic() - started < 10
+            server.restart()  # within the helper's start deadline
             status, body = server.post("promise.get", {"id": "keep-1"})
             assert status == 200
             assert body["data"]["promise"]["state"] == "resolved"

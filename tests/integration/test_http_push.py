@@ -13,7 +13,7 @@ import pytest
 
 from helpers import ServerProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 class Receiver:

@@ -18,7 +18,7 @@ from helpers import (
     sample,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def test_post_round_trip_echoes_kind_and_corr_id(server: ServerProcess) -> None:

@@ -6,16 +6,18 @@ import json
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers import ServerProcess, envelope, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+GRACE_EXCEEDED = "timeout graceful shutdown exceeded"
+"""What uvicorn logs when it had to cancel requests or streams the drain should have ended by itself."""
 
 
 class Hammer:
@@ -68,18 +70,17 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         worker = server.sse("g", "w1")
         listener = server.sse("other", "l1")
         with Hammer(server.url) as hammer:
-            wait_until(lambda: len(hammer.acked) >= 50, 10, "requests to flow")
+            wait_until(lambda: len(hammer.acked) >= 50, DEADLINE, "requests to flow")
             assert worker.get()["kind"] == "execute"
-            sent = time.monotonic()
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
             # the SSE streams end (cleanly, with the chunked terminator), then the process exits 0
-            assert worker.ended.wait(5), "the SSE stream did not end after SIGTERM"
-            assert listener.ended.wait(5)
-            code = server.wait(timeout=8)
-            elapsed = time.monotonic() - sent
+            assert worker.ended.wait(DEADLINE), "the SSE stream did not end after SIGTERM"
+            assert listener.ended.wait(DEADLINE)
+            code = server.wait()
         assert code == 0, server.stderr
-        assert elapsed < 5, f"shutdown took {elapsed:.1f}s"
+        # ended by the drain, not cut off when the graceful period ran out
+        assert GRACE_EXCEEDED not in server.stderr, server.stderr
         assert worker.error is None, repr(worker.error)
         assert worker.bad_frames == []
         assert hammer.bad == [], hammer.bad[:5]
@@ -99,11 +100,10 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
 
 def test_sigterm_idle_server_exits_zero_quickly(server: ServerProcess) -> None:
     worker = server.sse("g", "w1")
-    started = time.monotonic()
-    assert server.terminate(timeout=8) == 0
-    assert time.monotonic() - started < 3
-    assert worker.ended.wait(3)
+    assert server.terminate() == 0
+    assert worker.ended.wait(DEADLINE)
     assert worker.error is None
+    assert GRACE_EXCEEDED not in server.stderr, server.stderr
     assert "Traceback" not in server.stderr
 
 
@@ -111,8 +111,8 @@ def test_sigint_also_drains(server: ServerProcess) -> None:
     worker = server.sse("g", "w1")
     assert server.proc is not None
     server.proc.send_signal(signal.SIGINT)
-    assert server.wait(timeout=8) == 0
-    assert worker.ended.wait(3)
+    assert server.wait() == 0
+    assert worker.ended.wait(DEADLINE)
     assert "Traceback" not in server.stderr
 
 
@@ -129,7 +129,7 @@ def test_request_in_flight_at_sigterm_is_answered(server: ServerProcess) -> None
             + body
         )
 
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as sock:
         reader = sock.makefile("rb")
         sock.sendall(request(first))  # the connection is accepted and served once before the signal
         assert reader.readline().startswith(b"HTTP/1.1 200")
@@ -146,7 +146,7 @@ def test_request_in_flight_at_sigterm_is_answered(server: ServerProcess) -> None
         length = _skip_headers(reader)
         assert json.loads(reader.read(length))["data"]["promise"]["id"] == "during"
         reader.close()
-    assert server.wait(timeout=8) == 0
+    assert server.wait() == 0
     assert "Traceback" not in server.stderr
 
 

@@ -1,5 +1,11 @@
 """Timers over real time: promise timeouts, lease expiry, retries, delays and cron schedules
-(PROTOCOL.md §5.1, §5.2.4, §5.2.6, §5.7; DESIGN.md decisions 5 and 6; CLIENTS.md items 2, 14, 15)."""
+(PROTOCOL.md §5.1, §5.2.4, §5.2.6, §5.7; DESIGN.md decisions 5 and 6; CLIENTS.md items 2, 14, 15).
+
+These tests prove that each timer fires, not early, and through which mechanism: where two mechanisms
+could send the same message (a lease expiry and the 30 s re-send), the other one is pushed out of reach
+with a flag. How *late* a timer fires is a speed figure, measured by ``benchmarks/server.py`` (timer
+lateness p50/p99), never asserted here: a loaded machine may delay any process by seconds.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,12 @@ import pytest
 
 from helpers import ServerProcess, now_ms
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+WAIT = 30.0
+"""Deadline for a message that must come: generous, since only a failing test ever waits it out."""
+NO_RETRY = ["--retry-timeout", str(3_600_000)]
+"""Pushes the periodic re-send of pending executes out of reach, so only the timer under test can fire."""
 
 
 @pytest.mark.parametrize(
@@ -24,7 +35,7 @@ def test_targetless_promise_times_out_in_background(
     timeout_at = now_ms() + 300
     server.create("to-1", timeout_at=timeout_at, tags=tags)
     server.listen("to-1", "poll://uni@tg/l1")
-    msg = listener.get(timeout=3.0)  # nothing touches the promise: only the background timer can fire
+    msg = listener.get(timeout=WAIT)  # nothing touches the promise: only the background timer can fire
     arrived = now_ms()
     assert msg["kind"] == "unblock"
     promise = msg["data"]["promise"]
@@ -32,7 +43,6 @@ def test_targetless_promise_times_out_in_background(
     assert promise["state"] == expected
     assert promise["settledAt"] == timeout_at
     assert arrived >= timeout_at - 5  # not early (5 ms of clock granularity)
-    assert arrived - timeout_at < 1000, f"unblock {arrived - timeout_at} ms after timeoutAt"
     # stored state, read without a lazy timeout
     status, body = server.post("promise.search", {"state": expected})
     assert status == 200
@@ -47,7 +57,7 @@ def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled(server: Se
     )
     # troth never dispatches a timer's own task: the first message is the unblock at the deadline.
     server.listen("sleep-1", "poll://uni@tg/w1")
-    msg = worker.get(timeout=3.0)
+    msg = worker.get(timeout=WAIT)
     assert msg["kind"] == "unblock"
     assert msg["data"]["promise"]["state"] == "resolved"
     status, body = server.post("task.get", {"id": "sleep-1"})
@@ -55,7 +65,12 @@ def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled(server: Se
     assert body["data"]["task"]["state"] == "fulfilled"
 
 
-def test_lease_expiry_resends_execute_with_same_version(server: ServerProcess) -> None:
+def test_lease_expiry_resends_execute_with_same_version() -> None:
+    with ServerProcess(":memory:", args=NO_RETRY) as server:
+        _lease_expiry_resends_execute_with_same_version(server)
+
+
+def _lease_expiry_resends_execute_with_same_version(server: ServerProcess) -> None:
     worker = server.sse("lg", "w1")
     server.create("lease-1", tags={"resonate:target": "poll://any@lg"})
     assert worker.get()["data"]["task"] == {"id": "lease-1", "version": 0}
@@ -63,11 +78,11 @@ def test_lease_expiry_resends_execute_with_same_version(server: ServerProcess) -
     status, body = server.acquire("lease-1", 0, "w1", ttl=500)
     assert status == 200
     assert body["data"]["task"]["version"] == 1
-    msg = worker.get(timeout=5.0)  # no heartbeat
+    msg = worker.get(timeout=WAIT)  # no heartbeat, no re-send timer in reach: only the lease can end
     elapsed = time.monotonic() - acquired_at
     assert msg["kind"] == "execute"
     assert msg["data"]["task"] == {"id": "lease-1", "version": 1}
-    assert 0.45 <= elapsed < 2.0, f"re-sent {elapsed:.3f}s after the acquire (ttl 0.5s)"
+    assert elapsed >= 0.45, f"re-sent {elapsed:.3f}s after the acquire (ttl 0.5s)"
     # the next holder holds it at version + 1; the stale holder is fenced off
     status, body = server.acquire("lease-1", 1, "w1-again", ttl=60_000)
     assert status == 200
@@ -76,21 +91,24 @@ def test_lease_expiry_resends_execute_with_same_version(server: ServerProcess) -
     assert server.fulfill("lease-1", 2)[0] == 200
 
 
-def test_heartbeat_extends_the_lease(server: ServerProcess) -> None:
-    worker = server.sse("hg", "w1")
-    server.create("hb-1", tags={"resonate:target": "poll://any@hg"})
-    worker.get()
-    status, _ = server.acquire("hb-1", 0, "w1", ttl=800)
-    assert status == 200
-    # heartbeat whenever 300 ms of the 800 ms lease have gone by without a message, for 2 ttls
-    started = time.monotonic()
-    while time.monotonic() - started < 1.6:
-        worker.expect_nothing(0.3)
-        status, _ = server.post("task.heartbeat", {"pid": "w1", "tasks": [{"id": "hb-1", "version": 1}]})
+def test_heartbeat_extends_the_lease() -> None:
+    ttl = 4_000
+    with ServerProcess(":memory:", args=NO_RETRY) as server:
+        worker = server.sse("hg", "w1")
+        server.create("hb-1", tags={"resonate:target": "poll://any@hg"})
+        worker.get()
+        status, _ = server.acquire("hb-1", 0, "w1", ttl=ttl)
         assert status == 200
-    assert server.post("task.get", {"id": "hb-1"})[1]["data"]["task"]["state"] == "acquired"
-    # stop heartbeating: the lease lapses and the execute comes back
-    assert worker.get(timeout=3.0)["data"]["task"] == {"id": "hb-1", "version": 1}
+        # heartbeat every 250 ms for 1.5 ttls: the lease outlives its first ttl (a stall of the test of up
+        # to 3.75 s is absorbed; the 4 s lease is the whole margin, not a precision bound)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5 * ttl / 1000:
+            worker.expect_nothing(0.25)
+            status, _ = server.post("task.heartbeat", {"pid": "w1", "tasks": [{"id": "hb-1", "version": 1}]})
+            assert status == 200
+        assert server.post("task.get", {"id": "hb-1"})[1]["data"]["task"]["state"] == "acquired"
+        # stop heartbeating: the lease lapses and the execute comes back
+        assert worker.get(timeout=WAIT)["data"]["task"] == {"id": "hb-1", "version": 1}
 
 
 def test_retry_timeout_resends_pending_execute() -> None:
@@ -99,7 +117,7 @@ def test_retry_timeout_resends_pending_execute() -> None:
         created = time.monotonic()
         server.create("retry-1", tags={"resonate:target": "poll://any@rg"})
         assert worker.get()["data"]["task"] == {"id": "retry-1", "version": 0}
-        assert worker.get(timeout=3.0)["data"]["task"] == {"id": "retry-1", "version": 0}
+        assert worker.get(timeout=WAIT)["data"]["task"] == {"id": "retry-1", "version": 0}
         assert time.monotonic() - created >= 0.35
 
 
@@ -107,11 +125,10 @@ def test_delay_holds_back_the_first_execute(server: ServerProcess) -> None:
     worker = server.sse("dg", "w1")
     delay = now_ms() + 600
     server.create("delay-1", tags={"resonate:target": "poll://any@dg", "resonate:delay": str(delay)})
-    msg = worker.get(timeout=3.0)
+    msg = worker.get(timeout=WAIT)
     arrived = now_ms()
     assert msg["data"]["task"] == {"id": "delay-1", "version": 0}
     assert arrived >= delay - 5, f"execute {delay - arrived} ms before resonate:delay"
-    assert arrived - delay < 1000
 
 
 def test_six_field_cron_fires_every_second(server: ServerProcess) -> None:
@@ -133,7 +150,7 @@ def test_six_field_cron_fires_every_second(server: ServerProcess) -> None:
     assert schedule["nextRunAt"] - now_ms() <= 1000
     assert "lastRunAt" not in schedule
 
-    first = worker.get(timeout=2.5)
+    first = worker.get(timeout=WAIT)
     assert first["kind"] == "execute"
     id0 = first["data"]["task"]["id"]
     assert first["data"]["task"]["version"] == 0
@@ -141,7 +158,7 @@ def test_six_field_cron_fires_every_second(server: ServerProcess) -> None:
     ts0 = int(id0.rsplit("-", 1)[1])
     assert ts0 % 1000 == 0
     assert ts0 == schedule["nextRunAt"]
-    second = worker.get(timeout=2.5)
+    second = worker.get(timeout=WAIT)
     assert second["data"]["task"]["id"] == f"s-every-second-{ts0 + 1000}"
 
     status, body = server.post("promise.get", {"id": id0})

@@ -155,7 +155,7 @@ class Recording:
 
 async def until(
     probe: Callable[[], T | Awaitable[T | None] | None],
-    timeout: float = 10.0,
+    timeout: float = 60.0,
     what: str = "a condition",
     interval: float = 0.02,
 ) -> T:

@@ -24,7 +24,7 @@ from troth import (
     TrothTimeoutError,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)
 
 
 # ── 1 ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -162,9 +162,7 @@ async def test_05_completed_id_short_circuits(env: Env) -> None:
     root = env.id("done")
     async with r:
         assert await r.run(root, wf, 1) == 10
-        started = time.monotonic()
         assert await r.run(root, wf, 999) == 10
-        assert time.monotonic() - started < 1.0
         assert bodies == [1]  # the new argument is ignored, the body did not run again
         second = rec.of("task.create", root)[1]
         assert second.status == 409 or second.body["task"]["state"] == "fulfilled"
@@ -222,7 +220,7 @@ async def test_08_durable_sleep(env: Env) -> None:
     async with r:
         started = time.monotonic()
         handle = r.run(root, wf)
-        await until(lambda: rec.of("task.suspend", root), 5, "the workflow to suspend")
+        await until(lambda: rec.of("task.suspend", root), 60, "the workflow to suspend")
         task = await rec.task(root)
         assert task is not None and task["state"] == "suspended"  # no lease held during the sleep
         assert "pid" not in task or not task.get("pid")
@@ -253,12 +251,12 @@ async def test_09_timer_task_is_dropped_not_settled(env: Env) -> None:
         started = time.monotonic()
         handle = r.run(root, wf)
         await until(
-            lambda: [e for e in rec.fenced("promise.create", timer) if e.status == 200], 5, "the timer"
+            lambda: [e for e in rec.fenced("promise.create", timer) if e.status == 200], 60, "the timer"
         )
         rec.inject({"kind": "execute", "head": {}, "data": {"task": {"id": timer, "version": 0}}})
         assert await handle == "ok"
         elapsed = time.monotonic() - started
-        assert 0.6 <= elapsed < 3.0, f"the 0.6 s timer fired after {elapsed:.2f} s"
+        assert elapsed >= 0.6, f"the 0.6 s timer fired after {elapsed:.2f} s"
         assert rec.of("task.acquire", timer), "the worker did not even look at the timer's task"
         assert {e.status for e in rec.of("task.acquire", timer)} <= {200, 409}
         for kind in ("task.fulfill", "task.suspend", "task.release"):
@@ -292,7 +290,7 @@ async def test_10_latent_promise_settled_from_outside(env: Env, outcome: str) ->
     root = env.id("latent")
     async with r:
         handle = r.run(root, approval)
-        promise_id = await until(lambda: published.get("id"), 5, "the latent promise id")
+        promise_id = await until(lambda: published.get("id"), 60, "the latent promise id")
         assert promise_id == f"{root}:1"
         record = await r.promises.get(promise_id)
         assert record["tags"]["resonate:external"] == "true"
@@ -320,7 +318,7 @@ async def test_10_latent_promise_with_explicit_id_settled_by_an_outside_party(en
 
     async with r:
         handle = r.run(env.id("explicit"), wf)
-        await until(_exists(r, wanted), 5, "the latent promise")
+        await until(_exists(r, wanted), 60, "the latent promise")
         await outside.promises.resolve(wanted, {"ok": True})
         assert await handle == {"ok": True}
 
@@ -355,7 +353,7 @@ async def test_11_latent_promise_timeout(env: Env) -> None:
         started = time.monotonic()
         assert await r.run(root, wf) == "timed out"
         elapsed = time.monotonic() - started
-        assert 1.0 <= elapsed < 4.0, elapsed
+        assert elapsed >= 1.0, elapsed
         assert (await r.promises.get(f"{root}:1"))["state"] == "rejected_timedout"
 
 
@@ -363,10 +361,17 @@ async def test_11_latent_promise_timeout(env: Env) -> None:
 
 
 async def test_12_fan_out_runs_in_parallel(env: Env) -> None:
+    """Each child waits until all five are running: run one at a time, the first would wait forever."""
     r, rec = env.client()
+    running = 0
+    all_running = asyncio.Event()
 
     async def square(ctx: Context, i: int) -> int:
-        await asyncio.sleep(0.5)
+        nonlocal running
+        running += 1
+        if running == 5:
+            all_running.set()
+        await asyncio.wait_for(all_running.wait(), 60)
         return i * i
 
     @r.register
@@ -376,9 +381,7 @@ async def test_12_fan_out_runs_in_parallel(env: Env) -> None:
 
     root = env.id("fanout")
     async with r:
-        started = time.monotonic()
         assert await r.run(root, wf) == [0, 1, 4, 9, 16]
-        assert time.monotonic() - started < 1.5
         assert rec.fenced_ids() == [f"{root}:{n}" for n in range(1, 6)]  # created in call order
 
 
@@ -432,7 +435,7 @@ async def test_14_unawaited_remote_child_blocks_completion(env: Env) -> None:
     root = env.id("unawaited")
     async with r:
         handle = r.run(root, wf)
-        await until(lambda: rec.of("task.suspend", root), 5, "the workflow to suspend on its child")
+        await until(lambda: rec.of("task.suspend", root), 60, "the workflow to suspend on its child")
         assert bodies == [1]
         assert (await rec.promise(root))["state"] == "pending"
         assert (await rec.task(root))["state"] == "suspended"  # type: ignore[index]
@@ -643,16 +646,16 @@ async def test_19_unknown_version_is_released_not_rejected(env: Env) -> None:
     root = env.id("v3")
     async with r:
         handle = r.options(version=3).rpc(root, "charge", 10)
-        await until(lambda: [e for e in rec.of("task.release", root) if e.status == 200], 5, "a release")
+        await until(lambda: [e for e in rec.of("task.release", root) if e.status == 200], 60, "a release")
         assert (await rec.promise(root))["state"] == "pending"  # released, not rejected
         assert not handle.done()
         assert (await rec.task(root))["state"] == "pending"  # type: ignore[index]
         r.register(charge_v3, name="charge", version=3)  # registration after start is allowed
         # it stayed retryable: once the version exists it runs, and soon (not after the 30 s re-send)
         try:
-            assert await asyncio.wait_for(handle.result(), 5) == "v3:10"
+            assert await asyncio.wait_for(handle.result(), 20) == "v3:10"
         except TimeoutError:
-            pytest.fail("the released task did not run within 5 s of registering the missing version")
+            pytest.fail("the released task did not run within 20 s of registering the missing version")
 
 
 async def test_19_unknown_version_does_not_spin(env: Env) -> None:
@@ -668,7 +671,7 @@ async def test_19_unknown_version_does_not_spin(env: Env) -> None:
     root = env.id("spin")
     async with r:
         r.options(version=3).rpc(root, "charge", 10)
-        first = await until(lambda: rec.of("task.release", root), 5, "the first release")
+        first = await until(lambda: rec.of("task.release", root), 60, "the first release")
         window_end = first[0].at + 0.5
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))  # an observation window, not a wait
         within = [e for e in rec.of("task.acquire", root) if e.at <= window_end]

@@ -17,7 +17,7 @@ from sdk.conftest import Env
 from sdk.support import count, lines, until
 from troth import ApplicationError, Context
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 # ── 4 ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -40,7 +40,7 @@ async def test_04_same_id_twice_two_processes(remote_env: Env) -> None:
     async with starter:
         # A gets the task: it is the only member of the group when the rpc is dispatched
         first = starter.options(target=env.group).rpc(root, "dup_wf")
-        await until(lambda: count(a.effects, "gate-wait dup"), 10, "A to be inside the workflow")
+        await until(lambda: count(a.effects, "gate-wait dup"), 60, "A to be inside the workflow")
         async with b:
             handle = b.run(root, dup_wf)  # B, while A executes it
             await handle.created()
@@ -67,7 +67,7 @@ async def test_07_crash_mid_leaf(remote_env: Env) -> None:
     starter, _ = env.client(group=f"{env.group}-starter")
     async with starter:
         starter.options(target=env.group).rpc(root, "crash_wf")
-        await until(lambda: count(a.effects, "slow"), 10, "A to be inside slow()")
+        await until(lambda: count(a.effects, "slow"), 60, "A to be inside slow()")
         a.kill()  # SIGKILL in the middle of the leaf
 
         b, rec = env.client(ttl=3)
@@ -111,7 +111,7 @@ async def test_08_durable_sleep_survives_a_worker_restart(remote_env: Env) -> No
             task = await rec.task(root)
             return task is not None and task["state"] == "suspended"
 
-        await until(suspended, 10, "the workflow to suspend on its timer")
+        await until(suspended, 60, "the workflow to suspend on its timer")
         timer = await rec.promise(f"{root}:1")
         assert timer["state"] == "pending" and timer["tags"]["resonate:timer"] == "true"
         a.kill()
@@ -178,7 +178,7 @@ async def test_20_fencing_against_zombies(remote_env: Env) -> None:
     async with starter:
         # prefer "healthy" (not connected yet, so the zombie gets it); redeliveries then go to "healthy"
         handle = starter.options(target=f"poll://any@{env.group}/healthy").rpc(root, "zombie_wf")
-        await until(lambda: "zleaf zombie" in lines(zombie.effects), 10, "the zombie to be inside zleaf")
+        await until(lambda: "zleaf zombie" in lines(zombie.effects), 60, "the zombie to be inside zleaf")
         healthy = env.worker("healthy", ttl=5)
         await healthy.ready()
         zombie.signal(signal.SIGSTOP)  # stalls past its ttl: no heartbeats (its connection stays open)
@@ -195,7 +195,7 @@ async def test_20_fencing_against_zombies(remote_env: Env) -> None:
                 if e["kind"] in ("task.fence", "task.fulfill") and e["id"] == root and e["status"] == 409
             ]
 
-        await until(zombie_refused, 10, "the zombie's next fenced request to be refused")
+        await until(zombie_refused, 60, "the zombie's next fenced request to be refused")
         zombie_reqs = [e for e in zombie.requests() if e["id"] == root]
         healthy_reqs = [e for e in healthy.requests() if e["id"] == root]
         zombie_version = next(e["task"]["version"] for e in zombie_reqs if e["kind"] == "task.acquire")

@@ -19,7 +19,7 @@ from troth import (
     TrothError,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)
 
 
 async def test_registering_a_non_function_is_refused(env: Env) -> None:

@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-import time
 from typing import Any
 
 import pytest
@@ -35,11 +34,11 @@ def test_exponential_uses_its_arguments() -> None:
 
 
 def test_exponential_does_not_overflow_for_huge_attempts() -> None:
-    started = time.perf_counter()
+    # 2 ** 10**18 cannot even be held in memory: an answer at all proves no big-int power was computed
+    assert Exponential(max_retries=10**30).next(10**18) == 60.0
     assert Exponential(max_retries=10**9).next(10**6) == 60.0
     assert Exponential(factor=10, max_retries=UNBOUNDED_RETRIES).next(UNBOUNDED_RETRIES) == 60.0
     assert Exponential(max_retries=UNBOUNDED_RETRIES, max_delay=math.inf).next(5000) == math.inf
-    assert time.perf_counter() - started < 0.5  # no big-int power was computed
     assert Exponential(delay=0, max_retries=10**9).next(10**6) == 0.0
     assert Exponential(factor=1, max_retries=10**9).next(10**6) == 1.0
 
