@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test lint typecheck unit bench bench-sdk clean
+.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# pytest-xdist workers: most real-process tests wait on timers and other processes, so four workers
+# finish sooner than two even on two cores.
+TEST_WORKERS ?= 4
+STRESS_REPEAT ?= 3
+STRESS_TESTS ?= tests/examples tests/integration tests/sdk tests/compat tests/cli
+
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
+
+# The slow real-process tiers, STRESS_REPEAT rounds, under CPU and fsync load (tests/stress.py).
+test-stress: $(STAMP)
+	$(BIN)/python -m tests.stress --repeat $(STRESS_REPEAT) --workers $(TEST_WORKERS) $(STRESS_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server

@@ -3,6 +3,7 @@
     python -m tests.stress                                   # the slow real-process tiers, 3 rounds
     python -m tests.stress --repeat 20 tests/examples/test_kafka_worker.py
     python -m tests.stress --hogs 4 --io-hogs 2 -- -k crash tests/integration
+    python -m tests.stress --repeat 3 --workers 4 tests      # the whole suite, as `make test` runs it
 
 While the rounds run, ``--hogs`` processes spin on the CPU and ``--io-hogs`` processes write and fsync a
 file in a loop (SQLite with ``synchronous=FULL`` waits on fsync, so disk contention matters as much as
@@ -82,11 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 2, help="CPU-spinning processes")
     parser.add_argument("--io-hogs", type=int, default=1, help="processes writing and fsyncing a file")
     parser.add_argument("--max-minutes", type=float, default=180, help="the load's own time limit")
+    parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers (0: one process)")
     parser.add_argument("--logs", type=Path, default=None, help="where each round's output is kept")
     parser.add_argument("pytest_args", nargs="*", help="targets and pytest options (after --)")
     args = parser.parse_args(argv)
 
     targets = args.pytest_args or DEFAULT_TARGETS
+    if args.workers:
+        targets = ["-n", str(args.workers), *targets]
     logs: Path = args.logs or Path(tempfile.mkdtemp(prefix="troth-stress-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(

@@ -77,21 +77,29 @@ def kafka_env(broker: Broker, tmp_path: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def until(what: str, check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+def until(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    show: tuple[Process, ...] = (),
+) -> Any:
+    """The first truthy ``check()``; at the deadline, fails with the output of the ``show`` processes."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            outputs = "".join(f"\n--- {p.name} (pid {p.pid}):\n" + "\n".join(p.output[-60:]) for p in show)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{outputs}")
         time.sleep(interval)
 
 
 def run_to_end(procs: Processes, env: dict[str, str], module: str, *args: str, last: str) -> Process:
     """Run a role to its end: wait for its ``last`` line, then for exit status 0."""
     proc = procs.start(module, *args, env=env, name=module.rsplit(".", 1)[1])
-    proc.wait_for(last, timeout=30)
+    proc.wait_for(last, timeout=60)
     assert proc.wait(30) == 0, proc.output
     return proc
 
@@ -171,15 +179,20 @@ def test_dispatch_is_non_blocking_and_duplicates_share_one_execution(
     first = ids[0]
 
     # Non-blocking: every record is dispatched before the first (slow, 5 batches) one finishes.
-    until("5 'processing record' lines", lambda: len(lines(deleter, r"^processing record ")) >= 5, timeout=60)
+    until(
+        "5 'processing record' lines",
+        lambda: len(lines(deleter, r"^processing record ")) >= 5,
+        timeout=60,
+        show=(deleter,),
+    )
     finished_first = f"all rows deleted for record {first} in position 0"
-    until("the 50-row record to finish", lambda: lines(deleter, re.escape(finished_first)), timeout=30)
+    until("the 50-row record to finish", lambda: lines(deleter, re.escape(finished_first)), show=(deleter,))
     output = list(deleter.output)
     finish_index = output.index(finished_first)
     for record_id, offset in produced:
         assert output.index(f"processing record {record_id} in position {offset}") < finish_index
 
-    until("5 completions", lambda: len(completions(env)) >= 5, timeout=30)
+    until("5 completions", lambda: len(completions(env)) >= 5, show=(deleter,))
     done = completions(env)
     assert sorted(done) == sorted((record_id, str(offset)) for record_id, offset in produced)
     assert done[-1] == (first, "0")  # the slow record completes last: order differs from production
@@ -218,7 +231,12 @@ def test_crash_in_the_middle_resumes_after_the_last_batch(
         ended = {e["record"] for e in effects_of(effects_file, "delete_batch", "end")}
         return set(ids) <= ended
 
-    until("a finished batch for every record", every_record_has_a_finished_batch, timeout=30, interval=0.05)
+    until(
+        "a finished batch for every record",
+        every_record_has_a_finished_batch,
+        interval=0.05,
+        show=(deleter_a,),
+    )
     deleter_a.kill()
     assert effects_of(effects_file, "enqueue_completion", "start") == []  # none had completed
     checkpointed: set[str] = set()
@@ -232,8 +250,9 @@ def test_crash_in_the_middle_resumes_after_the_last_batch(
     until(
         "3 completions",
         lambda: {record_id for record_id, _ in completions(env)} >= set(ids),
-        timeout=TTL_S + 40,
+        timeout=TTL_S + 60,
         interval=0.25,
+        show=(deleter_b,),
     )
     for record_id in ids:
         until(f"{record_id} resolved", lambda r=record_id: get_promise(server.url, r)["state"] == "resolved")
@@ -287,8 +306,8 @@ def test_unparsable_messages_are_recorded_as_failed_and_skipped(
     )
     assert produce(procs, env, "--id", "good-after", "--rows", "25") == [("good-after", 6)]
 
-    until("good-after's completion", lambda: ("good-after", "6") in completions(env), timeout=30)
-    until("arr-1's completion", lambda: ("arr-1", "5") in completions(env), timeout=10)
+    until("good-after's completion", lambda: ("good-after", "6") in completions(env), show=(deleter,))
+    until("arr-1's completion", lambda: ("arr-1", "5") in completions(env), show=(deleter,))
     unexpected = lines(deleter, r"^unexpected message ")
     assert len(unexpected) == len(bad)
     assert all("recorded as failed" in line for line in unexpected)
