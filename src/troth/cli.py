@@ -82,6 +82,14 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 help="Messages buffered per SSE connection.",
             ),
             click.option(
+                "--push-allow",
+                multiple=True,
+                envvar="TROTH_PUSH_ALLOW",
+                help="Where HTTP push may go: URL prefix, host, *.domain, IP or CIDR (repeat or "
+                "comma-separate); '*' = public hosts (default), 'none' = no push. "
+                "Loopback/private need an entry.",
+            ),
+            click.option(
                 "--log-level",
                 default="info",
                 show_default=True,
@@ -144,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _serve(**kwargs: object) -> None:
     from troth.server.run import ServeOptions, run
+
+    kwargs["push_allow"] = tuple(kwargs.get("push_allow") or ())  # type: ignore[arg-type]
 
     sys.exit(run(ServeOptions(**kwargs)))  # type: ignore[arg-type]
 

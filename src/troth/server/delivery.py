@@ -24,6 +24,7 @@ import msgspec
 from troth.protocol.address import Address, parse_address
 from troth.server.core import Outgoing
 from troth.server.metrics import Metrics
+from troth.server.push import PushPolicy, VettedResolver
 
 log = logging.getLogger("troth.delivery")
 
@@ -86,9 +87,11 @@ class Delivery:
         buffer_size: int = 100,
         max_connections: int = 1000,
         push_concurrency: int = 256,
+        push_policy: PushPolicy | None = None,
         on_pid_gone: Callable[[str], None] | None = None,
     ) -> None:
         self.server_url = server_url
+        self.push_policy = push_policy or PushPolicy()
         self.metrics = metrics
         self.buffer_size = buffer_size
         self.max_connections = max_connections
@@ -234,6 +237,12 @@ class Delivery:
             self._dropped(kind, m, "buffer full")
 
     def _send_http(self, kind: str, m: Outgoing) -> None:
+        reason = self.push_policy.refusal(m.address)
+        if reason is not None:  # stored before the policy changed, or made by a schedule
+            self.metrics.deliveries.labels("refused").inc()
+            self._dropped(kind, m, f"push refused: {reason}")
+            log.warning("HTTP push of %s to %s refused: %s", kind, m.address[:200], reason)
+            return
         task = asyncio.get_running_loop().create_task(self._push(kind, m))
         self._push_tasks.add(task)
         task.add_done_callback(self._push_tasks.discard)
@@ -242,14 +251,21 @@ class Delivery:
         async with self._push_slots:
             if self._http is None:
                 self._http = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=180.0, sock_connect=10.0)
+                    connector=aiohttp.TCPConnector(resolver=VettedResolver(self.push_policy)),
+                    timeout=aiohttp.ClientTimeout(total=180.0, sock_connect=10.0),
+                    trust_env=False,  # no proxy from the environment: the policy judges the real peer
                 )
             try:
                 async with self._http.post(
-                    m.address, data=self._encode(m), headers={"content-type": "application/json"}
+                    m.address,
+                    data=self._encode(m),
+                    headers={"content-type": "application/json"},
+                    allow_redirects=False,  # a redirect must not lead the push past the policy
                 ) as response:
                     status = response.status
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if "refused:" in str(exc):
+                    log.warning("%s", exc)
                 self.metrics.deliveries.labels("error").inc()
                 self._dropped(kind, m, f"push failed: {exc}")
                 return

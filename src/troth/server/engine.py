@@ -23,6 +23,7 @@ from troth.server.clock import Clock, SystemClock
 from troth.server.core import Core, CoreConfig, Outgoing, Reply
 from troth.server.delivery import Delivery
 from troth.server.metrics import Metrics
+from troth.server.push import PushPolicy, addresses
 from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
 from troth.server.timers import Timers
 
@@ -38,6 +39,8 @@ class EngineConfig(msgspec.Struct, frozen=True):
     debug: bool = False
     buffer_size: int = 100
     max_connections: int = 1000
+    push_allow: tuple[str, ...] = ()
+    """The ``--push-allow`` entries (``troth.server.push``); empty means public hosts only."""
 
 
 def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
@@ -72,7 +75,9 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.lineage = rq.LineagePolicy(strict=self.config.strict_lineage)
         self.core = Core(CoreConfig(retry_timeout=self.config.retry_timeout, lineage=self.lineage))
+        self.push = PushPolicy(self.config.push_allow)
         self.delivery = Delivery(
+            push_policy=self.push,
             server_url=self.config.server_url,
             metrics=self.metrics,
             buffer_size=self.config.buffer_size,
@@ -116,6 +121,10 @@ class Engine:
         parsed = rq.parse_request(body, debug=self.config.debug, lineage=self.lineage)
         if isinstance(parsed, rq.Invalid):
             return parsed.status, envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
+        refused = self._refused_address(parsed)
+        if refused is not None:
+            self.metrics.observe_request(parsed.kind, 400, time.perf_counter() - started)
+            return 400, envelope(parsed.kind, parsed.corr_id, 400, refused)
         try:
             status, data = await self.execute(parsed)
         except StoreError as exc:
@@ -126,6 +135,14 @@ class Engine:
             status, data = 500, f"Internal error: {type(exc).__name__}: {exc}"
         self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
         return status, envelope(parsed.kind, parsed.corr_id, status, data)
+
+    def _refused_address(self, req: rq.Request) -> str | None:
+        """The 400 message when the request names an HTTP push address the policy refuses."""
+        for what, address in addresses(req):
+            reason = self.push.refusal(address)
+            if reason is not None:
+                return f"{what} {address[:200]!r} refused: {reason}"
+        return None
 
     async def execute(self, req: rq.Request) -> tuple[int, Any]:
         """Run a validated request; returns its status and response data."""

@@ -38,6 +38,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     max_connections: int = 1000
     buffer_size: int = 100
     log_level: str = "info"
+    push_allow: tuple[str, ...] = ()
 
 
 class StartupError(Exception):
@@ -99,8 +100,15 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         debug=options.debug,
         buffer_size=options.buffer_size,
         max_connections=options.max_connections,
+        push_allow=tuple(e for entry in options.push_allow for e in entry.split(",") if e.strip()),
     )
-    engine = Engine(open_store(options.store), config)
+    try:
+        engine = Engine(open_store(options.store), config)
+    except ValueError as exc:  # a --push-allow entry it cannot read
+        api_sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
+        raise StartupError(str(exc)) from None
     try:
         await engine.start()
     except StoreError as exc:
