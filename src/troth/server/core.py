@@ -19,6 +19,7 @@ from typing import Any, Final
 import msgspec
 
 from troth.protocol import requests as rq
+from troth.protocol.address import parse_address
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
 from troth.server.cron import parse_cron, render_promise_id
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
@@ -602,10 +603,21 @@ class Core:
             fire = following
         return count
 
-    async def release_leases(self, tx: Tx, pid: str, now: int) -> Reply:
-        """End every lease held by ``pid`` at once and re-dispatch its tasks (DESIGN.md decision 10)."""
+    async def release_leases(self, tx: Tx, pid: str, now: int, group: str | None = None) -> Reply:
+        """End the leases held by ``pid`` at once and re-dispatch their tasks (DESIGN.md decision 10).
+
+        With ``group`` (the last stream of ``pid`` in that group closed), only the leases on tasks
+        addressed to that group end: pids are not unique across groups, and a stream opened and closed
+        in another group must not end a lease it never served (docs/operations/delivery.md).
+        """
         fx = _Effects()
         for task in await tx.tasks_leased_by(pid):
+            if group is not None:
+                p = await tx.get_promise(task.id)
+                target = None if p is None else p.tags.get("resonate:target")
+                address = None if target is None else parse_address(target)
+                if address is None or address.scheme != "poll" or address.group != group:
+                    continue
             await self._make_pending(tx, task, now, fx)
         return fx.reply(200, {})
 

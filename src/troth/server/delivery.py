@@ -34,11 +34,13 @@ _encode = msgspec.json.encode
 class Connection:
     """One open SSE stream: a bounded buffer of frames and a closed flag."""
 
-    __slots__ = ("_buffer", "_capacity", "_ready", "closed", "group", "id")
+    __slots__ = ("_buffer", "_capacity", "_ready", "closed", "group", "id", "principal")
 
-    def __init__(self, group: str, id: str, capacity: int) -> None:
+    def __init__(self, group: str, id: str, capacity: int, principal: str | None = None) -> None:
         self.group = group
         self.id = id
+        self.principal = principal
+        """Who opened the stream, when streams are authenticated (``None`` otherwise)."""
         self.closed = False
         self._capacity = capacity
         self._buffer: deque[bytes] = deque()
@@ -88,7 +90,7 @@ class Delivery:
         max_connections: int = 1000,
         push_concurrency: int = 256,
         push_policy: PushPolicy | None = None,
-        on_pid_gone: Callable[[str], None] | None = None,
+        on_pid_gone: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.server_url = server_url
         self.push_policy = push_policy or PushPolicy()
@@ -98,7 +100,6 @@ class Delivery:
         self.on_pid_gone = on_pid_gone
         self._groups: dict[str, list[Connection]] = {}
         self._by_id: dict[tuple[str, str], list[Connection]] = {}
-        self._pids: dict[str, int] = {}
         self._count = 0
         self._undelivered: dict[str, dict[str, Outgoing]] = {}
         self._push_slots = asyncio.Semaphore(push_concurrency)
@@ -115,14 +116,13 @@ class Delivery:
         """Whether any connection of ``group`` is open."""
         return bool(self._groups.get(group))
 
-    def connect(self, group: str, id: str) -> Connection | None:
+    def connect(self, group: str, id: str, principal: str | None = None) -> Connection | None:
         """Register a stream for ``(group, id)``; ``None`` when the server is at its connection limit."""
         if self._count >= self.max_connections:
             return None
-        conn = Connection(group, id, self.buffer_size)
+        conn = Connection(group, id, self.buffer_size, principal)
         self._groups.setdefault(group, []).append(conn)
         self._by_id.setdefault((group, id), []).append(conn)
-        self._pids[id] = self._pids.get(id, 0) + 1
         self._count += 1
         self.metrics.connections.set(self._count)
         self._hand_over(conn)
@@ -138,17 +138,13 @@ class Delivery:
             del self._groups[conn.group]
         same = self._by_id[(conn.group, conn.id)]
         same.remove(conn)
-        if not same:
-            del self._by_id[(conn.group, conn.id)]
         self._count -= 1
         self.metrics.connections.set(self._count)
-        left = self._pids[conn.id] - 1
-        if left:
-            self._pids[conn.id] = left
-        else:
-            del self._pids[conn.id]
+        if not same:
+            # The pid's last stream in this group: its leases on this group's tasks end (decision 10).
+            del self._by_id[(conn.group, conn.id)]
             if self.on_pid_gone is not None:
-                self.on_pid_gone(conn.id)
+                self.on_pid_gone(conn.group, conn.id, conn.principal)
 
     def close_all(self) -> None:
         for members in list(self._groups.values()):

@@ -226,15 +226,17 @@ class Engine:
         if reply.fired_schedules:
             self.metrics.schedule_promises.inc(reply.fired_schedules)
 
-    def _pid_gone(self, pid: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(pid))
+    def _pid_gone(self, group: str, pid: str, principal: str | None) -> None:
+        """The last stream of ``pid`` in ``group`` closed. ``principal`` (who opened it, once streams
+        are authenticated) is for the auth layer to narrow this further; leases do not record one yet."""
+        task = asyncio.get_running_loop().create_task(self._release(group, pid))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _release(self, pid: str) -> None:
+    async def _release(self, group: str, pid: str) -> None:
         now = self.clock.now()
         try:
-            reply = await self.store.run(lambda tx: self.core.release_leases(tx, pid, now))
+            reply = await self.store.run(lambda tx: self.core.release_leases(tx, pid, now, group))
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)
             return
