@@ -47,6 +47,8 @@ class Reply(msgspec.Struct):
     wake: int | None = None
     fired_schedules: int = 0
     lateness: list[int] = msgspec.field(default_factory=list)
+    done: list[str] = msgspec.field(default_factory=list)
+    """Tasks no longer waiting for a worker: delivery forgets any execute it still keeps for them."""
 
 
 class CoreConfig(msgspec.Struct, frozen=True):
@@ -57,9 +59,11 @@ class CoreConfig(msgspec.Struct, frozen=True):
 class _Effects:
     """What a unit of work produced besides its answer."""
 
-    __slots__ = ("executes", "fired", "lateness", "unblocks", "wake")
+    __slots__ = ("done", "executes", "fired", "lateness", "unblocks", "wake")
 
     def __init__(self) -> None:
+        self.done: list[str] = []
+        """Tasks that stopped waiting for a worker (acquired, fulfilled or halted)."""
         self.executes: dict[str, Outgoing] = {}
         self.unblocks: dict[tuple[str, str], Outgoing] = {}
         self.wake: int | None = None
@@ -72,7 +76,7 @@ class _Effects:
 
     def reply(self, status: int, data: Any) -> Reply:
         messages = [*self.executes.values(), *self.unblocks.values()]
-        return Reply(status, data, messages, self.wake, self.fired, self.lateness)
+        return Reply(status, data, messages, self.wake, self.fired, self.lateness, self.done)
 
 
 def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
@@ -155,7 +159,7 @@ class Core:
                 continue
             p = await tx.get_promise(id)
             if p is not None and p.state == "pending" and p.timeoutAt <= now:
-                p = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt)
+                p = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, fx)
                 expired.append(p)
             found[id] = p
         for p in expired:
@@ -166,12 +170,12 @@ class Core:
         self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, now: int, fx: _Effects
     ) -> Promise:
         """Settle a pending promise with the full cascade of PROTOCOL.md §5.5."""
-        settled = await self._settle_row(tx, p, state, value, settled_at)
+        settled = await self._settle_row(tx, p, state, value, settled_at, fx)
         await self._notify(tx, settled, now, fx)
         return settled
 
     async def _settle_row(
-        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int
+        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, fx: _Effects
     ) -> Promise:
         await tx.settle_promise(p.id, state, value, settled_at)
         if "resonate:target" in p.tags:
@@ -181,6 +185,7 @@ class Core:
                 _leased(task)
                 await tx.put_task(task)
                 await tx.delete_callbacks_of(p.id)
+                fx.done.append(task.id)
         return _settled(p, state, value, settled_at)
 
     async def _notify(self, tx: Tx, p: Promise, now: int, fx: _Effects) -> None:
@@ -282,6 +287,7 @@ class Core:
         await tx.put_task(task)
         await tx.delete_ready_callbacks(task.id)
         fx.at(task.timeout_at)
+        fx.done.append(task.id)
 
     # ------------------------------------------------------------------------------------------ promises
 
@@ -480,6 +486,7 @@ class Core:
             task.state = "halted"
             _leased(task)
             await tx.put_task(task)
+            fx.done.append(task.id)
         return 200, {}
 
     async def _task_continue(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -552,7 +559,7 @@ class Core:
         settled: list[Promise] = []
         for p in due:
             fx.lateness.append(now - p.timeoutAt)
-            settled.append(await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt))
+            settled.append(await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, fx))
         for p in settled:
             await self._notify(tx, p, now, fx)
         again |= len(due) >= PASS_LIMIT

@@ -38,7 +38,10 @@ class EngineConfig(msgspec.Struct, frozen=True):
     strict_lineage: bool = False
     debug: bool = False
     buffer_size: int = 100
+    buffer_bytes: int = 4 * 1024 * 1024
     max_connections: int = 1000
+    max_connections_per_group: int = 1000
+    max_connections_per_pid: int = 16
     push_allow: tuple[str, ...] = ()
     """The ``--push-allow`` entries (``troth.server.push``); empty means public hosts only."""
 
@@ -81,7 +84,10 @@ class Engine:
             server_url=self.config.server_url,
             metrics=self.metrics,
             buffer_size=self.config.buffer_size,
+            buffer_bytes=self.config.buffer_bytes,
             max_connections=self.config.max_connections,
+            max_per_group=self.config.max_connections_per_group,
+            max_per_pid=self.config.max_connections_per_pid,
             on_pid_gone=self._pid_gone,
         )
         self.timers = Timers(self.clock, self._pass)
@@ -169,6 +175,8 @@ class Engine:
     # ------------------------------------------------------------------------------------- after commit
 
     def _committed(self, reply: Reply) -> None:
+        if reply.done:
+            self.delivery.forget(reply.done)
         if reply.wake is not None:
             self.timers.arm(reply.wake)
         if reply.messages and not self.paused:
@@ -216,6 +224,8 @@ class Engine:
     async def _pass(self, now: int) -> int | None:
         reply = await self.store.run(lambda tx: self.core.tick(tx, now))
         self._observe_pass(reply)
+        if reply.done:
+            self.delivery.forget(reply.done)
         if reply.messages and not self.paused:
             self._deliver(reply.messages)
         return reply.wake
@@ -246,4 +256,6 @@ class Engine:
         """The Prometheus exposition, with promise and task counts read from the store."""
         counts = await self.store.run(lambda tx: tx.counts())
         self.metrics.set_counts(counts)
+        self.metrics.waiting.set(self.delivery.waiting_count)
+        self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
         return self.metrics.render()

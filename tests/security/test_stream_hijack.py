@@ -1,0 +1,59 @@
+"""Finding 6 of issue 8 (unicast stream hijack) against a real server. The rule (docs/operations/
+delivery.md): one stream per (group, pid), the newest wins; the older stream is closed at once and what it
+had not written moves to the newer one. Twenty unicast unblocks therefore all reach exactly one stream, in
+order, and none vanishes into the replaced one. (Who may open a pid's stream at all is the job of
+authentication.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import ServerProcess, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def _unblocks(server: ServerProcess, n: int, address: str) -> list[str]:
+    ids = [f"u-{i}" for i in range(n)]
+    for id in ids:
+        server.create(id)
+        server.listen(id, address)
+    for id in ids:
+        server.settle(id, "resolved")
+    return ids
+
+
+def test_every_unicast_message_reaches_the_one_live_stream(server: ServerProcess) -> None:
+    first = server.sse("g", "victim")
+    second = server.sse("g", "victim")
+    assert first.ended.wait(5), "the replaced stream was not closed"
+    assert server.metric("troth_sse_replaced_total") == 1
+    assert server.metric("troth_sse_connections") == 1
+
+    ids = _unblocks(server, 20, "poll://uni@g/victim")
+    got = [second.get()["data"]["promise"]["id"] for _ in ids]
+    assert got == ids
+    assert first.drain() == []
+
+
+def test_the_victim_reconnecting_takes_its_stream_back(server: ServerProcess) -> None:
+    server.sse("g", "victim")
+    intruder = server.sse("g", "victim")
+    victim = server.sse("g", "victim")  # e.g. the SDK reconnecting after its stream was closed
+    assert intruder.ended.wait(5)
+    ids = _unblocks(server, 5, "poll://uni@g/victim")
+    assert [victim.get()["data"]["promise"]["id"] for _ in ids] == ids
+    assert intruder.drain() == []
+
+
+def test_replacing_a_stream_keeps_the_pids_leases(server: ServerProcess) -> None:
+    first = server.sse("g", "w1")
+    server.create("held", tags={"resonate:target": "poll://uni@g/w1"})
+    assert first.get()["data"]["task"]["id"] == "held"
+    assert server.acquire("held", 0, "w1")[0] == 200
+    server.sse("g", "w1")
+    assert first.ended.wait(5)
+    wait_until(lambda: server.metric("troth_sse_replaced_total") == 1, 5, "the replacement")
+    status, body = server.post("task.get", {"id": "held"})
+    assert status == 200
+    assert body["data"]["task"]["state"] == "acquired", body
