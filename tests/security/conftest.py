@@ -29,3 +29,13 @@ def snap(server: ServerProcess) -> dict[str, Any]:
     status, body = server.post("debug.snap", {})
     assert status == 200, body
     return body["data"]  # type: ignore[no-any-return]
+
+
+def rss_mb(server: ServerProcess) -> float:
+    """The server process's resident memory in MB (Linux ``/proc``)."""
+    assert server.proc is not None
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc status")
