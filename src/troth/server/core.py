@@ -20,6 +20,7 @@ import msgspec
 
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
+from troth.protocol.limits import SEARCH_SCAN_WINDOW
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
 from troth.server.cron import parse_cron, render_promise_id
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
@@ -343,8 +344,9 @@ class Core:
     async def _promise_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PromiseSearch = req.data
         limit = d.limit or 100
-        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor)
-        return 200, _page("promises", found, limit)
+        upto = await _window(tx, "promises", d.cursor) if d.state is not None or d.tags else None
+        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor, upto=upto)
+        return 200, _page("promises", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- tasks
 
@@ -502,9 +504,10 @@ class Core:
     async def _task_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskSearch = req.data
         limit = d.limit or 100
-        rows = await tx.search_tasks(d.state, limit + 1, d.cursor)
+        upto = await _window(tx, "tasks", d.cursor) if d.state is not None else None
+        rows = await tx.search_tasks(d.state, limit + 1, d.cursor, upto=upto)
         found = [await task_record(tx, t) for t in rows]
-        return 200, _page("tasks", found, limit)
+        return 200, _page("tasks", found, limit, upto)
 
     # ----------------------------------------------------------------------------------------- schedules
 
@@ -537,8 +540,9 @@ class Core:
     async def _schedule_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.ScheduleSearch = req.data
         limit = d.limit or 10
-        found = await tx.search_schedules(d.tags, limit + 1, d.cursor)
-        return 200, _page("schedules", found, limit)
+        upto = await _window(tx, "schedules", d.cursor) if d.tags else None
+        found = await tx.search_schedules(d.tags, limit + 1, d.cursor, upto=upto)
+        return 200, _page("schedules", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- debug
 
@@ -657,10 +661,20 @@ async def task_record(tx: Tx, t: TaskRow) -> Task:
     return Task(t.id, t.state, t.version, resumes)
 
 
-def _page(key: str, found: list[Any], limit: int) -> dict[str, Any]:
+async def _window(tx: Tx, table: str, cursor: str | None) -> str | None:
+    """The last id a filtered search page may examine: no index serves state or tag filters, so a page
+    looks at no more than ``SEARCH_SCAN_WINDOW`` rows and cannot hold the store for long
+    (docs/operations/limits.md)."""
+    return await tx.scan_bound(table, cursor, SEARCH_SCAN_WINDOW)
+
+
+def _page(key: str, found: list[Any], limit: int, upto: str | None = None) -> dict[str, Any]:
+    """A search page; a page whose scan window ended early carries a cursor even when it is short."""
     if len(found) > limit:
         items = found[:limit]
         return {key: items, "cursor": items[-1].id}
+    if upto is not None:
+        return {key: found, "cursor": upto}
     return {key: found}
 
 

@@ -13,15 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
 from troth.protocol import requests as rq
+from troth.protocol.limits import PROTOCOL_BOUNDS
 from troth.protocol.records import PROTOCOL_VERSION
 from troth.server.clock import Clock, SystemClock
 from troth.server.core import Core, CoreConfig, Outgoing, Reply
-from troth.server.delivery import Delivery
+from troth.server.counts import CountingTx, Delta, StateCounts
+from troth.server.delivery import MAX_WAITING, Delivery
 from troth.server.metrics import Metrics
 from troth.server.push import PushPolicy, addresses
 from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
@@ -30,6 +32,9 @@ from troth.server.timers import Timers
 log = logging.getLogger("troth.engine")
 
 _encoder: Final = msgspec.json.Encoder()
+
+SCRAPE_CACHE_SECONDS: Final = 1.0
+"""How long one rendering of ``/metrics`` is served again."""
 
 
 class EngineConfig(msgspec.Struct, frozen=True):
@@ -90,6 +95,10 @@ class Engine:
             max_per_pid=self.config.max_connections_per_pid,
             on_pid_gone=self._pid_gone,
         )
+        self.counts = StateCounts()
+        self._scraped: tuple[float, bytes] | None = None
+        for name, value in self.bounds().items():
+            self.metrics.limits.labels(name).set(value)
         self.timers = Timers(self.clock, self._pass)
         self.paused = False
         self._sent_executes: list[OutboxExecute] = []
@@ -99,8 +108,22 @@ class Engine:
 
     # -------------------------------------------------------------------------------------- lifecycle
 
+    def bounds(self) -> dict[str, int]:
+        """Every bound in force, by its ``troth_limit`` name (docs/operations/limits.md)."""
+        out = {b.name: b.value for b in PROTOCOL_BOUNDS}
+        out.update(
+            sse_connections=self.config.max_connections,
+            sse_connections_per_group=self.config.max_connections_per_group,
+            sse_connections_per_pid=self.config.max_connections_per_pid,
+            sse_buffer_messages=self.config.buffer_size,
+            sse_buffer_bytes=self.config.buffer_bytes,
+            executes_waiting=MAX_WAITING,
+        )
+        return out
+
     async def start(self) -> None:
         await self.store.open()
+        self.counts.load(await self.store.run(lambda tx: tx.counts()))  # the one full count
         now = self.clock.now()
         pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
         self.delivery.remember(pending)
@@ -165,12 +188,23 @@ class Engine:
             return 200, {}
         if kind == "debug.tick":
             tick = req.data.time
-            reply = await self.store.run(lambda tx: self.core.tick(tx, tick))
+            reply = await self._counted(lambda tx: self.core.tick(tx, tick))
             self._observe_pass(reply)
             return 200, []
-        reply = await self.store.run(lambda tx: self.core.handle(tx, req, now))
+        reply = await self._counted(lambda tx: self.core.handle(tx, req, now))
         self._committed(reply)
         return reply.status, reply.data
+
+    async def _counted(self, work: Callable[[Tx], Awaitable[Reply]]) -> Reply:
+        """Run a unit of work that may change state; its change to the counts applies once committed."""
+
+        async def unit(tx: Tx) -> tuple[Reply, Delta]:
+            counting = CountingTx(tx)
+            return await work(cast(Tx, counting)), counting.delta
+
+        reply, delta = await self.store.run(unit)
+        self.counts.apply(delta)
+        return reply
 
     # ------------------------------------------------------------------------------------- after commit
 
@@ -222,7 +256,7 @@ class Engine:
     # ----------------------------------------------------------------------------------- background
 
     async def _pass(self, now: int) -> int | None:
-        reply = await self.store.run(lambda tx: self.core.tick(tx, now))
+        reply = await self._counted(lambda tx: self.core.tick(tx, now))
         self._observe_pass(reply)
         if reply.done:
             self.delivery.forget(reply.done)
@@ -246,16 +280,21 @@ class Engine:
     async def _release(self, group: str, pid: str) -> None:
         now = self.clock.now()
         try:
-            reply = await self.store.run(lambda tx: self.core.release_leases(tx, pid, now, group))
+            reply = await self._counted(lambda tx: self.core.release_leases(tx, pid, now, group))
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)
             return
         self._committed(reply)
 
     async def scrape(self) -> bytes:
-        """The Prometheus exposition, with promise and task counts read from the store."""
-        counts = await self.store.run(lambda tx: tx.counts())
-        self.metrics.set_counts(counts)
+        """The Prometheus exposition: counts kept as state changes (no query), rendered at most once per
+        ``SCRAPE_CACHE_SECONDS`` however many scrapers ask."""
+        now = time.monotonic()
+        if self._scraped is not None and now - self._scraped[0] < SCRAPE_CACHE_SECONDS:
+            return self._scraped[1]
+        self.metrics.set_counts(self.counts.as_dict())
         self.metrics.waiting.set(self.delivery.waiting_count)
         self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
-        return self.metrics.render()
+        body = self.metrics.render()
+        self._scraped = (now, body)
+        return body
