@@ -26,7 +26,7 @@ from troth.server.counts import CountingTx, Delta, StateCounts
 from troth.server.delivery import MAX_WAITING, Delivery
 from troth.server.metrics import Metrics
 from troth.server.push import PushPolicy, addresses
-from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
+from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, StoreUnavailable, Tx
 from troth.server.timers import Timers
 
 log = logging.getLogger("troth.engine")
@@ -156,6 +156,9 @@ class Engine:
             return 400, envelope(parsed.kind, parsed.corr_id, 400, refused)
         try:
             status, data = await self.execute(parsed)
+        except StoreUnavailable as exc:
+            log.error("%s %s failed, nothing written: %s", parsed.kind, parsed.corr_id, exc)
+            status, data = 503, f"Store unavailable (disk full or not writable?): {exc}; nothing was written"
         except StoreError as exc:
             log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
             status, data = 500, f"Internal error: {exc}"

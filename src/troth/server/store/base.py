@@ -28,6 +28,11 @@ class StoreError(Exception):
     """The store could not complete a transaction (I/O error, database gone, …)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot write for now (disk full, read-only, I/O error): nothing of the transaction was
+    written, and the same request may succeed once the condition clears."""
+
+
 class TaskRow(msgspec.Struct):
     id: str
     state: str
