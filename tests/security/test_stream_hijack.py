@@ -57,3 +57,26 @@ def test_replacing_a_stream_keeps_the_pids_leases(server: ServerProcess) -> None
     status, body = server.post("task.get", {"id": "held"})
     assert status == 200
     assert body["data"]["task"]["state"] == "acquired", body
+
+
+def test_streams_are_bounded_per_group_and_per_pid() -> None:
+    args = ["--max-connections-per-group", "2", "--max-connections-per-pid", "2"]
+    with ServerProcess(":memory:", args=args) as server:
+        server.sse("g", "a")
+        server.sse("g", "b")
+        third = server.sse("g", "c", wait=False)
+        assert third.responded.wait(5) and third.status == 503, third.status
+        assert b"for group 'g'" in third.body
+        server.sse("h", "a")  # a's second stream, in another group
+        again = server.sse("i", "a", wait=False)
+        assert again.responded.wait(5) and again.status == 503
+        assert b"for pid 'a'" in again.body
+        server.sse("g", "a")  # replacing a's stream in g needs no new slot
+        assert server.metric("troth_sse_refused_total", {"bound": "group"}) == 1
+        assert server.metric("troth_sse_refused_total", {"bound": "pid"}) == 1
+        assert server.metric("troth_sse_connections") == 3
+
+
+def test_a_stream_name_with_control_characters_is_a_400(server: ServerProcess) -> None:
+    bad = server.sse("g", "a%0Ab", wait=False)
+    assert bad.responded.wait(5) and bad.status == 400, bad.status
