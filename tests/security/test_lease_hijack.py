@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ServerProcess, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, now_ms, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -41,11 +41,11 @@ def test_a_stream_in_another_group_does_not_end_the_lease(server: ServerProcess)
     # the attack: open and close a stream of the victim's pid in another group
     attacker = server.sse("other-group", "victim")
     attacker.close()
-    wait_until(lambda: server.metric("troth_sse_connections") == 0, 5, "the close to be noticed")
+    wait_until(lambda: server.metric("troth_sse_connections") == 0, DEADLINE, "the close to be noticed")
     # a later disconnect that does end a lease: once it is through, the attacker's was handled too
     witness = server.sse("g", "witness")
     witness.close()
-    wait_until(lambda: _released(server, "witness-task"), 5, "the witness's own lease to end")
+    wait_until(lambda: _released(server, "witness-task"), DEADLINE, "the witness's own lease to end")
 
     task = _task(server, "victim-task")
     assert task["state"] == "acquired" and task["pid"] == "victim", task
@@ -58,5 +58,5 @@ def test_the_pids_own_stream_in_the_group_still_ends_it_at_once(server: ServerPr
     _task_create(server, "own-task", "w1", "poll://any@g/w1")
     other = server.sse("h", "w1")  # the same pid in another group stays connected
     worker.close()
-    wait_until(lambda: _released(server, "own-task"), 5, "the lease to end with w1's last stream in g")
+    wait_until(lambda: _released(server, "own-task"), DEADLINE, "the lease to end with w1's last stream in g")
     other.close()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from tests.security.conftest import rss_mb
 
-from helpers import ServerProcess, envelope, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -103,7 +103,9 @@ def test_fan_out_to_streams_that_never_read_is_bounded(tmp_path: Path) -> None:
         for round in range(2):
             socks = [_silent_stream(server.port, "fan", f"l{i}") for i in range(listeners)]
             try:
-                wait_until(lambda: server.metric("troth_sse_connections") == listeners, 10, "the streams")
+                wait_until(
+                    lambda: server.metric("troth_sse_connections") == listeners, DEADLINE, "the streams"
+                )
                 value = base64.b64encode(os.urandom(750_000)).decode()  # 1 MB of data
                 for k in range(settles):
                     server.create(f"big-{round}-{k}")
@@ -113,7 +115,9 @@ def test_fan_out_to_streams_that_never_read_is_bounded(tmp_path: Path) -> None:
                     server.settle(f"big-{round}-{k}", "resolved", value)
                     peak = max(peak, rss_mb(server))
                 # every silent stream was cut off once its 4 MiB buffer was full
-                wait_until(lambda: server.metric("troth_sse_connections") == 0, 10, "slow consumers cut off")
+                wait_until(
+                    lambda: server.metric("troth_sse_connections") == 0, DEADLINE, "slow consumers cut off"
+                )
                 assert server.metric("troth_sse_overflows_total") == listeners * (round + 1)
             finally:
                 for sock in socks:

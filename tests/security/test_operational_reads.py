@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import ServerProcess, envelope, now_ms, sample, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, sample, wait_until
 from troth.protocol.limits import SEARCH_SCAN_WINDOW
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -38,9 +38,9 @@ def test_metrics_counts_follow_every_change_without_counting_tables(server: Serv
     server.settle("a")
     assert server.acquire("b", 0, "w1")[0] == 200
     # pending: b (c times out in the background); one acquired task; the counts change within a second
-    wait_until(lambda: counts() == (1, 1, 1, 0, 1, 0), 10, "the counts after the changes")
+    wait_until(lambda: counts() == (1, 1, 1, 0, 1, 0), DEADLINE, "the counts after the changes")
     assert server.fulfill("b", 1)[0] == 200
-    wait_until(lambda: counts() == (0, 2, 1, 0, 0, 1), 10, "the counts after the fulfil")
+    wait_until(lambda: counts() == (0, 2, 1, 0, 0, 1), DEADLINE, "the counts after the fulfil")
     assert server.metric("troth_limit", {"name": "tag_filters"}) == 16
     assert server.metric("troth_limit", {"name": "sse_buffer_bytes"}) == 4 * 1024 * 1024
 

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.test_http_push import Receiver
 from tests.security.conftest import snap
 
-from helpers import ServerProcess, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, now_ms, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -136,7 +136,9 @@ def test_a_name_resolving_to_loopback_at_push_time_reaches_nothing(receiver: Rec
             "a failed push",
         )
         assert receiver.received.empty()
-        wait_until(lambda: "refused: it resolves to 127." in server.stderr, 5, "the refusal in the log")
+        wait_until(
+            lambda: "refused: it resolves to 127." in server.stderr, DEADLINE, "the refusal in the log"
+        )
     # allowed when its addresses are listed
     with ServerProcess(":memory:", args=["--push-allow", "*,127.0.0.0/8"]) as server:
         server.create("rebind", tags={"resonate:target": f"http://{alias}:{port}/x"})

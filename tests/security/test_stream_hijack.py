@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import ServerProcess, wait_until
+from helpers import DEADLINE, ServerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -26,7 +26,7 @@ def _unblocks(server: ServerProcess, n: int, address: str) -> list[str]:
 def test_every_unicast_message_reaches_the_one_live_stream(server: ServerProcess) -> None:
     first = server.sse("g", "victim")
     second = server.sse("g", "victim")
-    assert first.ended.wait(5), "the replaced stream was not closed"
+    assert first.ended.wait(DEADLINE), "the replaced stream was not closed"
     assert server.metric("troth_sse_replaced_total") == 1
     assert server.metric("troth_sse_connections") == 1
 
@@ -40,7 +40,7 @@ def test_the_victim_reconnecting_takes_its_stream_back(server: ServerProcess) ->
     server.sse("g", "victim")
     intruder = server.sse("g", "victim")
     victim = server.sse("g", "victim")  # e.g. the SDK reconnecting after its stream was closed
-    assert intruder.ended.wait(5)
+    assert intruder.ended.wait(DEADLINE)
     ids = _unblocks(server, 5, "poll://uni@g/victim")
     assert [victim.get()["data"]["promise"]["id"] for _ in ids] == ids
     assert intruder.drain() == []
@@ -52,8 +52,8 @@ def test_replacing_a_stream_keeps_the_pids_leases(server: ServerProcess) -> None
     assert first.get()["data"]["task"]["id"] == "held"
     assert server.acquire("held", 0, "w1")[0] == 200
     server.sse("g", "w1")
-    assert first.ended.wait(5)
-    wait_until(lambda: server.metric("troth_sse_replaced_total") == 1, 5, "the replacement")
+    assert first.ended.wait(DEADLINE)
+    wait_until(lambda: server.metric("troth_sse_replaced_total") == 1, DEADLINE, "the replacement")
     status, body = server.post("task.get", {"id": "held"})
     assert status == 200
     assert body["data"]["task"]["state"] == "acquired", body
@@ -65,11 +65,11 @@ def test_streams_are_bounded_per_group_and_per_pid() -> None:
         server.sse("g", "a")
         server.sse("g", "b")
         third = server.sse("g", "c", wait=False)
-        assert third.responded.wait(5) and third.status == 503, third.status
+        assert third.responded.wait(DEADLINE) and third.status == 503, third.status
         assert b"for group 'g'" in third.body
         server.sse("h", "a")  # a's second stream, in another group
         again = server.sse("i", "a", wait=False)
-        assert again.responded.wait(5) and again.status == 503
+        assert again.responded.wait(DEADLINE) and again.status == 503
         assert b"for pid 'a'" in again.body
         server.sse("g", "a")  # replacing a's stream in g needs no new slot
         assert server.metric("troth_sse_refused_total", {"bound": "group"}) == 1
@@ -79,4 +79,4 @@ def test_streams_are_bounded_per_group_and_per_pid() -> None:
 
 def test_a_stream_name_with_control_characters_is_a_400(server: ServerProcess) -> None:
     bad = server.sse("g", "a%0Ab", wait=False)
-    assert bad.responded.wait(5) and bad.status == 400, bad.status
+    assert bad.responded.wait(DEADLINE) and bad.status == 400, bad.status
