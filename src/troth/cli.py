@@ -72,14 +72,48 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 default=1000,
                 show_default=True,
                 type=click.IntRange(1),
+                envvar="TROTH_MAX_CONNECTIONS",
                 help="Most SSE connections at once.",
+            ),
+            click.option(
+                "--max-connections-per-group",
+                default=1000,
+                show_default=True,
+                type=click.IntRange(1),
+                envvar="TROTH_MAX_CONNECTIONS_PER_GROUP",
+                help="Most SSE connections of one group.",
+            ),
+            click.option(
+                "--max-connections-per-pid",
+                default=16,
+                show_default=True,
+                type=click.IntRange(1),
+                envvar="TROTH_MAX_CONNECTIONS_PER_PID",
+                help="Most SSE connections of one pid (over all its groups).",
             ),
             click.option(
                 "--buffer-size",
                 default=100,
                 show_default=True,
                 type=click.IntRange(1),
-                help="Messages buffered per SSE connection.",
+                envvar="TROTH_BUFFER_SIZE",
+                help="Messages buffered per SSE connection (a slow consumer past it is closed).",
+            ),
+            click.option(
+                "--buffer-bytes",
+                default=4 * 1024 * 1024,
+                show_default=True,
+                type=click.IntRange(64 * 1024),
+                envvar="TROTH_BUFFER_BYTES",
+                help="Bytes buffered per SSE connection (a slow consumer past it is closed).",
+            ),
+            click.option(
+                "--push-allow",
+                multiple=True,
+                envvar="TROTH_PUSH_ALLOW",
+                help="Where HTTP push may go: URL prefix, host, *.domain, IP or CIDR (repeat or "
+                "comma-separate); '*' = public hosts (default), 'none' = no push. "
+                "Loopback/private need an entry.",
             ),
             click.option(
                 "--log-level",
@@ -144,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _serve(**kwargs: object) -> None:
     from troth.server.run import ServeOptions, run
+
+    kwargs["push_allow"] = tuple(kwargs.get("push_allow") or ())  # type: ignore[arg-type]
 
     sys.exit(run(ServeOptions(**kwargs)))  # type: ignore[arg-type]
 

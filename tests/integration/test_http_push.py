@@ -1,5 +1,6 @@
 """HTTP push delivery (PROTOCOL.md §6.5): messages for ``http://`` addresses are POSTed to a real HTTP
-receiver on loopback; a failing receiver is counted and costs nothing but the message."""
+receiver on loopback (allowed with ``--push-allow 127.0.0.1``); a failing receiver is counted and costs
+nothing but the message. What the policy refuses is tested in tests/security/test_push_ssrf.py."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ class Receiver:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    """Receivers live on loopback, which HTTP push refuses unless listed (docs/operations/push.md)."""
+    with ServerProcess(":memory:", args=["--push-allow", "127.0.0.1"]) as proc:
+        yield proc
 
 
 @pytest.fixture

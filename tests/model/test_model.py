@@ -148,6 +148,15 @@ class Pair:
                 f"\n  model: {json.dumps(want[part])}"
             )
         assert set(got) == set(want)
+        self.check_counts()
+
+    def check_counts(self) -> None:
+        """The state counts kept for ``/metrics`` as changes commit equal a full count of the store."""
+        stored = self.loop.run_until_complete(self.engine.store.run(lambda tx: tx.counts()))
+        kept = self.engine.counts.as_dict()
+        for table in ("promises", "tasks"):
+            want = {s: n for s, n in stored.get(table, {}).items() if n}
+            assert {s: n for s, n in kept[table].items() if n} == want, (table, kept, stored)
 
 
 class ServerVersusModel(RuleBasedStateMachine):

@@ -99,7 +99,10 @@ def test_steps() -> None:
     assert parse_cron("* * */10 * *").days_of_month == (1, 11, 21, 31)  # from the field's minimum
     assert parse_cron("* * * */5 *").months == (1, 6, 11)
     assert parse_cron("* * * * */3").days_of_week == (1, 4, 7)
-    assert parse_cron("*/100 * * * *").minutes == (0,)  # a step larger than the range is fine
+    assert parse_cron("*/60 * * * *").minutes == (0,)  # a step as large as the field is fine
+    for expr in ("*/61 * * * *", "*/99999999999999999999 * * * *", "0 0 0 1 1 * */132"):
+        with pytest.raises(CronError, match="is larger than the"):
+            parse_cron(expr)  # … a larger one is a mistake (docs/operations/limits.md)
     assert parse_cron("5-5/1 * * * *").minutes == (5,)
 
 
@@ -144,6 +147,20 @@ def test_names_are_only_for_months_and_days() -> None:
 
 def test_whitespace_is_flexible() -> None:
     assert parse_cron("  0\t0  1 *   *\n") == parse_cron("0 0 1 * *")
+
+
+@pytest.mark.parametrize(
+    "expr", ["0 0\n1 * *", "0 0 1 *\r*", "0 0 1 * *\x00", "* * * * * " + "0," * 200 + "0"]
+)
+def test_line_breaks_control_characters_and_length_are_refused(expr: str) -> None:
+    with pytest.raises(CronError) as info:
+        parse_cron(expr)
+    assert "\n" not in str(info.value)
+
+
+def test_huge_numbers_are_out_of_range_not_a_crash() -> None:
+    with pytest.raises(CronError, match="out of range"):
+        parse_cron("9" * 200 + " * * * *")
 
 
 # --- macros ----------------------------------------------------------------------------------------------
@@ -239,6 +256,9 @@ def test_error_message_is_one_line_even_for_multiline_input() -> None:
     with pytest.raises(CronError) as info:
         parse_cron("0 0\n* * 0")
     assert "\n" not in str(info.value)
+    assert "line break" in str(info.value)
+    with pytest.raises(CronError) as info:
+        parse_cron("0 0 * * 0")
     assert "(1 = Sunday" in str(info.value)
 
 
@@ -432,12 +452,12 @@ def _field_text(draw: st.DrawFn, lo: int, hi: int, names: list[str] | None = Non
     if kind == "list":
         return ",".join(str(v) for v in draw(st.lists(num, min_size=1, max_size=4)))
     if kind == "step":
-        return f"*/{draw(st.integers(1, hi - lo + 2))}"
+        return f"*/{draw(st.integers(1, hi - lo + 1))}"
     if kind == "rangestep":
         a, b = sorted((draw(num), draw(num)))
         return f"{a}-{b}/{draw(st.integers(1, 5))}"
     if kind == "pointstep":
-        return f"{draw(num)}/{draw(st.integers(1, 10))}"
+        return f"{draw(num)}/{draw(st.integers(1, min(10, hi - lo + 1)))}"
     if names:
         return draw(st.sampled_from(names))
     return str(draw(num))

@@ -256,7 +256,7 @@ async def test_id_of_1024_chars_is_accepted(h: Harness) -> None:
         "poll://any@default",
         "poll://any@default/w1",
         "poll://uni@default/w1",
-        "http://localhost:9000/hook",
+        "http://hooks.example.com:9000/hook",
         "https://example.com/x",
     ],
 )

@@ -128,9 +128,30 @@ async def test_bad_cron_message(h: Harness) -> None:
     assert "Invalid cron expression" in r.data
 
 
-async def test_target_address_not_validated(h: Harness) -> None:
-    s = await create(h, sched(promiseTags={"resonate:target": "not-an-address"}))
-    assert s["promiseTags"]["resonate:target"] == "not-an-address"
+@pytest.mark.parametrize(
+    ("over", "fragment"),
+    [
+        ({"promiseTags": {"resonate:target": "not-an-address"}}, "Invalid resonate:target address"),
+        ({"promiseTags": {"resonate:target": "poll://any@g\x00"}}, "Invalid resonate:target address"),
+        ({"promiseTags": {"resonate:target": "http://h:99999999/x"}}, "Invalid resonate:target address"),
+        ({"promiseTags": {"resonate:target": TARGET, "resonate:delay": "9" * 4301}}, "resonate:delay"),
+        ({"promiseTags": {"resonate:target": TARGET, 'a"b': "x"}}, "keys must not contain"),
+        ({"cron": "*/99999999999999999999 * * * *"}, "is larger than the minute field"),
+        ({"cron": "* * * *\n*"}, "line break"),
+        ({"promiseId": "{{.id}}" * 146, "id": "x" * 8}, "promiseId expands to"),
+        ({"promiseId": "{{.id}}-" + "x" * 1000, "id": "s" * 30}, "promiseId expands to"),
+    ],
+)
+async def test_create_refuses_what_could_never_fire_cleanly(
+    h: Harness, over: dict[str, Any], fragment: str
+) -> None:
+    """Unlike the official server, a schedule's target and template are checked when it is created: a
+    schedule must not fire promises no request can name or POST to an address no create would accept
+    (docs/operations/limits.md)."""
+    r = await h.call("schedule.create", sched(**over))
+    assert r.status == 400, r.data
+    assert fragment in r.data, r.data
+    assert (await h.ok("schedule.search", {})) == {"schedules": []}
 
 
 async def test_create_same_id_returns_original(h: Harness) -> None:

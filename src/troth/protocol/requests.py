@@ -7,18 +7,27 @@ state (tag rules, addresses, limits) live here too, so the core only ever sees w
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final
 
 import msgspec
 
 from troth.protocol.address import parse_address
+from troth.protocol.limits import (
+    MAX_ADDRESS_LENGTH,
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_CRON_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_INTEGER_DIGITS,
+    MAX_TAG_FILTERS,
+    MAX_TAG_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
+)
 from troth.protocol.records import PROMISE_STATES, PROTOCOL_VERSION, SETTLE_STATES, TASK_STATES, Value
 
-MAX_ID_LENGTH: Final = 1024
-"""Longest promise, task or schedule id accepted, in characters."""
-
-MAX_BODY_BYTES: Final = 2 * 1024 * 1024
-"""Largest ``POST /`` body accepted (PROTOCOL.md §1.1); larger bodies get ``413``."""
+__all__ = ["MAX_BODY_BYTES", "MAX_ID_LENGTH", "Invalid", "Request", "parse_request"]
 
 UNSET_VALUE: Final = Value()
 
@@ -355,6 +364,12 @@ def decode_action_data(kind: str, raw: msgspec.Raw, lineage: LineagePolicy) -> P
 # --------------------------------------------------------------------------------------------- validation
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_TAG_KEY: Final = re.compile(r'[\x00-\x1f\x7f"\\]')
+_MAX_FIRE_TIMESTAMP: Final = 10**13 - 1
+"""The longest ``{{.timestamp}}`` a schedule can render (13 digits: every time up to year 2286)."""
+
+
 def _check_id(value: str, field: str, errors: list[str]) -> None:
     if not value:
         errors.append(f"{field} must not be empty")
@@ -362,6 +377,49 @@ def _check_id(value: str, field: str, errors: list[str]) -> None:
         errors.append(f"{field} exceeds maximum length of {MAX_ID_LENGTH} characters")
     elif "\x00" in value:
         errors.append(f"{field} must not contain a NUL character")
+    elif _CONTROL.search(value):
+        errors.append(f"{field} must not contain control characters")
+
+
+def _check_optional_id(value: str | None, field: str, errors: list[str]) -> None:
+    if value is not None and value != "":
+        _check_id(value, field, errors)
+
+
+def _check_tags(tags: dict[str, str], field: str, errors: list[str], *, most: int = MAX_TAGS) -> None:
+    """Count, key and value bounds of a tag map (or of a search's tag filters)."""
+    if len(tags) > most:
+        errors.append(f"{field} has {len(tags)} entries; at most {most} are allowed")
+        return
+    for key, value in tags.items():
+        if len(key) > MAX_TAG_KEY_LENGTH:
+            errors.append(f"{field}: a key exceeds maximum length of {MAX_TAG_KEY_LENGTH} characters")
+        elif _BAD_TAG_KEY.search(key):
+            errors.append(f"{field}: keys must not contain control characters, '\"' or '\\'")
+        elif len(value) > MAX_TAG_VALUE_LENGTH:
+            errors.append(
+                f"{field}: the value of {key!r} exceeds maximum length of {MAX_TAG_VALUE_LENGTH} characters"
+            )
+        else:
+            continue
+        return
+
+
+def _check_address(address: str, field: str, errors: list[str]) -> None:
+    if len(address) > MAX_ADDRESS_LENGTH:
+        errors.append(f"{field} exceeds maximum length of {MAX_ADDRESS_LENGTH} characters")
+    elif parse_address(address) is None:
+        errors.append(f"Invalid {field} address")
+
+
+def _check_search(
+    tags: dict[str, str] | None, cursor: str | None, limit: int | None, errors: list[str]
+) -> None:
+    if tags:
+        _check_tags(tags, "tags", errors, most=MAX_TAG_FILTERS)
+    if cursor is not None and len(cursor) > MAX_ID_LENGTH:
+        errors.append(f"cursor exceeds maximum length of {MAX_ID_LENGTH} characters")
+    _check_limit(limit, errors)
 
 
 def _raise(errors: list[str]) -> None:
@@ -385,13 +443,16 @@ def validate_create(d: PromiseCreate, lineage: LineagePolicy, errors: list[str])
     tags = d.tags
     if not tags:
         return
+    _check_tags(tags, "tags", errors)
     target = tags.get("resonate:target")
-    if target is not None and parse_address(target) is None:
-        errors.append("Invalid resonate:target address")
+    if target is not None:
+        _check_address(target, "resonate:target", errors)
     delay = tags.get("resonate:delay")
     if delay is not None:
         if not (delay.isascii() and delay.isdigit()):
             errors.append("resonate:delay must be a non-negative integer")
+        elif len(delay) > MAX_INTEGER_DIGITS:
+            errors.append(f"resonate:delay must have at most {MAX_INTEGER_DIGITS} digits")
         elif int(delay) >= d.timeoutAt:
             errors.append("resonate:delay must be less than timeoutAt")
         if target is None:
@@ -459,21 +520,21 @@ def _v_register_listener(d: RegisterListener, lineage: LineagePolicy) -> None:
     _check_id(d.awaited, "awaited", errors)
     if not d.address:
         errors.append("address must not be empty")
-    elif parse_address(d.address) is None:
-        errors.append("Invalid listener address")
+    else:
+        _check_address(d.address, "listener", errors)
     _raise(errors)
 
 
 def _check_limit(limit: int | None, errors: list[str]) -> None:
-    if limit is not None and not 1 <= limit <= 1000:
-        errors.append("limit must be between 1 and 1000")
+    if limit is not None and not 1 <= limit <= MAX_BATCH:
+        errors.append(f"limit must be between 1 and {MAX_BATCH}")
 
 
 def _v_promise_search(d: PromiseSearch, lineage: LineagePolicy) -> None:
     errors: list[str] = []
     if d.state is not None and d.state not in PROMISE_STATES:
         errors.append("state must be a promise state")
-    _check_limit(d.limit, errors)
+    _check_search(d.tags, d.cursor, d.limit, errors)
     _raise(errors)
 
 
@@ -485,8 +546,7 @@ def _v_task_id(d: TaskGet | TaskHalt | TaskContinue, lineage: LineagePolicy) -> 
 
 def _v_task_create(d: TaskCreate, lineage: LineagePolicy) -> None:
     errors: list[str] = []
-    if not d.pid:
-        errors.append("pid must not be empty")
+    _check_id(d.pid, "pid", errors)
     if d.ttl < 1:
         errors.append("ttl must be at least 1")
     validate_create(d.action.data, lineage, errors)
@@ -503,8 +563,7 @@ def _v_task_acquire(d: TaskAcquire, lineage: LineagePolicy) -> None:
     _check_id(d.id, "id", errors)
     if d.version < 0:
         errors.append("version must be non-negative")
-    if not d.pid:
-        errors.append("pid must not be empty")
+    _check_id(d.pid, "pid", errors)
     if d.ttl < 1:
         errors.append("ttl must be at least 1")
     _raise(errors)
@@ -537,6 +596,9 @@ def _v_task_suspend(d: TaskSuspend, lineage: LineagePolicy) -> None:
         errors.append("version must be non-negative")
     if not d.actions:
         errors.append("actions must not be empty")
+    elif len(d.actions) > MAX_BATCH:
+        errors.append(f"actions has {len(d.actions)} entries; at most {MAX_BATCH} are allowed")
+        _raise(errors)
     for action in d.actions:
         cb = action.data
         _callback_errors(cb, lineage, errors)
@@ -575,10 +637,13 @@ def _v_task_fence(d: TaskFence, lineage: LineagePolicy) -> Fence:
 
 def _v_task_heartbeat(d: TaskHeartbeat, lineage: LineagePolicy) -> None:
     errors: list[str] = []
-    if not d.pid:
-        errors.append("pid must not be empty")
+    _check_id(d.pid, "pid", errors)
     if not d.tasks:
         errors.append("tasks must not be empty")
+    elif len(d.tasks) > MAX_BATCH:
+        errors.append(f"tasks has {len(d.tasks)} entries; at most {MAX_BATCH} are allowed")
+    elif any(len(t.id) > MAX_ID_LENGTH for t in d.tasks):
+        errors.append(f"a task id exceeds maximum length of {MAX_ID_LENGTH} characters")
     elif lineage.strict and len({origin_of(t.id, lineage) for t in d.tasks}) > 1:
         errors.append("All tasks must belong to the same origin")
     _raise(errors)
@@ -588,7 +653,7 @@ def _v_task_search(d: TaskSearch, lineage: LineagePolicy) -> None:
     errors: list[str] = []
     if d.state is not None and d.state not in TASK_STATES:
         errors.append("state must be a task state")
-    _check_limit(d.limit, errors)
+    _check_search(None, d.cursor, d.limit, errors)
     _raise(errors)
 
 
@@ -599,7 +664,7 @@ def _v_schedule_id(d: ScheduleGet | ScheduleDelete, lineage: LineagePolicy) -> N
 
 
 def _v_schedule_create(d: ScheduleCreate, lineage: LineagePolicy) -> None:
-    from troth.server.cron import CronError, parse_cron
+    from troth.server.cron import CronError, parse_cron, render_promise_id
 
     errors: list[str] = []
     _check_id(d.id, "id", errors)
@@ -607,25 +672,38 @@ def _v_schedule_create(d: ScheduleCreate, lineage: LineagePolicy) -> None:
         errors.append("id must not contain '.'")
     if not d.cron:
         errors.append("cron must not be empty")
+    elif len(d.cron) > MAX_CRON_LENGTH:
+        errors.append(f"cron exceeds maximum length of {MAX_CRON_LENGTH} characters")
     else:
         try:
             parse_cron(d.cron)
-        except CronError:
-            errors.append("Invalid cron expression")
-    if not d.promiseId:
-        errors.append("promiseId must not be empty")
-    elif len(d.promiseId) > MAX_ID_LENGTH:
-        errors.append(f"promiseId exceeds maximum length of {MAX_ID_LENGTH} characters")
+        except CronError as exc:
+            errors.append(f"Invalid cron expression: {exc.detail}")
+    _check_id(d.promiseId, "promiseId", errors)
+    if not errors:
+        # Every promise the schedule creates must be one a request can name (PROTOCOL.md §4.19).
+        longest = render_promise_id(d.promiseId, d.id, _MAX_FIRE_TIMESTAMP)
+        if len(longest) > MAX_ID_LENGTH:
+            errors.append(
+                f"promiseId expands to {len(longest)} characters; at most {MAX_ID_LENGTH} are allowed"
+            )
     if d.promiseTimeout < 0:
         errors.append("promiseTimeout must be non-negative")
-    if "resonate:target" not in d.promiseTags:
+    _check_tags(d.promiseTags, "promiseTags", errors)
+    target = d.promiseTags.get("resonate:target")
+    if target is None:
         errors.append("promiseTags must contain resonate:target")
+    else:
+        _check_address(target, "resonate:target", errors)
+    delay = d.promiseTags.get("resonate:delay")
+    if delay is not None and not (delay.isascii() and delay.isdigit() and len(delay) <= MAX_INTEGER_DIGITS):
+        errors.append(f"resonate:delay must be a non-negative integer of at most {MAX_INTEGER_DIGITS} digits")
     _raise(errors)
 
 
 def _v_schedule_search(d: ScheduleSearch, lineage: LineagePolicy) -> None:
     errors: list[str] = []
-    _check_limit(d.limit, errors)
+    _check_search(d.tags, d.cursor, d.limit, errors)
     _raise(errors)
 
 

@@ -19,6 +19,8 @@ from typing import Any, Final
 import msgspec
 
 from troth.protocol import requests as rq
+from troth.protocol.address import parse_address
+from troth.protocol.limits import SEARCH_SCAN_WINDOW
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
 from troth.server.cron import parse_cron, render_promise_id
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
@@ -46,6 +48,8 @@ class Reply(msgspec.Struct):
     wake: int | None = None
     fired_schedules: int = 0
     lateness: list[int] = msgspec.field(default_factory=list)
+    done: list[str] = msgspec.field(default_factory=list)
+    """Tasks no longer waiting for a worker: delivery forgets any execute it still keeps for them."""
 
 
 class CoreConfig(msgspec.Struct, frozen=True):
@@ -56,9 +60,11 @@ class CoreConfig(msgspec.Struct, frozen=True):
 class _Effects:
     """What a unit of work produced besides its answer."""
 
-    __slots__ = ("executes", "fired", "lateness", "unblocks", "wake")
+    __slots__ = ("done", "executes", "fired", "lateness", "unblocks", "wake")
 
     def __init__(self) -> None:
+        self.done: list[str] = []
+        """Tasks that stopped waiting for a worker (acquired, fulfilled or halted)."""
         self.executes: dict[str, Outgoing] = {}
         self.unblocks: dict[tuple[str, str], Outgoing] = {}
         self.wake: int | None = None
@@ -71,7 +77,7 @@ class _Effects:
 
     def reply(self, status: int, data: Any) -> Reply:
         messages = [*self.executes.values(), *self.unblocks.values()]
-        return Reply(status, data, messages, self.wake, self.fired, self.lateness)
+        return Reply(status, data, messages, self.wake, self.fired, self.lateness, self.done)
 
 
 def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
@@ -154,7 +160,7 @@ class Core:
                 continue
             p = await tx.get_promise(id)
             if p is not None and p.state == "pending" and p.timeoutAt <= now:
-                p = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt)
+                p = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, fx)
                 expired.append(p)
             found[id] = p
         for p in expired:
@@ -165,12 +171,12 @@ class Core:
         self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, now: int, fx: _Effects
     ) -> Promise:
         """Settle a pending promise with the full cascade of PROTOCOL.md §5.5."""
-        settled = await self._settle_row(tx, p, state, value, settled_at)
+        settled = await self._settle_row(tx, p, state, value, settled_at, fx)
         await self._notify(tx, settled, now, fx)
         return settled
 
     async def _settle_row(
-        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int
+        self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, fx: _Effects
     ) -> Promise:
         await tx.settle_promise(p.id, state, value, settled_at)
         if "resonate:target" in p.tags:
@@ -180,6 +186,7 @@ class Core:
                 _leased(task)
                 await tx.put_task(task)
                 await tx.delete_callbacks_of(p.id)
+                fx.done.append(task.id)
         return _settled(p, state, value, settled_at)
 
     async def _notify(self, tx: Tx, p: Promise, now: int, fx: _Effects) -> None:
@@ -281,6 +288,7 @@ class Core:
         await tx.put_task(task)
         await tx.delete_ready_callbacks(task.id)
         fx.at(task.timeout_at)
+        fx.done.append(task.id)
 
     # ------------------------------------------------------------------------------------------ promises
 
@@ -336,8 +344,9 @@ class Core:
     async def _promise_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PromiseSearch = req.data
         limit = d.limit or 100
-        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor)
-        return 200, _page("promises", found, limit)
+        upto = await _window(tx, "promises", d.cursor) if d.state is not None or d.tags else None
+        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor, upto=upto)
+        return 200, _page("promises", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- tasks
 
@@ -479,6 +488,7 @@ class Core:
             task.state = "halted"
             _leased(task)
             await tx.put_task(task)
+            fx.done.append(task.id)
         return 200, {}
 
     async def _task_continue(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -494,9 +504,10 @@ class Core:
     async def _task_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskSearch = req.data
         limit = d.limit or 100
-        rows = await tx.search_tasks(d.state, limit + 1, d.cursor)
+        upto = await _window(tx, "tasks", d.cursor) if d.state is not None else None
+        rows = await tx.search_tasks(d.state, limit + 1, d.cursor, upto=upto)
         found = [await task_record(tx, t) for t in rows]
-        return 200, _page("tasks", found, limit)
+        return 200, _page("tasks", found, limit, upto)
 
     # ----------------------------------------------------------------------------------------- schedules
 
@@ -529,8 +540,9 @@ class Core:
     async def _schedule_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.ScheduleSearch = req.data
         limit = d.limit or 10
-        found = await tx.search_schedules(d.tags, limit + 1, d.cursor)
-        return 200, _page("schedules", found, limit)
+        upto = await _window(tx, "schedules", d.cursor) if d.tags else None
+        found = await tx.search_schedules(d.tags, limit + 1, d.cursor, upto=upto)
+        return 200, _page("schedules", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- debug
 
@@ -551,7 +563,7 @@ class Core:
         settled: list[Promise] = []
         for p in due:
             fx.lateness.append(now - p.timeoutAt)
-            settled.append(await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt))
+            settled.append(await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, fx))
         for p in settled:
             await self._notify(tx, p, now, fx)
         again |= len(due) >= PASS_LIMIT
@@ -602,10 +614,21 @@ class Core:
             fire = following
         return count
 
-    async def release_leases(self, tx: Tx, pid: str, now: int) -> Reply:
-        """End every lease held by ``pid`` at once and re-dispatch its tasks (DESIGN.md decision 10)."""
+    async def release_leases(self, tx: Tx, pid: str, now: int, group: str | None = None) -> Reply:
+        """End the leases held by ``pid`` at once and re-dispatch their tasks (DESIGN.md decision 10).
+
+        With ``group`` (the last stream of ``pid`` in that group closed), only the leases on tasks
+        addressed to that group end: pids are not unique across groups, and a stream opened and closed
+        in another group must not end a lease it never served (docs/operations/delivery.md).
+        """
         fx = _Effects()
         for task in await tx.tasks_leased_by(pid):
+            if group is not None:
+                p = await tx.get_promise(task.id)
+                target = None if p is None else p.tags.get("resonate:target")
+                address = None if target is None else parse_address(target)
+                if address is None or address.scheme != "poll" or address.group != group:
+                    continue
             await self._make_pending(tx, task, now, fx)
         return fx.reply(200, {})
 
@@ -638,10 +661,20 @@ async def task_record(tx: Tx, t: TaskRow) -> Task:
     return Task(t.id, t.state, t.version, resumes)
 
 
-def _page(key: str, found: list[Any], limit: int) -> dict[str, Any]:
+async def _window(tx: Tx, table: str, cursor: str | None) -> str | None:
+    """The last id a filtered search page may examine: no index serves state or tag filters, so a page
+    looks at no more than ``SEARCH_SCAN_WINDOW`` rows and cannot hold the store for long
+    (docs/operations/limits.md)."""
+    return await tx.scan_bound(table, cursor, SEARCH_SCAN_WINDOW)
+
+
+def _page(key: str, found: list[Any], limit: int, upto: str | None = None) -> dict[str, Any]:
+    """A search page; a page whose scan window ended early carries a cursor even when it is short."""
     if len(found) > limit:
         items = found[:limit]
         return {key: items, "cursor": items[-1].id}
+    if upto is not None:
+        return {key: found, "cursor": upto}
     return {key: found}
 
 

@@ -18,7 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["MAX_YEAR", "MIN_YEAR", "CronError", "CronSpec", "parse_cron", "render_promise_id"]
+from troth.protocol.limits import MAX_CRON_LENGTH
+
+__all__ = [
+    "MAX_CRON_LENGTH",
+    "MAX_YEAR",
+    "MIN_YEAR",
+    "CronError",
+    "CronSpec",
+    "parse_cron",
+    "render_promise_id",
+]
 
 MIN_YEAR: Final = 1970
 """First year any expression can fire in (also the lower bound of the year field)."""
@@ -80,10 +90,16 @@ _DOW_NAMES: Final[Mapping[str, int]] = {
 # Quartz-style modifiers this dialect does not have, recognised only to give a clearer error.
 _MODIFIER_RE: Final = re.compile(r"\d*(?:L|W|LW)|.*#.*", re.IGNORECASE)
 _TEMPLATE_RE: Final = re.compile(r"\{\{\.(id|timestamp)\}\}")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is a separator like a space
 
 
 class CronError(ValueError):
-    """An invalid cron expression; the message is one line saying what is wrong."""
+    """An invalid cron expression; the message is one line saying what is wrong (``detail`` without the
+    expression)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,11 +262,15 @@ class CronSpec:
 
 
 def _error(expr: str, detail: str) -> CronError:
-    return CronError(f"invalid cron expression {expr!r}: {detail}")
+    return CronError(f"invalid cron expression {expr!r}: {detail}", detail)
 
 
 def _value(token: str, spec: _Field, expr: str) -> int:
     if token.isascii() and token.isdigit():
+        if len(token) > 4:  # no field takes more than 4 digits; int() of 5,000 digits is an error of its own
+            raise _error(
+                expr, f"{spec.label} value {token[:8]}… is out of range {spec.lo}-{spec.hi}{spec.hint}"
+            )
         number = int(token)
         if not spec.lo <= number <= spec.hi:
             raise _error(expr, f"{spec.label} value {number} is out of range {spec.lo}-{spec.hi}{spec.hint}")
@@ -277,9 +297,14 @@ def _parse_field(text: str, spec: _Field, expr: str) -> tuple[int, ...]:
         if slash:
             if not (step_text.isascii() and step_text.isdigit()):
                 raise _error(expr, f"invalid step {step_text!r} in the {spec.label} field")
-            step = int(step_text)
+            span = spec.hi - spec.lo + 1
+            step = int(step_text) if len(step_text) <= 4 else span + 1
             if step == 0:
                 raise _error(expr, f"step must be at least 1 in the {spec.label} field")
+            if step > span:
+                raise _error(
+                    expr, f"step {step_text[:8]} is larger than the {spec.label} field ({span} values)"
+                )
         if base == "*" or (base == "?" and spec.allow_any):
             lo, hi = spec.lo, spec.hi
         elif "-" in base:
@@ -300,9 +325,13 @@ def parse_cron(expr: str) -> CronSpec:
 
     Cached: it is called for every schedule tick.
     """
+    if len(expr) > MAX_CRON_LENGTH:
+        raise CronError(f"invalid cron expression: longer than {MAX_CRON_LENGTH} characters")
     text = expr.strip()
     if not text:
         raise _error(expr, "empty expression")
+    if _CONTROL_RE.search(text):
+        raise _error(expr, "control characters (a line break?) inside the expression")
     if text.startswith("@"):
         macro = _MACROS.get(text)
         if macro is None:

@@ -1,12 +1,25 @@
 """Delivery of messages: the SSE connection registry, routing by address, and HTTP push.
 
-``poll://uni@g/id`` goes to a connection of group ``g`` with that id; ``poll://any@g/id`` to that id if it is
-connected, else to a random connection of the group; ``poll://any@g`` to a random one (PROTOCOL.md §6.4).
-Each connection has a bounded buffer; a full buffer drops the message. Delivery is at most once: a lost
-``execute`` is recovered by the task's retry timer. Two additions (DESIGN.md decisions 6 and 10): an
-``execute`` that found no connection in its group is remembered and handed to the next member of that
-group that connects, and when the last connection of a pid closes, ``on_pid_gone`` is called so the server
-can end that pid's leases at once.
+``poll://uni@g/id`` goes to the stream of group ``g`` with that id; ``poll://any@g/id`` to that id if it is
+connected, else to a random stream of the group; ``poll://any@g`` to a random one (PROTOCOL.md §6.4).
+Delivery is at most once: a lost ``execute`` is recovered by the task's retry timer. Additions of ours
+(DESIGN.md decisions 6 and 10, docs/operations/delivery.md):
+
+* **One stream per (group, pid): the newest wins.** A second ``GET /poll/g/p`` replaces the first, whose
+  buffered frames move to the new stream before it is closed, so a message never vanishes into a
+  duplicate or stale stream (a reconnecting worker whose old socket is half-open gets its messages on the
+  new one). Rejected: the official "first registered" rule, which keeps sending to a dead half-open
+  stream until the server notices, and independent duplicates, which split a worker's messages at random.
+* **Buffers are bounded in bytes.** Each stream holds at most ``buffer_bytes`` (and ``buffer_size``
+  frames) not yet written to its socket; one frame is encoded once and the same bytes are shared by every
+  stream it goes to. A stream that would exceed its bound is a slow consumer: it is closed (its buffer
+  freed, ``troth_sse_overflows_total`` counted, a warning logged), so its worker reconnects and is handed
+  its pending tasks again, instead of silently losing messages while it stays connected.
+* **Connections are bounded** in total, per group and per pid; a refused stream is a ``503``.
+* An ``execute`` that found no stream in its group waits for the next member of that group to connect;
+  the wait list is bounded and an entry leaves it as soon as its task is acquired or finished.
+* When the last stream of a pid in a group closes, ``on_pid_gone(group, pid, principal)`` lets the
+  server end that pid's leases on the group's tasks at once.
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import msgspec
@@ -24,22 +37,52 @@ import msgspec
 from troth.protocol.address import Address, parse_address
 from troth.server.core import Outgoing
 from troth.server.metrics import Metrics
+from troth.server.push import PushPolicy, VettedResolver
 
 log = logging.getLogger("troth.delivery")
 
 _encode = msgspec.json.encode
 
+CHUNK_BYTES = 64 * 1024
+"""Small frames are joined into writes of about this size; a larger frame is written alone (never copied)."""
+
+MAX_WAITING = 10_000
+"""Most executes kept for groups with no stream (docs/operations/limits.md); beyond it they wait for the
+task's retry timer."""
+
 
 class Connection:
-    """One open SSE stream: a bounded buffer of frames and a closed flag."""
+    """One open SSE stream: a bounded buffer of frames (in bytes and in frames) and a closed flag."""
 
-    __slots__ = ("_buffer", "_capacity", "_ready", "closed", "group", "id")
+    __slots__ = (
+        "_buffer",
+        "_bytes",
+        "_capacity",
+        "_limit",
+        "_ready",
+        "closed",
+        "group",
+        "id",
+        "on_abort",
+        "principal",
+        "reason",
+    )
 
-    def __init__(self, group: str, id: str, capacity: int) -> None:
+    def __init__(
+        self, group: str, id: str, capacity: int, principal: str | None = None, limit: int = 4 * 1024 * 1024
+    ) -> None:
         self.group = group
         self.id = id
+        self.principal = principal
+        """Who opened the stream, when streams are authenticated (``None`` otherwise)."""
         self.closed = False
+        self.reason = ""
+        """Why the server closed it (``replaced``, ``overflow``, ``shutdown``), empty while open."""
+        self.on_abort: Callable[[], None] | None = None
+        """Set by the HTTP layer: stop writing to the socket at once (a slow consumer is cut off)."""
         self._capacity = capacity
+        self._limit = limit
+        self._bytes = 0
         self._buffer: deque[bytes] = deque()
         self._ready = asyncio.Event()
 
@@ -48,16 +91,43 @@ class Connection:
         """Frames buffered and not yet taken."""
         return len(self._buffer)
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
+
+    def fits(self, frame: bytes) -> bool:
+        """Whether ``frame`` fits the buffer (an empty buffer takes any one frame)."""
+        if not self._buffer:
+            return True
+        return len(self._buffer) < self._capacity and self._bytes + len(frame) <= self._limit
+
     def push(self, frame: bytes) -> bool:
-        if self.closed or len(self._buffer) >= self._capacity:
+        if self.closed or not self.fits(frame):
             return False
         self._buffer.append(frame)
+        self._bytes += len(frame)
         self._ready.set()
         return True
 
-    def close(self) -> None:
+    def take_buffer(self) -> list[bytes]:
+        """Remove and return every buffered frame (they move to a replacing stream)."""
+        out = list(self._buffer)
+        self._buffer.clear()
+        self._bytes = 0
+        return out
+
+    def close(self, reason: str = "") -> None:
+        if not self.closed:
+            self.reason = reason
         self.closed = True
         self._ready.set()
+
+    def abort(self, reason: str) -> None:
+        """Close, free the buffer and stop any write in progress (the stream is cut off)."""
+        self.close(reason)
+        self.take_buffer()
+        if self.on_abort is not None:
+            self.on_abort()
 
     async def frames(self) -> list[bytes] | None:
         """The frames buffered so far (waiting for at least one), or ``None`` once closed."""
@@ -70,11 +140,40 @@ class Connection:
             return None
         out = list(self._buffer)
         self._buffer.clear()
+        self._bytes = 0
+        return out
+
+    async def chunks(self) -> list[bytes] | None:
+        """Like ``frames``, with small frames joined into writes of about ``CHUNK_BYTES``."""
+        frames = await self.frames()
+        if frames is None or len(frames) == 1:
+            return frames
+        out: list[bytes] = []
+        small: list[bytes] = []
+        size = 0
+        for f in frames:
+            if len(f) >= CHUNK_BYTES:
+                if small:
+                    out.append(b"".join(small))
+                    small, size = [], 0
+                out.append(f)
+                continue
+            small.append(f)
+            size += len(f)
+            if size >= CHUNK_BYTES:
+                out.append(b"".join(small))
+                small, size = [], 0
+        if small:
+            out.append(b"".join(small))
         return out
 
 
 def frame(message: bytes) -> bytes:
     return b"data: " + message + b"\n\n"
+
+
+class Refused(Exception):
+    """A stream the connection bounds do not allow; the message is the ``503`` body."""
 
 
 class Delivery:
@@ -84,20 +183,29 @@ class Delivery:
         server_url: str,
         metrics: Metrics,
         buffer_size: int = 100,
+        buffer_bytes: int = 4 * 1024 * 1024,
         max_connections: int = 1000,
+        max_per_group: int = 1000,
+        max_per_pid: int = 16,
         push_concurrency: int = 256,
-        on_pid_gone: Callable[[str], None] | None = None,
+        push_policy: PushPolicy | None = None,
+        on_pid_gone: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.server_url = server_url
+        self.push_policy = push_policy or PushPolicy()
         self.metrics = metrics
         self.buffer_size = buffer_size
+        self.buffer_bytes = buffer_bytes
         self.max_connections = max_connections
+        self.max_per_group = max_per_group
+        self.max_per_pid = max_per_pid
         self.on_pid_gone = on_pid_gone
         self._groups: dict[str, list[Connection]] = {}
-        self._by_id: dict[tuple[str, str], list[Connection]] = {}
-        self._pids: dict[str, int] = {}
+        self._by_id: dict[tuple[str, str], Connection] = {}
+        self._per_pid: dict[str, int] = {}
         self._count = 0
         self._undelivered: dict[str, dict[str, Outgoing]] = {}
+        self._waiting_group: dict[str, str] = {}
         self._push_slots = asyncio.Semaphore(push_concurrency)
         self._http: aiohttp.ClientSession | None = None
         self._push_tasks: set[asyncio.Task[None]] = set()
@@ -108,49 +216,96 @@ class Delivery:
     def connection_count(self) -> int:
         return self._count
 
+    @property
+    def waiting_count(self) -> int:
+        """Executes kept for groups with no stream."""
+        return len(self._waiting_group)
+
+    def buffered_bytes(self) -> int:
+        """Bytes buffered over all streams (a frame shared by several streams counts for each)."""
+        return sum(c.buffered_bytes for members in self._groups.values() for c in members)
+
     def has_group(self, group: str) -> bool:
         """Whether any connection of ``group`` is open."""
         return bool(self._groups.get(group))
 
-    def connect(self, group: str, id: str) -> Connection | None:
-        """Register a stream for ``(group, id)``; ``None`` when the server is at its connection limit."""
-        if self._count >= self.max_connections:
-            return None
-        conn = Connection(group, id, self.buffer_size)
-        self._groups.setdefault(group, []).append(conn)
-        self._by_id.setdefault((group, id), []).append(conn)
-        self._pids[id] = self._pids.get(id, 0) + 1
-        self._count += 1
+    def open_stream(self, group: str, id: str, principal: str | None = None) -> Connection:
+        """Register a stream for ``(group, id)``, replacing an older one; raises ``Refused`` at a bound."""
+        old = self._by_id.get((group, id))
+        if old is None:
+            if self._count >= self.max_connections:
+                self.metrics.sse_refused.labels("total").inc()
+                raise Refused("Poll registration at capacity")
+            if len(self._groups.get(group, ())) >= self.max_per_group:
+                self.metrics.sse_refused.labels("group").inc()
+                raise Refused(f"Poll registration at capacity for group {group[:100]!r}")
+            if self._per_pid.get(id, 0) >= self.max_per_pid:
+                self.metrics.sse_refused.labels("pid").inc()
+                raise Refused(f"Poll registration at capacity for pid {id[:100]!r}")
+        conn = Connection(group, id, self.buffer_size, principal, self.buffer_bytes)
+        members = self._groups.setdefault(group, [])
+        if old is not None:
+            # The newest stream wins; what the old one had not written yet moves over.
+            members.remove(old)
+            for f in old.take_buffer():
+                conn.push(f)
+            old.close("replaced")
+            self.metrics.sse_replaced.inc()
+            log.info("stream of %s in group %s replaced by a newer one", id[:100], group[:100])
+        else:
+            self._count += 1
+            self._per_pid[id] = self._per_pid.get(id, 0) + 1
+        members.append(conn)
+        self._by_id[(group, id)] = conn
         self.metrics.connections.set(self._count)
         self._hand_over(conn)
         return conn
 
+    def connect(self, group: str, id: str, principal: str | None = None) -> Connection | None:
+        """``open_stream``, or ``None`` when a bound refuses it."""
+        try:
+            return self.open_stream(group, id, principal)
+        except Refused:
+            return None
+
     def disconnect(self, conn: Connection) -> None:
         conn.close()
-        members = self._groups.get(conn.group)
-        if members is None or conn not in members:
-            return
+        if self._by_id.get((conn.group, conn.id)) is not conn:
+            return  # replaced, or already gone
+        del self._by_id[(conn.group, conn.id)]
+        members = self._groups[conn.group]
         members.remove(conn)
         if not members:
             del self._groups[conn.group]
-        same = self._by_id[(conn.group, conn.id)]
-        same.remove(conn)
-        if not same:
-            del self._by_id[(conn.group, conn.id)]
         self._count -= 1
-        self.metrics.connections.set(self._count)
-        left = self._pids[conn.id] - 1
+        left = self._per_pid[conn.id] - 1
         if left:
-            self._pids[conn.id] = left
+            self._per_pid[conn.id] = left
         else:
-            del self._pids[conn.id]
-            if self.on_pid_gone is not None:
-                self.on_pid_gone(conn.id)
+            del self._per_pid[conn.id]
+        self.metrics.connections.set(self._count)
+        # The pid's last stream in this group: its leases on this group's tasks end (decision 10).
+        if self.on_pid_gone is not None:
+            self.on_pid_gone(conn.group, conn.id, conn.principal)
 
     def close_all(self) -> None:
         for members in list(self._groups.values()):
             for conn in list(members):
-                conn.close()
+                conn.close("shutdown")
+
+    def _overflow(self, conn: Connection, kind: str) -> None:
+        """A slow consumer: cut it off so its worker reconnects (docs/operations/delivery.md)."""
+        self.metrics.sse_overflows.inc()
+        log.warning(
+            "stream of %s in group %s closed: its buffer is full (%d frames, %d bytes unread); "
+            "it should reconnect",
+            conn.id[:100],
+            conn.group[:100],
+            conn.pending,
+            conn.buffered_bytes,
+        )
+        conn.abort("overflow")
+        self.disconnect(conn)
 
     def _hand_over(self, conn: Connection) -> None:
         """Give a newly connected member the executes that found nobody in its group."""
@@ -161,11 +316,37 @@ class Delivery:
             address = parse_address(message.address)
             if address is None or (address.cast == "uni" and address.id != conn.id):
                 continue
-            if conn.push(frame(self._encode(message))):
-                del waiting[task_id]
-                self.metrics.messages.labels("execute", "sent").inc()
-        if not waiting:
-            del self._undelivered[conn.group]
+            if not conn.push(frame(self._encode(message))):
+                break
+            self._unwait(task_id)
+            self.metrics.messages.labels("execute", "sent").inc()
+
+    def _wait(self, group: str, m: Outgoing) -> bool:
+        """Keep an execute for the next member of ``group``; ``False`` when the wait list is full."""
+        known = self._waiting_group.get(m.task_id)
+        if known is not None and known != group:
+            self._unwait(m.task_id)
+        elif known is None and len(self._waiting_group) >= MAX_WAITING:
+            return False
+        self._undelivered.setdefault(group, {})[m.task_id] = m
+        self._waiting_group[m.task_id] = group
+        return True
+
+    def _unwait(self, task_id: str) -> None:
+        group = self._waiting_group.pop(task_id, None)
+        if group is None:
+            return
+        waiting = self._undelivered.get(group)
+        if waiting is not None:
+            waiting.pop(task_id, None)
+            if not waiting:
+                del self._undelivered[group]
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """These tasks were acquired or finished: no execute for them waits any longer."""
+        if self._waiting_group:
+            for task_id in task_ids:
+                self._unwait(task_id)
 
     # ---------------------------------------------------------------------------------------- sending
 
@@ -181,35 +362,44 @@ class Delivery:
         return _encode({"kind": "unblock", "head": {}, "data": {"promise": m.promise}})
 
     def send(self, messages: list[Outgoing]) -> None:
+        shared: dict[int, bytes] = {}  # one encoding per settled promise, whatever its listener count
         for m in messages:
             kind = "execute" if m.promise is None else "unblock"
             address = parse_address(m.address)
             if address is None:
                 self._dropped(kind, m, "invalid address")
             elif address.scheme == "poll":
-                self._send_poll(kind, address, m)
+                self._send_poll(kind, address, m, shared)
             elif address.scheme == "http":
                 self._send_http(kind, m)
             else:
                 self._dropped(kind, m, f"no transport for {address.scheme}://")
 
+    def _frame(self, m: Outgoing, shared: dict[int, bytes]) -> bytes:
+        if m.promise is None:
+            return frame(self._encode(m))
+        key = id(m.promise)
+        encoded = shared.get(key)
+        if encoded is None:
+            encoded = shared[key] = frame(self._encode(m))
+        return encoded
+
     def remember(self, messages: list[Outgoing]) -> None:
         """Keep executes for whichever member of their group connects next (used at start-up)."""
         for m in messages:
             address = parse_address(m.address)
-            if address is not None and address.scheme == "poll" and m.promise is None:
-                self._undelivered.setdefault(address.group, {})[m.task_id] = m
+            poll = address is not None and address.scheme == "poll" and m.promise is None
+            if poll and address is not None and not self._wait(address.group, m):
+                break
 
     def _dropped(self, kind: str, m: Outgoing, why: str) -> None:
         self.metrics.messages.labels(kind, "dropped").inc()
-        log.debug("dropped %s for %s: %s", kind, m.address, why)
+        log.debug("dropped %s for %s: %s", kind, m.address[:200], why)
 
-    def _send_poll(self, kind: str, address: Address, m: Outgoing) -> None:
+    def _send_poll(self, kind: str, address: Address, m: Outgoing, shared: dict[int, bytes]) -> None:
         conn: Connection | None = None
         if address.id and (address.cast == "uni" or address.id != m.avoid):
-            same = self._by_id.get((address.group, address.id))
-            if same:
-                conn = same[0] if len(same) == 1 else random.choice(same)
+            conn = self._by_id.get((address.group, address.id))
         if conn is None and address.cast == "any":
             members = self._groups.get(address.group)
             if members and m.avoid:
@@ -219,21 +409,33 @@ class Delivery:
         if conn is None:
             if m.promise is None:
                 # Kept for the next member of the group that connects (DESIGN.md decision 6).
-                self._undelivered.setdefault(address.group, {})[m.task_id] = m
-                self.metrics.messages.labels(kind, "waiting").inc()
+                if self._wait(address.group, m):
+                    self.metrics.messages.labels(kind, "waiting").inc()
+                else:
+                    self._dropped(kind, m, "the wait list is full")
                 return
             self._dropped(kind, m, "no connection")
             return
         if m.promise is None:
-            waiting = self._undelivered.get(address.group)
-            if waiting is not None:
-                waiting.pop(m.task_id, None)
-        if conn.push(frame(self._encode(m))):
+            self._unwait(m.task_id)
+        data = self._frame(m, shared)
+        if conn.push(data):
             self.metrics.messages.labels(kind, "sent").inc()
+        elif not conn.closed:
+            self._dropped(kind, m, "slow consumer")
+            self._overflow(conn, kind)
+            if m.promise is None:
+                self._wait(address.group, m)  # for the next member of the group that connects
         else:
-            self._dropped(kind, m, "buffer full")
+            self._dropped(kind, m, "stream closed")
 
     def _send_http(self, kind: str, m: Outgoing) -> None:
+        reason = self.push_policy.refusal(m.address)
+        if reason is not None:  # stored before the policy changed, or made by a schedule
+            self.metrics.deliveries.labels("refused").inc()
+            self._dropped(kind, m, f"push refused: {reason}")
+            log.warning("HTTP push of %s to %s refused: %s", kind, m.address[:200], reason)
+            return
         task = asyncio.get_running_loop().create_task(self._push(kind, m))
         self._push_tasks.add(task)
         task.add_done_callback(self._push_tasks.discard)
@@ -242,14 +444,21 @@ class Delivery:
         async with self._push_slots:
             if self._http is None:
                 self._http = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=180.0, sock_connect=10.0)
+                    connector=aiohttp.TCPConnector(resolver=VettedResolver(self.push_policy)),
+                    timeout=aiohttp.ClientTimeout(total=180.0, sock_connect=10.0),
+                    trust_env=False,  # no proxy from the environment: the policy judges the real peer
                 )
             try:
                 async with self._http.post(
-                    m.address, data=self._encode(m), headers={"content-type": "application/json"}
+                    m.address,
+                    data=self._encode(m),
+                    headers={"content-type": "application/json"},
+                    allow_redirects=False,  # a redirect must not lead the push past the policy
                 ) as response:
                     status = response.status
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if "refused:" in str(exc):
+                    log.warning("%s", exc)
                 self.metrics.deliveries.labels("error").inc()
                 self._dropped(kind, m, f"push failed: {exc}")
                 return

@@ -13,22 +13,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
 from troth.protocol import requests as rq
+from troth.protocol.limits import PROTOCOL_BOUNDS
 from troth.protocol.records import PROTOCOL_VERSION
 from troth.server.clock import Clock, SystemClock
 from troth.server.core import Core, CoreConfig, Outgoing, Reply
-from troth.server.delivery import Delivery
+from troth.server.counts import CountingTx, Delta, StateCounts
+from troth.server.delivery import MAX_WAITING, Delivery
 from troth.server.metrics import Metrics
-from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, Tx
+from troth.server.push import PushPolicy, addresses
+from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreError, StoreUnavailable, Tx
 from troth.server.timers import Timers
 
 log = logging.getLogger("troth.engine")
 
 _encoder: Final = msgspec.json.Encoder()
+
+SCRAPE_CACHE_SECONDS: Final = 1.0
+"""How long one rendering of ``/metrics`` is served again."""
 
 
 class EngineConfig(msgspec.Struct, frozen=True):
@@ -37,7 +43,12 @@ class EngineConfig(msgspec.Struct, frozen=True):
     strict_lineage: bool = False
     debug: bool = False
     buffer_size: int = 100
+    buffer_bytes: int = 4 * 1024 * 1024
     max_connections: int = 1000
+    max_connections_per_group: int = 1000
+    max_connections_per_pid: int = 16
+    push_allow: tuple[str, ...] = ()
+    """The ``--push-allow`` entries (``troth.server.push``); empty means public hosts only."""
 
 
 def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
@@ -72,13 +83,22 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.lineage = rq.LineagePolicy(strict=self.config.strict_lineage)
         self.core = Core(CoreConfig(retry_timeout=self.config.retry_timeout, lineage=self.lineage))
+        self.push = PushPolicy(self.config.push_allow)
         self.delivery = Delivery(
+            push_policy=self.push,
             server_url=self.config.server_url,
             metrics=self.metrics,
             buffer_size=self.config.buffer_size,
+            buffer_bytes=self.config.buffer_bytes,
             max_connections=self.config.max_connections,
+            max_per_group=self.config.max_connections_per_group,
+            max_per_pid=self.config.max_connections_per_pid,
             on_pid_gone=self._pid_gone,
         )
+        self.counts = StateCounts()
+        self._scraped: tuple[float, bytes] | None = None
+        for name, value in self.bounds().items():
+            self.metrics.limits.labels(name).set(value)
         self.timers = Timers(self.clock, self._pass)
         self.paused = False
         self._sent_executes: list[OutboxExecute] = []
@@ -88,8 +108,22 @@ class Engine:
 
     # -------------------------------------------------------------------------------------- lifecycle
 
+    def bounds(self) -> dict[str, int]:
+        """Every bound in force, by its ``troth_limit`` name (docs/operations/limits.md)."""
+        out = {b.name: b.value for b in PROTOCOL_BOUNDS}
+        out.update(
+            sse_connections=self.config.max_connections,
+            sse_connections_per_group=self.config.max_connections_per_group,
+            sse_connections_per_pid=self.config.max_connections_per_pid,
+            sse_buffer_messages=self.config.buffer_size,
+            sse_buffer_bytes=self.config.buffer_bytes,
+            executes_waiting=MAX_WAITING,
+        )
+        return out
+
     async def start(self) -> None:
         await self.store.open()
+        self.counts.load(await self.store.run(lambda tx: tx.counts()))  # the one full count
         now = self.clock.now()
         pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
         self.delivery.remember(pending)
@@ -116,8 +150,15 @@ class Engine:
         parsed = rq.parse_request(body, debug=self.config.debug, lineage=self.lineage)
         if isinstance(parsed, rq.Invalid):
             return parsed.status, envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
+        refused = self._refused_address(parsed)
+        if refused is not None:
+            self.metrics.observe_request(parsed.kind, 400, time.perf_counter() - started)
+            return 400, envelope(parsed.kind, parsed.corr_id, 400, refused)
         try:
             status, data = await self.execute(parsed)
+        except StoreUnavailable as exc:
+            log.error("%s %s failed, nothing written: %s", parsed.kind, parsed.corr_id, exc)
+            status, data = 503, f"Store unavailable (disk full or not writable?): {exc}; nothing was written"
         except StoreError as exc:
             log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
             status, data = 500, f"Internal error: {exc}"
@@ -126,6 +167,14 @@ class Engine:
             status, data = 500, f"Internal error: {type(exc).__name__}: {exc}"
         self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
         return status, envelope(parsed.kind, parsed.corr_id, status, data)
+
+    def _refused_address(self, req: rq.Request) -> str | None:
+        """The 400 message when the request names an HTTP push address the policy refuses."""
+        for what, address in addresses(req):
+            reason = self.push.refusal(address)
+            if reason is not None:
+                return f"{what} {address[:200]!r} refused: {reason}"
+        return None
 
     async def execute(self, req: rq.Request) -> tuple[int, Any]:
         """Run a validated request; returns its status and response data."""
@@ -142,16 +191,29 @@ class Engine:
             return 200, {}
         if kind == "debug.tick":
             tick = req.data.time
-            reply = await self.store.run(lambda tx: self.core.tick(tx, tick))
+            reply = await self._counted(lambda tx: self.core.tick(tx, tick))
             self._observe_pass(reply)
             return 200, []
-        reply = await self.store.run(lambda tx: self.core.handle(tx, req, now))
+        reply = await self._counted(lambda tx: self.core.handle(tx, req, now))
         self._committed(reply)
         return reply.status, reply.data
+
+    async def _counted(self, work: Callable[[Tx], Awaitable[Reply]]) -> Reply:
+        """Run a unit of work that may change state; its change to the counts applies once committed."""
+
+        async def unit(tx: Tx) -> tuple[Reply, Delta]:
+            counting = CountingTx(tx)
+            return await work(cast(Tx, counting)), counting.delta
+
+        reply, delta = await self.store.run(unit)
+        self.counts.apply(delta)
+        return reply
 
     # ------------------------------------------------------------------------------------- after commit
 
     def _committed(self, reply: Reply) -> None:
+        if reply.done:
+            self.delivery.forget(reply.done)
         if reply.wake is not None:
             self.timers.arm(reply.wake)
         if reply.messages and not self.paused:
@@ -197,8 +259,10 @@ class Engine:
     # ----------------------------------------------------------------------------------- background
 
     async def _pass(self, now: int) -> int | None:
-        reply = await self.store.run(lambda tx: self.core.tick(tx, now))
+        reply = await self._counted(lambda tx: self.core.tick(tx, now))
         self._observe_pass(reply)
+        if reply.done:
+            self.delivery.forget(reply.done)
         if reply.messages and not self.paused:
             self._deliver(reply.messages)
         return reply.wake
@@ -209,22 +273,31 @@ class Engine:
         if reply.fired_schedules:
             self.metrics.schedule_promises.inc(reply.fired_schedules)
 
-    def _pid_gone(self, pid: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(pid))
+    def _pid_gone(self, group: str, pid: str, principal: str | None) -> None:
+        """The last stream of ``pid`` in ``group`` closed. ``principal`` (who opened it, once streams
+        are authenticated) is for the auth layer to narrow this further; leases do not record one yet."""
+        task = asyncio.get_running_loop().create_task(self._release(group, pid))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _release(self, pid: str) -> None:
+    async def _release(self, group: str, pid: str) -> None:
         now = self.clock.now()
         try:
-            reply = await self.store.run(lambda tx: self.core.release_leases(tx, pid, now))
+            reply = await self._counted(lambda tx: self.core.release_leases(tx, pid, now, group))
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)
             return
         self._committed(reply)
 
     async def scrape(self) -> bytes:
-        """The Prometheus exposition, with promise and task counts read from the store."""
-        counts = await self.store.run(lambda tx: tx.counts())
-        self.metrics.set_counts(counts)
-        return self.metrics.render()
+        """The Prometheus exposition: counts kept as state changes (no query), rendered at most once per
+        ``SCRAPE_CACHE_SECONDS`` however many scrapers ask."""
+        now = time.monotonic()
+        if self._scraped is not None and now - self._scraped[0] < SCRAPE_CACHE_SECONDS:
+            return self._scraped[1]
+        self.metrics.set_counts(self.counts.as_dict())
+        self.metrics.waiting.set(self.delivery.waiting_count)
+        self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
+        body = self.metrics.render()
+        self._scraped = (now, body)
+        return body

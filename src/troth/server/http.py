@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-from troth.protocol.requests import MAX_BODY_BYTES
+from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
+from troth.server.delivery import Refused
 from troth.server.engine import Engine
 
 log = logging.getLogger("troth.http")
@@ -29,7 +30,17 @@ _JSON: Final = [(b"content-type", b"application/json")]
 _TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
 _SSE: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _LEGACY: Final = ("/promises", "/schedules", "/tasks")
+_SLICE: Final = 64 * 1024
 _GONE: Final = b'{"error": "This endpoint is no longer supported. Please update to the latest SDK."}'
+
+
+def _stream_name_problem(value: str, what: str) -> str | None:
+    """Why a ``/poll`` group or id is refused (docs/operations/limits.md), or ``None``."""
+    if len(value) > MAX_ID_LENGTH:
+        return f"Poll {what} exceeds maximum length of {MAX_ID_LENGTH} characters"
+    if not value.isprintable():
+        return f"Poll {what} must not contain control characters"
+    return None
 
 
 async def _respond(
@@ -134,34 +145,61 @@ class App:
             return
         group = unquote(parts[2])
         ident = unquote("/".join(parts[3:]))
-        delivery = self.engine.delivery
-        conn = delivery.connect(group, ident)
-        if conn is None:
-            await _respond(send, 503, b"Poll registration at capacity", _TEXT)
+        problem = _stream_name_problem(group, "group") or _stream_name_problem(ident, "id")
+        if problem is not None:
+            await _respond(send, 400, problem.encode(), _TEXT)
             return
+        delivery = self.engine.delivery
+        try:
+            conn = delivery.open_stream(group, ident, scope.get("troth.principal"))
+        except Refused as exc:
+            await _respond(send, 503, str(exc).encode(), _TEXT)
+            return
+
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            while True:
+                chunks = await conn.chunks()
+                if chunks is None:
+                    break
+                for chunk in chunks:
+                    # A large frame is shared by every stream it goes to; it is written in slices so the
+                    # copy the HTTP layer makes of each write stays small while a client reads slowly.
+                    if len(chunk) <= _SLICE:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        continue
+                    view = memoryview(chunk)
+                    for at in range(0, len(chunk), _SLICE):
+                        piece = bytes(view[at : at + _SLICE])
+                        await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def watch() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    conn.close()
                     return
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(pump())
+        watcher = loop.create_task(watch())
+        # A slow consumer is cut off mid-write: the response stays incomplete and the socket is closed
+        # (uvicorn's complaint about the incomplete response is filtered out by ``quiet_cut_off``).
+
+        def cut_off() -> None:
+            writer.cancel()
+
+        conn.on_abort = cut_off
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-            await send({"type": "http.response.body", "body": b"", "more_body": True})
-            while True:
-                frames = await conn.frames()
-                if frames is None:
-                    break
-                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass
+            await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watcher.cancel()
+            conn.on_abort = None
+            for task in (writer, watcher):
+                task.cancel()
+            for task in (writer, watcher):
+                with contextlib.suppress(asyncio.CancelledError, OSError, Exception):
+                    await task
             delivery.disconnect(conn)
 
     async def _metrics(self, method: str, send: Send) -> None:
@@ -180,3 +218,17 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+class _CutOffFilter(logging.Filter):
+    """Drops uvicorn's error line for a response we ended on purpose (a slow SSE consumer cut off)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+def quiet_cut_off() -> None:
+    """Install ``_CutOffFilter`` on uvicorn's error logger (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutOffFilter) for f in logger.filters):
+        logger.addFilter(_CutOffFilter())

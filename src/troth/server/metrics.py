@@ -1,8 +1,9 @@
 """Prometheus metrics of one server process (exposed on ``GET /metrics``).
 
-Requests by kind and status, request latency, promises and tasks by state (read from the store at scrape
-time), open SSE connections, messages sent and dropped, HTTP push outcomes, timer lateness and schedule
-firings. Each server owns its registry, so several servers can live in one process (tests, local mode).
+Requests by kind and status, request latency, promises and tasks by state, open SSE connections and
+what their bounds refused, messages sent and dropped, HTTP push outcomes, timer lateness, schedule
+firings and every configured bound (``troth_limit{name}``). Each server owns its registry, so several
+servers can live in one process (tests, local mode).
 """
 
 from __future__ import annotations
@@ -30,6 +31,31 @@ class Metrics:
         self.promises = Gauge("troth_promises", "Promises by state", ["state"], registry=r)
         self.tasks = Gauge("troth_tasks", "Tasks by state", ["state"], registry=r)
         self.connections = Gauge("troth_sse_connections", "Open SSE (poll) connections", registry=r)
+        self.sse_refused = Counter(
+            "troth_sse_refused",
+            "SSE connections refused at a bound (total, group or pid)",
+            ["bound"],
+            registry=r,
+        )
+        self.sse_replaced = Counter(
+            "troth_sse_replaced",
+            "SSE streams replaced by a newer stream of the same group and pid",
+            registry=r,
+        )
+        self.sse_overflows = Counter(
+            "troth_sse_overflows",
+            "SSE streams closed because their buffer was full (slow consumers)",
+            registry=r,
+        )
+        self.sse_buffered = Gauge(
+            "troth_sse_buffered_bytes", "Bytes buffered for SSE streams and not yet written", registry=r
+        )
+        self.waiting = Gauge(
+            "troth_executes_waiting", "Executes kept for groups that have no stream", registry=r
+        )
+        self.limits = Gauge(
+            "troth_limit", "Configured bounds (docs/operations/limits.md)", ["name"], registry=r
+        )
         self.messages = Counter(
             "troth_messages",
             "Messages by kind and outcome (sent or dropped)",

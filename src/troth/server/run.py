@@ -19,7 +19,7 @@ import msgspec
 import uvicorn
 
 from troth.server.engine import Engine, EngineConfig
-from troth.server.http import App
+from troth.server.http import App, quiet_cut_off
 from troth.server.store.base import Store, StoreError
 from troth.server.store.sqlite import SqliteStore
 
@@ -36,8 +36,12 @@ class ServeOptions(msgspec.Struct, frozen=True):
     url: str | None = None
     retry_timeout: int = 30_000
     max_connections: int = 1000
+    max_connections_per_group: int = 1000
+    max_connections_per_pid: int = 16
     buffer_size: int = 100
+    buffer_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
+    push_allow: tuple[str, ...] = ()
 
 
 class StartupError(Exception):
@@ -98,9 +102,19 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         strict_lineage=options.strict_lineage,
         debug=options.debug,
         buffer_size=options.buffer_size,
+        buffer_bytes=options.buffer_bytes,
         max_connections=options.max_connections,
+        max_connections_per_group=options.max_connections_per_group,
+        max_connections_per_pid=options.max_connections_per_pid,
+        push_allow=tuple(e for entry in options.push_allow for e in entry.split(",") if e.strip()),
     )
-    engine = Engine(open_store(options.store), config)
+    try:
+        engine = Engine(open_store(options.store), config)
+    except ValueError as exc:  # a --push-allow entry it cannot read
+        api_sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
+        raise StartupError(str(exc)) from None
     try:
         await engine.start()
     except StoreError as exc:
@@ -115,6 +129,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     servers = [(_uvicorn(App(engine), level), api_sock)]
     if metrics_sock is not None:
         servers.append((_uvicorn(App(engine, metrics_only=True), level), metrics_sock))
+    quiet_cut_off()
     for server, sock in servers:
         server.config.load()
         server.lifespan = server.config.lifespan_class(server.config)

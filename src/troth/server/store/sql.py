@@ -131,15 +131,24 @@ def _schedule(row: Any) -> Schedule:
     )
 
 
+_SCANNABLE: Final = frozenset({"promises", "tasks", "schedules"})
+
+
 def _page_filter(
-    cursor: str | None, equal: dict[str, Any], tags: tuple[str, tuple[Any, ...]] | None
+    cursor: str | None,
+    equal: dict[str, Any],
+    tags: tuple[str, tuple[Any, ...]] | None,
+    upto: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of a search page: ids after the cursor, equal columns, a tag condition."""
+    """The WHERE clause of a search page: ids after the cursor (up to ``upto``), equal columns, tags."""
     where: list[str] = []
     args: list[Any] = []
     if cursor is not None:
         where.append("id > ?")
         args.append(cursor)
+    if upto is not None:
+        where.append("id <= ?")
+        args.append(upto)
     for column, value in equal.items():
         if value is not None:
             where.append(f"{column} = ?")
@@ -203,10 +212,16 @@ class SqlTx(ABC):
             )
 
     async def search_promises(
-        self, state: str | None, tags: dict[str, str] | None, limit: int, cursor: str | None
+        self,
+        state: str | None,
+        tags: dict[str, str] | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        upto: str | None = None,
     ) -> list[Promise]:
         clause, args = _page_filter(
-            cursor, {"state": state}, self._tags_match("tags", tags) if tags else None
+            cursor, {"state": state}, self._tags_match("tags", tags) if tags else None, upto
         )
         rows = await self._all(f"SELECT {_P_COLS} FROM promises {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_promise(r) for r in rows]
@@ -243,8 +258,10 @@ class SqlTx(ABC):
         row = await self._one("SELECT count(*) FROM callbacks WHERE awaiter_id = ? AND ready = 1", (awaiter,))
         return int(row[0])
 
-    async def search_tasks(self, state: str | None, limit: int, cursor: str | None) -> list[TaskRow]:
-        clause, args = _page_filter(cursor, {"state": state}, None)
+    async def search_tasks(
+        self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None
+    ) -> list[TaskRow]:
+        clause, args = _page_filter(cursor, {"state": state}, None, upto)
         rows = await self._all(f"SELECT {_T_COLS} FROM tasks {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_task(r) for r in rows]
 
@@ -373,9 +390,11 @@ class SqlTx(ABC):
         return await self._exec("DELETE FROM schedules WHERE id = ?", (id,)) > 0
 
     async def search_schedules(
-        self, tags: dict[str, str] | None, limit: int, cursor: str | None
+        self, tags: dict[str, str] | None, limit: int, cursor: str | None, *, upto: str | None = None
     ) -> list[Schedule]:
-        clause, args = _page_filter(cursor, {}, self._tags_match("promise_tags", tags) if tags else None)
+        clause, args = _page_filter(
+            cursor, {}, self._tags_match("promise_tags", tags) if tags else None, upto
+        )
         rows = await self._all(
             f"SELECT {_S_COLS} FROM schedules {clause} ORDER BY id LIMIT ?", (*args, limit)
         )
@@ -398,6 +417,13 @@ class SqlTx(ABC):
         return changed > 0
 
     # ------------------------------------------------------------------------------------- housekeeping
+
+    async def scan_bound(self, table: str, cursor: str | None, window: int) -> str | None:
+        assert table in _SCANNABLE
+        after = "WHERE id > ? " if cursor is not None else ""
+        args: tuple[Any, ...] = (cursor, window - 1) if cursor is not None else (window - 1,)
+        row = await self._one(f"SELECT id FROM {table} {after}ORDER BY id LIMIT 1 OFFSET ?", args)
+        return None if row is None else str(row[0])
 
     async def next_due(self) -> int | None:
         candidates = [

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from troth.server.store.base import StoreError, Tx
+from troth.server.store.base import StoreError, StoreUnavailable, Tx
 from troth.server.store.sql import SCHEMA, SqlTx
 
 T = TypeVar("T")
@@ -169,7 +169,7 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                error = StoreError(f"SQLite commit failed: {exc}")
+                error = _as_store_error(exc, "SQLite commit failed: ")
                 for unit in units:
                     if not unit.future.done():
                         unit.future.set_exception(error)
@@ -202,7 +202,16 @@ async def _isolated(
     return results
 
 
-def _as_store_error(exc: Exception) -> Exception:
+_UNAVAILABLE = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def _as_store_error(exc: Exception, prefix: str = "") -> Exception:
+    """A ``StoreUnavailable`` for conditions that clear by themselves (disk full, read-only, I/O error)."""
     if isinstance(exc, sqlite3.Error):
-        return StoreError(str(exc))
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE:
+            return StoreUnavailable(f"{prefix}{exc}")
+        return StoreError(f"{prefix}{exc}")
     return exc
