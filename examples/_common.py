@@ -5,6 +5,8 @@
 * ``Processes`` — starts example roles as subprocesses (``python -m examples.<name>.<role>``) with the
   server URL in their environment and unbuffered output, reads their output lines, waits for a line with
   a deadline, and stops every process it started, by PID.
+* ``say(line)`` — prints one whole line, safe from a leaf's worker thread (``print`` writes the text and the
+  newline in two steps, so two threads can merge their lines into one).
 * ``effect(step, promise, phase, **fields)`` — appends one JSON line to ``EXAMPLE_EFFECTS_FILE`` (when set),
   flushed before returning, so the no-rerun check of EXAMPLES.md §0 can read what really ran.
 * ``serve_forever(troth, banner)`` — start a worker, print its banner, run until SIGTERM/SIGINT.
@@ -37,6 +39,17 @@ def line_buffered() -> None:
     """Flush every printed line at once (nothing printed before a SIGKILL is lost)."""
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+_stdout_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print ``line`` and its newline in one write, flushed: a plain ``def`` leaf runs in a worker thread,
+    and two threads calling ``print`` at once can interleave between a text and its newline."""
+    with _stdout_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def effect(step: str, promise: str, phase: str, **fields: Any) -> None:
@@ -237,7 +250,7 @@ def serve_forever(troth: Troth, banner: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with troth:
-            print(banner, flush=True)
+            say(banner)
             await stop.wait()
 
     asyncio.run(main())

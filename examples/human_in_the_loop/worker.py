@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from examples._common import effect, serve_forever
+from examples._common import effect, say, serve_forever
 from troth import Context, Troth
 
 GROUP = "workers"
@@ -24,7 +24,7 @@ def public_base_url() -> str:
 def send_email(ctx: Context, promise_id: str) -> None:
     """The leaf that "sends the email": it prints the link a person clicks to unblock the workflow."""
     effect("send_email", ctx.info.id, "start", promise_id=promise_id)
-    print(f"CLICK TO RESOLVE: {public_base_url()}/resolve/{promise_id}", flush=True)
+    say(f"CLICK TO RESOLVE: {public_base_url()}/resolve/{promise_id}")
     effect("send_email", ctx.info.id, "end", promise_id=promise_id)
 
 
@@ -32,9 +32,9 @@ async def foo(ctx: Context, workflow_id: str) -> str:
     approval = ctx.promise()  # the first child, <workflow_id>:1 — settled by a person, not a function
     promise_id = await approval.created_id()
     await ctx.run(send_email, promise_id)  # the second child, <workflow_id>:2 — runs once, then replays
-    print(f"blocked, waiting on human interaction (workflow {workflow_id})", flush=True)
+    say(f"blocked, waiting on human interaction (workflow {workflow_id})")
     await approval
-    print("unblocked, promise resolved", flush=True)
+    say("unblocked, promise resolved")
     return f"workflow {workflow_id} completed"
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
-from examples._common import effect, line_buffered
+from examples._common import effect, line_buffered, say
 from examples.kafka_worker import appdb
 from examples.kafka_worker.settings import (
     COMPLETIONS_TOPIC,
@@ -71,7 +71,7 @@ class TransientError(Exception):
 def delete_batch(ctx: Context, record_id: str) -> bool:
     """Delete up to ``BATCH_SIZE`` rows of the record; True when rows remain."""
     effect("delete_batch", ctx.info.id, "start", record=record_id, attempt=ctx.info.attempt)
-    print(f"deleting a batch of rows related to record {record_id}")
+    say(f"deleting a batch of rows related to record {record_id}")
     try:
         if random.random() < fail_rate():
             raise TransientError(f"simulated failure while deleting rows of record {record_id}")
@@ -94,9 +94,9 @@ async def enqueue_completion(ctx: Context, record_id: str, offset: int) -> None:
 
 async def delete_records(ctx: Context, record_id: str, offset: int) -> str:
     while await ctx.options(retry_policy=RETRY).run(delete_batch, record_id):
-        print(f"record {record_id} still has rows to delete")
+        say(f"record {record_id} still has rows to delete")
         await ctx.sleep(batch_pause_s())
-    print(f"all rows deleted for record {record_id} in position {offset}")
+    say(f"all rows deleted for record {record_id} in position {offset}")
     await ctx.options(retry_policy=RETRY).run(enqueue_completion, record_id, offset)
     return f"workflow {record_id} completed"
 
@@ -146,12 +146,12 @@ async def consume(troth: Troth, consumer: AIOKafkaConsumer) -> None:
             record_id = parse(msg.value)
         except ValueError as exc:
             failed = await record_failure(troth, msg, str(exc))
-            print(
+            say(
                 f"unexpected message at {msg.topic} [{msg.partition}] offset {msg.offset}: "
                 f"{msg.value!r} ({exc}); recorded as failed: {failed}"
             )
             continue
-        print(f"processing record {record_id} in position {msg.offset}")
+        say(f"processing record {record_id} in position {msg.offset}")
         try:
             await troth.begin_run(record_id, delete_records, record_id, msg.offset)
         except Exception as exc:  # the server is unreachable: log, and let the next message try again
@@ -166,7 +166,7 @@ class AnnounceAssignments(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         names = ", ".join(f"{tp.topic} [{tp.partition}]" for tp in sorted(assigned))
-        print(f"partitions assigned: {names or 'none'}")
+        say(f"partitions assigned: {names or 'none'}")
 
 
 async def main_async() -> None:
@@ -197,7 +197,7 @@ async def main_async() -> None:
             await consumer.start()
             consumer.subscribe([RECORDS_TOPIC], listener=AnnounceAssignments())
             try:
-                print(f"processor running (pid {os.getpid()}, consuming {RECORDS_TOPIC} as {CONSUMER_GROUP})")
+                say(f"processor running (pid {os.getpid()}, consuming {RECORDS_TOPIC} as {CONSUMER_GROUP})")
                 consuming = asyncio.create_task(consume(troth, consumer))
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)

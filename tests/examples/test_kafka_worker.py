@@ -122,7 +122,8 @@ def start_deleter(procs: Processes, env: dict[str, str], name: str, **extra: str
     loaded machine (and, after a kill, waits for the dead member's session to expire)."""
     deleter = procs.start("examples.kafka_worker.record_deleter", env={**env, **extra}, name=name)
     deleter.wait_for(r"^processor running", timeout=60)
-    deleter.wait_for(r"^partitions assigned: \S+", timeout=60)
+    # the first assignment may be empty (the topic's metadata not loaded yet); wait for the real one
+    deleter.wait_for(rf"^partitions assigned: .*\b{re.escape(env['RECORDS_TOPIC'])} \[0\]", timeout=60)
     return deleter
 
 
@@ -178,13 +179,14 @@ def test_dispatch_is_non_blocking_and_duplicates_share_one_execution(
     ids = [record_id for record_id, _ in produced]
     first = ids[0]
 
-    # Non-blocking: every record is dispatched before the first (slow, 5 batches) one finishes.
-    until(
-        "5 'processing record' lines",
-        lambda: len(lines(deleter, r"^processing record ")) >= 5,
-        timeout=60,
-        show=(deleter,),
-    )
+    # Non-blocking: every record is dispatched before the first (slow, 5 batches) one finishes. Kafka
+    # delivers at least once, so a record may be consumed again after a rebalance (the workflow's id makes
+    # that harmless); what counts is that each record's first dispatch comes before the slow one ends.
+    def dispatched() -> set[str]:
+        return {line.split()[2] for line in lines(deleter, r"^processing record \S+ in position \d+$")}
+
+    until("every record to be dispatched", lambda: dispatched() >= set(ids), show=(deleter,))
+
     finished_first = f"all rows deleted for record {first} in position 0"
     until("the 50-row record to finish", lambda: lines(deleter, re.escape(finished_first)), show=(deleter,))
     output = list(deleter.output)
@@ -206,7 +208,11 @@ def test_dispatch_is_non_blocking_and_duplicates_share_one_execution(
     # Dedup: the same id produced twice.
     assert produce(procs, env, "--id", "dup-1", "--rows", "10") == [("dup-1", 5)]
     assert produce(procs, env, "--id", "dup-1", "--rows", "10") == [("dup-1", 6)]
-    until("both dup-1 messages consumed", lambda: len(lines(deleter, r"^processing record dup-1 ")) == 2)
+    until(
+        "both dup-1 messages consumed",
+        lambda: len(lines(deleter, r"^processing record dup-1 ")) >= 2,
+        show=(deleter,),
+    )
     until("dup-1 to complete", lambda: get_promise(server.url, "dup-1")["state"] == "resolved")
     until("dup-1's completion message", lambda: ("dup-1", "5") in completions(env))
     assert Counter(record_id for record_id, _ in completions(env))["dup-1"] == 1
@@ -308,8 +314,14 @@ def test_unparsable_messages_are_recorded_as_failed_and_skipped(
 
     until("good-after's completion", lambda: ("good-after", "6") in completions(env), show=(deleter,))
     until("arr-1's completion", lambda: ("arr-1", "5") in completions(env), show=(deleter,))
+    # one line per bad offset (a record consumed again after a rebalance repeats its line: at least once)
     unexpected = lines(deleter, r"^unexpected message ")
-    assert len(unexpected) == len(bad)
+    offsets = {
+        m.group(1)
+        for line in unexpected
+        if (m := re.match(r"^unexpected message at \S+ \[0\] offset (\d+):", line))
+    }
+    assert offsets == {str(n) for n in range(len(bad))}, unexpected
     assert all("recorded as failed" in line for line in unexpected)
     assert deleter.proc.poll() is None
 
@@ -318,7 +330,7 @@ def test_unparsable_messages_are_recorded_as_failed_and_skipped(
     assert {p["state"] for p in failed.values()} == {"rejected"}
     raws = sorted(value_of(p)["raw"] for p in failed.values())
     assert raws == sorted(bad)
-    assert len(effects_of(effects_file, "parse", "error")) == len(bad)
+    assert {e["promise"] for e in effects_of(effects_file, "parse", "error")} == set(failed)
     assert get_promise(server.url, "good-after")["state"] == "resolved"
     assert appdb.rows_left("good-after", env["APP_DB"]) == 0
 
