@@ -4,7 +4,7 @@ Written from PROTOCOL.md §4–§5 with troth's decisions (DESIGN.md decisions 4
 core or stores: every pending promise has a background timeout at ``timeoutAt``; ``resonate:delay`` holds
 back the first ``execute`` by setting the new task's retry timeout to the delay time; lineage checks are
 relaxed (the test only generates ids and tags that pass them). Only the cron next-occurrence computation
-and the schedule promise-id template are borrowed from ``troth.server.cron``.
+and the schedule promise-id template are borrowed from ``troth.protocol.cron``.
 
 The model answers only *valid* requests (the test never sends it anything else): ``handle`` returns the
 status and the response ``data`` exactly as PROTOCOL.md §4 specifies them, and ``snap`` returns the
@@ -31,7 +31,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from troth.server.cron import parse_cron, render_promise_id
+from troth.protocol.cron import parse_cron, render_promise_id
 
 VERSION = "2026-04-01"
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")

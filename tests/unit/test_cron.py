@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from troth.server.cron import MAX_YEAR, MIN_YEAR, CronError, CronSpec, parse_cron, render_promise_id
+from troth.protocol.cron import MAX_YEAR, MIN_YEAR, CronError, CronSpec, parse_cron, render_promise_id
 
 UTC = datetime.UTC
 ALL_YEARS = tuple(range(MIN_YEAR, MAX_YEAR + 1))

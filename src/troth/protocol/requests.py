@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from troth.protocol.address import parse_address
+from troth.protocol.cron import CronError, parse_cron, render_promise_id
 from troth.protocol.limits import (
     MAX_ADDRESS_LENGTH,
     MAX_BATCH,
@@ -664,8 +665,6 @@ def _v_schedule_id(d: ScheduleGet | ScheduleDelete, lineage: LineagePolicy) -> N
 
 
 def _v_schedule_create(d: ScheduleCreate, lineage: LineagePolicy) -> None:
-    from troth.server.cron import CronError, parse_cron, render_promise_id
-
     errors: list[str] = []
     _check_id(d.id, "id", errors)
     if "." in d.id:

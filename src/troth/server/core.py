@@ -20,9 +20,9 @@ import msgspec
 
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
+from troth.protocol.cron import parse_cron, render_promise_id
 from troth.protocol.limits import SEARCH_SCAN_WINDOW
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
-from troth.server.cron import parse_cron, render_promise_id
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
 PASS_LIMIT: Final = 1000
