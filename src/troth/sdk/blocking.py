@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from troth.sdk.client import Handle, Troth
 
 T = TypeVar("T")
+E = TypeVar("E", bound=type[Exception])
 
 
 class SyncHandle:
@@ -86,6 +87,10 @@ class SyncTroth:
 
     def register(self, fn: Any = None, /, **kwargs: Any) -> Any:
         return self.troth.register(fn, **kwargs) if fn is not None else self.troth.register(**kwargs)
+
+    def register_error(self, cls: E, /) -> E:
+        """See ``Troth.register_error``."""
+        return self.troth.register_error(cls)
 
     def start(self) -> SyncTroth:
         self._call(self.troth.start())

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -28,6 +28,7 @@ from troth.sdk.transport import HttpTransport, LocalTransport, Transport
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=type[Exception])
 
 log = logging.getLogger("troth.sdk")
 
@@ -281,7 +282,8 @@ class Troth:
         transport: Transport | None = None,
         local_path: str | None = None,
         sleeper: Sleeper | None = None,
-        trust_pickles: bool = True,
+        pickle_key: str | bytes | None = None,
+        error_types: Iterable[type[Exception]] = (),
         clock: Callable[[], int] | None = None,
         send_only: bool = False,
         dependencies: Mapping[Any, Any] | None = None,
@@ -291,7 +293,9 @@ class Troth:
         self.token = token if token is not None else _env("TOKEN")
         self.group = group
         self.pid = pid or uuid.uuid4().hex
-        self.codec = Codec(encryptor=encryptor, trust_pickles=trust_pickles)
+        if pickle_key is None:
+            pickle_key = os.environ.get("TROTH_PICKLE_KEY") or None
+        self.codec = Codec(encryptor=encryptor, pickle_key=pickle_key, error_types=error_types)
         self.registry = Registry()
         self.dependencies = Dependencies()
         for key, value in (dependencies or {}).items():
@@ -430,6 +434,13 @@ class Troth:
         if fn is None:
             return add
         return add(fn)
+
+    def register_error(self, cls: E, /) -> E:
+        """Allow the exception class ``cls`` to come back as itself from a rejection (also as a class
+        decorator). Without it, and without a ``pickle_key``, it comes back as ``ApplicationError``
+        carrying its type name and message (docs/sdk/errors-and-codec.md)."""
+        self.codec.error_types.add(cls)
+        return cls
 
     def with_dependency(self, value: Any) -> Troth:
         self.dependencies.add(type(value), value)

@@ -5,7 +5,8 @@ Everything a user may catch derives from ``TrothError``. Two signals used by the
 ``except Exception:`` cannot swallow them by accident.
 
 Every exception here pickles and unpickles to an equal one (extra attributes included), because a
-rejection carries the pickled exception to whoever awaits the promise (``troth.sdk.codec``).
+rejection carries the pickled exception, signed, to processes that share a pickle key (``troth.sdk.codec``);
+without a key they are rebuilt by name, and every ``TrothError`` is on that allow-list.
 """
 
 from __future__ import annotations
