@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from troth.sdk.client import Handle, Troth
-from troth.sdk.context import Info
+from troth.sdk.context import NO_DEADLINE, Info
 from troth.sdk.transport import LocalTransport
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
@@ -158,7 +158,7 @@ class Harness:
             if handle.done():
                 return await handle
             due = await self.next_due()
-            if due is None:
+            if due is None or due >= NO_DEADLINE:  # only a promise without a deadline would ever "fire"
                 raise Stuck(
                     f"{handle.id!r} waits for something no timer will settle; "
                     "settle it (e.g. harness.troth.promises.resolve) or advance the clock"
@@ -282,7 +282,7 @@ async def crash_test(
                 if crashing.crashed.is_set():
                     break
                 due = await h.next_due()
-                if due is None:
+                if due is None or due >= NO_DEADLINE:
                     raise Stuck(f"crash point {point}: the first run stalled before reaching it")
                 h.clock.set(max(due, h.clock.now()))
             await _kill(first)

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from troth.protocol.address import parse_address
 from troth.sdk.codec import Codec, Encryptor
-from troth.sdk.context import DAY_MS, Options, now_ms, to_ms
+from troth.sdk.context import FOREVER_MS, NO_DEADLINE, Options, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
 from troth.sdk.registry import Registry
@@ -460,7 +460,9 @@ class Troth:
         retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
         param = self.codec.encode_invocation(name, list(args), kwargs, version, retry)
         timeout = self._opts.timeout
-        timeout_at = self._worker.clock() + (DAY_MS if timeout is None else to_ms(timeout))
+        timeout_at = (
+            NO_DEADLINE if timeout is None else min(self._worker.clock() + to_ms(timeout), NO_DEADLINE)
+        )
         tags = {
             "resonate:origin": id,
             "resonate:branch": id,
@@ -628,7 +630,7 @@ class Troth:
             id,
             cron,
             "{{.id}}-{{.timestamp}}",
-            promise_timeout if promise_timeout is not None else timedelta(hours=24),
+            promise_timeout if promise_timeout is not None else timedelta(milliseconds=FOREVER_MS),
             tags=tags,
             encoded_param=self.codec.encode_invocation(name, list(args), kwargs, version),
         )

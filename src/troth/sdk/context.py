@@ -26,12 +26,13 @@ import random as _random
 import time as _time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from troth.sdk.errors import (
     CanceledError,
     ContextError,
+    DeadlineError,
     PlatformError,
     SerializationError,
     Suspended,
@@ -46,7 +47,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DAY_MS: Final = 24 * 3_600_000
+NO_DEADLINE: Final = 2**53 - 1
+"""The ``timeoutAt`` of a promise nobody gave a deadline (the year 287396): durable means years, so a
+workflow, and every child that sets no timeout of its own, has a deadline only when the user sets one.
+It is the largest integer JavaScript reads exactly, so the official TypeScript client handles it too."""
+
+FOREVER_MS: Final = 2**52
+"""A relative timeout that stands for "no deadline" where the protocol wants a duration (a schedule's
+``promiseTimeout``): a tick plus this stays below ``NO_DEADLINE``."""
 log = logging.getLogger("troth.sdk")
 
 
@@ -57,6 +65,14 @@ class _Blocked:
 
 
 BLOCKED: Final = _Blocked()
+
+
+def _when(ms: int) -> str:
+    """A ``timeoutAt`` as UTC ISO 8601 (for messages)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def now_ms() -> int:
@@ -210,7 +226,10 @@ class DurableFuture(Generic[T]):
         return self.id
 
     def done(self) -> bool:
-        return self._task.done() and self._task.result() is not BLOCKED
+        task = self._task
+        if not task.done():
+            return False
+        return task.cancelled() or task.exception() is not None or task.result() is not BLOCKED
 
     def spawn(self) -> DurableFuture[T]:
         """This future (already running): reads as fan-out, ``h = ctx.run(f).spawn(); …; await h``."""
@@ -379,6 +398,7 @@ class Context:
             if duration is not None:
                 raise ValueError("give either a duration or until=, not both")
             deadline = int(until.timestamp() * 1000)
+            asked = f"until {_when(deadline)}"
         else:
             if duration is None:
                 raise ValueError("sleep needs a duration (seconds or timedelta) or until=")
@@ -386,12 +406,20 @@ class Context:
             if ms < 0:
                 raise ValueError(f"cannot sleep for a negative duration ({duration!r})")
             deadline = self._worker.clock() + ms
+            asked = f"for {timedelta(milliseconds=ms)}"
         id = self._next_id()
         tags = self._global_tags(id)
         tags["resonate:target"] = self._worker.resolve_target(self._opts.target)
         tags["resonate:timer"] = "true"
-        data = {"id": id, "timeoutAt": min(deadline, self.info.timeout_at), "param": {}, "tags": tags}
-        return self._remote(id, data, hint=type(None))
+        limit = self.info.timeout_at
+        data = {"id": id, "timeoutAt": min(deadline, limit), "param": {}, "tags": tags}
+        overrun = None
+        if deadline > limit:
+            overrun = DeadlineError(  # the same words on every replay: no "now" in them
+                f"ctx.sleep of {id} ({asked}) would end after the deadline of {self.info.id!r} at "
+                f"{_when(limit)} (its timeout); sleep less, or give the workflow a longer timeout"
+            )
+        return self._remote(id, data, hint=type(None), overrun=overrun)
 
     def promise(
         self,
@@ -435,11 +463,15 @@ class Context:
         return child_id(self.info.id, self._state.seq)
 
     def _child_timeout(self, timeout: float | timedelta | None, clamp: bool = True) -> int:
+        """A child's ``timeoutAt``: its own timeout (or the options'), never past this function's deadline
+        unless ``clamp`` is off (detached children); without a timeout, that deadline (or none)."""
         chosen = timeout if timeout is not None else self._opts.timeout
-        ms = DAY_MS if chosen is None else to_ms(chosen)
+        if chosen is None:
+            return self.info.timeout_at if clamp else NO_DEADLINE
+        ms = to_ms(chosen)
         if ms < 0:
             raise ValueError(f"a timeout must not be negative ({chosen!r})")
-        deadline = self._worker.clock() + ms
+        deadline = min(self._worker.clock() + ms, NO_DEADLINE)
         return min(deadline, self.info.timeout_at) if clamp else deadline
 
     def _global_tags(self, id: str, explicit: bool = False) -> dict[str, str]:
@@ -485,14 +517,25 @@ class Context:
         return record
 
     def _remote(
-        self, id: str, data: dict[str, Any], *, hint: Any, detached: bool = False
+        self,
+        id: str,
+        data: dict[str, Any],
+        *,
+        hint: Any,
+        detached: bool = False,
+        overrun: DeadlineError | None = None,
     ) -> DurableFuture[Any]:
         previous, mine = self._chain_link()
         created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         execution = self._execution
+        limit = self.info.timeout_at
 
         async def runner() -> Any:
             record = await self._create(data, previous, mine, created)
+            if overrun is not None and record["timeoutAt"] >= limit:
+                # Cut at the deadline when it was created (now, or in an earlier execution): the same
+                # answer on every replay, although "now + duration" grows as time passes.
+                raise overrun
             if detached:
                 return record
             if record["state"] == "pending":
@@ -616,7 +659,10 @@ class Context:
         while index < len(self._state.children):
             child = self._state.children[index]
             index += 1
-            outcome = await asyncio.shield(child._task)
+            try:
+                outcome = await asyncio.shield(child._task)
+            except Exception:  # an error of the call itself (e.g. DeadlineError): its awaiter's to handle
+                continue
             if outcome is BLOCKED and not child.detached:
                 blocked = True
         return blocked

@@ -19,6 +19,7 @@ __all__ = [
     "CanceledError",
     "ConnectorError",
     "ContextError",
+    "DeadlineError",
     "DecodingError",
     "FunctionNotFoundError",
     "InvalidIdError",
@@ -64,6 +65,14 @@ class ApplicationError(TrothError):
 
 class TrothTimeoutError(TrothError):
     """The awaited promise was rejected because its deadline passed (``rejected_timedout``)."""
+
+
+class DeadlineError(TrothTimeoutError):
+    """A durable operation would end after the deadline of the workflow that starts it.
+
+    A workflow has a deadline only when the user set one (``troth.options(timeout=…)``); a ``ctx.sleep``
+    that would end after it raises this where the sleep is awaited, instead of being cut short.
+    """
 
 
 class CanceledError(TrothError):
