@@ -457,6 +457,8 @@ class Troth:
     ) -> tuple[dict[str, Any], Any]:
         check_root_id(id)
         name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
+        if not isinstance(fn, str):  # a call that cannot bind fails here, at once (by name: where it runs)
+            self.registry.require(name, version).check_arguments(args, kwargs)
         retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
         param = self.codec.encode_invocation(name, list(args), kwargs, version, retry)
         timeout = self._opts.timeout
@@ -479,7 +481,7 @@ class Troth:
         if self._worker.send_only:
             raise ContextError("a send-only client executes nothing; dispatch with rpc() instead of run()")
         if isinstance(fn, str):
-            self.registry.require(fn, self._opts.version)
+            self.registry.require(fn, self._opts.version).check_arguments(args, kwargs)
         elif self.registry.of(fn) is None:
             self.register(fn)
         data, hint = self._root(id, fn, args, kwargs)

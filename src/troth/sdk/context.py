@@ -559,6 +559,8 @@ class Context:
         self._check_live()
         worker = self._worker
         name, version, hint = worker.dispatch_name(fn, self._opts.version)
+        if not isinstance(fn, str):
+            worker.registry.require(name, version).check_arguments(args, kwargs)
         try:
             retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
             param = worker.codec.encode_invocation(name, list(args), kwargs, version, retry)
@@ -592,6 +594,7 @@ class Context:
         self._check_live()
         worker = self._worker
         entry = worker.local_function(fn, self._opts.version)
+        entry.check_arguments(args, kwargs)  # a call that cannot bind fails here, never retried
         explicit = self._opts.id
         if explicit:
             self._state.ops += 1
@@ -740,6 +743,11 @@ async def run_function(
     """
     worker = execution.worker
     effective = policy or worker.retry_policy
+    try:
+        entry.check_arguments(args, kwargs)
+    except TypeError as exc:
+        _log_failure(info, entry, 1, "its arguments do not fit, so it is not retried", exc)
+        return "rejected", worker.codec.encode_error(exc)
     attempt = 1
     while True:
         state = _State(replaying)
@@ -775,15 +783,46 @@ async def run_function(
             except SerializationError as exc:
                 log.error("the return value of %s cannot be stored: %s", info.id, exc)
                 raise PlatformError(exc) from exc
-        if state.ops == 0 and _retryable(error, non_retryable):
+        if state.ops > 0:
+            why = "it made durable calls (a workflow), so it is not retried"
+        elif not _retryable(error, non_retryable):
+            why = f"{type(error).__name__} is not retryable"
+        else:
             chosen = effective if entry.kind != "generator" or policy is not None else Never()
             delay = chosen.next(attempt)
             if delay is not None:
+                log.warning(
+                    "%s %s: attempt %d failed: %s: %s; retrying in %g s",
+                    entry.name,
+                    info.id,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
                 await worker.sleeper(delay)
                 attempt += 1
                 continue
+            why = (
+                "its retry policy allows no more attempts" if attempt > 1 else "its retry policy allows none"
+            )
+        _log_failure(info, entry, attempt, why, error)
         state_name = "rejected_canceled" if isinstance(error, CanceledError) else "rejected"
         return state_name, worker.codec.encode_error(error)
+
+
+def _log_failure(info: Info, entry: Registered, attempt: int, why: str, error: BaseException) -> None:
+    """The final failure of a durable function, with its traceback (its promise is rejected with it)."""
+    log.warning(
+        "%s %s failed on attempt %d (%s): %s: %s",
+        entry.name,
+        info.id,
+        attempt,
+        why,
+        type(error).__name__,
+        error,
+        exc_info=(type(error), error, error.__traceback__),
+    )
 
 
 __all__ = ["Context", "DurableFuture", "Info", "Options"]
