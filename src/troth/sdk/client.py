@@ -306,6 +306,17 @@ class Troth:
         if timeout is None:
             env_timeout = _env("TIMEOUT")
             timeout = int(env_timeout) / 1000 if env_timeout else 10.0
+        # One line when the client starts in local mode: a WARNING when nothing asked for it (a worker
+        # started without TROTH_URL would otherwise wait forever for work that goes elsewhere).
+        self._local_line: tuple[int, str] | None = None
+        if transport is None and not resolved_url and local_path is None:
+            self._local_line = (
+                logging.WARNING,
+                "troth: local mode (no TROTH_URL, RESONATE_URL or TROTH_HOST is set): an in-process server "
+                "in memory serves this process alone; set TROTH_URL to share work with other processes",
+            )
+        elif (transport is None and not resolved_url) or isinstance(transport, LocalTransport):
+            self._local_line = (logging.INFO, "troth: local mode: an in-process server serves this process")
         if transport is None:
             transport = (
                 HttpTransport(resolved_url, token=self.token, timeout=timeout)
@@ -377,6 +388,8 @@ class Troth:
             if not life.started:
                 await self._worker.start()
                 life.started = True
+                if self._local_line is not None:
+                    log.log(*self._local_line)
         return self
 
     async def stop(self) -> None:
