@@ -126,6 +126,11 @@ class Execution:
         self.remote_pending: dict[str, None] = {}
         self.broken: BaseException | None = None
         self.replaying = False
+        # Where replay ends (see ``DurableFuture._resumed``): the futures whose awaits suspended the previous
+        # execution, when this worker ran it; else the latest creation time among the records seen so far.
+        self.frontier: frozenset[str] | None = None
+        self.blocked: set[str] = set()
+        self.latest_created = 0
 
     def remember(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -163,8 +168,13 @@ class Execution:
         if cached is not None and (
             cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
         ):
-            return cached
-        return await self._fence("promise.create", data)
+            record = cached
+        else:
+            record = await self._fence("promise.create", data)
+        created = record.get("createdAt")
+        if isinstance(created, int) and created > self.latest_created:
+            self.latest_created = created
+        return record
 
     async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
         value: dict[str, Any] = {} if data is None else {"data": data}
@@ -188,7 +198,7 @@ class _State:
 class DurableFuture(Generic[T]):
     """An eager durable operation: created at call time, awaited for its value (or ``yield``ed)."""
 
-    __slots__ = ("_begin", "_created", "_hint", "_task", "ctx", "detached", "id")
+    __slots__ = ("_begin", "_created", "_hint", "_remote", "_task", "ctx", "detached", "id")
 
     def __init__(
         self,
@@ -200,10 +210,12 @@ class DurableFuture(Generic[T]):
         hint: Any = Any,
         detached: bool = False,
         begin: bool = False,
+        remote: bool = False,
     ) -> None:
         self.ctx = ctx
         self.id = id
         self.detached = detached
+        self._remote = remote
         self._hint = hint
         self._begin = begin
         self._created = created
@@ -215,10 +227,26 @@ class DurableFuture(Generic[T]):
     async def result(self) -> T:
         outcome = await asyncio.shield(self._task)
         if outcome is BLOCKED:
+            self.ctx._execution.blocked.add(self.id)
             raise Suspended(self.id)
+        if self.ctx._state.replaying and self._resumed(outcome):
+            self.ctx._state.replaying = False
         if self.detached:
             return self.id  # type: ignore[return-value]
         return self.ctx._worker.outcome(outcome, self._hint)  # type: ignore[no-any-return]
+
+    def _resumed(self, record: dict[str, Any]) -> bool:
+        """Whether the previous execution stopped at this await, so that what follows is new code.
+
+        Exact when this worker ran the previous execution (it remembers which awaits suspended it). Else a
+        remote child that settled after the latest creation the earlier executions made was still pending
+        when they last looked: they suspended here. (With fan-out, a child that an earlier execution did
+        see settled may pass this test too; its lines then appear twice rather than never.)"""
+        execution = self.ctx._execution
+        if execution.frontier is not None:
+            return self.id in execution.frontier
+        settled = record.get("settledAt")
+        return self._remote and isinstance(settled, int) and settled > execution.latest_created
 
     async def created_id(self) -> str:
         """The child's id, once its promise durably exists."""
@@ -512,8 +540,10 @@ class Context:
             raise
         mine.set_result(True)
         created.set_result(record)
-        if record["state"] == "pending":
-            self._state.replaying = False
+        if record["state"] == "pending" and self._execution.frontier is None:
+            self._state.replaying = (
+                False  # without a frontier: past anything an earlier execution saw settled
+            )
         return record
 
     def _remote(
@@ -543,7 +573,9 @@ class Context:
                 return BLOCKED
             return record
 
-        future: DurableFuture[Any] = DurableFuture(self, id, runner(), created, hint=hint, detached=detached)
+        future: DurableFuture[Any] = DurableFuture(
+            self, id, runner(), created, hint=hint, detached=detached, remote=True
+        )
         self._state.children.append(future)
         return future
 
