@@ -14,23 +14,24 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from troth.sdk.client import Handle, Troth
+from troth.sdk.context import AsyncFn, GenFn, P, R, SyncFn
 
 T = TypeVar("T")
 E = TypeVar("E", bound=type[Exception])
 
 
-class SyncHandle:
+class SyncHandle(Generic[T]):
     """A top-level invocation seen from synchronous code."""
 
-    def __init__(self, owner: SyncTroth, handle: Handle[Any]) -> None:
+    def __init__(self, owner: SyncTroth, handle: Handle[T]) -> None:
         self._owner = owner
         self._handle = handle
         self.id = handle.id
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         """Block until the value is there (or raise its error; ``TimeoutError`` after ``timeout`` s)."""
         return self._owner._call(self._handle.result(), timeout)
 
@@ -105,20 +106,60 @@ class SyncTroth:
     ) -> _SyncView:
         return _SyncView(self, self.troth.options(target=target, timeout=timeout, version=version))
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` under ``id`` (here, if this process wins the task) and return its value."""
         return _SyncView(self, self.troth).run(id, fn, *args, **kwargs)
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return _SyncView(self, self.troth).rpc(id, fn, *args, **kwargs)
 
-    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_run(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return _SyncView(self, self.troth).begin_run(id, fn, *args, **kwargs)
 
-    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_rpc(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return _SyncView(self, self.troth).begin_rpc(id, fn, *args, **kwargs)
 
-    def get(self, id: str) -> SyncHandle:
+    def get(self, id: str) -> SyncHandle[Any]:
         return SyncHandle(self, self._call(self.troth.get(id)))
 
     def close(self) -> None:
@@ -145,14 +186,54 @@ class _SyncView:
         self._owner = owner
         self._troth = troth
 
-    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_run(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return SyncHandle(self._owner, self._owner._call(self._troth.begin_run(id, fn, *args, **kwargs)))
 
-    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_rpc(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return SyncHandle(self._owner, self._owner._call(self._troth.begin_rpc(id, fn, *args, **kwargs)))
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return self.begin_run(id, fn, *args, **kwargs).result()
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return self.begin_rpc(id, fn, *args, **kwargs).result()

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from troth.protocol.address import parse_address
 from troth.sdk.codec import Codec, Encryptor
-from troth.sdk.context import FOREVER_MS, NO_DEADLINE, Options, now_ms, to_ms
+from troth.sdk.context import FOREVER_MS, NO_DEADLINE, AsyncFn, GenFn, Options, P, R, SyncFn, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
 from troth.sdk.registry import Registry
@@ -489,6 +489,14 @@ class Troth:
             tags.update(self._opts.tags)
         return {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}, hint
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` and execute it here if this process wins the task."""
         if self._worker.send_only:
@@ -500,11 +508,33 @@ class Troth:
         data, hint = self._root(id, fn, args, kwargs)
         return self._begin(id, hint, self._run(data))
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` on a worker of the target group."""
         data, hint = self._root(id, fn, args, kwargs)
         return self._begin(id, hint, self._rpc(data))
 
+    @overload
+    async def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(
+        self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(
+        self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     async def begin_run(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
@@ -512,6 +542,20 @@ class Troth:
         await handle.created()
         return handle
 
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     async def begin_rpc(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:

@@ -27,7 +27,7 @@ import time as _time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
 
 from troth.sdk.errors import (
     CanceledError,
@@ -46,6 +46,14 @@ if TYPE_CHECKING:
     from troth.sdk.runtime import Worker
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The shapes of a durable function, for typed calls: ``ctx.run(add, 1, 2)`` is a ``DurableFuture[int]`` when
+# ``add`` is ``async def add(ctx: Context, a: int, b: int) -> int``, and wrong arguments are a type error.
+AsyncFn = Callable[Concatenate["Context", P], Coroutine[Any, Any, R]]
+GenFn = Callable[Concatenate["Context", P], Generator[Any, Any, R]]
+SyncFn = Callable[Concatenate["Context", P], R]
 
 NO_DEADLINE: Final = 2**53 - 1
 """The ``timeoutAt`` of a promise nobody gave a deadline (the year 287396): durable means years, so a
@@ -399,20 +407,58 @@ class Context:
 
     # ------------------------------------------------------------------------------------- operations
 
+    @overload
+    def run(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         """Run ``fn`` here as a checkpointed local step; returns an eager future of its result."""
         return self._local(fn, args, kwargs, begin=False)
 
+    @overload
+    def begin_run(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         return self._local(fn, args, kwargs, begin=True)
 
+    @overload
+    def rpc(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         """Run ``fn`` on a worker of the target group (default: this worker's group)."""
         return self._remote_call(fn, args, kwargs, begin=False, detached=False)
 
+    @overload
+    def begin_rpc(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         return self._remote_call(fn, args, kwargs, begin=True, detached=False)
 
+    @overload
+    def detached(
+        self, fn: Callable[Concatenate[Context, P], Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> DurableFuture[str]: ...
+    @overload
+    def detached(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[str]: ...
     def detached(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[str]:
         """Start ``fn`` on a worker as a fire-and-forget child; resolves to its id once created."""
         return self._remote_call(fn, args, kwargs, begin=False, detached=True)
