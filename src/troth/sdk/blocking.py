@@ -11,7 +11,9 @@ and could not keep serving tasks); nesting loops (breaks inside frameworks that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
@@ -21,6 +23,20 @@ from troth.sdk.context import AsyncFn, GenFn, P, R, SyncFn
 
 T = TypeVar("T")
 E = TypeVar("E", bound=type[Exception])
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, troth: Troth | None) -> None:
+    """Stop ``troth`` on its loop, then the loop and its thread (``SyncTroth.close``, or at exit)."""
+    if loop.is_closed():
+        return
+    if thread.is_alive():
+        if troth is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(troth.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    if not loop.is_running():
+        loop.close()
 
 
 class SyncHandle(Generic[T]):
@@ -63,9 +79,14 @@ class SyncTroth:
         async def build() -> Troth:
             return Troth(url, **kwargs)
 
-        self.troth: Troth = self._call(build())
+        try:
+            self.troth: Troth = self._call(build())
+        except BaseException:
+            _shutdown(self._loop, self._thread, None)
+            raise
         self.promises = _SyncPromises(self)
-        self._closed = False
+        # Closes at interpreter exit too when nobody called close(): no "Unclosed client session".
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, self.troth)
 
     @classmethod
     def local(cls, path: str | None = None, **kwargs: Any) -> SyncTroth:
@@ -82,7 +103,7 @@ class SyncTroth:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except BaseException:  # a timeout, Ctrl-C, or its own error: nothing keeps running on our loop
             future.cancel()
             raise
 
@@ -94,7 +115,12 @@ class SyncTroth:
         return self.troth.register_error(cls)
 
     def start(self) -> SyncTroth:
-        self._call(self.troth.start())
+        """Open the connections (see ``Troth.start``); if that fails, everything is closed again."""
+        try:
+            self._call(self.troth.start())
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def options(
@@ -164,13 +190,13 @@ class SyncTroth:
 
     def close(self) -> None:
         """Release held tasks, close connections and stop the loop thread. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._call(self.troth.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("SyncTroth cannot be closed from its own event loop")
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
 
     def __enter__(self) -> SyncTroth:
         return self.start()

@@ -51,6 +51,21 @@ def _url_from_env() -> str | None:
     return None
 
 
+def _unreachable_timeout(given: float | None) -> float | None:
+    """Seconds an unreachable server is retried before a call gives up (``None``: until it answers)."""
+    if given is None:
+        env = os.environ.get("TROTH_UNREACHABLE_TIMEOUT")
+        if not env:
+            return None
+        try:
+            given = float(env)
+        except ValueError:
+            raise ValueError(f"TROTH_UNREACHABLE_TIMEOUT must be a number of seconds, not {env!r}") from None
+    if isinstance(given, bool) or not isinstance(given, int | float) or not given >= 0:
+        raise ValueError(f"unreachable_timeout must be a number of seconds >= 0, not {given!r}")
+    return float(given)
+
+
 def _ttl_ms(ttl: float | timedelta | None) -> int:
     if ttl is None:
         env = _env("TTL_MS")
@@ -279,6 +294,7 @@ class Troth:
         retry_policy: RetryPolicy | None = None,
         max_concurrent_tasks: int = 64,
         request_timeout: float | None = None,
+        unreachable_timeout: float | None = None,
         transport: Transport | None = None,
         local_path: str | None = None,
         sleeper: Sleeper | None = None,
@@ -319,7 +335,12 @@ class Troth:
             self._local_line = (logging.INFO, "troth: local mode: an in-process server serves this process")
         if transport is None:
             transport = (
-                HttpTransport(resolved_url, token=self.token, timeout=timeout)
+                HttpTransport(
+                    resolved_url,
+                    token=self.token,
+                    timeout=timeout,
+                    unreachable_timeout=_unreachable_timeout(unreachable_timeout),
+                )
                 if resolved_url
                 else LocalTransport(local_path)
             )
@@ -397,6 +418,8 @@ class Troth:
         if self._life.started:
             self._life.started = False
             await self._worker.stop()
+        else:  # requests made without start() (promises.*, schedules.*) may have opened a connection
+            await self._worker.transport.stop()
 
     async def __aenter__(self) -> Troth:
         return await self.start()
