@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,24 @@ async def test_two_workers_share_one_server() -> None:
         assert result == 42
         assert h.starts["d1"] == 1
         await asyncio.sleep(0)
+
+
+async def test_ctx_time_follows_the_controlled_clock() -> None:
+    """``ctx.time`` reads the harness clock, so a three-day sleep reports three days (issue 10, item 7)."""
+    async with Harness() as h:
+
+        @h.troth.register
+        async def timed(ctx: Context) -> list[Any]:
+            before = await ctx.time.time()
+            await ctx.sleep(timedelta(days=3))
+            after = await ctx.time.time()
+            return [before, after - before, await ctx.time.now()]
+
+        before, slept, now = await h.run("clock-1", timed)
+        assert before == START_MS / 1000
+        assert 3 * 86_400 <= slept < 3 * 86_400 + 60
+        assert (
+            timedelta(0)
+            <= datetime.fromisoformat(now) - datetime(2026, 1, 4, tzinfo=UTC)
+            < timedelta(minutes=1)
+        )
