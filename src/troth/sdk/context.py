@@ -587,9 +587,8 @@ class Context:
         mine.set_result(True)
         created.set_result(record)
         if record["state"] == "pending" and self._execution.frontier is None:
-            self._state.replaying = (
-                False  # without a frontier: past anything an earlier execution saw settled
-            )
+            # Without a frontier: past anything an earlier execution saw settled.
+            self._state.replaying = False
         return record
 
     def _remote(
@@ -822,7 +821,8 @@ async def run_function(
     worker = execution.worker
     effective = policy or worker.retry_policy
     try:
-        entry.check_arguments(args, kwargs)
+        if info.id == execution.task_id:  # arguments from the wire; local calls were checked where made
+            entry.check_arguments(args, kwargs)
     except TypeError as exc:
         _log_failure(info, entry, 1, "its arguments do not fit, so it is not retried", exc)
         return "rejected", worker.codec.encode_error(exc)
