@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests/typing
 
 # pytest-xdist workers: most real-process tests wait on timers and other processes, so four workers
 # finish sooner than two even on two cores.

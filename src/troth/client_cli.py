@@ -47,6 +47,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from troth.sdk.codec import Codec
+from troth.sdk.context import NO_DEADLINE
 from troth.sdk.errors import SerializationError
 
 __all__ = ["CLIENT_ALIASES", "CLIENT_COMMANDS", "DEFAULT_SERVER", "parse_duration"]
@@ -905,7 +906,7 @@ def resolve_target(target: str) -> str:
 @click.option("--arg", "args", multiple=True, help="A positional argument as JSON (else a plain string).")
 @click.option("--json-args", default=None, help="All positional arguments as a JSON array.", **JSON_ARRAY)
 @click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--timeout", default="1h", show_default=True, **DURATION)
+@click.option("--timeout", default=None, help="A deadline, e.g. 30d (default: none).", **DURATION)
 @click.option(
     "--target", default="poll://any@default", show_default=True, help="Address, or a bare group name."
 )
@@ -942,7 +943,8 @@ def invoke(
     }
     if delay is not None:
         tags["resonate:delay"] = str(now + delay)
-    data = {"id": id, "timeoutAt": now + timeout + (delay or 0), "param": {"data": param}, "tags": tags}
+    timeout_at = NO_DEADLINE if timeout is None else now + timeout + (delay or 0)
+    data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
     answer = _client(ctx).call("promise.create", data)
     if as_json:
         emit_json(response_json(answer))

@@ -10,25 +10,31 @@ that boundary (no release, no goodbye: its leases end when its connection drops)
 the same server and lets it finish. It asserts that the result never changes and that no step that had
 completed before the crash runs again.
 
-With pytest, the ``troth_harness`` fixture (registered through the ``pytest11`` entry point) yields a
-started ``Harness``.
+With pytest, the plugin (registered through the ``pytest11`` entry point) provides the ``troth_harness``
+fixture, a ``Harness`` that starts on first use in the test's own event loop, and runs ``async def`` tests
+that no other plugin claims, each on a fresh event loop. So a fresh project needs no configuration, and
+pytest-asyncio (any mode) or anyio, when installed and asked to, run the tests instead: a test that
+carries their marker is left to them.
 
 Rejected: a real-time autojump driven by wall-clock idleness (slow and flaky); patching ``time`` globally
-(leaks into user code and libraries). Time flows only through the clock handed to the engine and the SDK.
+(leaks into user code and libraries). Time flows only through the clock handed to the engine and the SDK
+(and ``ctx.time``, through the ``resonate:time`` dependency). An async fixture for the harness was rejected:
+pytest cannot run one without an async plugin, and with one it is bound to that plugin's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from troth.sdk.client import Handle, Troth
-from troth.sdk.context import Info
+from troth.sdk.context import NO_DEADLINE, Info
 from troth.sdk.transport import LocalTransport
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
@@ -42,6 +48,16 @@ START_MS = 1_767_225_600_000
 _DURABLE = frozenset(
     {"task.create", "task.acquire", "task.fence", "task.fulfill", "task.suspend", "task.release"}
 )
+
+
+class _ClockTime:
+    """``time.time()`` on a harness clock: what ``ctx.time`` reads under the harness."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock.now() / 1000
 
 
 class Stuck(AssertionError):
@@ -74,6 +90,7 @@ class Harness:
         """How many times each promise id's function body started (every attempt, every replay)."""
         self.troth = self.new_worker()
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def new_worker(self, pid: str | None = None, group: str | None = None) -> Troth:
         """Another worker process on the same server (not started yet)."""
@@ -86,6 +103,7 @@ class Harness:
             sleeper=self._sleep,
         )
         worker._worker.observer = self._observe
+        worker.set_dependency("resonate:time", _ClockTime(self.clock))  # ctx.time follows the clock
         self.workers.append(worker)
         return worker
 
@@ -98,6 +116,7 @@ class Harness:
 
     async def start(self, *, with_worker: bool = True) -> Harness:
         if not self._started:
+            self._loop = asyncio.get_running_loop()
             await self.engine.start()
             if with_worker:
                 await self.troth.start()
@@ -110,6 +129,10 @@ class Harness:
         if self._started:
             await self.engine.stop()
             self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     async def __aenter__(self) -> Harness:
         return await self.start()
@@ -144,6 +167,7 @@ class Harness:
     async def advance(self, by: float | timedelta) -> None:
         """Move the clock forward (seconds or timedelta) and let everything that became due run."""
         ms = int(by.total_seconds() * 1000) if isinstance(by, timedelta) else int(by * 1000)
+        await self.start()
         await self.idle()
         self.clock.advance(ms)
         await self.idle()
@@ -153,12 +177,13 @@ class Harness:
 
     async def wait(self, handle: Handle[Any], *, max_jumps: int = 100_000) -> Any:
         """The handle's result, jumping the clock to each next timer whenever everything else is idle."""
+        await self.start()
         for _ in range(max_jumps):
             await self.idle()
             if handle.done():
                 return await handle
             due = await self.next_due()
-            if due is None:
+            if due is None or due >= NO_DEADLINE:  # only a promise without a deadline would ever "fire"
                 raise Stuck(
                     f"{handle.id!r} waits for something no timer will settle; "
                     "settle it (e.g. harness.troth.promises.resolve) or advance the clock"
@@ -167,7 +192,8 @@ class Harness:
         raise Stuck(f"{handle.id!r} did not finish after {max_jumps} clock jumps")
 
     async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
-        """``troth.run`` with the clock driven until the result is there."""
+        """``troth.run`` with the clock driven until the result is there (starting the harness if needed)."""
+        await self.start()
         return await self.wait(self.troth.run(id, fn, *args, **kwargs))
 
 
@@ -282,7 +308,7 @@ async def crash_test(
                 if crashing.crashed.is_set():
                     break
                 due = await h.next_due()
-                if due is None:
+                if due is None or due >= NO_DEADLINE:
                     raise Stuck(f"crash point {point}: the first run stalled before reaching it")
                 h.clock.set(max(due, h.clock.now()))
             await _kill(first)
@@ -315,14 +341,45 @@ async def crash_test(
 
 try:
     import pytest
-    import pytest_asyncio
-
-    @pytest_asyncio.fixture
-    async def troth_harness() -> AsyncIterator[Harness]:
-        """A started ``Harness`` (in-process server and worker on a controlled clock)."""
-        async with Harness() as harness:
-            yield harness
-
-    _ = pytest
-except ImportError:  # pragma: no cover - the fixture needs pytest and pytest-asyncio
+except ImportError:  # pragma: no cover - the plugin needs pytest
     pass
+else:
+
+    @pytest.fixture
+    def troth_harness() -> Iterator[Harness]:
+        """A ``Harness`` (in-process server and worker on a controlled clock); it starts on first use, in
+        the test's event loop, and is stopped after the test."""
+        harness = Harness()
+        _live.append(harness)
+        try:
+            yield harness
+        finally:
+            _live.remove(harness)
+            loop = harness._loop
+            if harness.started and loop is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(harness.stop())
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+        """Run an ``async def`` test that no async plugin claimed, on a fresh event loop."""
+        if not inspect.iscoroutinefunction(pyfuncitem.obj):
+            return None
+        if any(pyfuncitem.get_closest_marker(name) for name in ("asyncio", "anyio", "trio")):
+            return None
+        names = pyfuncitem._fixtureinfo.argnames
+        kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+
+        async def main() -> None:
+            try:
+                await pyfuncitem.obj(**kwargs)
+            finally:  # stop harnesses while their loop still runs
+                for harness in list(_live):
+                    if harness.started and harness._loop is asyncio.get_running_loop():
+                        await harness.stop()
+
+        asyncio.run(main())
+        return True
+
+
+_live: list[Harness] = []
+"""Harnesses handed out by the ``troth_harness`` fixture, to stop once their test ends."""

@@ -68,9 +68,11 @@ class Env:
         self.clients.append(r)
         return r, rec
 
-    def worker(self, pid: str, *, group: str | None = None, ttl: float = 2.0) -> WorkerProcess:
+    def worker(
+        self, pid: str, *, group: str | None = None, ttl: float = 2.0, pickle_key: str | None = None
+    ) -> WorkerProcess:
         """A worker process (remote mode) serving ``sdk.workers`` in ``group`` (default: this test's)."""
-        w = WorkerProcess(self.url, group or self.group, pid, self.tmp, ttl=ttl)
+        w = WorkerProcess(self.url, group or self.group, pid, self.tmp, ttl=ttl, pickle_key=pickle_key)
         self.workers.append(w)
         return w.start()
 

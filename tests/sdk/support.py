@@ -188,8 +188,18 @@ def count(path: Path, prefix: str) -> int:
 class WorkerProcess:
     """``python tests/sdk/workers.py`` joined to ``group`` as ``pid``; see that module for the functions."""
 
-    def __init__(self, url: str, group: str, pid: str, directory: Path, *, ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        group: str,
+        pid: str,
+        directory: Path,
+        *,
+        ttl: float = 2.0,
+        pickle_key: str | None = None,
+    ) -> None:
         self.url = url
+        self.pickle_key = pickle_key
         self.group = group
         self.pid = pid
         self.ttl = ttl
@@ -214,6 +224,7 @@ class WorkerProcess:
             str(self.effects),
             "--traffic",
             str(self.traffic),
+            *(["--pickle-key", self.pickle_key] if self.pickle_key else []),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TROTH_", "RESONATE_"))}
         with self.stderr_path.open("ab") as err:

@@ -93,11 +93,15 @@ async def test_non_serializable_rpc_argument_raises_at_the_call_site(env: Env) -
             return "caught"
         return "not raised"
 
+    @r.register
+    async def takes_one(ctx: Context, value: Any) -> str:
+        return "never run"
+
     async with r:
         with pytest.raises(SerializationError):
             r.rpc(env.id("unserializable"), "anything", object())
         with pytest.raises(SerializationError):
-            r.run(env.id("unserializable-run"), wf, {1, 2, 3}.__iter__())
+            r.run(env.id("unserializable-run"), takes_one, {1, 2, 3}.__iter__())
         assert await r.run(env.id("unserializable-wf"), wf) == "caught"
         assert caught and "anything" in caught[0]
         assert rec.of("promise.create") == []

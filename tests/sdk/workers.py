@@ -133,12 +133,45 @@ async def zombie_wf(ctx: Context) -> str:
     return await ctx.run(zleaf)  # type: ignore[no-any-return]
 
 
-FUNCTIONS = [compute, gate, dup_wf, step, slow, crash_wf, sleepy_wf, bad_age, zleaf, zombie_wf]
+# ── rejections are data: a crafted one must never run code here (docs/sdk/errors-and-codec.md) ─────────
+
+
+async def verdict_wf(ctx: Context, promise_id: str) -> dict[str, Any]:
+    """Awaits the latent promise ``promise_id`` and reports how its rejection arrived."""
+    try:
+        value = await ctx.promise(id=promise_id)
+    except Exception as exc:
+        return {"type": type(exc).__name__, "message": str(exc), "type_name": getattr(exc, "type_name", None)}
+    return {"resolved": value}
+
+
+async def detailed_failure(ctx: Context, detail: str) -> None:
+    """Raises a ``ValueError`` with an extra attribute, which only a signed pickle carries across."""
+    error = ValueError("detailed failure")
+    error.detail = detail  # type: ignore[attr-defined]
+    raise error
+
+
+FUNCTIONS = [
+    compute,
+    gate,
+    dup_wf,
+    step,
+    slow,
+    crash_wf,
+    sleepy_wf,
+    bad_age,
+    zleaf,
+    zombie_wf,
+    verdict_wf,
+    detailed_failure,
+]
+NEVER_RETRIED = (bad_age, detailed_failure)
 
 
 def register_all(r: Troth, effects: str | Path, me: str) -> Troth:
     for fn in FUNCTIONS:
-        r.register(fn, retry_policy=Never() if fn is bad_age else None)
+        r.register(fn, retry_policy=Never() if fn in NEVER_RETRIED else None)
     r.set_dependency("effects", str(effects))
     r.set_dependency("me", me)
     return r
@@ -175,7 +208,14 @@ class TrafficLog:
 
 async def serve(args: argparse.Namespace) -> None:
     transport = TrafficLog(HttpTransport(args.url), args.traffic)
-    r = Troth(args.url, group=args.group, pid=args.pid, ttl=args.ttl, transport=transport)
+    r = Troth(
+        args.url,
+        group=args.group,
+        pid=args.pid,
+        ttl=args.ttl,
+        transport=transport,
+        pickle_key=args.pickle_key,
+    )
     register_all(r, args.effects, args.pid)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -194,6 +234,7 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=2.0)
     parser.add_argument("--effects", required=True)
     parser.add_argument("--traffic", required=True)
+    parser.add_argument("--pickle-key", default=None)
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from troth import Context, Troth, TrothTimeoutError
-from troth.testing import Harness, Stuck, crash_test
+from troth import Context, DeadlineError, Troth, TrothTimeoutError
+from troth.sdk.context import NO_DEADLINE
+from troth.testing import START_MS, Harness, Stuck, crash_test
 
 
 def steps(r: Troth) -> None:
@@ -43,7 +45,24 @@ async def test_sleeps_of_days_finish_at_once() -> None:
         assert timer["tags"]["resonate:timer"] == "true"
 
 
-async def test_a_sleep_longer_than_the_workflow_times_it_out() -> None:
+async def test_a_sleep_of_days_needs_no_timeout() -> None:
+    """A durable workflow sleeps for days (or years) with default options (issue 10, item 1)."""
+    async with Harness() as h:
+
+        @h.troth.register
+        async def long_nap(ctx: Context, days: int) -> str:
+            await ctx.sleep(timedelta(days=days))
+            return "rested"
+
+        start = h.clock.now()
+        assert await h.run("j2", long_nap, 3) == "rested"
+        assert h.clock.now() - start >= 3 * 86_400_000
+        assert await h.run("j2-years", long_nap, 3 * 365) == "rested"
+        root = await h.troth.promises.get("j2")
+        assert root["timeoutAt"] == NO_DEADLINE  # no deadline unless the user sets one
+
+
+async def test_sleeping_past_a_timeout_the_user_set_is_an_error_where_the_sleep_is() -> None:
     async with Harness() as h:
 
         @h.troth.register
@@ -51,8 +70,37 @@ async def test_a_sleep_longer_than_the_workflow_times_it_out() -> None:
             await ctx.sleep(timedelta(days=2))
             return "never"
 
-        with pytest.raises(TrothTimeoutError):
-            await h.run("j2", too_long)
+        @h.troth.register
+        async def careful(ctx: Context) -> str:
+            try:
+                await ctx.sleep(timedelta(days=2))
+            except DeadlineError as exc:
+                await ctx.sleep(timedelta(hours=1))  # still fits
+                return f"caught: {exc}"
+            return "never"
+
+        with pytest.raises(DeadlineError, match=r"ctx\.sleep .* after the deadline of 'j3'.*timeout"):
+            await h.wait(h.troth.options(timeout=timedelta(days=1)).run("j3", too_long))
+        message = await h.wait(h.troth.options(timeout=timedelta(days=1)).run("j4", careful))
+        assert message == (  # the same words in every execution, although replays run an hour later
+            "caught: ctx.sleep of j4:1 (for 2 days, 0:00:00) would end after the deadline of 'j4' at "
+            "2026-01-02T00:00:00Z (its timeout); sleep less, or give the workflow a longer timeout"
+        )
+
+
+async def test_a_sleep_that_fitted_does_not_fail_when_it_is_replayed_later() -> None:
+    async with Harness() as h:
+
+        @h.troth.register
+        async def add_one(ctx: Context, x: int) -> int:
+            return x + 1
+
+        @h.troth.register
+        async def nap_then_step(ctx: Context) -> int:
+            await ctx.sleep(timedelta(minutes=50))  # at replay, now + 50 min is past the deadline
+            return int(await ctx.rpc(add_one, 1))
+
+        assert await h.wait(h.troth.options(timeout=timedelta(hours=1)).run("j5", nap_then_step)) == 2
 
 
 async def test_unsettled_latent_promise_times_out() -> None:
@@ -64,6 +112,18 @@ async def test_unsettled_latent_promise_times_out() -> None:
 
         with pytest.raises(TrothTimeoutError):
             await h.run("latent-1", waits)
+
+
+async def test_a_latent_promise_without_a_deadline_is_reported_as_stuck() -> None:
+    async with Harness() as h:
+
+        @h.troth.register
+        async def waits_forever(ctx: Context) -> str:
+            return str(await ctx.promise())
+
+        with pytest.raises(Stuck, match="no timer will settle"):
+            await h.run("latent-2", waits_forever)
+        assert h.clock.now() < START_MS + 86_400_000  # it did not jump to the end of time
 
 
 async def test_work_for_a_group_nobody_serves_is_reported_as_stuck() -> None:
@@ -143,3 +203,24 @@ async def test_two_workers_share_one_server() -> None:
         assert result == 42
         assert h.starts["d1"] == 1
         await asyncio.sleep(0)
+
+
+async def test_ctx_time_follows_the_controlled_clock() -> None:
+    """``ctx.time`` reads the harness clock, so a three-day sleep reports three days (issue 10, item 7)."""
+    async with Harness() as h:
+
+        @h.troth.register
+        async def timed(ctx: Context) -> list[Any]:
+            before = await ctx.time.time()
+            await ctx.sleep(timedelta(days=3))
+            after = await ctx.time.time()
+            return [before, after - before, await ctx.time.now()]
+
+        before, slept, now = await h.run("clock-1", timed)
+        assert before == START_MS / 1000
+        assert 3 * 86_400 <= slept < 3 * 86_400 + 60
+        assert (
+            timedelta(0)
+            <= datetime.fromisoformat(now) - datetime(2026, 1, 4, tzinfo=UTC)
+            < timedelta(minutes=1)
+        )

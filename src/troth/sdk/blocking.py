@@ -11,25 +11,43 @@ and could not keep serving tasks); nesting loops (breaks inside frameworks that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from troth.sdk.client import Handle, Troth
+from troth.sdk.context import AsyncFn, GenFn, P, R, SyncFn
 
 T = TypeVar("T")
+E = TypeVar("E", bound=type[Exception])
 
 
-class SyncHandle:
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, troth: Troth | None) -> None:
+    """Stop ``troth`` on its loop, then the loop and its thread (``SyncTroth.close``, or at exit)."""
+    if loop.is_closed():
+        return
+    if thread.is_alive():
+        if troth is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(troth.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    if not loop.is_running():
+        loop.close()
+
+
+class SyncHandle(Generic[T]):
     """A top-level invocation seen from synchronous code."""
 
-    def __init__(self, owner: SyncTroth, handle: Handle[Any]) -> None:
+    def __init__(self, owner: SyncTroth, handle: Handle[T]) -> None:
         self._owner = owner
         self._handle = handle
         self.id = handle.id
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         """Block until the value is there (or raise its error; ``TimeoutError`` after ``timeout`` s)."""
         return self._owner._call(self._handle.result(), timeout)
 
@@ -61,9 +79,14 @@ class SyncTroth:
         async def build() -> Troth:
             return Troth(url, **kwargs)
 
-        self.troth: Troth = self._call(build())
+        try:
+            self.troth: Troth = self._call(build())
+        except BaseException:
+            _shutdown(self._loop, self._thread, None)
+            raise
         self.promises = _SyncPromises(self)
-        self._closed = False
+        # Closes at interpreter exit too when nobody called close(): no "Unclosed client session".
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, self.troth)
 
     @classmethod
     def local(cls, path: str | None = None, **kwargs: Any) -> SyncTroth:
@@ -80,15 +103,24 @@ class SyncTroth:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except BaseException:  # a timeout, Ctrl-C, or its own error: nothing keeps running on our loop
             future.cancel()
             raise
 
     def register(self, fn: Any = None, /, **kwargs: Any) -> Any:
         return self.troth.register(fn, **kwargs) if fn is not None else self.troth.register(**kwargs)
 
+    def register_error(self, cls: E, /) -> E:
+        """See ``Troth.register_error``."""
+        return self.troth.register_error(cls)
+
     def start(self) -> SyncTroth:
-        self._call(self.troth.start())
+        """Open the connections (see ``Troth.start``); if that fails, everything is closed again."""
+        try:
+            self._call(self.troth.start())
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def options(
@@ -100,31 +132,71 @@ class SyncTroth:
     ) -> _SyncView:
         return _SyncView(self, self.troth.options(target=target, timeout=timeout, version=version))
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` under ``id`` (here, if this process wins the task) and return its value."""
         return _SyncView(self, self.troth).run(id, fn, *args, **kwargs)
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return _SyncView(self, self.troth).rpc(id, fn, *args, **kwargs)
 
-    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_run(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return _SyncView(self, self.troth).begin_run(id, fn, *args, **kwargs)
 
-    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_rpc(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return _SyncView(self, self.troth).begin_rpc(id, fn, *args, **kwargs)
 
-    def get(self, id: str) -> SyncHandle:
+    def get(self, id: str) -> SyncHandle[Any]:
         return SyncHandle(self, self._call(self.troth.get(id)))
 
     def close(self) -> None:
         """Release held tasks, close connections and stop the loop thread. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._call(self.troth.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("SyncTroth cannot be closed from its own event loop")
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
 
     def __enter__(self) -> SyncTroth:
         return self.start()
@@ -140,14 +212,54 @@ class _SyncView:
         self._owner = owner
         self._troth = troth
 
-    def begin_run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_run(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return SyncHandle(self._owner, self._owner._call(self._troth.begin_run(id, fn, *args, **kwargs)))
 
-    def begin_rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> SyncHandle:
+    @overload
+    def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> SyncHandle[R]: ...
+    @overload
+    def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> SyncHandle[Any]: ...
+    def begin_rpc(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> SyncHandle[Any]:
         return SyncHandle(self._owner, self._owner._call(self._troth.begin_rpc(id, fn, *args, **kwargs)))
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return self.begin_run(id, fn, *args, **kwargs).result()
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         return self.begin_rpc(id, fn, *args, **kwargs).result()

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from troth.protocol.address import parse_address
 from troth.sdk.codec import Codec, Encryptor
-from troth.sdk.context import DAY_MS, Options, now_ms, to_ms
+from troth.sdk.context import FOREVER_MS, NO_DEADLINE, AsyncFn, GenFn, Options, P, R, SyncFn, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
 from troth.sdk.registry import Registry
@@ -28,6 +28,7 @@ from troth.sdk.transport import HttpTransport, LocalTransport, Transport
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=type[Exception])
 
 log = logging.getLogger("troth.sdk")
 
@@ -48,6 +49,21 @@ def _url_from_env() -> str | None:
         port = _env("PORT") or "8001"
         return f"{scheme}://{host}:{port}" if "://" not in host else f"{host}:{port}"
     return None
+
+
+def _unreachable_timeout(given: float | None) -> float | None:
+    """Seconds an unreachable server is retried before a call gives up (``None``: until it answers)."""
+    if given is None:
+        env = os.environ.get("TROTH_UNREACHABLE_TIMEOUT")
+        if not env:
+            return None
+        try:
+            given = float(env)
+        except ValueError:
+            raise ValueError(f"TROTH_UNREACHABLE_TIMEOUT must be a number of seconds, not {env!r}") from None
+    if isinstance(given, bool) or not isinstance(given, int | float) or not given >= 0:
+        raise ValueError(f"unreachable_timeout must be a number of seconds >= 0, not {given!r}")
+    return float(given)
 
 
 def _ttl_ms(ttl: float | timedelta | None) -> int:
@@ -278,10 +294,12 @@ class Troth:
         retry_policy: RetryPolicy | None = None,
         max_concurrent_tasks: int = 64,
         request_timeout: float | None = None,
+        unreachable_timeout: float | None = None,
         transport: Transport | None = None,
         local_path: str | None = None,
         sleeper: Sleeper | None = None,
-        trust_pickles: bool = True,
+        pickle_key: str | bytes | None = None,
+        error_types: Iterable[type[Exception]] = (),
         clock: Callable[[], int] | None = None,
         send_only: bool = False,
         dependencies: Mapping[Any, Any] | None = None,
@@ -291,7 +309,9 @@ class Troth:
         self.token = token if token is not None else _env("TOKEN")
         self.group = group
         self.pid = pid or uuid.uuid4().hex
-        self.codec = Codec(encryptor=encryptor, trust_pickles=trust_pickles)
+        if pickle_key is None:
+            pickle_key = os.environ.get("TROTH_PICKLE_KEY") or None
+        self.codec = Codec(encryptor=encryptor, pickle_key=pickle_key, error_types=error_types)
         self.registry = Registry()
         self.dependencies = Dependencies()
         for key, value in (dependencies or {}).items():
@@ -302,9 +322,25 @@ class Troth:
         if timeout is None:
             env_timeout = _env("TIMEOUT")
             timeout = int(env_timeout) / 1000 if env_timeout else 10.0
+        # One line when the client starts in local mode: a WARNING when nothing asked for it (a worker
+        # started without TROTH_URL would otherwise wait forever for work that goes elsewhere).
+        self._local_line: tuple[int, str] | None = None
+        if transport is None and not resolved_url and local_path is None:
+            self._local_line = (
+                logging.WARNING,
+                "troth: local mode (no TROTH_URL, RESONATE_URL or TROTH_HOST is set): an in-process server "
+                "in memory serves this process alone; set TROTH_URL to share work with other processes",
+            )
+        elif (transport is None and not resolved_url) or isinstance(transport, LocalTransport):
+            self._local_line = (logging.INFO, "troth: local mode: an in-process server serves this process")
         if transport is None:
             transport = (
-                HttpTransport(resolved_url, token=self.token, timeout=timeout)
+                HttpTransport(
+                    resolved_url,
+                    token=self.token,
+                    timeout=timeout,
+                    unreachable_timeout=_unreachable_timeout(unreachable_timeout),
+                )
                 if resolved_url
                 else LocalTransport(local_path)
             )
@@ -373,6 +409,8 @@ class Troth:
             if not life.started:
                 await self._worker.start()
                 life.started = True
+                if self._local_line is not None:
+                    log.log(*self._local_line)
         return self
 
     async def stop(self) -> None:
@@ -380,6 +418,8 @@ class Troth:
         if self._life.started:
             self._life.started = False
             await self._worker.stop()
+        else:  # requests made without start() (promises.*, schedules.*) may have opened a connection
+            await self._worker.transport.stop()
 
     async def __aenter__(self) -> Troth:
         return await self.start()
@@ -431,6 +471,13 @@ class Troth:
             return add
         return add(fn)
 
+    def register_error(self, cls: E, /) -> E:
+        """Allow the exception class ``cls`` to come back as itself from a rejection (also as a class
+        decorator). Without it, and without a ``pickle_key``, it comes back as ``ApplicationError``
+        carrying its type name and message (docs/sdk/errors-and-codec.md)."""
+        self.codec.error_types.add(cls)
+        return cls
+
     def with_dependency(self, value: Any) -> Troth:
         self.dependencies.add(type(value), value)
         return self
@@ -446,10 +493,14 @@ class Troth:
     ) -> tuple[dict[str, Any], Any]:
         check_root_id(id)
         name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
+        if not isinstance(fn, str):  # a call that cannot bind fails here, at once (by name: where it runs)
+            self.registry.require(name, version).check_arguments(args, kwargs)
         retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
         param = self.codec.encode_invocation(name, list(args), kwargs, version, retry)
         timeout = self._opts.timeout
-        timeout_at = self._worker.clock() + (DAY_MS if timeout is None else to_ms(timeout))
+        timeout_at = (
+            NO_DEADLINE if timeout is None else min(self._worker.clock() + to_ms(timeout), NO_DEADLINE)
+        )
         tags = {
             "resonate:origin": id,
             "resonate:branch": id,
@@ -461,22 +512,52 @@ class Troth:
             tags.update(self._opts.tags)
         return {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}, hint
 
+    @overload
+    def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` and execute it here if this process wins the task."""
         if self._worker.send_only:
             raise ContextError("a send-only client executes nothing; dispatch with rpc() instead of run()")
         if isinstance(fn, str):
-            self.registry.require(fn, self._opts.version)
+            self.registry.require(fn, self._opts.version).check_arguments(args, kwargs)
         elif self.registry.of(fn) is None:
             self.register(fn)
         data, hint = self._root(id, fn, args, kwargs)
         return self._begin(id, hint, self._run(data))
 
+    @overload
+    def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+    @overload
+    def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` on a worker of the target group."""
         data, hint = self._root(id, fn, args, kwargs)
         return self._begin(id, hint, self._rpc(data))
 
+    @overload
+    async def begin_run(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(
+        self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(
+        self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     async def begin_run(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
@@ -484,6 +565,20 @@ class Troth:
         await handle.created()
         return handle
 
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(
+        self, id: str, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[R]: ...
+    @overload
+    async def begin_rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     async def begin_rpc(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
@@ -617,7 +712,7 @@ class Troth:
             id,
             cron,
             "{{.id}}-{{.timestamp}}",
-            promise_timeout if promise_timeout is not None else timedelta(hours=24),
+            promise_timeout if promise_timeout is not None else timedelta(milliseconds=FOREVER_MS),
             tags=tags,
             encoded_param=self.codec.encode_invocation(name, list(args), kwargs, version),
         )

@@ -1,4 +1,6 @@
-"""Values across the durability boundary (SDK.md §8): JSON, optionally encrypted, then base64.
+"""Values across the durability boundary: JSON, optionally encrypted, then base64.
+
+The user-facing account, errors included, is docs/sdk/errors-and-codec.md.
 
 ``Codec.encode`` turns a Python value into the string stored in a promise's ``data`` field;
 ``Codec.decode`` turns it back and, given a type hint, coerces plain JSON into the declared type
@@ -27,10 +29,27 @@ Design notes, including what was rejected:
   string annotations, type variables, or a class that is neither a supported type nor model-like. A hint
   that *can* be used but does not fit the value is a ``DecodingError`` naming the hint. ``None`` passes
   through any hint (a function annotated ``-> int`` that returned ``None`` must not poison its caller).
-* **Errors**: the reader prefers the pickled exception (only when ``trust_pickles``, since unpickling runs
-  code named by the payload), then rebuilds the class named by ``type`` with the message, then falls back
-  to ``ApplicationError``. Rebuilding by name imports the module only when pickles are trusted; otherwise
-  only classes of already-imported modules are used, so an untrusted payload cannot trigger imports.
+* **Errors are rebuilt, never unpickled, unless the user holds a key.** A rejection is data that anyone
+  who can reach the server may write (``troth promises reject <id> --value …``), and ``pickle.loads`` of
+  it runs whatever code the payload names; the official Python SDK unpickles it, so a crafted
+  ``__py_pickle`` is remote code execution in every worker that awaits the promise. So the reader does:
+
+  1. ``__py_pickle`` is unpickled only when this codec has a ``pickle_key`` and the payload's
+     ``__py_pickle_hmac`` is the HMAC-SHA256 of the pickle under that key (``troth.sdk.trust``). Only
+     processes holding the key can produce one. A pickle with a missing or wrong signature is never
+     unpickled, and a log line says so (once per reason and type).
+  2. Otherwise the class named by ``type`` (or, for the official Python SDK, which writes no ``type``, the
+     class the pickle references, read from its opcodes without running them) is rebuilt as
+     ``cls(*args)`` (the JSON ``args`` troth writes when they differ from the message) or
+     ``cls(message)`` when it is on the allow-list: built-in exceptions, troth's own errors, and the
+     classes the user registers (``Troth(error_types=…)``, ``troth.register_error``). Nothing is imported
+     because a payload names it, and an allowed class is only ever called with JSON values.
+  3. Anything else becomes ``ApplicationError(message, type_name, extra fields)``.
+
+  The writer still adds an (unsigned, unless keyed) ``__py_pickle`` so the official Python SDK can read
+  our errors as it always did; it is data for the reader to judge, and we never judge it trustworthy
+  without the key. Rejected: a default of trusting pickles (the official SDK's choice, the flaw above); a
+  restricted unpickler (see ``troth.sdk.trust``). The user-facing page is docs/sdk/errors-and-codec.md.
 """
 
 from __future__ import annotations
@@ -41,16 +60,15 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import importlib
 import inspect
 import json
+import logging
 import math
 import pickle
-import sys
 import types
 import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -58,8 +76,11 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from troth.sdk.errors import ApplicationError, DecodingError, SerializationError
+from troth.sdk.trust import ErrorTypes, PickleSigner, full_name, pickled_class_name
 
 __all__ = ["Codec", "Encryptor", "Invocation"]
+
+log = logging.getLogger("troth.sdk")
 
 
 class Encryptor(Protocol):
@@ -272,51 +293,40 @@ def _json_kind(value: Any) -> str:
     )
 
 
-def _resolve_class(name: str, allow_import: bool) -> Any:
-    """The object named ``module.QualName``: from ``sys.modules`` (or imported, if allowed), else None."""
-    parts = name.split(".")
-    if "<locals>" in parts:
-        return None
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        module = sys.modules.get(module_name)
-        if module is None and allow_import:
-            try:
-                module = importlib.import_module(module_name)
-            except Exception:
-                module = None
-        if module is None:
-            continue
-        obj: Any = module
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                return None
-        return obj
-    return None
-
-
-def _full_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-_ERROR_KEYS = frozenset({"__type", "message", "type", "__py_pickle"})
-_APPLICATION_ERROR = _full_name(ApplicationError)
+_PICKLE = "__py_pickle"
+_SIGNATURE = "__py_pickle_hmac"
+_ERROR_KEYS = frozenset({"__type", "message", "type", "args", _PICKLE, _SIGNATURE})
+_APPLICATION_ERROR = full_name(ApplicationError)
+#: How many distinct (reason, type) pairs a codec remembers having logged (each is logged once); past
+#: that bound every further occurrence is logged, so memory stays bounded and nothing goes unsaid.
+_MAX_NOTED = 1000
 
 
 class Codec:
     """JSON (+ optional encryption) + base64 for promise values, errors and invocation params."""
 
-    __slots__ = ("encryptor", "max_bytes", "trust_pickles")
+    __slots__ = ("_noted", "_signer", "encryptor", "error_types", "max_bytes")
 
     def __init__(
-        self, encryptor: Encryptor | None = None, trust_pickles: bool = True, max_bytes: int = 1_500_000
+        self,
+        encryptor: Encryptor | None = None,
+        *,
+        pickle_key: str | bytes | None = None,
+        error_types: Iterable[type[Exception]] = (),
+        max_bytes: int = 1_500_000,
     ) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive integer, not {max_bytes!r}")
         self.encryptor = encryptor
-        self.trust_pickles = trust_pickles
+        self._signer = PickleSigner(pickle_key) if pickle_key is not None else None
+        self.error_types = ErrorTypes(error_types)
         self.max_bytes = max_bytes
+        self._noted: set[tuple[str, str]] = set()
+
+    @property
+    def signs_pickles(self) -> bool:
+        """Whether this codec holds a pickle key (and so signs and accepts signed pickles)."""
+        return self._signer is not None
 
     # ------------------------------------------------------------------------------------ values
 
@@ -387,26 +397,33 @@ class Codec:
         except Exception:
             message = f"<unprintable {cls.__name__}>"
         fields: dict[str, Any] = {}
-        type_name = _full_name(cls)
+        type_name = full_name(cls)
         if isinstance(exc, ApplicationError):
             if isinstance(exc.data, dict):
                 fields = {k: v for k, v in exc.data.items() if isinstance(k, str) and k not in _ERROR_KEYS}
             type_name = exc.type_name or type_name
         payload: dict[str, Any] = {**fields, "__type": "error", "message": message, "type": type_name}
+        if not isinstance(exc, ApplicationError) and list(exc.args) != [message]:
+            payload["args"] = list(exc.args)  # e.g. KeyError('k'), or a constructor taking two arguments
         with contextlib.suppress(Exception):  # unpicklable: the reader rebuilds it by type name instead
-            payload["__py_pickle"] = binascii.b2a_base64(
-                pickle.dumps(exc, protocol=4), newline=False
-            ).decode()
-        try:
-            return self._encode(payload, "error")
-        except SerializationError:
-            pass
-        payload = {"__type": "error", "message": message, "type": type_name}
-        try:
-            return self._encode(payload, "error")
-        except SerializationError:
-            payload["message"] = message[: self.max_bytes // 8] + "… (truncated)"
-            return self._encode(payload, "error")
+            pickled = pickle.dumps(exc, protocol=4)
+            payload[_PICKLE] = binascii.b2a_base64(pickled, newline=False).decode()
+            if self._signer is not None:
+                payload[_SIGNATURE] = self._signer.sign(pickled)
+        minimal = {"__type": "error", "message": message, "type": type_name}
+        # What cannot be written is left out, in this order: the arguments (not JSON), the pickle and the
+        # extra fields (too large), then the message is cut.
+        attempts = [payload]
+        if "args" in payload:
+            attempts.append({k: v for k, v in payload.items() if k != "args"})
+        attempts.append(minimal)
+        for attempt in attempts:
+            try:
+                return self._encode(attempt, "error")
+            except SerializationError:
+                pass
+        minimal["message"] = message[: self.max_bytes // 8] + "… (truncated)"
+        return self._encode(minimal, "error")
 
     def decode_error(self, data: str | None) -> BaseException:
         """The exception a rejection value stands for (see the module docstring for the order tried).
@@ -419,28 +436,107 @@ class Codec:
         message = value.get("message")
         if not isinstance(message, str):
             message = "" if message is None else str(message)
-        if self.trust_pickles:
-            pickled = value.get("__py_pickle")
-            if isinstance(pickled, str):
-                try:
-                    exc = pickle.loads(binascii.a2b_base64(pickled))
-                except Exception:
-                    exc = None
-                if isinstance(exc, BaseException):
-                    return exc
+        pickled = value.get(_PICKLE)
+        raw = self._pickle_bytes(pickled)
+        if raw is not None:
+            exc = self._unpickle(raw, value.get(_SIGNATURE), value.get("type"))
+            if exc is not None:
+                return exc
         type_name = value.get("type")
-        if isinstance(type_name, str) and "." in type_name:
-            cls = _resolve_class(type_name, allow_import=self.trust_pickles)
-            if isinstance(cls, type) and issubclass(cls, Exception) and cls is not ApplicationError:
-                try:
-                    return cls(message)
-                except Exception:
-                    pass
+        if not isinstance(type_name, str) and raw is not None:
+            type_name = pickled_class_name(raw)  # the official Python SDK writes no "type"
+        if isinstance(type_name, str):
+            cls = self.error_types.get(type_name)
+            if cls is not None and cls is not ApplicationError:
+                rebuilt = self._rebuild(cls, value.get("args"), message)
+                if rebuilt is not None:
+                    return rebuilt
+            elif cls is None and type_name != _APPLICATION_ERROR and "." in type_name:
+                self._note(
+                    "unlisted",
+                    type_name,
+                    "a rejection of type %s comes back as ApplicationError: it is not an allowed error "
+                    "type here (allow it with troth.register_error(cls) or Troth(error_types=[cls]))",
+                    level=logging.INFO,
+                )
         if not isinstance(type_name, str) or type_name == _APPLICATION_ERROR:
             name = value.get("name")
             type_name = name if isinstance(name, str) else None
         extras = {k: v for k, v in value.items() if k not in _ERROR_KEYS}
         return ApplicationError(message, type_name, extras or None)
+
+    @staticmethod
+    def _rebuild(cls: type[Exception], args: Any, message: str) -> Exception | None:
+        """``cls(*args)`` when the writer gave JSON arguments, else ``cls(message)``; ``None`` if neither
+        constructs (an allowed class is only ever called with JSON values)."""
+        for call_args in ([*args], [message]) if isinstance(args, list) else ([message],):
+            try:
+                return cls(*call_args)
+            except Exception:
+                continue
+        return None
+
+    @staticmethod
+    def _pickle_bytes(pickled: Any) -> bytes | None:
+        if not isinstance(pickled, str):
+            return None
+        try:
+            return binascii.a2b_base64(pickled, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    def _unpickle(self, raw: bytes, signature: Any, claimed: Any) -> BaseException | None:
+        """The pickled exception, when and only when its signature verifies under our key.
+
+        Every refusal is logged (once per reason and type). Without a key, pickles are routine (troth and
+        the official Python SDK write them), so the line is INFO when the pickle names an allowed class
+        or the class the ``type`` field claims; a pickle naming something else (e.g. ``os.system``
+        behind a claimed ``ValueError``) is crafted, and that is a WARNING."""
+        signer = self._signer
+        name = pickled_class_name(raw)
+        if signer is None:
+            consistent = name is not None and (name == claimed or self.error_types.get(name) is not None)
+            self._note(
+                "nokey",
+                name or "?",
+                "a rejection carries a pickled %s; not unpickled: this process has no pickle_key "
+                "(rebuilt from its type name and message instead)",
+                level=logging.INFO if consistent else logging.WARNING,
+            )
+            return None
+        if not isinstance(signature, str):
+            self._note(
+                "unsigned",
+                name or "?",
+                "refused to unpickle a %s from a rejection: its pickle is not signed "
+                "(rebuilt from its type name and message instead)",
+            )
+            return None
+        if not signer.verify(raw, signature):
+            self._note(
+                "forged",
+                name or "?",
+                "refused to unpickle a %s from a rejection: its signature is wrong (another key, or "
+                "forged); rebuilt from its type name and message instead",
+            )
+            return None
+        try:
+            exc = pickle.loads(raw)  # signed with our key: written by a process that holds it
+        except Exception as error:
+            log.warning(
+                "a signed pickled exception cannot be loaded here: %s: %s", type(error).__name__, error
+            )
+            return None
+        return exc if isinstance(exc, Exception) else None
+
+    def _note(self, reason: str, type_name: str, message: str, level: int = logging.WARNING) -> None:
+        """Log ``message % type_name`` once per (reason, type) for this codec."""
+        key = (reason, type_name)
+        if key in self._noted:
+            return
+        if len(self._noted) < _MAX_NOTED:
+            self._noted.add(key)
+        log.log(level, message, type_name)
 
     @staticmethod
     def _describe(value: Any) -> str:

@@ -26,12 +26,13 @@ import random as _random
 import time as _time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
 
 from troth.sdk.errors import (
     CanceledError,
     ContextError,
+    DeadlineError,
     PlatformError,
     SerializationError,
     Suspended,
@@ -45,8 +46,23 @@ if TYPE_CHECKING:
     from troth.sdk.runtime import Worker
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
-DAY_MS: Final = 24 * 3_600_000
+# The shapes of a durable function, for typed calls: ``ctx.run(add, 1, 2)`` is a ``DurableFuture[int]`` when
+# ``add`` is ``async def add(ctx: Context, a: int, b: int) -> int``, and wrong arguments are a type error.
+AsyncFn = Callable[Concatenate["Context", P], Coroutine[Any, Any, R]]
+GenFn = Callable[Concatenate["Context", P], Generator[Any, Any, R]]
+SyncFn = Callable[Concatenate["Context", P], R]
+
+NO_DEADLINE: Final = 2**53 - 1
+"""The ``timeoutAt`` of a promise nobody gave a deadline (the year 287396): durable means years, so a
+workflow, and every child that sets no timeout of its own, has a deadline only when the user sets one.
+It is the largest integer JavaScript reads exactly, so the official TypeScript client handles it too."""
+
+FOREVER_MS: Final = 2**52
+"""A relative timeout that stands for "no deadline" where the protocol wants a duration (a schedule's
+``promiseTimeout``): a tick plus this stays below ``NO_DEADLINE``."""
 log = logging.getLogger("troth.sdk")
 
 
@@ -57,6 +73,14 @@ class _Blocked:
 
 
 BLOCKED: Final = _Blocked()
+
+
+def _when(ms: int) -> str:
+    """A ``timeoutAt`` as UTC ISO 8601 (for messages)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def now_ms() -> int:
@@ -110,6 +134,11 @@ class Execution:
         self.remote_pending: dict[str, None] = {}
         self.broken: BaseException | None = None
         self.replaying = False
+        # Where replay ends (see ``DurableFuture._resumed``): the futures whose awaits suspended the previous
+        # execution, when this worker ran it; else the latest creation time among the records seen so far.
+        self.frontier: frozenset[str] | None = None
+        self.blocked: set[str] = set()
+        self.latest_created = 0
 
     def remember(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -147,8 +176,13 @@ class Execution:
         if cached is not None and (
             cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
         ):
-            return cached
-        return await self._fence("promise.create", data)
+            record = cached
+        else:
+            record = await self._fence("promise.create", data)
+        created = record.get("createdAt")
+        if isinstance(created, int) and created > self.latest_created:
+            self.latest_created = created
+        return record
 
     async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
         value: dict[str, Any] = {} if data is None else {"data": data}
@@ -172,7 +206,7 @@ class _State:
 class DurableFuture(Generic[T]):
     """An eager durable operation: created at call time, awaited for its value (or ``yield``ed)."""
 
-    __slots__ = ("_begin", "_created", "_hint", "_task", "ctx", "detached", "id")
+    __slots__ = ("_begin", "_created", "_hint", "_remote", "_task", "ctx", "detached", "id")
 
     def __init__(
         self,
@@ -184,10 +218,12 @@ class DurableFuture(Generic[T]):
         hint: Any = Any,
         detached: bool = False,
         begin: bool = False,
+        remote: bool = False,
     ) -> None:
         self.ctx = ctx
         self.id = id
         self.detached = detached
+        self._remote = remote
         self._hint = hint
         self._begin = begin
         self._created = created
@@ -199,10 +235,26 @@ class DurableFuture(Generic[T]):
     async def result(self) -> T:
         outcome = await asyncio.shield(self._task)
         if outcome is BLOCKED:
+            self.ctx._execution.blocked.add(self.id)
             raise Suspended(self.id)
+        if self.ctx._state.replaying and self._resumed(outcome):
+            self.ctx._state.replaying = False
         if self.detached:
             return self.id  # type: ignore[return-value]
         return self.ctx._worker.outcome(outcome, self._hint)  # type: ignore[no-any-return]
+
+    def _resumed(self, record: dict[str, Any]) -> bool:
+        """Whether the previous execution stopped at this await, so that what follows is new code.
+
+        Exact when this worker ran the previous execution (it remembers which awaits suspended it). Else a
+        remote child that settled after the latest creation the earlier executions made was still pending
+        when they last looked: they suspended here. (With fan-out, a child that an earlier execution did
+        see settled may pass this test too; its lines then appear twice rather than never.)"""
+        execution = self.ctx._execution
+        if execution.frontier is not None:
+            return self.id in execution.frontier
+        settled = record.get("settledAt")
+        return self._remote and isinstance(settled, int) and settled > execution.latest_created
 
     async def created_id(self) -> str:
         """The child's id, once its promise durably exists."""
@@ -210,7 +262,10 @@ class DurableFuture(Generic[T]):
         return self.id
 
     def done(self) -> bool:
-        return self._task.done() and self._task.result() is not BLOCKED
+        task = self._task
+        if not task.done():
+            return False
+        return task.cancelled() or task.exception() is not None or task.result() is not BLOCKED
 
     def spawn(self) -> DurableFuture[T]:
         """This future (already running): reads as fan-out, ``h = ctx.run(f).spawn(); …; await h``."""
@@ -352,20 +407,58 @@ class Context:
 
     # ------------------------------------------------------------------------------------- operations
 
+    @overload
+    def run(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def run(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         """Run ``fn`` here as a checkpointed local step; returns an eager future of its result."""
         return self._local(fn, args, kwargs, begin=False)
 
+    @overload
+    def begin_run(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_run(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         return self._local(fn, args, kwargs, begin=True)
 
+    @overload
+    def rpc(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         """Run ``fn`` on a worker of the target group (default: this worker's group)."""
         return self._remote_call(fn, args, kwargs, begin=False, detached=False)
 
+    @overload
+    def begin_rpc(self, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: GenFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: SyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[R]: ...
+    @overload
+    def begin_rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
         return self._remote_call(fn, args, kwargs, begin=True, detached=False)
 
+    @overload
+    def detached(
+        self, fn: Callable[Concatenate[Context, P], Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> DurableFuture[str]: ...
+    @overload
+    def detached(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[str]: ...
     def detached(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[str]:
         """Start ``fn`` on a worker as a fire-and-forget child; resolves to its id once created."""
         return self._remote_call(fn, args, kwargs, begin=False, detached=True)
@@ -379,6 +472,7 @@ class Context:
             if duration is not None:
                 raise ValueError("give either a duration or until=, not both")
             deadline = int(until.timestamp() * 1000)
+            asked = f"until {_when(deadline)}"
         else:
             if duration is None:
                 raise ValueError("sleep needs a duration (seconds or timedelta) or until=")
@@ -386,12 +480,20 @@ class Context:
             if ms < 0:
                 raise ValueError(f"cannot sleep for a negative duration ({duration!r})")
             deadline = self._worker.clock() + ms
+            asked = f"for {timedelta(milliseconds=ms)}"
         id = self._next_id()
         tags = self._global_tags(id)
         tags["resonate:target"] = self._worker.resolve_target(self._opts.target)
         tags["resonate:timer"] = "true"
-        data = {"id": id, "timeoutAt": min(deadline, self.info.timeout_at), "param": {}, "tags": tags}
-        return self._remote(id, data, hint=type(None))
+        limit = self.info.timeout_at
+        data = {"id": id, "timeoutAt": min(deadline, limit), "param": {}, "tags": tags}
+        overrun = None
+        if deadline > limit:
+            overrun = DeadlineError(  # the same words on every replay: no "now" in them
+                f"ctx.sleep of {id} ({asked}) would end after the deadline of {self.info.id!r} at "
+                f"{_when(limit)} (its timeout); sleep less, or give the workflow a longer timeout"
+            )
+        return self._remote(id, data, hint=type(None), overrun=overrun)
 
     def promise(
         self,
@@ -435,11 +537,15 @@ class Context:
         return child_id(self.info.id, self._state.seq)
 
     def _child_timeout(self, timeout: float | timedelta | None, clamp: bool = True) -> int:
+        """A child's ``timeoutAt``: its own timeout (or the options'), never past this function's deadline
+        unless ``clamp`` is off (detached children); without a timeout, that deadline (or none)."""
         chosen = timeout if timeout is not None else self._opts.timeout
-        ms = DAY_MS if chosen is None else to_ms(chosen)
+        if chosen is None:
+            return self.info.timeout_at if clamp else NO_DEADLINE
+        ms = to_ms(chosen)
         if ms < 0:
             raise ValueError(f"a timeout must not be negative ({chosen!r})")
-        deadline = self._worker.clock() + ms
+        deadline = min(self._worker.clock() + ms, NO_DEADLINE)
         return min(deadline, self.info.timeout_at) if clamp else deadline
 
     def _global_tags(self, id: str, explicit: bool = False) -> dict[str, str]:
@@ -480,19 +586,31 @@ class Context:
             raise
         mine.set_result(True)
         created.set_result(record)
-        if record["state"] == "pending":
+        if record["state"] == "pending" and self._execution.frontier is None:
+            # Without a frontier: past anything an earlier execution saw settled.
             self._state.replaying = False
         return record
 
     def _remote(
-        self, id: str, data: dict[str, Any], *, hint: Any, detached: bool = False
+        self,
+        id: str,
+        data: dict[str, Any],
+        *,
+        hint: Any,
+        detached: bool = False,
+        overrun: DeadlineError | None = None,
     ) -> DurableFuture[Any]:
         previous, mine = self._chain_link()
         created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         execution = self._execution
+        limit = self.info.timeout_at
 
         async def runner() -> Any:
             record = await self._create(data, previous, mine, created)
+            if overrun is not None and record["timeoutAt"] >= limit:
+                # Cut at the deadline when it was created (now, or in an earlier execution): the same
+                # answer on every replay, although "now + duration" grows as time passes.
+                raise overrun
             if detached:
                 return record
             if record["state"] == "pending":
@@ -500,7 +618,9 @@ class Context:
                 return BLOCKED
             return record
 
-        future: DurableFuture[Any] = DurableFuture(self, id, runner(), created, hint=hint, detached=detached)
+        future: DurableFuture[Any] = DurableFuture(
+            self, id, runner(), created, hint=hint, detached=detached, remote=True
+        )
         self._state.children.append(future)
         return future
 
@@ -516,6 +636,8 @@ class Context:
         self._check_live()
         worker = self._worker
         name, version, hint = worker.dispatch_name(fn, self._opts.version)
+        if not isinstance(fn, str):
+            worker.registry.require(name, version).check_arguments(args, kwargs)
         try:
             retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
             param = worker.codec.encode_invocation(name, list(args), kwargs, version, retry)
@@ -549,6 +671,7 @@ class Context:
         self._check_live()
         worker = self._worker
         entry = worker.local_function(fn, self._opts.version)
+        entry.check_arguments(args, kwargs)  # a call that cannot bind fails here, never retried
         explicit = self._opts.id
         if explicit:
             self._state.ops += 1
@@ -616,7 +739,10 @@ class Context:
         while index < len(self._state.children):
             child = self._state.children[index]
             index += 1
-            outcome = await asyncio.shield(child._task)
+            try:
+                outcome = await asyncio.shield(child._task)
+            except Exception:  # an error of the call itself (e.g. DeadlineError): its awaiter's to handle
+                continue
             if outcome is BLOCKED and not child.detached:
                 blocked = True
         return blocked
@@ -694,6 +820,12 @@ async def run_function(
     """
     worker = execution.worker
     effective = policy or worker.retry_policy
+    try:
+        if info.id == execution.task_id:  # arguments from the wire; local calls were checked where made
+            entry.check_arguments(args, kwargs)
+    except TypeError as exc:
+        _log_failure(info, entry, 1, "its arguments do not fit, so it is not retried", exc)
+        return "rejected", worker.codec.encode_error(exc)
     attempt = 1
     while True:
         state = _State(replaying)
@@ -729,15 +861,46 @@ async def run_function(
             except SerializationError as exc:
                 log.error("the return value of %s cannot be stored: %s", info.id, exc)
                 raise PlatformError(exc) from exc
-        if state.ops == 0 and _retryable(error, non_retryable):
+        if state.ops > 0:
+            why = "it made durable calls (a workflow), so it is not retried"
+        elif not _retryable(error, non_retryable):
+            why = f"{type(error).__name__} is not retryable"
+        else:
             chosen = effective if entry.kind != "generator" or policy is not None else Never()
             delay = chosen.next(attempt)
             if delay is not None:
+                log.warning(
+                    "%s %s: attempt %d failed: %s: %s; retrying in %g s",
+                    entry.name,
+                    info.id,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
                 await worker.sleeper(delay)
                 attempt += 1
                 continue
+            why = (
+                "its retry policy allows no more attempts" if attempt > 1 else "its retry policy allows none"
+            )
+        _log_failure(info, entry, attempt, why, error)
         state_name = "rejected_canceled" if isinstance(error, CanceledError) else "rejected"
         return state_name, worker.codec.encode_error(error)
+
+
+def _log_failure(info: Info, entry: Registered, attempt: int, why: str, error: BaseException) -> None:
+    """The final failure of a durable function, with its traceback (its promise is rejected with it)."""
+    log.warning(
+        "%s %s failed on attempt %d (%s): %s: %s",
+        entry.name,
+        info.id,
+        attempt,
+        why,
+        type(error).__name__,
+        error,
+        exc_info=(type(error), error, error.__traceback__),
+    )
 
 
 __all__ = ["Context", "DurableFuture", "Info", "Options"]

@@ -5,7 +5,8 @@ Everything a user may catch derives from ``TrothError``. Two signals used by the
 ``except Exception:`` cannot swallow them by accident.
 
 Every exception here pickles and unpickles to an equal one (extra attributes included), because a
-rejection carries the pickled exception to whoever awaits the promise (``troth.sdk.codec``).
+rejection carries the pickled exception, signed, to processes that share a pickle key (``troth.sdk.codec``);
+without a key they are rebuilt by name, and every ``TrothError`` is on that allow-list.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "CanceledError",
     "ConnectorError",
     "ContextError",
+    "DeadlineError",
     "DecodingError",
     "FunctionNotFoundError",
     "InvalidIdError",
@@ -63,6 +65,14 @@ class ApplicationError(TrothError):
 
 class TrothTimeoutError(TrothError):
     """The awaited promise was rejected because its deadline passed (``rejected_timedout``)."""
+
+
+class DeadlineError(TrothTimeoutError):
+    """A durable operation would end after the deadline of the workflow that starts it.
+
+    A workflow has a deadline only when the user set one (``troth.options(timeout=…)``); a ``ctx.sleep``
+    that would end after it raises this where the sleep is awaited, instead of being cut short.
+    """
 
 
 class CanceledError(TrothError):

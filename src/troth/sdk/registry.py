@@ -44,6 +44,33 @@ class Registered:
     return_hint: Any = Any
     param_hints: tuple[Any, ...] = field(default=())
     kwarg_hints: dict[str, Any] = field(default_factory=dict)
+    signature: inspect.Signature | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.signature is None:
+            object.__setattr__(self, "signature", signature_of(self.fn))
+
+    def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` when ``fn(ctx, *args, **kwargs)`` cannot bind to the signature: such a call
+        can never succeed, so it fails at once and is never retried."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            bare = self.signature.replace(
+                parameters=[p.replace(annotation=p.empty) for p in self.signature.parameters.values()],
+                return_annotation=inspect.Signature.empty,
+            )
+            raise TypeError(f"{self.name}{bare} cannot take these arguments: {exc}") from None
+
+
+def signature_of(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """The signature calls are checked against (``None`` when Python cannot tell, e.g. some builtins)."""
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
 
 
 def _hints(fn: Callable[..., Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:

@@ -40,6 +40,9 @@ Sleeper = Callable[[float], Awaitable[None]]
 
 _MISSING: Any = ...
 
+#: Suspended tasks whose replay frontier a worker remembers (see ``Worker._remember_frontier``).
+_MAX_FRONTIERS = 10_000
+
 
 class Dependencies:
     """Process-local objects for durable functions: by type or by name (SDK.md §9)."""
@@ -107,6 +110,7 @@ class Worker:
         self._listener_refresh = listener_refresh
         self._adhoc: dict[Any, Registered] = {}
         self._backoff: dict[str, tuple[int, int]] = {}
+        self._frontiers: dict[str, tuple[int, frozenset[str]]] = {}
         self.stopping = False
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -252,9 +256,13 @@ class Worker:
         # The caller's retry policy travels in the param (as the TypeScript client writes it); else ours.
         policy = from_wire(invocation.retry) if invocation.retry is not None else None
         policy = policy or entry.retry_policy
+        remembered = self._frontiers.pop(id, None)
+        # Only the execution right before this one counts: another worker may have gone further since.
+        frontier = remembered[1] if remembered is not None and remembered[0] + 1 == version else None
         while True:
             execution = Execution(self, id, version, cache)
             execution.replaying = replaying
+            execution.frontier = frontier if replaying else None
             try:
                 outcome = await run_function(
                     execution, info, entry, args, kwargs, policy, entry.non_retryable, replaying
@@ -286,12 +294,15 @@ class Worker:
                         ],
                     },
                 )
+                frontier = frozenset(execution.blocked)
                 if status == 300:
                     for record in data.get("preload") or []:
                         cache[record["id"]] = record
                     replaying = True
                     continue
-                if status != 200:
+                if status == 200:
+                    self._remember_frontier(id, version, frontier)
+                else:
                     log.warning("task.suspend %s answered %s: %s", id, status, data)
                 return
             state, encoded = outcome
@@ -313,6 +324,14 @@ class Worker:
             else:
                 log.info("task.fulfill %s answered %s (lease lost): %s", id, status, data)
             return
+
+    def _remember_frontier(self, id: str, version: int, frontier: frozenset[str]) -> None:
+        """Which awaits suspended ``id``'s last execution here (under lease ``version``), so that its
+        resumption knows exactly where replay ends (``ctx.logger`` stays quiet before it). Bounded: the
+        oldest entries go first."""
+        self._frontiers[id] = (version, frontier)
+        if len(self._frontiers) > _MAX_FRONTIERS:
+            del self._frontiers[next(iter(self._frontiers))]
 
     async def _release(self, id: str, version: int) -> None:
         """Give a task back after a platform failure, and stay away from it for a while (1 s, doubling up to

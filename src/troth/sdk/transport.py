@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,9 +133,18 @@ class HttpTransport:
     quarter of httpx's per request.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        unreachable_timeout: float | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.unreachable_timeout = unreachable_timeout
+        self._down_since: float | None = None
         self._headers = {"content-type": "application/json"}
         if token:
             self._headers["authorization"] = f"Bearer {token}"
@@ -154,9 +164,51 @@ class HttpTransport:
 
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
         loop = asyncio.get_running_loop()
+        self._stopping = False
         opened: asyncio.Future[None] = loop.create_future()
         self._sse = loop.create_task(self._stream(group, pid, on_message, opened), name="troth-sse")
-        await opened
+        try:
+            await opened
+        except BaseException:  # gave up, or the caller did: leave no session or stream behind
+            await self.stop()
+            self._stopping = False
+            raise
+
+    async def _unreachable(self, exc: BaseException, delay: float, *, bounded: bool = True) -> float:
+        """One line when the server becomes unreachable (not one per attempt), then wait ``delay``; returns
+        the next delay (doubling up to 60 s). ``ConnectorError`` once the server has been unreachable for
+        ``unreachable_timeout`` seconds, when that is set and ``bounded``."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning(
+                "troth: cannot reach the server at %s (%s); retrying with backoff %s",
+                self.url,
+                exc,
+                "until it answers"
+                if self.unreachable_timeout is None
+                else f"for up to {self.unreachable_timeout:g} s (unreachable_timeout)",
+            )
+        else:
+            log.debug("troth: the server at %s is still unreachable (%s)", self.url, exc)
+        if bounded and self.unreachable_timeout is not None:
+            left = self._down_since + self.unreachable_timeout - now
+            if left <= 0:
+                raise ConnectorError(
+                    f"cannot reach the server at {self.url} for {now - self._down_since:.0f} s: {exc}"
+                )
+            delay = min(delay, left)
+        await asyncio.sleep(delay)
+        return min(delay * 2, 60.0)
+
+    def _reachable(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "troth: reached the server at %s again after %.0f s",
+                self.url,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
 
     async def _stream(
         self, group: str, pid: str, on_message: OnMessage, opened: asyncio.Future[None]
@@ -172,6 +224,7 @@ class HttpTransport:
                     if response.status != 200:
                         raise ConnectorError(f"SSE connection refused with HTTP {response.status}")
                     backoff = 1.0
+                    self._reachable()
                     if not opened.done():
                         opened.set_result(None)
                     data: list[bytes] = []
@@ -192,12 +245,13 @@ class HttpTransport:
             except (TimeoutError, aiohttp.ClientError, ConnectorError, OSError) as exc:
                 if self._stopping:
                     return
-                if not opened.done():
-                    opened.set_exception(ConnectorError(f"cannot open the SSE stream at {url}: {exc}"))
+                try:
+                    # Until the stream first opens, the bound applies (start() gives up); afterwards a
+                    # worker keeps reconnecting, since giving up would leave it silently deaf.
+                    backoff = await self._unreachable(exc, backoff, bounded=not opened.done())
+                except ConnectorError as gave_up:
+                    opened.set_exception(gave_up)
                     return
-                log.warning("SSE stream lost (%s); reconnecting in %.0f s", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 60.0)
 
     async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
         env = envelope(kind, data, self.token)
@@ -211,10 +265,12 @@ class HttpTransport:
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if self._stopping:
                     raise ConnectorError(f"{kind}: server unreachable at {self.url}: {exc}") from None
-                log.warning("%s: server unreachable (%s); retrying in %.0f s", kind, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                try:
+                    delay = await self._unreachable(exc, delay)
+                except ConnectorError as gave_up:
+                    raise ConnectorError(f"{kind}: {gave_up}") from None
                 continue
+            self._reachable()
             if not content or not content.lstrip().startswith(b"{"):
                 raise ConnectorError(f"{kind}: server answered HTTP {status} without an envelope")
             return _check(kind, env["head"]["corrId"], content)

@@ -1,4 +1,4 @@
-"""The codec (SDK.md §8): values, errors and invocation params across the durability boundary."""
+"""The codec: values and invocation params across the durability boundary (errors: test_codec_errors)."""
 
 import base64
 import dataclasses
@@ -6,8 +6,6 @@ import datetime
 import enum
 import json
 import math
-import pickle
-import sys
 import threading
 import uuid
 from decimal import Decimal
@@ -16,7 +14,7 @@ from typing import Any, ClassVar, Optional, TypeVar
 import pytest
 
 from troth.sdk.codec import Codec, Invocation
-from troth.sdk.errors import ApplicationError, DecodingError, SerializationError
+from troth.sdk.errors import DecodingError, SerializationError
 
 
 def raw_json(data: str | None) -> bytes:
@@ -419,196 +417,6 @@ def test_subclasses_and_abstract_containers_are_written_as_their_base() -> None:
     value = {"n": Name("x"), "c": Count(3), "d": deque([1, 2]), "o": OrderedDict(a=1), "r": range(3)}
     assert codec.decode(codec.encode(value)) == {"n": "x", "c": 3, "d": [1, 2], "o": {"a": 1}, "r": [0, 1, 2]}
     assert codec.decode(codec.encode({True: 1, 2: 2})) == {"true": 1, "2": 2}  # as Python's json writes them
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-class PaymentDeclined(Exception):
-    def __init__(self, amount: int, reason: str) -> None:
-        super().__init__(amount, reason)
-        self.amount = amount
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"payment of {self.amount} declined: {self.reason}"
-
-
-class OutOfStock(Exception):
-    pass
-
-
-def error_payload(data: str) -> dict[str, Any]:
-    payload = codec.decode(data)
-    assert isinstance(payload, dict)
-    return payload
-
-
-def test_error_payload_shape() -> None:
-    data = codec.encode_error(OutOfStock("sku-1 is out of stock"))
-    payload = error_payload(data)
-    assert payload["__type"] == "error"
-    assert payload["message"] == "sku-1 is out of stock"
-    assert payload["type"] == "test_codec.OutOfStock"
-    assert isinstance(pickle.loads(base64.b64decode(payload["__py_pickle"])), OutOfStock)
-    assert error_payload(codec.encode_error(ValueError("v")))["type"] == "builtins.ValueError"
-
-
-def test_decode_error_prefers_the_pickle() -> None:
-    err = PaymentDeclined(42, "insufficient funds")
-    err.attempted_at = "noon"  # type: ignore[attr-defined]
-    back = codec.decode_error(codec.encode_error(err))
-    assert type(back) is PaymentDeclined
-    assert (back.amount, back.reason, getattr(back, "attempted_at")) == (42, "insufficient funds", "noon")  # noqa: B009
-
-
-def test_decode_error_rebuilds_from_the_type_name_without_pickles() -> None:
-    cautious = Codec(trust_pickles=False)
-    err = OutOfStock("sku-1")
-    err.extra = "only in the pickle"  # type: ignore[attr-defined]
-    back = cautious.decode_error(codec.encode_error(err))
-    assert type(back) is OutOfStock
-    assert back.args == ("sku-1",)
-    assert not hasattr(back, "extra")
-    value_error = cautious.decode_error(codec.encode_error(ValueError("bad input")))
-    assert type(value_error) is ValueError
-    assert str(value_error) == "bad input"
-
-
-def test_decode_error_uses_the_type_name_when_the_pickle_is_broken() -> None:
-    payload = {"__type": "error", "message": "sku-2", "type": "test_codec.OutOfStock", "__py_pickle": "AAAA"}
-    back = codec.decode_error(codec.encode(payload))
-    assert type(back) is OutOfStock
-    assert str(back) == "sku-2"
-
-
-def test_a_class_that_cannot_take_the_message_falls_back_to_application_error() -> None:
-    cautious = Codec(trust_pickles=False)
-    back = cautious.decode_error(codec.encode_error(PaymentDeclined(5, "nope")))
-    assert type(back) is ApplicationError
-    assert back.message == "payment of 5 declined: nope"
-    assert back.type_name == "test_codec.PaymentDeclined"
-    assert back.data is None
-
-
-def test_a_local_exception_class_falls_back_to_application_error() -> None:
-    class LocalBoom(Exception):
-        pass
-
-    data = codec.encode_error(LocalBoom("kaboom"))
-    payload = error_payload(data)
-    assert "__py_pickle" not in payload  # a local class cannot be pickled
-    back = codec.decode_error(data)
-    assert type(back) is ApplicationError
-    assert str(back) == "kaboom"
-    assert back.type_name is not None
-    assert back.type_name.endswith("<locals>.LocalBoom")
-
-
-def test_an_unknown_type_name_falls_back_to_application_error() -> None:
-    payload = {"__type": "error", "message": "m", "type": "no_such_module.Nope", "code": 7}
-    back = codec.decode_error(codec.encode(payload))
-    assert type(back) is ApplicationError
-    assert (back.message, back.type_name, back.data) == ("m", "no_such_module.Nope", {"code": 7})
-
-
-def test_without_trusted_pickles_no_module_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "wave", raising=False)
-    payload = codec.encode({"__type": "error", "message": "m", "type": "wave.Error"})
-    back = Codec(trust_pickles=False).decode_error(payload)
-    assert type(back) is ApplicationError
-    assert "wave" not in sys.modules
-    trusted = Codec().decode_error(payload)
-    assert type(trusted).__module__ == "wave"
-
-
-def test_non_exception_classes_are_never_instantiated() -> None:
-    for name in ("builtins.dict", "os.system", "builtins.KeyboardInterrupt"):
-        payload = codec.encode({"__type": "error", "message": "echo hi", "type": name})
-        back = Codec(trust_pickles=False).decode_error(payload)
-        assert type(back) is ApplicationError
-
-
-def test_a_typescript_rejection() -> None:
-    payload = {
-        "__type": "error",
-        "message": "card declined",
-        "name": "PaymentError",
-        "stack": "at charge (x.ts:1)",
-    }
-    back = codec.decode_error(codec.encode(payload))
-    assert type(back) is ApplicationError
-    assert back.message == "card declined"
-    assert back.type_name == "PaymentError"
-    assert back.data == {"name": "PaymentError", "stack": "at charge (x.ts:1)"}
-
-
-@pytest.mark.parametrize("trust", [True, False])
-def test_application_errors_round_trip(trust: bool) -> None:
-    reader = Codec(trust_pickles=trust)
-    ts = ApplicationError("card declined", "PaymentError", {"name": "PaymentError", "stack": "s"})
-    back = reader.decode_error(codec.encode_error(ts))
-    assert type(back) is ApplicationError
-    assert (back.message, back.type_name, back.data) == (ts.message, ts.type_name, ts.data)
-    plain = reader.decode_error(codec.encode_error(ApplicationError("just this")))
-    assert type(plain) is ApplicationError
-    assert (plain.message, plain.type_name, plain.data) == ("just this", None, None)
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("plain string rejection", "plain string rejection"),
-        ({"code": 3}, '{"code":3}'),
-        ({"message": "from a dict"}, "from a dict"),
-        (42, "42"),
-        ([1, "a"], '[1,"a"]'),
-    ],
-)
-def test_a_rejection_that_is_not_an_error_object(value: Any, message: str) -> None:
-    back = codec.decode_error(codec.encode(value))
-    assert type(back) is ApplicationError
-    assert back.message == message
-    assert back.data == value
-
-
-def test_a_rejection_without_a_value() -> None:
-    for data in (None, ""):
-        back = codec.decode_error(data)
-        assert type(back) is ApplicationError
-        assert "without a value" in str(back)
-
-
-def test_decode_error_of_garbage_is_a_decoding_error() -> None:
-    with pytest.raises(DecodingError):
-        codec.decode_error("%%%")
-
-
-def test_an_unprintable_exception_is_still_encoded() -> None:
-    class Unprintable(Exception):
-        def __str__(self) -> str:
-            raise RuntimeError("no")
-
-    payload = error_payload(codec.encode_error(Unprintable()))
-    assert payload["message"] == "<unprintable Unprintable>"
-
-
-def test_an_oversized_exception_drops_its_pickle_then_its_message() -> None:
-    small = Codec(max_bytes=2000)
-    big = OutOfStock("sku")
-    big.blob = "x" * 5000  # type: ignore[attr-defined]
-    payload = error_payload(small.encode_error(big))
-    assert "__py_pickle" not in payload
-    assert payload["message"] == "sku"
-    huge_message = small.decode_error(small.encode_error(OutOfStock("m" * 5000)))
-    assert type(huge_message) is OutOfStock
-    assert str(huge_message).endswith("… (truncated)")
-
-
-def test_exceptions_of_the_sdk_round_trip() -> None:
-    back = codec.decode_error(codec.encode_error(SerializationError("too big")))
-    assert type(back) is SerializationError
-    assert str(back) == "too big"
 
 
 # ------------------------------------------------------------------------------------------ invocations
