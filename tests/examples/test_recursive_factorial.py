@@ -23,7 +23,7 @@ from tests.examples.promise_checks import (
     search_promises,
     state_of,
     value_of,
-    wait_any,
+    wait_until,
 )
 
 from examples._common import ROOT, EmbeddedServer, Process, Processes, read_effects
@@ -122,7 +122,11 @@ def test_crash_during_recursion(server: EmbeddedServer, procs: Processes, effect
     workers = start_workers(procs, 3, env=slow)
     started = time.monotonic()
     twelve = procs.start(CLIENT, "12", name="client-12")
-    victim, _ = wait_any(workers, r"^Calculating factorial\(10\)$", timeout=90)
+    # the kill lands once factorial(10)'s pause has started (the step in flight), on the worker running it
+    paused = wait_until(
+        lambda: effect_starts(read_effects(effects_file), "factorial-10:1"), 90, "factorial(10) to pause"
+    )
+    victim = next(w for w in workers if w.pid == paused[0]["pid"])
     victim.kill()
     killed_at = time.monotonic()
     assert state_of(url, "factorial-10") == "pending"

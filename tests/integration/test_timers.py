@@ -9,7 +9,9 @@ lateness p50/p99), never asserted here: a loaded machine may delay any process b
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,46 +25,67 @@ NO_RETRY = ["--retry-timeout", str(3_600_000)]
 """Pushes the periodic re-send of pending executes out of reach, so only the timer under test can fire."""
 
 
+@contextlib.contextmanager
+def timers_held(server: ServerProcess) -> Iterator[int]:
+    """Background timers paused (``--debug``'s ``debug.start``) while a test sets up a promise with a short
+    deadline and its listener, so the deadline cannot pass between the two however slow the machine is.
+    Yields the time the set-up requests are stamped with (``resonate:debug_time``), so no request times the
+    promise out lazily either; the timers resume on leaving, and fire for whatever fell due meanwhile."""
+    assert server.post("debug.start", {})[0] == 200
+    try:
+        yield now_ms()
+    finally:
+        assert server.post("debug.stop", {})[0] == 200
+
+
+def create_and_listen(
+    server: ServerProcess, at: int, id: str, timeout_at: int, tags: dict[str, str], listener: str
+) -> None:
+    head = {"resonate:debug_time": at}
+    status, body = server.post("promise.create", {"id": id, "timeoutAt": timeout_at, "tags": tags}, head)
+    assert status == 200 and body["data"]["promise"]["state"] == "pending", body
+    status, body = server.post("promise.register_listener", {"awaited": id, "address": listener}, head)
+    assert status == 200 and body["data"]["promise"]["state"] == "pending", body
+
+
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [({}, "rejected_timedout"), ({"resonate:timer": "true"}, "resolved")],
     ids=["plain", "timer"],
 )
-def test_targetless_promise_times_out_in_background(
-    server: ServerProcess, tags: dict[str, str], expected: str
-) -> None:
-    listener = server.sse("tg", "l1")
-    timeout_at = now_ms() + 300
-    server.create("to-1", timeout_at=timeout_at, tags=tags)
-    server.listen("to-1", "poll://uni@tg/l1")
-    msg = listener.get(timeout=WAIT)  # nothing touches the promise: only the background timer can fire
-    arrived = now_ms()
-    assert msg["kind"] == "unblock"
-    promise = msg["data"]["promise"]
-    assert promise["id"] == "to-1"
-    assert promise["state"] == expected
-    assert promise["settledAt"] == timeout_at
-    assert arrived >= timeout_at - 5  # not early (5 ms of clock granularity)
-    # stored state, read without a lazy timeout
-    status, body = server.post("promise.search", {"state": expected})
-    assert status == 200
-    assert [p["id"] for p in body["data"]["promises"]] == ["to-1"]
+def test_targetless_promise_times_out_in_background(tags: dict[str, str], expected: str) -> None:
+    with ServerProcess(":memory:", args=["--debug"]) as server:
+        listener = server.sse("tg", "l1")
+        with timers_held(server) as at:
+            timeout_at = at + 300
+            create_and_listen(server, at, "to-1", timeout_at, tags, "poll://uni@tg/l1")
+        msg = listener.get(timeout=WAIT)  # nothing touches the promise: only the background timer can fire
+        arrived = now_ms()
+        assert msg["kind"] == "unblock"
+        promise = msg["data"]["promise"]
+        assert promise["id"] == "to-1"
+        assert promise["state"] == expected
+        assert promise["settledAt"] == timeout_at
+        assert arrived >= timeout_at - 5  # not early (5 ms of clock granularity)
+        # stored state, read without a lazy timeout
+        status, body = server.post("promise.search", {"state": expected})
+        assert status == 200
+        assert [p["id"] for p in body["data"]["promises"]] == ["to-1"]
 
 
-def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled(server: ServerProcess) -> None:
-    worker = server.sse("tg", "w1")
-    timeout_at = now_ms() + 300
-    server.create(
-        "sleep-1", timeout_at=timeout_at, tags={"resonate:target": "poll://any@tg", "resonate:timer": "true"}
-    )
-    # troth never dispatches a timer's own task: the first message is the unblock at the deadline.
-    server.listen("sleep-1", "poll://uni@tg/w1")
-    msg = worker.get(timeout=WAIT)
-    assert msg["kind"] == "unblock"
-    assert msg["data"]["promise"]["state"] == "resolved"
-    status, body = server.post("task.get", {"id": "sleep-1"})
-    assert status == 200
-    assert body["data"]["task"]["state"] == "fulfilled"
+def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled() -> None:
+    with ServerProcess(":memory:", args=["--debug"]) as server:
+        worker = server.sse("tg", "w1")
+        # troth never dispatches a timer's own task: the first message is the unblock at the deadline.
+        with timers_held(server) as at:
+            tags = {"resonate:target": "poll://any@tg", "resonate:timer": "true"}
+            create_and_listen(server, at, "sleep-1", at + 300, tags, "poll://uni@tg/w1")
+        msg = worker.get(timeout=WAIT)
+        assert msg["kind"] == "unblock"
+        assert msg["data"]["promise"]["state"] == "resolved"
+        status, body = server.post("task.get", {"id": "sleep-1"})
+        assert status == 200
+        assert body["data"]["task"]["state"] == "fulfilled"
 
 
 def test_lease_expiry_resends_execute_with_same_version() -> None:
