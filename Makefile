@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk clean
+.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,examples]'
+	$(BIN)/pip install --quiet -e '.[dev,examples,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +21,8 @@ dev: $(STAMP)
 	$(BIN)/troth dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs/_hooks
+	$(BIN)/ruff format --check src tests benchmarks examples docs/_hooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,12 +34,19 @@ TEST_WORKERS ?= 4
 STRESS_REPEAT ?= 3
 STRESS_TESTS ?= tests/examples tests/integration tests/sdk tests/compat tests/cli
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck docs
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 # The slow real-process tiers, STRESS_REPEAT rounds, under CPU and fsync load (tests/stress.py).
 test-stress: $(STAMP)
 	$(BIN)/python -m tests.stress --repeat $(STRESS_REPEAT) --workers $(TEST_WORKERS) $(STRESS_TESTS)
+
+# The documentation site, warnings as errors, into site/ (docs/about.md).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server
@@ -49,4 +56,4 @@ bench-sdk: $(STAMP)
 	$(BIN)/python -m benchmarks.sdk
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

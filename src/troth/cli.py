@@ -121,6 +121,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 show_default=True,
                 type=click.Choice(["debug", "info", "warning", "error"]),
                 envvar="TROTH_LOG_LEVEL",
+                help="Level of the server's log lines (stderr).",
             ),
         ]
         for option in reversed(options):

@@ -515,9 +515,11 @@ _settle_command("cancel", "rejected_canceled", "Cancel a pending promise.")
 
 
 @promises.command("search")
-@click.option("--state", type=click.Choice(PROMISE_STATES), default=None)
+@click.option("--state", type=click.Choice(PROMISE_STATES), default=None, help="Only promises in this state.")
 @click.option("--tags", default=None, help="Tags every result carries, as a JSON object.", **JSON_TAGS)
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Most promises per page."
+)
 @click.option("--cursor", default=None, help="Continue after this id (from a previous page).")
 @click.option("--all", "all_pages", is_flag=True, help="Follow the cursor through every page.")
 @client_command
@@ -685,8 +687,20 @@ def tasks_claim(ctx: click.Context, id: str, pid: str, version: int, ttl: int, a
 
 @tasks.command("complete")
 @click.argument("id")
-@click.option("--version", "version", required=True, type=click.IntRange(0))
-@click.option("--state", type=click.Choice(SETTLE_STATES), default="resolved", show_default=True)
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
+@click.option(
+    "--state",
+    type=click.Choice(SETTLE_STATES),
+    default="resolved",
+    show_default=True,
+    help="How the task's promise settles.",
+)
 @click.option("--value", default=None, help="The result, as JSON.", **JSON_VALUE)
 @click.option("--action", default=None, help="A full promise.settle action (JSON).", **JSON_OBJECT)
 @client_command
@@ -708,7 +722,13 @@ def tasks_complete(
 
 @tasks.command("fence")
 @click.argument("id")
-@click.option("--version", "version", required=True, type=click.IntRange(0))
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
 @click.option("--action", required=True, help="A promise.create/settle envelope (JSON).", **JSON_OBJECT)
 @client_command
 @click.pass_context
@@ -728,7 +748,13 @@ def tasks_fence(ctx: click.Context, id: str, version: int, action: Any, as_json:
 
 @tasks.command("suspend")
 @click.argument("id")
-@click.option("--version", "version", required=True, type=click.IntRange(0))
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
 @click.option("--actions", required=True, help="register_callback actions (JSON array).", **JSON_ARRAY)
 @client_command
 @click.pass_context
@@ -741,7 +767,13 @@ def tasks_suspend(ctx: click.Context, id: str, version: int, actions: list[Any],
 
 @tasks.command("release")
 @click.argument("id")
-@click.option("--version", "version", required=True, type=click.IntRange(0))
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
 @client_command
 @click.pass_context
 def tasks_release(ctx: click.Context, id: str, version: int, as_json: bool) -> None:
@@ -769,7 +801,7 @@ def tasks_continue(ctx: click.Context, id: str, as_json: bool) -> None:
 
 
 @tasks.command("heartbeat")
-@click.option("--pid", required=True)
+@click.option("--pid", required=True, help="The process whose leases to extend.")
 @click.option("--tasks", "task_list", required=True, help='JSON [{"id":…,"version":…}].', **JSON_ARRAY)
 @client_command
 @click.pass_context
@@ -780,9 +812,11 @@ def tasks_heartbeat(ctx: click.Context, pid: str, task_list: list[Any], as_json:
 
 
 @tasks.command("search")
-@click.option("--state", type=click.Choice(TASK_STATES), default=None)
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
-@click.option("--cursor", default=None)
+@click.option("--state", type=click.Choice(TASK_STATES), default=None, help="Only tasks in this state.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Most tasks per page."
+)
+@click.option("--cursor", default=None, help="Continue after this id (from a previous page).")
 @click.option("--all", "all_pages", is_flag=True, help="Follow the cursor through every page.")
 @client_command
 @click.pass_context
@@ -866,8 +900,10 @@ def schedules_delete(ctx: click.Context, id: str, as_json: bool) -> None:
 
 @schedules.command("search")
 @click.option("--tags", default=None, help="Promise tags every result carries (JSON).", **JSON_TAGS)
-@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--cursor", default=None)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="Most schedules per page."
+)
+@click.option("--cursor", default=None, help="Continue after this id (from a previous page).")
 @click.option("--all", "all_pages", is_flag=True, help="Follow the cursor through every page.")
 @client_command
 @click.pass_context
@@ -905,7 +941,14 @@ def resolve_target(target: str) -> str:
 @click.option("--func", required=True, help="Name of the registered function to run.")
 @click.option("--arg", "args", multiple=True, help="A positional argument as JSON (else a plain string).")
 @click.option("--json-args", default=None, help="All positional arguments as a JSON array.", **JSON_ARRAY)
-@click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Version of the function to run.",
+)
 @click.option("--timeout", default=None, help="A deadline, e.g. 30d (default: none).", **DURATION)
 @click.option(
     "--target", default="poll://any@default", show_default=True, help="Address, or a bare group name."
