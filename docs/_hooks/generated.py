@@ -1,12 +1,13 @@
-"""MkDocs hook: the command-line reference is rendered from the ``click`` commands themselves.
+"""MkDocs hook: reference tables rendered from the code itself — the ``click`` commands and the metrics.
 
 A page writes a marker on a line of its own and the hook replaces it with Markdown made from the live
-command objects, so a flag, an environment variable, a default or a help text cannot drift from the code:
+objects, so a flag, an environment variable, a default, a help text or a metric cannot drift from the code:
 
 - ``<!-- troth-cli: serve-options -->``: the table of ``troth serve`` options (flag, environment, default,
   meaning); ``troth dev`` takes the same ones;
 - ``<!-- troth-cli: global-options -->``: the options every client command takes (``-S``, ``-T``, …);
-- ``<!-- troth-cli: commands -->``: every client command with its usage, arguments and options.
+- ``<!-- troth-cli: commands -->``: every client command with its usage, arguments and options;
+- ``<!-- troth-cli: metrics -->``: every Prometheus metric a server exports (name, type, labels, meaning).
 
 ``tests/unit/test_docs.py`` renders the same functions and fails when an option has no help text or is
 missing from the README. Rejected: a separate generator script whose output is committed (it goes stale
@@ -130,6 +131,23 @@ def commands_reference() -> str:
     return "\n".join(out)
 
 
+def metrics_table() -> str:
+    """The metrics of ``troth.server.metrics.Metrics``, in the order they are declared."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from troth.server.metrics import Metrics
+
+    rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
+    for metric in vars(Metrics()).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        family = metric.describe()[0]
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        labels = ", ".join(f"`{label}`" for label in getattr(metric, "_labelnames", ())) or "—"
+        rows.append(f"| `{name}` | {family.type} | {labels} | {_cell(family.documentation)} |")
+    return "\n".join(rows)
+
+
 def render(name: str) -> str:
     cli = _cli()
     if name == "serve-options":
@@ -138,6 +156,8 @@ def render(name: str) -> str:
         return options_table(cli)
     if name == "commands":
         return commands_reference()
+    if name == "metrics":
+        return metrics_table()
     raise ValueError(f"unknown troth-cli marker {name!r}")
 
 
