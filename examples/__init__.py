@@ -1,1 +1,2 @@
-"""The ten example applications of troth (EXAMPLES.md), each runnable with ``python -m examples.<name>``."""
+"""The ten example applications of troth (docs/examples/index.md), each runnable with ``python -m
+examples.<name>``."""

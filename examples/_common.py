@@ -8,7 +8,8 @@
 * ``say(line)`` — prints one whole line, safe from a leaf's worker thread (``print`` writes the text and the
   newline in two steps, so two threads can merge their lines into one).
 * ``effect(step, promise, phase, **fields)`` — appends one JSON line to ``EXAMPLE_EFFECTS_FILE`` (when set),
-  flushed before returning, so the no-rerun check of EXAMPLES.md §0 can read what really ran.
+  flushed before returning, so the no-rerun check (docs/examples/index.md#no-rerun-check) can read what really
+  ran.
 * ``serve_forever(troth, banner)`` — start a worker, print its banner, run until SIGTERM/SIGINT.
 """
 

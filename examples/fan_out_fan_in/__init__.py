@@ -1,1 +1,2 @@
-"""Fan-out / fan-in (EXAMPLES.md §9): parallel durable leaves, results collected in input order."""
+"""Fan-out / fan-in (docs/examples/fan-out-fan-in.md): parallel durable leaves, results collected in input
+order."""

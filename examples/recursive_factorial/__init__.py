@@ -1,1 +1,2 @@
-"""Recursive factorial (EXAMPLES.md §3): a durable function that calls itself across a worker group."""
+"""Recursive factorial (docs/examples/recursive-factorial.md): a durable function that calls itself across a
+worker group."""

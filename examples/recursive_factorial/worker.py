@@ -1,7 +1,7 @@
 """A factorial worker: joins group ``factorial-workers`` and computes ``factorial(n)`` by recursion.
 
-Every level is its own durable promise with an explicit id, ``factorial-<k>`` (DESIGN.md decisions 3–4), so
-each value is computed once and then served from the server: a promise is a write-once cache.
+Every level is its own durable promise with an explicit id, ``factorial-<k>`` (docs/design/decisions.md#ids),
+so each value is computed once and then served from the server: a promise is a write-once cache.
 
 Run: ``python -m examples.recursive_factorial.worker`` (``TROTH_URL`` names the server).
 

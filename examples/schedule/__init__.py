@@ -1,1 +1,1 @@
-"""Schedule (EXAMPLES.md §6): a function run on a cron schedule kept by the server."""
+"""Schedule (docs/examples/schedule.md): a function run on a cron schedule kept by the server."""

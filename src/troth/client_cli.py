@@ -1,4 +1,4 @@
-"""The ``troth`` client commands (PROTOCOL.md §8.1): ``promises``, ``tasks``, ``schedules``, ``invoke``,
+"""The ``troth`` client commands (docs/operations/cli.md): ``promises``, ``tasks``, ``schedules``, ``invoke``,
 ``tree``.
 
 Each command posts one protocol envelope to ``POST /`` of the server named by ``-S/--server`` (else
@@ -134,7 +134,7 @@ JSON_ARRAY: dict[str, Any] = {"callback": _json("array"), "metavar": "JSON"}
 
 
 def _arg_value(text: str) -> Any:
-    """An ``--arg``: JSON when it parses, else the plain string (PROTOCOL.md §8.1)."""
+    """An ``--arg``: JSON when it parses, else the plain string (docs/operations/cli.md)."""
     try:
         return json.loads(text)
     except ValueError:

@@ -177,14 +177,17 @@ def test_worker_crash_resumes_without_rerunning_finished_steps(
     assert server.promise(root)["state"] == "resolved"
 
 
-# ── beyond the six scenarios: behaviours the official clients rely on (CLIENTS.md, DESIGN.md 5–6) ──────
+# ── beyond the six scenarios: behaviours the official clients rely on (docs/protocol/clients.md) ──────
 
 
 def test_latent_promise_times_out_in_the_background(
     procs: ProcessGroup, sdk_python: Path, server: Server
 ) -> None:
     if server.kind == "reference":
-        pytest.skip("the SDK's simulation never times out a target-less promise; troth does (DESIGN.md 5)")
+        pytest.skip(
+            "the SDK's simulation never times out a target-less promise; troth does "
+            "(docs/design/decisions.md#timeouts)"
+        )
     root = new_id("expire")
     proc = procs.start("latent-timeout", scenario(sdk_python, server, "latent-timeout", "--id", root))
 

@@ -2,9 +2,9 @@
 
 This file owns the assertions for the TypeScript client: each test starts ``troth serve`` on a free loopback
 port with a temporary SQLite file, runs a scenario of ``official_ts/scenarios.mjs`` with ``node`` as real
-subprocesses (the TRAFFIC.md ts-* sequences: hello world, durable sleep, latent promise settled from another
-process, fan-out of 5, rpc to a second TS worker in group ``workers``; then a TS client dispatching to a troth
-SDK worker), and checks both what the client got and what the server stored.
+subprocesses (the ts-* sequences of docs/protocol/clients.md#traffic: hello world, durable sleep, latent
+promise settled from another process, fan-out of 5, rpc to a second TS worker in group ``workers``; then a TS
+client dispatching to a troth SDK worker), and checks both what the client got and what the server stored.
 
 The SDK is installed here, not by a person: ``npm ci`` from ``official_ts/package.json`` and
 ``package-lock.json`` into a cache directory outside the repo (``<cache>/ts-sdk-<version>-<lock hash>``,
@@ -176,7 +176,8 @@ def decoded(record: dict[str, Any], field: str) -> Any:
 
 
 def assert_ts_root(server: Server, root: str) -> dict[str, Any]:
-    """A finished TS root: resolved, task fulfilled, target ``poll://any@default/<pid>`` (CLIENTS.md 10)."""
+    """A finished TS root: resolved, task fulfilled, target ``poll://any@default/<pid>``
+    (docs/protocol/clients.md#addresses)."""
     record = server.promise(root)
     assert record["state"] == "resolved", record
     assert record["tags"]["resonate:target"].startswith("poll://any@default/"), record["tags"]
@@ -192,7 +193,7 @@ def start_worker(procs: ProcessGroup, server: Server, name: str, argv: list[str]
     return worker
 
 
-# ── the ts-* scenarios of TRAFFIC.md ────────────────────────────────────────────────────────────────
+# ── the ts-* scenarios (docs/protocol/clients.md#traffic) ──────────────────────────────────────────────────
 
 
 def test_hello_world(ts_procs: ProcessGroup, node: str, server: Server) -> None:
@@ -222,7 +223,8 @@ def test_durable_sleep(ts_procs: ProcessGroup, node: str, server: Server) -> Non
     timer = server.promise(f"{root}:1")
     assert timer["tags"].get("resonate:timer") == "true"
     assert timer["tags"]["resonate:target"] == "poll://any@default"
-    assert timer["state"] == "resolved", "a timer promise resolves at its deadline (CLIENTS.md 15)"
+    # a timer promise resolves at its deadline (docs/protocol/clients.md#timer-promises)
+    assert timer["state"] == "resolved"
     assert timer["settledAt"] >= timer["timeoutAt"] - 1
     assert task(server, f"{root}:1")["state"] == "fulfilled", "the server fulfills the timer's task itself"
     for clock in (f"{root}:0", f"{root}:2"):
@@ -239,7 +241,8 @@ def test_latent_promise_resolved_from_another_process(
     assert latent_id == f"{root}:0"
     record = server.promise(latent_id)
     assert record["state"] == "pending"
-    assert "resonate:target" not in record["tags"], "TS latent promises carry no target (CLIENTS.md 2)"
+    # TS latent promises carry no target (docs/protocol/clients.md#timers-and-latent-promises)
+    assert "resonate:target" not in record["tags"]
 
     # The workflow's task gives up its lease (task.suspend) while it waits on the latent promise.
     wait_until(

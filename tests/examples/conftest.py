@@ -1,5 +1,5 @@
 """Fixtures for the examples' acceptance tests: a fresh server per test, the example processes it starts,
-and an effects file; everything started is stopped by PID at the end (EXAMPLES.md §0)."""
+and an effects file; everything started is stopped by PID at the end (docs/examples/index.md#conventions)."""
 
 from __future__ import annotations
 

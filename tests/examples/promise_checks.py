@@ -1,9 +1,9 @@
 """Helpers shared by the examples' acceptance tests.
 
 Promises are read two ways: through the ``troth`` CLI as a user would (``troth promises search … --json``,
-used for the no-rerun check of EXAMPLES.md §0 and wherever a scenario step names a command), and through
-one raw protocol request, used when polling a condition (an interpreter start per poll would eat into the
-deadlines being checked).
+used for the no-rerun check (docs/examples/index.md#no-rerun-check) and wherever a scenario step names a
+command), and through one raw protocol request, used when polling a condition (an interpreter start per poll
+would eat into the deadlines being checked).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def cli_search(url: str, tags: dict[str, str], state: str | None = None) -> list
 
 
 def resolved_in_lineage(url: str, root: str) -> set[str]:
-    """R of the no-rerun check (EXAMPLES.md §0): the lineage's promises (root excepted) resolved now, as
+    """R of the no-rerun check (docs/examples/index.md#no-rerun-check): the lineage's promises (root excepted)
+    resolved now, as
     ``troth promises search --tags '{"resonate:origin":"<root>"}' --state resolved --json`` lists them."""
     return {p["id"] for p in cli_search(url, {"resonate:origin": root}, "resolved") if p["id"] != root}
 

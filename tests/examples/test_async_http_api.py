@@ -1,4 +1,5 @@
-"""Acceptance tests of examples/async_http_api (EXAMPLES.md §5), against real processes over real HTTP.
+"""Acceptance tests of examples/async_http_api (docs/examples/async-http-api.md), against real processes over
+real HTTP.
 
 The gateway runs on a free port (``--port``) instead of 5001; everything else is as written.
 """

@@ -1,4 +1,5 @@
-"""Acceptance tests of examples/durable_sleep (EXAMPLES.md §1), against a real server and real processes.
+"""Acceptance tests of examples/durable_sleep (docs/examples/durable-sleep.md), against a real server and real
+processes.
 
 The scenario's "at about t0+2 s kill A" and "at about t0+4 s start B" are taken as conditions rather than
 clock times: A is killed once its timer is on the server (``sleep-workflow-1:1`` pending), and B is started

@@ -1,5 +1,5 @@
-"""Acceptance of examples/fan_out_fan_in (EXAMPLES.md §9), against a real server and real workers,
-invoked with the ``troth`` CLI as a user would. Then the one-command demo."""
+"""Acceptance of examples/fan_out_fan_in (docs/examples/fan-out-fan-in.md), against a real server and real
+workers, invoked with the ``troth`` CLI as a user would. Then the one-command demo."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def test_acceptance(server: EmbeddedServer, procs: Processes, effects_file: Path
     wait_until(lambda: state_of(url, "fanout-2:1") == "resolved", 60, "fanout-2:1 to resolve")
     assert state_of(url, "fanout-2:2") == "pending" and state_of(url, "fanout-2:3") == "pending"
     worker_a.kill()
-    resolved = resolved_in_lineage(url, "fanout-2")  # R of the no-rerun check (EXAMPLES.md §0)
+    # R of the no-rerun check (docs/examples/index.md#no-rerun-check)
+    resolved = resolved_in_lineage(url, "fanout-2")
     assert resolved == {"fanout-2:1"}, resolved
     worker_b = start_worker(procs, "worker-b", env=by_id)
     assert result(url, "fanout-2", 3 + 9 + 60) == expected(ITEMS)

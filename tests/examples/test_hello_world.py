@@ -1,7 +1,8 @@
-"""Acceptance tests of examples/hello_world (EXAMPLES.md §7), against a real server and real processes.
+"""Acceptance tests of examples/hello_world (docs/examples/hello-world.md), against a real server and real
+processes.
 
 ``troth invoke`` / ``troth tree`` / ``troth promises …`` are used when the installed CLI has them; until
-then the tests send the same requests those commands send (PROTOCOL.md §8.1: ``invoke`` is one
+then the tests send the same requests those commands send (docs/operations/cli.md: ``invoke`` is one
 ``promise.create`` with the invocation as base64 JSON and the target tag; ``tree`` is a ``promise.search``
 by the ``resonate:origin`` tag).
 """
@@ -120,7 +121,8 @@ def test_crash_after_the_step_is_recorded_does_not_rerun_it(
     )
     wait_until(lambda: (get_promise(url, "greet-2:1") or {}).get("state") == "resolved", 30, "greet-2:1")
     a.kill()
-    # the no-rerun check (EXAMPLES.md §0): R = the lineage's leaf promises resolved at the kill
+    # the no-rerun check (docs/examples/index.md#no-rerun-check): R = the lineage's leaf promises resolved at
+    # the kill
     resolved_at_kill = resolved_in_lineage(url, "greet-2")
     assert resolved_at_kill == {"greet-2:1"}
     assert get_promise(url, "greet-2")["state"] == "pending"  # type: ignore[index]

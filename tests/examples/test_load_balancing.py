@@ -1,7 +1,8 @@
-"""Acceptance tests of examples/load_balancing (EXAMPLES.md §2), against a real server and real processes.
+"""Acceptance tests of examples/load_balancing (docs/examples/load-balancing.md), against a real server and
+real processes.
 
 The workflow's first line (``<id> starting computation``) is printed again whenever a worker replays the
-workflow after its timer (EXAMPLES.md §0, Replay); ``computed something`` is printed once per job.
+workflow after its timer (docs/examples/index.md#replay); ``computed something`` is printed once per job.
 
 The scenario's wall-clock figures ("exits in under 3 s", "resolve within dispatch + 8 + 5 s") are proven
 from what they mean rather than from the test's own clock, which a loaded machine stretches: the client

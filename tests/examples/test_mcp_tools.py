@@ -1,5 +1,5 @@
-"""Acceptance tests of examples/mcp_tools (EXAMPLES.md §8): a real MCP client session over stdio against
-the example's MCP server, real workers, a real troth server and the loopback fake NWS."""
+"""Acceptance tests of examples/mcp_tools (docs/examples/mcp-tools.md): a real MCP client session over stdio
+against the example's MCP server, real workers, a real troth server and the loopback fake NWS."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Acceptance of examples/recursive_factorial (EXAMPLES.md §3), against a real server and real workers.
+"""Acceptance of examples/recursive_factorial (docs/examples/recursive-factorial.md), against a real server
+and real workers.
 
 Steps 1–7 of the scenario run in order on one server, as the spec writes them: later steps rely on the
 promises earlier ones left (the cache). Step 8, the crash, runs on a fresh server (see its test). Then the
@@ -130,8 +131,9 @@ def test_crash_during_recursion(server: EmbeddedServer, procs: Processes, effect
     victim.kill()
     killed_at = time.monotonic()
     assert state_of(url, "factorial-10") == "pending"
-    # The no-rerun check (EXAMPLES.md §0). Every level is a lineage of its own (explicit ids), so R is
-    # gathered over the lineages that exist now: factorial-12, -11 and -10 (whose pause was in flight).
+    # The no-rerun check (docs/examples/index.md#no-rerun-check). Every level is a lineage of its own
+    # (explicit ids), so R is gathered over the lineages that exist now: factorial-12, -11 and -10 (whose
+    # pause was in flight).
     resolved = set().union(*(resolved_in_lineage(url, f"factorial-{k}") for k in (12, 11, 10)))
     r_taken = time.time()
     assert {"factorial-12:1", "factorial-11:1"} <= resolved, resolved

@@ -1,4 +1,4 @@
-"""Acceptance of examples/schedule (EXAMPLES.md §6), against a real server and real workers.
+"""Acceptance of examples/schedule (docs/examples/schedule.md), against a real server and real workers.
 
 Ticks of ``*/3 * * * * *`` come every 3 s, so the steps wait on tick promises and effects lines with
 deadlines sized in ticks. Then the one-command demo.

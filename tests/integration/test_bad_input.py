@@ -1,5 +1,6 @@
-"""Bad input: the CLI fails with one ``troth: …`` line and no traceback (cli.py docstring, DESIGN.md "done"),
-and malformed requests never take a running server down (PROTOCOL.md §1.2)."""
+"""Bad input: the CLI fails with one ``troth: …`` line and no traceback (cli.py docstring,
+docs/design/decisions.md#done), and malformed requests never take a running server down
+(docs/protocol/index.md#processing-order)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""SIGKILL in the middle of a write stream loses nothing that was acknowledged (DESIGN.md decision 7), and
-what was pending keeps going after a restart on the same SQLite file: promise timeouts still fire, a task
-whose holder's lease was running comes back after the lease, schedules keep firing, missed ticks are made up
-(PROTOCOL.md §5.2.4, §5.6, §5.7; DESIGN.md decision 6)."""
+"""SIGKILL in the middle of a write stream loses nothing that was acknowledged
+(docs/design/decisions.md#stores), and what was pending keeps going after a restart on the same SQLite file:
+promise timeouts still fire, a task whose holder's lease was running comes back after the lease, schedules
+keep firing, missed ticks are made up (docs/protocol/state.md#leases,
+docs/protocol/state.md#background-timers, docs/protocol/schedules.md#missed-ticks)."""
 
 from __future__ import annotations
 

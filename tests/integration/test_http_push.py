@@ -1,6 +1,6 @@
-"""HTTP push delivery (PROTOCOL.md §6.5): messages for ``http://`` addresses are POSTed to a real HTTP
-receiver on loopback (allowed with ``--push-allow 127.0.0.1``); a failing receiver is counted and costs
-nothing but the message. What the policy refuses is tested in tests/security/test_push_ssrf.py."""
+"""HTTP push delivery (docs/protocol/delivery.md#http-push): messages for ``http://`` addresses are POSTed to
+a real HTTP receiver on loopback (allowed with ``--push-allow 127.0.0.1``); a failing receiver is counted and
+costs nothing but the message. What the policy refuses is tested in tests/security/test_push_ssrf.py."""
 
 from __future__ import annotations
 

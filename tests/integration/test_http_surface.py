@@ -1,4 +1,5 @@
-"""The HTTP surface of a real ``troth serve`` process (PROTOCOL.md §1, §8.3; CLIENTS.md items 4, 12)."""
+"""The HTTP surface of a real ``troth serve`` process (docs/protocol/index.md#http-surface,
+docs/operations/metrics.md, docs/protocol/clients.md)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def test_metrics_on_api_port_and_metrics_port() -> None:
 
 
 def test_resonate_origin_header_line_is_accepted(server: ServerProcess) -> None:
-    """The official Python SDK sends a raw header line ``resonate:origin: <origin>`` (CLIENTS.md item 12)."""
+    """The official Python SDK sends a raw header line ``resonate:origin: <origin>``
+    (docs/protocol/clients.md#origin-header)."""
     body = json.dumps(envelope("promise.create", {"id": "hdr-1", "timeoutAt": now_ms() + 60_000})).encode()
     request = (
         b"POST / HTTP/1.1\r\n"

@@ -1,4 +1,5 @@
-"""Message delivery over SSE (PROTOCOL.md §6; CLIENTS.md items 9–11; DESIGN.md decisions 6 and 10)."""
+"""Message delivery over SSE (docs/protocol/delivery.md#sse, docs/protocol/clients.md,
+docs/operations/delivery.md)."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ def test_unblock_to_listener_after_settle(server: ServerProcess) -> None:
 
 
 def test_pending_task_delivered_when_first_worker_connects(server: ServerProcess) -> None:
-    """DESIGN.md decision 6: a task that found no worker goes to the first member that connects."""
+    """docs/design/decisions.md#no-polling: a task that found no worker goes to the first member that
+    connects."""
     server.create("late-1", tags={"resonate:target": "poll://any@late"})
     server.create("late-2", tags={"resonate:target": "poll://any@late"})
     server.create("late-other", tags={"resonate:target": "poll://any@elsewhere"})
@@ -120,7 +122,8 @@ def test_closed_connection_is_never_chosen(server: ServerProcess) -> None:
 
 
 def test_dropped_worker_lease_ends_at_once(server: ServerProcess) -> None:
-    """DESIGN.md decision 10: when the last SSE connection of a pid closes, its leases end at once."""
+    """docs/design/decisions.md#dropped-workers: when the last SSE connection of a pid closes, its leases end
+    at once."""
     w1 = server.sse("dg", "w1")
     server.create("drop-1", tags={"resonate:target": "poll://uni@dg/w1"})
     assert _execute(w1.get()) == ("drop-1", 0)

@@ -1,5 +1,6 @@
 """Timers over real time: promise timeouts, lease expiry, retries, delays and cron schedules
-(PROTOCOL.md §5.1, §5.2.4, §5.2.6, §5.7; DESIGN.md decisions 5 and 6; CLIENTS.md items 2, 14, 15).
+(docs/protocol/state.md#timeouts,
+docs/protocol/state.md#leases, docs/protocol/state.md#delay, docs/protocol/schedules.md).
 
 These tests prove that each timer fires, not early, and through which mechanism: where two mechanisms
 could send the same message (a lease expiry and the 30 s re-send), the other one is pushed out of reach

@@ -1,13 +1,13 @@
 """An independent in-memory reference model of the Resonate protocol server, for the model-based test.
 
-Written from PROTOCOL.md §4–§5 with troth's decisions (DESIGN.md decisions 4–5), without reading troth's
+Written from docs/protocol/requests.md and docs/protocol/state.md (troth's rules), without reading troth's
 core or stores: every pending promise has a background timeout at ``timeoutAt``; ``resonate:delay`` holds
 back the first ``execute`` by setting the new task's retry timeout to the delay time; lineage checks are
 relaxed (the test only generates ids and tags that pass them). Only the cron next-occurrence computation
 and the schedule promise-id template are borrowed from ``troth.protocol.cron``.
 
 The model answers only *valid* requests (the test never sends it anything else): ``handle`` returns the
-status and the response ``data`` exactly as PROTOCOL.md §4 specifies them, and ``snap`` returns the
+status and the response ``data`` exactly as docs/protocol/requests.md specifies them, and ``snap`` returns the
 ``debug.snap`` object of §4.21.
 
 Where the spec leaves a choice open, the model's choice is stated at the point it is made:
@@ -281,7 +281,7 @@ class Model:
             if tags.get(TIMER) == "true":
                 pass  # troth: a timer's task is never dispatched; the timer settles itself at its deadline
             elif delay is not None and now < int(delay):
-                # DESIGN.md decision 5, PROTOCOL.md §5.2.6: the first execute waits for the delay
+                # docs/protocol/state.md#delay: the first execute waits for the delay
                 self.task_timeouts[pid] = TaskTimeout(0, int(delay))
             else:
                 self._retry(pid, now)
@@ -597,7 +597,7 @@ class Model:
 
     def tick(self, t: int) -> None:
         """One background pass at ``t`` (§5.6)."""
-        # 1. promise timeouts: every pending promise has one (DESIGN.md decision 5)
+        # 1. promise timeouts: every pending promise has one (docs/design/decisions.md#timeouts)
         self._timeout_batch([pid for pid, p in self.promises.items() if p.state == "pending"], t)
         # 2. retry timeouts of pending tasks (including delayed first dispatches, §5.2.6)
         for tid in sorted(self.task_timeouts):

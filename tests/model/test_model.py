@@ -1,4 +1,5 @@
-"""Model-based test: troth's server core against the reference model of ``reference.py`` (PROTOCOL.md §7.5).
+"""Model-based test: troth's server core against the reference model of ``reference.py``
+(docs/design/storage.md#model-test).
 
 A hypothesis state machine sends the same random request sequences to the real engine (SQLite in memory,
 driven in-process with a manual clock and the ``resonate:debug_time`` override, background loops and
@@ -522,9 +523,9 @@ TestServerVersusModel = ServerVersusModel.TestCase
 
 # --------------------------------------------------------------------------------- fixed scenarios
 #
-# The edge cases of PROTOCOL.md §12 as fixed request sequences, run through both sides like the random
-# ones. A step is ``(kind, data)`` or ``(kind, data, status)`` (the status the spec gives, checked on the
-# model's answer too), ``("wait", ms)`` (time passes, loops paused) or ``("tick", ms)`` (time passes, then
+# The edge cases (docs/protocol/edge-cases.md) as fixed request sequences, run through both sides like the
+# random ones. A step is ``(kind, data)`` or ``(kind, data, status)`` (the status the spec gives, checked on
+# the model's answer too), ``("wait", ms)`` (time passes, loops paused) or ``("tick", ms)`` (time passes, then
 # one background pass).
 
 TGT = "poll://any@g1"

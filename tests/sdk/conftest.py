@@ -1,5 +1,5 @@
-"""Fixtures for the SDK behaviour suite (SDK.md §15): every test runs in local mode (the server engine
-in-process) and in remote mode (``Troth(url)`` against one real ``troth serve`` process on a temporary
+"""Fixtures for the SDK behaviour suite (docs/sdk/behaviours.md): every test runs in local mode (the server
+engine in-process) and in remote mode (``Troth(url)`` against one real ``troth serve`` process on a temporary
 SQLite file, started once for the session).
 
 ``env.client(...)`` builds a ``Troth`` whose transport is wrapped in a ``Recording`` (see ``support``), starts

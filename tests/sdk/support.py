@@ -2,8 +2,8 @@
 
 * ``Recording`` wraps the transport a ``Troth`` talks through (``LocalTransport`` or ``HttpTransport``) and
   keeps every request with its answer, and every pushed message, so a test can assert the protocol traffic
-  the SDK produced (SDK.md §11) in local mode and in remote mode alike. ``raw(kind, data)`` sends a request
-  that is not recorded (for the test's own look-ups).
+  the SDK produced (docs/sdk/replay.md#wire-mapping) in local mode and in remote mode alike. ``raw(kind,
+  data)`` sends a request that is not recorded (for the test's own look-ups).
 * ``until(probe, timeout, what)`` polls a (sync or async) condition until a deadline, never a fixed sleep.
 * ``WorkerProcess`` runs ``tests/sdk/workers.py`` as a real process joined to a worker group; the
   functions it executes append lines to an effects file, and its traffic goes to a JSON-lines file.
@@ -30,7 +30,7 @@ WORKER_SCRIPT = Path(__file__).with_name("workers.py")
 
 
 def b64json(value: Any) -> str:
-    """How the default codec stores ``value`` in a promise's ``data`` field (SDK.md §8)."""
+    """How the default codec stores ``value`` in a promise's ``data`` field (docs/sdk/errors-and-codec.md)."""
     return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
 
 

@@ -1,6 +1,6 @@
-"""SDK.md §15, the twenty behaviours worth a test — every scenario that fits in one process, run in local
-mode and in remote mode (``env`` is parametrized). The scenarios that need several processes (items 4, 7,
-8's restart, 15's second group, 20) are in ``test_processes.py``.
+"""docs/sdk/behaviours.md, the twenty behaviours worth a test — every scenario that fits in one process, run
+in local mode and in remote mode (``env`` is parametrized). The scenarios that need several processes (items
+4, 7, 8's restart, 15's second group, 20) are in ``test_processes.py``.
 
 Counters are plain dicts of the test: the functions are closures registered on this test's client.
 """
@@ -58,7 +58,8 @@ async def test_01_hello_world_request_sequence(env: Env) -> None:
         record = await rec.promise(root)
         assert record["state"] == "resolved"
         assert record["value"]["data"] == b64json("Hello, World!")
-        # SDK.md §15 item 1 expects one promise.register_listener as the official clients send; troth's
+        # docs/sdk/behaviours.md#hello-world-sequence: the official clients send one
+        # promise.register_listener; troth's
         # handle needs none when this process finished the task itself (the fulfil answer settles it).
         assert len(rec.of("promise.register_listener", root)) == 0, rec.exchanges
 
@@ -660,7 +661,7 @@ async def test_19_unknown_version_is_released_not_rejected(env: Env) -> None:
 
 async def test_19_unknown_version_does_not_spin(env: Env) -> None:
     """A worker without the version releases the task; the redelivery must not become a busy loop of
-    acquire/release (DESIGN.md decision 11 says "releases"; SDK.md is silent on pacing, so we take what a
+    acquire/release (docs/design/decisions.md#sdk-details says "releases", paced; so we take what a
     user watching CPU and server load expects: a handful of attempts per second at most)."""
     r, rec = env.client()
 

@@ -1,4 +1,4 @@
-"""SDK.md §15 scenarios that need more than one process (remote mode only): real worker processes
+"""docs/sdk/behaviours.md scenarios that need more than one process (remote mode only): real worker processes
 (``tests/sdk/workers.py``) on the session's ``troth serve``, killed with SIGKILL or frozen with SIGSTOP.
 
 Side effects are counted in the effects file the functions append to (``<what> <pid>`` a line), so counts
@@ -83,8 +83,9 @@ async def test_07_crash_mid_leaf(remote_env: Env) -> None:
                 acquired = [e for e in rec.of("task.acquire", root) if e.status == 200]
                 assert len(acquired) == 1 and acquired[0].body["task"]["version"] == 2
             else:
-                # The server had already ended A's lease when its connection dropped (DESIGN.md decision
-                # 10), so task.create found the task pending and acquired it at once: version 1 → 2.
+                # The server had already ended A's lease when its connection dropped (docs/design/
+                # decisions.md#dropped-workers), so task.create found the task pending and acquired it at
+                # once: version 1 → 2.
                 assert create.status == 200
                 assert create.body["task"]["state"] == "acquired"
                 assert create.body["task"]["version"] == 2

@@ -1,4 +1,5 @@
-"""Pydantic models cross the durability boundary when the type hints ask for them (SDK.md §8)."""
+"""Pydantic models cross the durability boundary when the type hints ask for them
+(docs/sdk/errors-and-codec.md)."""
 
 from __future__ import annotations
 

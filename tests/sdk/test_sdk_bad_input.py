@@ -1,5 +1,5 @@
-"""SDK.md "Bad input" for the SDK (§2, §3, §4, §12): front-door mistakes raise a clear, typed error at the
-call site and lose nothing; local mode and remote mode alike."""
+"""Bad input to the SDK (docs/sdk/client.md#run-and-rpc, docs/reference/errors.md): front-door mistakes raise
+a clear, typed error at the call site and lose nothing; local mode and remote mode alike."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def test_run_of_an_unregistered_name_raises_function_not_found(env: Env) -
     root = env.id("unregistered")
     async with r:
         with pytest.raises(FunctionNotFoundError):
-            r.run(root, "no_such_function")  # raised at the call site (SDK.md §3, §12)
+            r.run(root, "no_such_function")  # raised at the call site (docs/sdk/client.md#run-and-rpc)
         assert rec.of("task.create") == []  # nothing was created
 
 

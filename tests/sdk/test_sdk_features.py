@@ -72,7 +72,8 @@ async def test_generator_workflow_suspends_replays_and_catches_errors(env: Env) 
 
 
 async def test_generator_leaf_is_not_retried_by_default_but_async_leaf_is(env: Env) -> None:
-    """SDK.md §13: workflows (either style) never retry; generator functions are workflows."""
+    """docs/sdk/replay.md#generators: workflows (either style) never retry; generator functions are
+    workflows."""
     r, _ = env.client()
     calls: list[int] = []
 

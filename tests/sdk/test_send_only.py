@@ -1,4 +1,5 @@
-"""A send-only client (SDK.md §1.2): no push channel and no tasks; it dispatches and polls for outcomes."""
+"""A send-only client (docs/sdk/client.md#send-only): no push channel and no tasks; it dispatches and polls
+for outcomes."""
 
 from __future__ import annotations
 

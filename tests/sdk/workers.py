@@ -28,7 +28,8 @@ from troth.sdk.transport import HttpTransport
 
 class AgeError(Exception):
     """Raised by ``bad_age``; in the worker process its class is ``__main__.AgeError``, which the test
-    process cannot import, so the caller gets an ``ApplicationError`` (SDK.md §15 item 18)."""
+    process cannot import, so the caller gets an ``ApplicationError``
+    (docs/sdk/behaviours.md#typed-errors)."""
 
 
 def effect(ctx: Context, what: str) -> None:

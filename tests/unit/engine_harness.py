@@ -104,7 +104,7 @@ class Harness:
         assert isinstance(decoded["kind"], str)
         assert isinstance(decoded["head"]["corrId"], str)
         if status >= 400:
-            assert isinstance(decoded["data"], str), decoded  # CLIENTS.md item 5
+            assert isinstance(decoded["data"], str), decoded  # docs/protocol/clients.md#string-errors
         return Resp(status, decoded["data"], decoded)
 
     async def call(

@@ -1,4 +1,5 @@
-"""The official server's cron dialect (PROTOCOL.md §5.7, §12 items 24-25)."""
+"""The official server's cron dialect (docs/protocol/schedules.md,
+docs/protocol/edge-cases.md#schedule-create)."""
 
 from __future__ import annotations
 

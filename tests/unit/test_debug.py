@@ -1,4 +1,5 @@
-"""Debug kinds: snap, reset, start/stop, tick (PROTOCOL.md §1.11, §4.21)."""
+"""Debug kinds: snap, reset, start/stop, tick (docs/protocol/index.md#debug-mode,
+docs/protocol/requests.md#debug-kinds)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""``resonate:delay``: validated, and honoured — no ``execute`` before the delay time (PROTOCOL.md §3,
-§5.2.6, §12 item 23 (R); DESIGN.md decision 5)."""
+"""``resonate:delay``: validated, and honoured — no ``execute`` before the delay time
+(docs/protocol/state.md#delay, docs/protocol/edge-cases.md#delay-tag, docs/protocol/departures.md#delay)."""
 
 from __future__ import annotations
 

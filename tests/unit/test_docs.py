@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SCANNED = ("src", "tests", "examples", "benchmarks", "docs")
 SCANNED_FILES = ("README.md", "Makefile", "mkdocs.yml", "pyproject.toml")
+SKIPPED = {"__pycache__", "node_modules", ".hypothesis", "build", "dist"}
 SUFFIXES = {".py", ".md", ".yml", ".yaml", ".toml", ".txt", ".js", ".mjs", ".json", ".ini", ".cfg", ""}
 
 REFERENCE = re.compile(r"docs/[A-Za-z0-9_./-]+?\.md(?:#[A-Za-z0-9_-]+)?")
@@ -46,7 +47,8 @@ def _files() -> list[Path]:
     found = [ROOT / name for name in SCANNED_FILES if (ROOT / name).exists()]
     for top in SCANNED:
         for path in sorted((ROOT / top).rglob("*")):
-            if path.is_file() and path.suffix in SUFFIXES and "__pycache__" not in path.parts:
+            generated = any(part in SKIPPED or part.endswith(".egg-info") for part in path.parts)
+            if path.is_file() and path.suffix in SUFFIXES and not generated:
                 found.append(path)
     return found
 

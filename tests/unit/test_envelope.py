@@ -1,5 +1,5 @@
-"""The request envelope and data validation through ``Engine.handle`` (PROTOCOL.md §1.2–§1.5, §1.9, §4,
-§12 item 26; CLIENTS.md items 4–5 and 12)."""
+"""The request envelope and data validation through ``Engine.handle`` (docs/protocol/index.md,
+docs/protocol/edge-cases.md#envelope-errors, docs/protocol/clients.md)."""
 
 from __future__ import annotations
 
@@ -368,7 +368,7 @@ async def test_debug_tick_time_errors(h: Harness) -> None:
 
 
 async def test_success_statuses_are_200_never_201(h: Harness) -> None:
-    """CLIENTS.md item 4: creates answer 200."""
+    """docs/protocol/clients.md#creates-answer-200: creates answer 200."""
     assert (await h.call("promise.create", create_data())).status == 200
     assert (await h.task_create("t")).status == 200
     sched = {

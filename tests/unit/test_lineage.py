@@ -1,5 +1,5 @@
 """Lineage-tag validation and origin checks: relaxed by default, official with ``strict_lineage``
-(PROTOCOL.md §3, §4.4, §4.12, §4.14, §12 items 8, 12, 22; DESIGN.md decision 4; CLIENTS.md items 1–3)."""
+(docs/protocol/records.md#lineage, docs/protocol/edge-cases.md#lineage-tags, docs/protocol/clients.md)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ async def test_strict_register_callback_other_origin_is_400(strict: Harness) -> 
     ],
 )
 async def test_relaxed_tag_validation(h: Harness, id: str, tags: dict[str, str], status: int) -> None:
-    """DESIGN.md decision 4 / CLIENTS.md item 1."""
+    """docs/design/decisions.md#lineage, docs/protocol/clients.md#ids-with-colons."""
     assert await create_status(h, id, tags) == status
 
 
@@ -102,7 +102,8 @@ async def test_relaxed_nul_in_id(h: Harness) -> None:
 
 
 async def test_relaxed_heartbeat_mixed_origins_is_200(h: Harness) -> None:
-    """CLIENTS.md item 3: one heartbeat lists every held task, whatever its lineage."""
+    """docs/protocol/clients.md#mixed-heartbeats: one heartbeat lists every held task, whatever its
+    lineage."""
     await h.pause()
     await h.running("a:1", ttl=1000)
     await h.running("b:1", ttl=1000)
@@ -114,7 +115,8 @@ async def test_relaxed_heartbeat_mixed_origins_is_200(h: Harness) -> None:
 
 
 async def test_relaxed_suspend_on_other_lineage(h: Harness) -> None:
-    """EXAMPLES.md §3: ``factorial-6`` awaits ``factorial-5``; also ``x:1`` awaiting ``y:1``."""
+    """docs/examples/recursive-factorial.md: ``factorial-6`` awaits ``factorial-5``; also ``x:1`` awaiting
+    ``y:1``."""
     await h.running("factorial-6")
     await h.create("factorial-5", target=TARGET)
     r = await h.suspend("factorial-6", 1, ["factorial-5"])

@@ -1,5 +1,6 @@
-"""Promise kinds: get, create, settle, register_callback, register_listener, search (PROTOCOL.md §2.1–§2.2,
-§4.1–§4.6, §5.1, §5.3–§5.5; §12 items 1–5, 15, 16, 27; CLIENTS.md item 6)."""
+"""Promise kinds: get, create, settle, register_callback, register_listener, search
+(docs/protocol/requests.md, docs/protocol/state.md, docs/protocol/edge-cases.md,
+docs/protocol/clients.md#record-shapes)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ async def test_create_plain_promise(h: Harness) -> None:
     snap = await h.snap()
     assert snap["tasks"] == []
     assert snap["messages"] == []
-    # troth: every pending promise has a background timeout (DESIGN.md decision 5)
+    # troth: every pending promise has a background timeout (docs/design/decisions.md#timeouts)
     assert snap["promiseTimeouts"] == [{"id": "p", "timeout": START + HOUR}]
 
 
@@ -399,7 +400,7 @@ async def test_register_callback_errors(h: Harness) -> None:
 
 
 async def test_register_callback_relaxed_allows_other_lineage(h: Harness) -> None:
-    """DESIGN.md decision 4: `factorial-6` may await `factorial-5`."""
+    """docs/design/decisions.md#lineage: `factorial-6` may await `factorial-5`."""
     await h.create("factorial-5", target=TARGET)
     await h.create("factorial-6", target=TARGET)
     assert (await h.register("factorial-5", "factorial-6")).status == 200

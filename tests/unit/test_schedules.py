@@ -1,5 +1,5 @@
-"""Schedules: create, get, delete, search and firing (PROTOCOL.md §2.4, §4.18–§4.20, §5.7; §12 items 24,
-25, 27)."""
+"""Schedules: create, get, delete, search and firing (docs/protocol/requests.md,
+docs/protocol/schedules.md, docs/protocol/edge-cases.md#schedule-firing)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Task kinds: get, create, acquire, release, fulfill, suspend, fence, heartbeat, halt, continue, search
-(PROTOCOL.md §2.3, §4.7–§4.17, §5.2–§5.3, §5.5; §12 items 6–21; CLIENTS.md items 7–8)."""
+(docs/protocol/requests.md, docs/protocol/state.md#task-transitions, docs/protocol/edge-cases.md)."""
 
 from __future__ import annotations
 

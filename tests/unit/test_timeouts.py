@@ -1,6 +1,6 @@
 """Background work driven by the engine's own timers on a ManualClock, and by ``debug.tick``: promise
-timeouts (also without a target), timers, lease expiry, retries, dropped workers (PROTOCOL.md §5.1,
-§5.2.3–§5.2.4, §5.6; §12 items 7, 9, 30 (R); CLIENTS.md items 2, 14, 15; DESIGN.md decisions 5, 6, 10)."""
+timeouts (also without a target), timers, lease expiry, retries, dropped workers (docs/protocol/state.md,
+docs/protocol/edge-cases.md, docs/protocol/clients.md, docs/design/decisions.md#timeouts)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ async def stored_task(h: Harness, id: str) -> dict[str, Any]:
 
 
 async def test_targetless_promise_times_out_in_background(h: Harness) -> None:
-    """(R) DESIGN.md decision 5: on time, not on next access; listeners are unblocked."""
+    """docs/design/decisions.md#timeouts: on time, not on next access; listeners are unblocked."""
     inbox = h.connect("default", "w1")
     await h.create("p", START + 1000)
     await h.listen("p", "poll://uni@default/w1")
@@ -74,8 +74,8 @@ async def test_timer_without_target_lazily_on_get(h: Harness) -> None:
 
 
 async def test_timer_with_target_resolves_and_its_task_is_fulfilled(h: Harness) -> None:
-    """CLIENTS.md item 15: SDK sleep timers carry a target; the server fulfils their task. troth never
-    dispatches a timer's own task (workers would only acquire it and leave it alone)."""
+    """docs/protocol/clients.md#timer-promises: SDK sleep timers carry a target; the server fulfils their
+    task. troth never dispatches a timer's own task (workers would only acquire it and leave it alone)."""
     inbox = h.connect()
     await h.running("r")
     r = await h.fence_create(
@@ -138,7 +138,7 @@ async def test_lease_expiry_with_tick(h: Harness) -> None:
 
 
 async def test_lease_expiry_with_real_timers(h: Harness) -> None:
-    """CLIENTS.md item 14: promptly pending again, ``execute`` with the same version."""
+    """docs/protocol/clients.md#lease-expiry: promptly pending again, ``execute`` with the same version."""
     inbox = h.connect()
     await h.running("t", ttl=1000)
     assert await inbox.executes() == [("t", 0)]
@@ -191,7 +191,7 @@ async def test_heartbeats_keep_the_lease(h: Harness) -> None:
 
 
 async def test_dropped_worker_releases_leases_at_once(h: Harness) -> None:
-    """DESIGN.md decision 10: the last connection of a pid closing ends its leases."""
+    """docs/design/decisions.md#dropped-workers: the last connection of a pid closing ends its leases."""
     other = h.connect("default", "w2")
     inbox = h.connect("default", "w1")
     await h.create("t", target=TARGET)

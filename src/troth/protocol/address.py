@@ -1,4 +1,4 @@
-"""Addresses (PROTOCOL.md §6.3): where a message goes, parsed and validated.
+"""Addresses (docs/protocol/delivery.md#addresses): where a message goes, parsed and validated.
 
 ``poll://any@<group>[/<id>]`` (anycast, preferring ``id``), ``poll://uni@<group>/<id>`` (unicast),
 ``http(s)://…`` (HTTP push); ``gcps://`` and ``bash://`` are valid but have no transport here, so their

@@ -1,4 +1,5 @@
-"""Schedule cron expressions (PROTOCOL.md §5.7): parsing, next occurrence, promise-ID templates.
+"""Schedule cron expressions (docs/protocol/schedules.md#cron-dialect): parsing, next occurrence, promise-ID
+templates.
 
 Owns the cron dialect of the official Resonate server: 5 fields (seconds ``0`` prepended), 6 fields
 (with seconds) or 7 fields (with a year, 1970–2100), the macros ``@yearly``/``@monthly``/``@weekly``/
@@ -321,7 +322,8 @@ def _parse_field(text: str, spec: _Field, expr: str) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def parse_cron(expr: str) -> CronSpec:
-    """Parse a schedule's cron expression (PROTOCOL.md §5.7); raise CronError if it is invalid.
+    """Parse a schedule's cron expression (docs/protocol/schedules.md#cron-dialect); raise CronError if it is
+    invalid.
 
     Cached: it is called for every schedule tick.
     """

@@ -1,6 +1,7 @@
 """The JSON records of the protocol: values, promises, tasks and schedules, as typed msgspec structs.
 
-Every record encodes exactly as the official clients expect (CLIENTS.md item 6): a promise always carries
+Every record encodes exactly as the official clients expect (docs/protocol/clients.md#record-shapes): a
+promise always carries
 ``param`` and ``value`` objects, ``settledAt`` only once settled; a task carries ``ttl``/``pid`` only while
 leased; a schedule carries ``lastRunAt`` only after its first run.
 """

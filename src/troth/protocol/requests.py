@@ -1,8 +1,10 @@
-"""Request envelopes and the ``data`` of every request kind: decoding and validation (PROTOCOL.md §1–§4).
+"""Request envelopes and the ``data`` of every request kind: decoding and validation
+(docs/protocol/requests.md).
 
 ``parse_request`` turns the raw body of ``POST /`` into a ``Request`` or an ``Invalid`` carrying the status
-and message to answer with, following the processing order of PROTOCOL.md §1.2. Semantic checks that need no
-state (tag rules, addresses, limits) live here too, so the core only ever sees well-formed requests.
+and message to answer with, following the processing order of docs/protocol/index.md#processing-order.
+Semantic checks that need no state (tag rules, addresses, limits) live here too, so the core only ever sees
+well-formed requests.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["MAX_BODY_BYTES", "MAX_ID_LENGTH", "Invalid", "Request", "parse_reque
 UNSET_VALUE: Final = Value()
 
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-"""An integer the stores keep as signed 64-bit (PROTOCOL.md §1.9)."""
+"""An integer the stores keep as signed 64-bit (docs/protocol/index.md#json-conventions)."""
 
 Duration = Annotated[int, msgspec.Meta(le=2**62)]
 """A relative time in ms; bounded so that ``now + duration`` still fits in 64 bits."""
@@ -280,7 +282,8 @@ class ValidationError(Exception):
 
 
 class LineagePolicy(msgspec.Struct, frozen=True):
-    """Which lineage checks apply (DESIGN.md decision 4): relaxed by default, official ones when strict."""
+    """Which lineage checks apply (docs/design/decisions.md#lineage): relaxed by default, official ones when
+    strict."""
 
     strict: bool = False
 
@@ -289,7 +292,7 @@ class LineagePolicy(msgspec.Struct, frozen=True):
 
 
 def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Request | Invalid:
-    """Decode and validate one ``POST /`` body, in the order of PROTOCOL.md §1.2."""
+    """Decode and validate one ``POST /`` body, in the order of docs/protocol/index.md#processing-order."""
     try:
         env = _envelope_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -680,7 +683,8 @@ def _v_schedule_create(d: ScheduleCreate, lineage: LineagePolicy) -> None:
             errors.append(f"Invalid cron expression: {exc.detail}")
     _check_id(d.promiseId, "promiseId", errors)
     if not errors:
-        # Every promise the schedule creates must be one a request can name (PROTOCOL.md §4.19).
+        # Every promise the schedule creates must be one a request can name
+        # (docs/protocol/requests.md#schedule-create).
         longest = render_promise_id(d.promiseId, d.id, _MAX_FIRE_TIMESTAMP)
         if len(longest) > MAX_ID_LENGTH:
             errors.append(

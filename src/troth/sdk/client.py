@@ -2,7 +2,8 @@
 
 ``Troth(url=…)`` talks to a server over HTTP + SSE; ``Troth.local(path=None)`` runs the server engine
 in-process (memory, or a SQLite file that survives restarts). Without a URL, ``TROTH_URL`` (then
-``RESONATE_URL``, then ``TROTH_HOST``/``TROTH_PORT``) selects remote mode, else local mode (SDK.md §1).
+``RESONATE_URL``, then ``TROTH_HOST``/``TROTH_PORT``) selects remote mode, else local mode
+(docs/sdk/index.md#construction).
 ``options(…)`` returns a view that shares the parent's connections.
 """
 
@@ -134,7 +135,8 @@ class _Requests:
 
 
 class Promises(_Requests):
-    """Encoded access to durable promises (SDK.md §3.2): what an outside party uses to settle one."""
+    """Encoded access to durable promises (docs/sdk/client.md#promises): what an outside party uses to settle
+    one."""
 
     def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
         out = dict(record)
@@ -213,7 +215,7 @@ class Promises(_Requests):
 
 
 class Schedules(_Requests):
-    """Raw schedule requests (SDK.md §3.3)."""
+    """Raw schedule requests (docs/sdk/client.md#schedules)."""
 
     async def create(
         self,
@@ -280,7 +282,7 @@ class _Lifecycle:
 
 
 class Troth:
-    """Durable execution: register functions, then ``run``/``rpc`` them (SDK.md §1–§3)."""
+    """Durable execution: register functions, then ``run``/``rpc`` them (docs/sdk/index.md)."""
 
     def __init__(
         self,

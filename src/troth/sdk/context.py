@@ -1,7 +1,7 @@
 """The ``Context`` a durable function receives, its eager ``DurableFuture``s, and one execution's replay.
 
-Replay is re-execution (SDK.md §10.3): every time a task is acquired its body runs from the first line.
-Each durable operation mints its child id synchronously at call time (so completion order never changes
+Replay is re-execution (docs/sdk/replay.md#replay): every time a task is acquired its body runs from the first
+line. Each durable operation mints its child id synchronously at call time (so completion order never changes
 ids), then, in call order, *creates-or-gets* its promise: a settled record (from the task's preload or an
 earlier answer) returns the recorded outcome without a request; otherwise ``task.fence`` creates it under
 the current lease and returns the existing record if it was made before. A pending local child runs here
@@ -112,7 +112,7 @@ class Info:
 
 @dataclass(frozen=True)
 class Options:
-    """Per-call options (SDK.md §4.2). ``None`` means "not set"."""
+    """Per-call options (docs/sdk/workflows.md#options). ``None`` means "not set"."""
 
     target: str | None = None
     timeout: float | timedelta | None = None
@@ -333,7 +333,7 @@ class _ReplayFilter(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class Context:
-    """Passed first to every durable function; the door to durable operations (SDK.md §4)."""
+    """Passed first to every durable function; the door to durable operations (docs/sdk/workflows.md)."""
 
     def __init__(
         self,
@@ -816,7 +816,7 @@ async def run_function(
     """Run one durable function to its outcome: the settle state and encoded value, or ``BLOCKED``.
 
     A pure leaf (no durable operation in the failed attempt) is retried in-process by its policy; a
-    function that performed a durable operation is a workflow and is never retried (SDK.md §7).
+    function that performed a durable operation is a workflow and is never retried (docs/sdk/retries.md).
     """
     worker = execution.worker
     effective = policy or worker.retry_policy

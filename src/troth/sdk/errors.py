@@ -1,4 +1,4 @@
-"""The SDK's exceptions (SDK.md §12).
+"""The SDK's exceptions (docs/reference/errors.md).
 
 Everything a user may catch derives from ``TrothError``. Two signals used by the runtime for control flow,
 ``Suspended`` and ``PlatformError``, derive from ``BaseException`` instead, so that a workflow's

@@ -1,4 +1,4 @@
-"""Promise ids (DESIGN.md decision 3, SDK.md §14.1): roots, ``root:n`` children, ``root:1.n`` below them,
+"""Promise ids (docs/sdk/replay.md#ids): roots, ``root:n`` children, ``root:1.n`` below them,
 ``root:d<16 hex>`` detached children."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Registered durable functions: ``(name, version)`` → function, kind and retry policy.
 
 A function's kind decides how it runs: ``async`` (a coroutine function, awaited on the loop), ``generator``
-(driven step by step, SDK.md §13), or ``sync`` (a plain ``def``, run in a worker thread so it cannot block
-heartbeats). Async generators are refused: they can neither return a value nor be replayed.
+(driven step by step, docs/sdk/replay.md#generators), or ``sync`` (a plain ``def``, run in a worker thread so
+it cannot block heartbeats). Async generators are refused: they can neither return a value nor be replayed.
 """
 
 from __future__ import annotations

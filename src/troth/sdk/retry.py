@@ -1,4 +1,4 @@
-"""Retry policies for leaf functions (SDK.md §7), and their wire form inside an invocation param.
+"""Retry policies for leaf functions (docs/sdk/retries.md), and their wire form inside an invocation param.
 
 A policy answers one question: how many seconds to wait before retry number ``attempt`` (1 for the first
 retry, after the first execution failed), or ``None`` to stop and reject. Attempt 0 is the first execution

@@ -45,7 +45,7 @@ _MAX_FRONTIERS = 10_000
 
 
 class Dependencies:
-    """Process-local objects for durable functions: by type or by name (SDK.md §9)."""
+    """Process-local objects for durable functions: by type or by name (docs/sdk/index.md#dependencies)."""
 
     def __init__(self) -> None:
         self._items: dict[Any, Any] = {}

@@ -2,13 +2,15 @@
 
 ``Core.handle`` takes a validated request, a ``Tx`` and ``now``, and returns a ``Reply``: the status, the
 response data, the messages the change makes deliverable (also written to the outbox in the same
-transaction) and the earliest time a timer it created falls due. ``Core.tick`` is the background pass of
-PROTOCOL.md §5.6 (promise timeouts, task retries and lease expiries, schedule firings) run at a time.
-Nothing here knows about HTTP, SQL or the event loop; the HTTP server and the SDK's local mode share it.
+transaction) and the earliest time a timer it created falls due. ``Core.tick`` is the timer pass of
+docs/protocol/state.md#background-timers (promise timeouts, task retries and lease expiries, schedule firings)
+run at a time. Nothing here knows about HTTP, SQL or the event loop; the HTTP server and the SDK's local mode
+share it.
 
-Behaviour follows PROTOCOL.md §4–§5 with DESIGN.md's decisions: every pending promise times out in the
-background (decision 5), ``resonate:delay`` holds back the first ``execute`` (decision 5), and the lineage
-checks are relaxed unless strict (decision 4, applied in ``troth.protocol.requests``).
+Behaviour follows docs/protocol/requests.md and docs/protocol/state.md with docs/design/decisions.md: every
+pending promise times out in the background (decision 5), ``resonate:delay`` holds back the first ``execute``
+(decision 5), and the lineage checks are relaxed unless strict (decision 4, applied in
+``troth.protocol.requests``).
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class Core:
     async def _settle(
         self, tx: Tx, p: Promise, state: str, value: Value | None, settled_at: int, now: int, fx: _Effects
     ) -> Promise:
-        """Settle a pending promise with the full cascade of PROTOCOL.md §5.5."""
+        """Settle a pending promise with the full cascade of docs/protocol/state.md#settlement-cascade."""
         settled = await self._settle_row(tx, p, state, value, settled_at, fx)
         await self._notify(tx, settled, now, fx)
         return settled
@@ -264,8 +266,8 @@ class Core:
             delay = tags.get("resonate:delay")
             if tags.get("resonate:timer") == "true":
                 # A timer's task only exists because the timer names a target; workers acquire it and
-                # leave it alone (SDK.md §10.1), and the server settles the timer at its deadline. So it
-                # is not dispatched: no worker is woken every lease period just to ignore it.
+                # leave it alone (docs/sdk/replay.md#timer-tasks), and the server settles the timer at its
+                # deadline. So it is not dispatched: no worker is woken every lease period just to ignore it.
                 await tx.put_task(TaskRow(id, "pending", 0))
             elif delay is not None and int(delay) > now:
                 task = TaskRow(id, "pending", 0, RETRY, int(delay))
@@ -556,7 +558,8 @@ class Core:
     # ----------------------------------------------------------------------------------- background work
 
     async def tick(self, tx: Tx, now: int) -> Reply:
-        """One background pass at ``now`` (PROTOCOL.md §5.6); ``wake`` is when the next one is due."""
+        """One background pass at ``now`` (docs/protocol/state.md#background-timers); ``wake`` is when the
+        next one is due."""
         fx = _Effects()
         again = False
         due = await tx.due_promises(now, PASS_LIMIT)
@@ -615,7 +618,8 @@ class Core:
         return count
 
     async def release_leases(self, tx: Tx, pid: str, now: int, group: str | None = None) -> Reply:
-        """End the leases held by ``pid`` at once and re-dispatch their tasks (DESIGN.md decision 10).
+        """End the leases held by ``pid`` at once and re-dispatch their tasks
+        (docs/design/decisions.md#dropped-workers).
 
         With ``group`` (the last stream of ``pid`` in that group closed), only the leases on tasks
         addressed to that group end: pids are not unique across groups, and a stream opened and closed
@@ -679,7 +683,7 @@ def _page(key: str, found: list[Any], limit: int, upto: str | None = None) -> di
 
 
 async def snapshot(tx: Tx) -> dict[str, Any]:
-    """The ``debug.snap`` dump (PROTOCOL.md §4.21), every list sorted by id."""
+    """The ``debug.snap`` dump (docs/protocol/requests.md#debug-kinds), every list sorted by id."""
     raw = await tx.snapshot()
     tasks: list[Task] = []
     timeouts: list[dict[str, Any]] = []

@@ -1,9 +1,10 @@
 """Delivery of messages: the SSE connection registry, routing by address, and HTTP push.
 
 ``poll://uni@g/id`` goes to the stream of group ``g`` with that id; ``poll://any@g/id`` to that id if it is
-connected, else to a random stream of the group; ``poll://any@g`` to a random one (PROTOCOL.md §6.4).
-Delivery is at most once: a lost ``execute`` is recovered by the task's retry timer. Additions of ours
-(DESIGN.md decisions 6 and 10, docs/operations/delivery.md):
+connected, else to a random stream of the group; ``poll://any@g`` to a random one
+(docs/protocol/delivery.md#sse). Delivery is at most once: a lost ``execute`` is recovered by the task's retry
+timer. Additions of ours (docs/design/decisions.md#no-polling and
+docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
 
 * **One stream per (group, pid): the newest wins.** A second ``GET /poll/g/p`` replaces the first, whose
   buffered frames move to the new stream before it is closed, so a message never vanishes into a
@@ -408,7 +409,7 @@ class Delivery:
                 conn = members[0] if len(members) == 1 else random.choice(members)
         if conn is None:
             if m.promise is None:
-                # Kept for the next member of the group that connects (DESIGN.md decision 6).
+                # Kept for the next member of the group that connects (docs/design/decisions.md#no-polling).
                 if self._wait(address.group, m):
                     self.metrics.messages.labels(kind, "waiting").inc()
                 else:

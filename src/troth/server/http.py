@@ -1,7 +1,8 @@
 """The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``/health``, ``/ready``, ``/metrics``.
 
 A plain ASGI callable rather than a framework router: there are six routes and ``POST /`` is the hot path,
-so every microsecond of routing counts. Routing-level answers follow PROTOCOL.md §1.1: unknown path →
+so every microsecond of routing counts. Routing-level answers follow docs/protocol/index.md#http-surface:
+unknown path →
 ``404`` without a JSON content type, wrong method → ``405`` with ``Allow``, legacy REST routes → ``410``,
 bodies over 2 MiB → ``413``.
 """

@@ -4,7 +4,8 @@ Every committed change reports the earliest timer it created (a promise timeout,
 delayed dispatch, a schedule tick); ``arm`` keeps the wake-up at the minimum of those. Each pass asks the
 store for the next due time afterwards (an index lookup), so a lease moved by a heartbeat or a timer left
 behind by a restart is never missed: the store is the heap, rebuilt for free at start-up, and this object
-holds only its head. A timer therefore fires within milliseconds of its due time (DESIGN.md decision 6).
+holds only its head. A timer therefore fires within milliseconds of its due time
+(docs/design/decisions.md#no-polling).
 
 Rejected: an in-memory heap of every timer (it duplicates the store's index, must be patched on every
 heartbeat and goes stale on every settle), and the official server's 1 s sweep (up to a second late).

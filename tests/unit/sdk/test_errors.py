@@ -1,4 +1,4 @@
-"""The SDK's exception hierarchy (SDK.md §12)."""
+"""The SDK's exception hierarchy (docs/reference/errors.md)."""
 
 import pickle
 

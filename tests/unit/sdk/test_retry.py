@@ -1,4 +1,5 @@
-"""Retry policies (SDK.md §7) and their wire form (the ``"retry"`` field the TypeScript client writes)."""
+"""Retry policies (docs/sdk/retries.md) and their wire form (the ``"retry"`` field the TypeScript client
+writes)."""
 
 import dataclasses
 import math

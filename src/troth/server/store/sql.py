@@ -1,8 +1,8 @@
 """The SQL logic shared by every SQL store: schema, statements and row mapping over four primitives.
 
 A dialect (``sqlite.py``, later ``postgres.py``) supplies ``_one``, ``_all``, ``_exec`` and ``_tags_match``
-and may rewrite the ``?`` placeholders; everything else — the tables of PROTOCOL.md §7 folded to what the
-core needs (a task's one timeout lives on its row; a promise's background timeout is its pending
+and may rewrite the ``?`` placeholders; everything else — the tables of docs/design/storage.md#tables, folded
+to what the core needs (a task's one timeout lives on its row; a promise's background timeout is its pending
 ``timeout_at``) — is written once here.
 """
 

@@ -1,10 +1,11 @@
 """The SQLite store: the embedded default, durable and fast through group commit.
 
-Settings (DESIGN.md decision 7): WAL journal, ``synchronous=FULL`` so an acknowledged write survives power
-loss. One connection; units of work that arrive while a commit is in flight are run back to back, each in
-its own SAVEPOINT (so one failing unit rolls back alone), and then committed together: one fsync serves the
-whole batch. The commit runs in a worker thread so the event loop keeps accepting requests meanwhile;
-nothing else touches the connection until it returns. ``:memory:`` runs the same code without a file.
+Settings (docs/design/decisions.md#stores): WAL journal, ``synchronous=FULL`` so an acknowledged write
+survives power loss. One connection; units of work that arrive while a commit is in flight are run back to
+back, each in its own SAVEPOINT (so one failing unit rolls back alone), and then committed together: one fsync
+serves the whole batch. The commit runs in a worker thread so the event loop keeps accepting requests
+meanwhile; nothing else touches the connection until it returns. ``:memory:`` runs the same code without a
+file.
 
 Rejected: a connection pool with one transaction per request (SQLite serialises writers anyway, and each
 commit would pay its own fsync); running every statement in a thread (a thread hop per statement costs
