@@ -32,7 +32,10 @@ def _cli() -> click.Group:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ").strip()
+    """Help text as one table cell: pipes, asterisks and angle brackets are literal, not Markdown."""
+    for char in ("\\", "|", "*", "<"):
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ").strip()
 
 
 def _flags(param: click.Parameter) -> str:

@@ -90,6 +90,7 @@ class Handle(Generic[T]):
     ) -> None:
         self._troth = troth
         self.id = id
+        """The promise id."""
         self._creation = creation
         self._hint = hint
         self._settled = settled if settled is not None else troth._worker.waiter(id)
@@ -102,11 +103,13 @@ class Handle(Generic[T]):
         await asyncio.shield(self._creation)
 
     async def result(self) -> T:
+        """The value, or the error: the function's exception, ``TrothTimeoutError``, ``CanceledError``."""
         await self.created()
         record = await asyncio.shield(self._settled)
         return self._troth._worker.outcome(record, self._hint)  # type: ignore[no-any-return]
 
     def done(self) -> bool:
+        """Whether the promise has settled (or failing to create it ended the handle); never blocks."""
         if not self._creation.done():
             return False
         if self._creation.exception() is not None:
@@ -115,6 +118,7 @@ class Handle(Generic[T]):
 
     @property
     def state(self) -> str:
+        """The last known state: ``pending``, ``resolved``, ``rejected``, ``rejected_canceled``, …"""
         fut = self._settled
         if fut.done() and not fut.cancelled() and fut.exception() is None:
             return str(fut.result()["state"])
@@ -150,6 +154,7 @@ class Promises(_Requests):
         return out
 
     async def get(self, id: str) -> dict[str, Any]:
+        """The promise ``id``, decoded; ``ServerError`` (404) when there is none."""
         return self._decoded((await self._call("promise.get", {"id": id}))["promise"])
 
     async def create(
@@ -178,12 +183,15 @@ class Promises(_Requests):
         return self._decoded(body["promise"])
 
     async def resolve(self, id: str, data: Any = None) -> dict[str, Any]:
+        """Resolve the pending promise ``id`` with ``data``; a settled one is returned as it is."""
         return await self._settle(id, "resolved", data)
 
     async def reject(self, id: str, data: Any = None) -> dict[str, Any]:
+        """Reject the pending promise ``id`` with ``data`` (the awaiting side gets an error)."""
         return await self._settle(id, "rejected", data)
 
     async def cancel(self, id: str, data: Any = None) -> dict[str, Any]:
+        """Cancel the pending promise ``id`` (the awaiting side gets ``CanceledError``)."""
         return await self._settle(id, "rejected_canceled", data)
 
     async def search(
@@ -193,6 +201,7 @@ class Promises(_Requests):
         limit: int | None = None,
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of promises by ``state`` and ``tags`` (all must match), and the next page's cursor."""
         data: dict[str, Any] = {}
         if state is not None:
             data["state"] = state
@@ -206,10 +215,12 @@ class Promises(_Requests):
         return [self._decoded(p) for p in body["promises"]], body.get("cursor")
 
     async def register_listener(self, id: str, address: str) -> dict[str, Any]:
+        """Send an ``unblock`` to ``address`` when ``id`` settles (the raw request)."""
         body = await self._call("promise.register_listener", {"awaited": id, "address": address})
         return self._decoded(body["promise"])
 
     async def register_callback(self, awaited: str, awaiter: str) -> dict[str, Any]:
+        """Resume the task of ``awaiter`` when ``awaited`` settles (the raw request)."""
         body = await self._call("promise.register_callback", {"awaited": awaited, "awaiter": awaiter})
         return self._decoded(body["promise"])
 
@@ -228,6 +239,7 @@ class Schedules(_Requests):
         *,
         encoded_param: str | None = None,
     ) -> dict[str, Any]:
+        """Create the schedule ``id`` (an existing one is returned as it is); ``promise_id`` is a template."""
         data_field = encoded_param if encoded_param is not None else self._troth.codec.encode(param)
         data = {
             "id": id,
@@ -240,14 +252,17 @@ class Schedules(_Requests):
         return (await self._call("schedule.create", data))["schedule"]  # type: ignore[no-any-return]
 
     async def get(self, id: str) -> dict[str, Any]:
+        """The schedule record ``id``; ``ServerError`` (404) when there is none."""
         return (await self._call("schedule.get", {"id": id}))["schedule"]  # type: ignore[no-any-return]
 
     async def delete(self, id: str) -> None:
+        """Delete the schedule ``id``; promises it already created stay."""
         await self._call("schedule.delete", {"id": id})
 
     async def search(
         self, tags: dict[str, str] | None = None, limit: int | None = None, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of schedules by ``tags`` (matched against their promise tags), and the next cursor."""
         data: dict[str, Any] = {}
         if tags is not None:
             data["tags"] = tags
@@ -268,6 +283,7 @@ class Schedule:
         self.id: str = record["id"]
 
     async def delete(self) -> None:
+        """Delete this schedule; promises it already created stay."""
         await self._troth.schedules.delete(self.id)
 
 
@@ -378,6 +394,7 @@ class Troth:
 
     @classmethod
     def remote(cls, url: str, **kwargs: Any) -> Troth:
+        """Remote mode on the server at ``url``, whatever the environment says."""
         return cls(url, **kwargs)
 
     def _view(self, opts: Options) -> Troth:

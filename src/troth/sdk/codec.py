@@ -86,9 +86,13 @@ log = logging.getLogger("troth.sdk")
 class Encryptor(Protocol):
     """Applied between JSON and base64: ``encrypt`` on the way in, ``decrypt`` on the way out."""
 
-    def encrypt(self, data: bytes) -> bytes: ...
+    def encrypt(self, data: bytes) -> bytes:
+        """The encrypted form of ``data`` (the JSON bytes of a value)."""
+        ...
 
-    def decrypt(self, data: bytes) -> bytes: ...
+    def decrypt(self, data: bytes) -> bytes:
+        """The ``data`` that ``encrypt`` was given; raise if it was not made by ``encrypt``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,14 +100,23 @@ class Info:
     """What a durable function knows about its own invocation."""
 
     id: str
+    """This invocation's promise id (the same on every attempt and every replay)."""
     parent_id: str
+    """The id of the promise that called it (its own id for a root)."""
     origin_id: str
+    """The root of its lineage."""
     branch_id: str
+    """Its ``resonate:branch``: the promise whose task runs it."""
     timeout_at: int
+    """Its deadline, in ms since the epoch."""
     func_name: str
+    """The registered name of the function."""
     version: int
+    """The registered version of the function."""
     attempt: int = 1
+    """Which attempt this is, from 1 (leaf retries count up)."""
     tags: dict[str, str] = field(default_factory=dict)
+    """The promise's tags."""
 
 
 @dataclass(frozen=True)
