@@ -115,6 +115,7 @@ class Harness:
         await asyncio.sleep(0)
 
     async def start(self, *, with_worker: bool = True) -> Harness:
+        """Start the engine and, unless ``with_worker`` is false, the worker ``troth``."""
         if not self._started:
             self._loop = asyncio.get_running_loop()
             await self.engine.start()
@@ -124,6 +125,7 @@ class Harness:
         return self
 
     async def stop(self) -> None:
+        """Stop every worker and the engine."""
         for worker in self.workers:
             await worker.stop()
         if self._started:
@@ -173,6 +175,7 @@ class Harness:
         await self.idle()
 
     async def next_due(self) -> int | None:
+        """When the next timer is due (ms on the harness clock), or ``None`` when none is set."""
         return await self.engine.store.run(lambda tx: tx.next_due())
 
     async def wait(self, handle: Handle[Any], *, max_jumps: int = 100_000) -> Any:
@@ -208,6 +211,7 @@ class CrashReport:
 
     @property
     def ok(self) -> bool:
+        """No completed step ran again at any crash point."""
         return not any(self.reruns.values())
 
 

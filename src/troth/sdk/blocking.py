@@ -52,6 +52,7 @@ class SyncHandle(Generic[T]):
         return self._owner._call(self._handle.result(), timeout)
 
     def done(self) -> bool:
+        """Whether the promise has settled; never blocks."""
         return self._handle.done()
 
 
@@ -90,6 +91,7 @@ class SyncTroth:
 
     @classmethod
     def local(cls, path: str | None = None, **kwargs: Any) -> SyncTroth:
+        """Local mode: the server engine in-process, on memory or on the SQLite file ``path``."""
         from troth.sdk.transport import LocalTransport
 
         return cls(transport=LocalTransport(path), **kwargs)
@@ -108,6 +110,7 @@ class SyncTroth:
             raise
 
     def register(self, fn: Any = None, /, **kwargs: Any) -> Any:
+        """Register a durable function, as ``Troth.register`` (also as a decorator)."""
         return self.troth.register(fn, **kwargs) if fn is not None else self.troth.register(**kwargs)
 
     def register_error(self, cls: E, /) -> E:
@@ -130,6 +133,7 @@ class SyncTroth:
         timeout: float | timedelta | None = None,
         version: int | None = None,
     ) -> _SyncView:
+        """A view whose next ``run``/``rpc`` uses these options (see ``Troth.options``)."""
         return _SyncView(self, self.troth.options(target=target, timeout=timeout, version=version))
 
     @overload
@@ -153,6 +157,7 @@ class SyncTroth:
     @overload
     def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` under ``id`` on a worker of the target group and return its value."""
         return _SyncView(self, self.troth).rpc(id, fn, *args, **kwargs)
 
     @overload
@@ -168,6 +173,7 @@ class SyncTroth:
     def begin_run(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> SyncHandle[Any]:
+        """Start ``run`` and return a handle once the promise durably exists."""
         return _SyncView(self, self.troth).begin_run(id, fn, *args, **kwargs)
 
     @overload
@@ -183,9 +189,11 @@ class SyncTroth:
     def begin_rpc(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> SyncHandle[Any]:
+        """Start ``rpc`` and return a handle once the promise durably exists."""
         return _SyncView(self, self.troth).begin_rpc(id, fn, *args, **kwargs)
 
     def get(self, id: str) -> SyncHandle[Any]:
+        """A handle on any existing promise (``ServerError`` 404 when there is none)."""
         return SyncHandle(self, self._call(self.troth.get(id)))
 
     def close(self) -> None:

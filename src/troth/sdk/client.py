@@ -498,10 +498,12 @@ class Troth:
         return cls
 
     def with_dependency(self, value: Any) -> Troth:
+        """Make ``value`` available to every function as ``ctx.get_dependency(type(value))``."""
         self.dependencies.add(type(value), value)
         return self
 
     def set_dependency(self, name: str, value: Any) -> Troth:
+        """Make ``value`` available to every function as ``ctx.get_dependency(name)``."""
         self.dependencies.add(name, value)
         return self
 
@@ -580,6 +582,7 @@ class Troth:
     async def begin_run(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
+        """``run``, returning the handle once the promise durably exists (a creation error is raised here)."""
         handle = self.run(id, fn, *args, **kwargs)
         await handle.created()
         return handle
@@ -601,6 +604,7 @@ class Troth:
     async def begin_rpc(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
+        """``rpc``, returning the handle once the promise durably exists (a creation error is raised here)."""
         handle = self.rpc(id, fn, *args, **kwargs)
         await handle.created()
         return handle

@@ -242,6 +242,7 @@ class DurableFuture(Generic[T]):
         return self.result().__await__()
 
     async def result(self) -> T:
+        """The value, or the error of the durable operation (also ``await fut``)."""
         outcome = await asyncio.shield(self._task)
         if outcome is BLOCKED:
             self.ctx._execution.blocked.add(self.id)
@@ -271,6 +272,7 @@ class DurableFuture(Generic[T]):
         return self.id
 
     def done(self) -> bool:
+        """Whether the operation has finished; never blocks."""
         task = self._task
         if not task.done():
             return False
@@ -362,21 +364,26 @@ class Context:
 
     @property
     def id(self) -> str:
+        """This invocation's promise id (``ctx.info.id``)."""
         return self.info.id
 
     @property
     def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """A logger that prefixes the promise id and is silent while the body replays."""
         return _ReplayFilter(self)
 
     @property
     def random(self) -> _RandomSteps:
+        """Durable randomness (``random``, ``randint``, ``uniform``, ``choice``): each draw is a step."""
         return _RandomSteps(self)
 
     @property
     def time(self) -> _TimeSteps:
+        """Durable clock reads: ``time()`` (seconds since the epoch) and ``now()`` (ISO 8601), each a step."""
         return _TimeSteps(self)
 
     def get_dependency(self, key: Any, default: Any = ...) -> Any:
+        """A dependency registered by type or by name; ``default`` when missing, else ``KeyError``."""
         return self._worker.dependencies.get(key, default)
 
     def options(
@@ -411,6 +418,7 @@ class Context:
         raise PlatformError(RuntimeError(f"panic: {message}"))
 
     def assert_(self, condition: bool, message: str = "assertion failed") -> None:
+        """``panic(message)`` unless ``condition`` holds."""
         if not condition:
             self.panic(message)
 
@@ -437,6 +445,7 @@ class Context:
     @overload
     def begin_run(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        """``run``; in a generator workflow, ``yield ctx.begin_run(…)`` gives the future, not the value."""
         return self._local(fn, args, kwargs, begin=True)
 
     @overload
@@ -460,6 +469,7 @@ class Context:
     @overload
     def begin_rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]: ...
     def begin_rpc(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> DurableFuture[Any]:
+        """``rpc``; in a generator workflow, ``yield ctx.begin_rpc(…)`` gives the future, not the value."""
         return self._remote_call(fn, args, kwargs, begin=True, detached=False)
 
     @overload
