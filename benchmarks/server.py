@@ -115,9 +115,10 @@ class SseWorker:
 
     async def connect(self, port: int, group: str, pid: str) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            f"GET /poll/{group}/{pid} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+        request = (
+            f"GET /poll/{group}/{pid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
         )
+        writer.write(request.encode())
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
         self._writer = writer

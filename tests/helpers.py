@@ -426,7 +426,10 @@ class ServerProcess:
         return response.status_code, response.json()
 
     def post_raw(self, body: bytes, headers: Mapping[str, str] | None = None) -> httpx.Response:
-        return self.client.post("/", content=body, headers=dict(headers or {}))
+        """``POST /`` these bytes, as ``application/json`` unless ``headers`` say otherwise."""
+        return self.client.post(
+            "/", content=body, headers={"content-type": "application/json", **(headers or {})}
+        )
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)

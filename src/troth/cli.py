@@ -1,5 +1,6 @@
 """The ``troth`` command line: ``serve`` and ``dev`` run a server; the client commands (``promises``,
-``tasks``, ``schedules``, ``invoke``, ``tree``) live in ``troth.client_cli``.
+``tasks``, ``schedules``, ``invoke``, ``tree``) live in ``troth.client_cli``, ``token`` in
+``troth.token_cli``.
 
 Every failure prints one line (``troth: <reason>``) and exits non-zero, never a traceback.
 """
@@ -15,6 +16,7 @@ import click
 
 from troth import __version__
 from troth.client_cli import CLIENT_ALIASES, CLIENT_COMMANDS, server_option_default
+from troth.token_cli import token
 
 _STORE_HELP = "SQLite file, :memory:, or a postgresql:// URL"
 
@@ -123,6 +125,93 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 envvar="TROTH_LOG_LEVEL",
                 help="Level of the server's log lines (stderr).",
             ),
+            # ── security (docs/security.md) ──
+            click.option(
+                "--auth-public-key",
+                multiple=True,
+                type=click.Path(dir_okay=False),
+                envvar="TROTH_AUTH_PUBLIC_KEY",
+                help="PEM public key that verifies JWTs (RSA, EC P-256/P-384, Ed25519); repeat to rotate.",
+            ),
+            click.option("--auth-issuer", default=None, envvar="TROTH_AUTH_ISSUER", help="Required JWT iss."),
+            click.option(
+                "--auth-audience", default=None, envvar="TROTH_AUTH_AUDIENCE", help="Required JWT aud."
+            ),
+            click.option(
+                "--auth-tokens",
+                default=None,
+                type=click.Path(dir_okay=False),
+                envvar="TROTH_AUTH_TOKENS",
+                help="File of static bearer tokens: TOKEN|sha256:HEX prefix=P [role=admin] [name=N].",
+            ),
+            click.option(
+                "--insecure",
+                is_flag=True,
+                envvar="TROTH_INSECURE",
+                help="Allow serving a non-loopback address without authentication.",
+            ),
+            click.option(
+                "--metrics-host",
+                default="127.0.0.1",
+                show_default=True,
+                envvar="TROTH_METRICS_HOST",
+                help="Bind address of the metrics listener.",
+            ),
+            click.option("--tls-cert", default=None, envvar="TROTH_TLS_CERT", help="PEM certificate chain."),
+            click.option("--tls-key", default=None, envvar="TROTH_TLS_KEY", help="PEM private key."),
+            click.option(
+                "--tls-client-ca",
+                default=None,
+                envvar="TROTH_TLS_CLIENT_CA",
+                help="Require client certificates signed by this CA (mutual TLS).",
+            ),
+            click.option(
+                "--allowed-host",
+                multiple=True,
+                envvar="TROTH_ALLOWED_HOSTS",
+                help="Host header accepted besides loopback names (repeatable; * accepts any).",
+            ),
+            click.option(
+                "--cors-origin",
+                multiple=True,
+                envvar="TROTH_CORS_ORIGINS",
+                help="Origin allowed to call the API from a web page (repeatable; * allows any).",
+            ),
+            click.option(
+                "--max-connections-per-token",
+                default=250,
+                show_default=True,
+                type=click.IntRange(1),
+                help="SSE connections one principal may hold (with authentication).",
+            ),
+            click.option(
+                "--max-header-bytes",
+                default=64 * 1024,
+                show_default=True,
+                type=click.IntRange(1024),
+                help="Largest request line plus headers (431 beyond).",
+            ),
+            click.option(
+                "--header-timeout",
+                default=10.0,
+                show_default=True,
+                type=click.FloatRange(0.1),
+                help="Seconds for a request's headers to arrive.",
+            ),
+            click.option(
+                "--body-timeout",
+                default=30.0,
+                show_default=True,
+                type=click.FloatRange(0.1),
+                help="Seconds for a request's body to arrive after its headers.",
+            ),
+            click.option(
+                "--keep-alive-timeout",
+                default=20,
+                show_default=True,
+                type=click.IntRange(1),
+                help="Seconds an idle keep-alive connection stays open.",
+            ),
         ]
         for option in reversed(options):
             fn = option(fn)
@@ -150,11 +239,18 @@ class _Group(click.Group):
 @click.option(
     "-T", "--token", default=None, envvar="TROTH_TOKEN", help="Bearer token for the client commands."
 )
-def cli(server: str, token: str | None) -> None:
+@click.option(
+    "--ca",
+    default=None,
+    envvar="TROTH_CA",
+    metavar="FILE",
+    help="CA bundle that signs the server's certificate (https:// servers).",
+)
+def cli(server: str, token: str | None, ca: str | None) -> None:
     """troth: durable execution for Python."""
 
 
-for _command in CLIENT_COMMANDS:
+for _command in [*CLIENT_COMMANDS, token]:
     cli.add_command(_command)
 
 

@@ -24,8 +24,10 @@ Design notes, including what was rejected:
   tags change nothing for them.
 * **stdlib ``urllib``, not httpx or aiohttp**: one blocking request per command needs no event loop and no
   extra dependency, and keeps start-up fast.
-* ``-S``/``-T`` are accepted both before the command (``troth -S URL promises get x``) and after it
+* ``-S``/``-T``/``--ca`` are accepted both before the command (``troth -S URL promises get x``) and after it
   (``troth promises get x -S URL``); the latter wins.
+* **TLS is verified**: an ``https://`` server's certificate is checked against the system's trust store, or
+  against the CA bundle of ``--ca`` (``TROTH_CA``); there is no switch to turn verification off.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import http.client
 import json
 import os
 import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -147,9 +150,21 @@ def _arg_value(text: str) -> Any:
 class Client:
     """One server: posts envelopes, returns the response ``data`` of a 2xx answer, raises otherwise."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None, ca: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token or None
+        self.ca = ca or None
+        self._tls: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https://"):
+            return None
+        if self._tls is None:
+            try:
+                self._tls = ssl.create_default_context(cafile=self.ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(f"cannot use the CA bundle {self.ca}: {_reason(exc)}") from None
+        return self._tls
 
     def call(self, kind: str, data: Mapping[str, Any]) -> Any:
         if not re.match(r"https?://[^/]", self.url):
@@ -161,8 +176,9 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         body = json.dumps({"kind": kind, "head": head, "data": dict(data)}).encode()
         request = urllib.request.Request(f"{self.url}/", data=body, headers=headers, method="POST")
+        context = self._context()
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:  # every non-2xx answer, 300 included
             status, raw = exc.code, exc.read()
@@ -207,7 +223,8 @@ def _message(answer: Any, raw: bytes) -> str:
 def _client(ctx: click.Context) -> Client:
     url = ctx.meta.get("troth.server") or (ctx.find_root().params.get("server")) or DEFAULT_SERVER
     token = ctx.meta.get("troth.token") or ctx.find_root().params.get("token")
-    return Client(url, token)
+    ca = ctx.meta.get("troth.ca") or ctx.find_root().params.get("ca")
+    return Client(url, token, ca)
 
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -229,6 +246,15 @@ def client_command(fn: F) -> F:
         expose_value=False,
         callback=_remember("troth.token"),
         help="Bearer token (overrides the global -T).",
+    )(fn)
+    fn = click.option(
+        "--ca",
+        "_ca",
+        default=None,
+        expose_value=False,
+        callback=_remember("troth.ca"),
+        metavar="FILE",
+        help="CA bundle that signs the server's certificate (overrides the global --ca).",
     )(fn)
     fn = click.option(
         "-S",

@@ -44,7 +44,12 @@ def procs(server: EmbeddedServer, effects_file: Path) -> Iterator[Processes]:
 def protocol(url: str, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
     """One raw protocol request; returns ``head.status`` and ``data``."""
     body = {"kind": kind, "head": {"corrId": "t", "version": "2026-04-01"}, "data": data}
-    reply = httpx.post(url + "/", content=msgspec.json.encode(body), timeout=10).json()
+    reply = httpx.post(
+        url + "/",
+        content=msgspec.json.encode(body),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    ).json()
     return int(reply["head"]["status"]), reply["data"]
 
 

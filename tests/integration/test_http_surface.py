@@ -96,7 +96,7 @@ def test_body_over_two_mib_is_413(server: ServerProcess) -> None:
         for _ in range(3):
             yield b"a" * (1024 * 1024)
 
-    response = server.client.post("/", content=chunks())
+    response = server.client.post("/", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
 
     status, _ = server.post("promise.get", {"id": "still-alive"})

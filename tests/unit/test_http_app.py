@@ -13,7 +13,9 @@ async def test_ready_is_503_once_the_store_is_unusable() -> None:
     engine = Engine(SqliteStore(":memory:"), EngineConfig())
     await engine.start()
     app = App(engine)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
         assert (await client.get("/ready")).status_code == 200
         await engine.stop()
         response = await client.get("/ready")

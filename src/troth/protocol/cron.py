@@ -364,3 +364,18 @@ def render_promise_id(template: str, schedule_id: str, fire_ms: int) -> str:
     """
     timestamp = str(fire_ms)
     return _TEMPLATE_RE.sub(lambda m: schedule_id if m.group(1) == "id" else timestamp, template)
+
+
+def template_head(template: str, schedule_id: str) -> str:
+    """The text every id rendered from ``template`` starts with, whatever the fire time: the template up
+    to its first ``{{.timestamp}}``, with ``{{.id}}`` replaced by the schedule ID."""
+    out: list[str] = []
+    at = 0
+    for m in _TEMPLATE_RE.finditer(template):
+        out.append(template[at : m.start()])
+        if m.group(1) != "id":
+            return "".join(out)
+        out.append(schedule_id)
+        at = m.end()
+    out.append(template[at:])
+    return "".join(out)

@@ -266,6 +266,9 @@ class Request(msgspec.Struct):
     data: Any
     debug_time: int | None = None
     auth: str | None = None
+    id_prefix: str = ""
+    """Searches return only ids that start with this (set by the server's auth layer for a token whose
+    ``prefix`` claim limits it; empty: no limit)."""
 
 
 class Invalid(msgspec.Struct):
@@ -293,6 +296,19 @@ class LineagePolicy(msgspec.Struct, frozen=True):
 
 def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Request | Invalid:
     """Decode and validate one ``POST /`` body, in the order of docs/protocol/index.md#processing-order."""
+    env = parse_envelope(body)
+    if isinstance(env, Invalid):
+        return env
+    return parse_data(env, debug=debug, lineage=lineage)
+
+
+def parse_envelope(body: bytes) -> Envelope | Invalid:
+    """Steps 1–4 of docs/protocol/index.md#processing-order: the envelope's shape, ``kind``, ``data``
+    being an object, the version.
+
+    Authentication runs between this and ``parse_data``, so an anonymous caller learns nothing about
+    what the server would make of its data.
+    """
     try:
         env = _envelope_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -315,6 +331,13 @@ def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Reques
             f"Unsupported protocol version '{env.head.version}', "
             f'supported versions: ["{PROTOCOL_VERSION}"]',
         )
+    return env
+
+
+def parse_data(env: Envelope, *, debug: bool, lineage: LineagePolicy) -> Request | Invalid:
+    """Steps 5, 7 and 8 of docs/protocol/index.md#processing-order on an envelope ``parse_envelope`` accepted."""
+    kind = env.kind
+    corr = env.head.corrId
     debug_time = env.head.debug_time if debug else None
     decoder = _data_decoders.get(kind)
     if decoder is None:
@@ -322,7 +345,7 @@ def parse_request(body: bytes, *, debug: bool, lineage: LineagePolicy) -> Reques
     if kind in DEBUG_KINDS and not debug:
         return Invalid(kind, corr, 403, "Debug operations are disabled")
     try:
-        data = decoder.decode(raw)
+        data = decoder.decode(env.data)
     except msgspec.DecodeError as exc:
         return Invalid(kind, corr, 400, f"Invalid request: {exc}")
     except RecursionError:

@@ -16,6 +16,7 @@ pending promise times out in the background (decision 5), ``resonate:delay`` hol
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -346,8 +347,12 @@ class Core:
     async def _promise_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PromiseSearch = req.data
         limit = d.limit or 100
-        upto = await _window(tx, "promises", d.cursor) if d.state is not None or d.tags else None
-        found = await tx.search_promises(d.state, d.tags, limit + 1, d.cursor, upto=upto)
+        upto = (
+            await _window(tx, "promises", d.cursor, req.id_prefix) if d.state is not None or d.tags else None
+        )
+        found = await tx.search_promises(
+            d.state, d.tags, limit + 1, d.cursor, upto=upto, prefix=req.id_prefix
+        )
         return 200, _page("promises", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- tasks
@@ -506,8 +511,8 @@ class Core:
     async def _task_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskSearch = req.data
         limit = d.limit or 100
-        upto = await _window(tx, "tasks", d.cursor) if d.state is not None else None
-        rows = await tx.search_tasks(d.state, limit + 1, d.cursor, upto=upto)
+        upto = await _window(tx, "tasks", d.cursor, req.id_prefix) if d.state is not None else None
+        rows = await tx.search_tasks(d.state, limit + 1, d.cursor, upto=upto, prefix=req.id_prefix)
         found = [await task_record(tx, t) for t in rows]
         return 200, _page("tasks", found, limit, upto)
 
@@ -542,8 +547,8 @@ class Core:
     async def _schedule_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.ScheduleSearch = req.data
         limit = d.limit or 10
-        upto = await _window(tx, "schedules", d.cursor) if d.tags else None
-        found = await tx.search_schedules(d.tags, limit + 1, d.cursor, upto=upto)
+        upto = await _window(tx, "schedules", d.cursor, req.id_prefix) if d.tags else None
+        found = await tx.search_schedules(d.tags, limit + 1, d.cursor, upto=upto, prefix=req.id_prefix)
         return 200, _page("schedules", found, limit, upto)
 
     # --------------------------------------------------------------------------------------------- debug
@@ -617,16 +622,27 @@ class Core:
             fire = following
         return count
 
-    async def release_leases(self, tx: Tx, pid: str, now: int, group: str | None = None) -> Reply:
+    async def release_leases(
+        self,
+        tx: Tx,
+        pid: str,
+        now: int,
+        group: str | None = None,
+        owned: Callable[[str], bool] | None = None,
+    ) -> Reply:
         """End the leases held by ``pid`` at once and re-dispatch their tasks
         (docs/design/decisions.md#dropped-workers).
 
         With ``group`` (the last stream of ``pid`` in that group closed), only the leases on tasks
         addressed to that group end: pids are not unique across groups, and a stream opened and closed
-        in another group must not end a lease it never served (docs/operations/delivery.md).
+        in another group must not end a lease it never served (docs/operations/delivery.md). With
+        ``owned``, only the leases on tasks it accepts: those the closing stream's principal owns
+        (docs/security.md).
         """
         fx = _Effects()
         for task in await tx.tasks_leased_by(pid):
+            if owned is not None and not owned(task.id):
+                continue
             if group is not None:
                 p = await tx.get_promise(task.id)
                 target = None if p is None else p.tags.get("resonate:target")
@@ -665,11 +681,11 @@ async def task_record(tx: Tx, t: TaskRow) -> Task:
     return Task(t.id, t.state, t.version, resumes)
 
 
-async def _window(tx: Tx, table: str, cursor: str | None) -> str | None:
+async def _window(tx: Tx, table: str, cursor: str | None, prefix: str = "") -> str | None:
     """The last id a filtered search page may examine: no index serves state or tag filters, so a page
-    looks at no more than ``SEARCH_SCAN_WINDOW`` rows and cannot hold the store for long
-    (docs/operations/limits.md)."""
-    return await tx.scan_bound(table, cursor, SEARCH_SCAN_WINDOW)
+    looks at no more than ``SEARCH_SCAN_WINDOW`` rows (within ``prefix``) and cannot hold the store for
+    long (docs/operations/limits.md)."""
+    return await tx.scan_bound(table, cursor, SEARCH_SCAN_WINDOW, prefix)
 
 
 def _page(key: str, found: list[Any], limit: int, upto: str | None = None) -> dict[str, Any]:

@@ -94,9 +94,9 @@ class CountingTx:
         return t
 
     async def search_tasks(
-        self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None
+        self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None, prefix: str = ""
     ) -> list[TaskRow]:
-        return self._seen(await self._tx.search_tasks(state, limit, cursor, upto=upto))
+        return self._seen(await self._tx.search_tasks(state, limit, cursor, upto=upto, prefix=prefix))
 
     async def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
         return self._seen(await self._tx.due_tasks(now, limit))

@@ -31,6 +31,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
@@ -39,6 +40,9 @@ from troth.protocol.address import Address, parse_address
 from troth.server.core import Outgoing
 from troth.server.metrics import Metrics
 from troth.server.push import PushPolicy, VettedResolver
+
+if TYPE_CHECKING:
+    from troth.server.auth import Principal
 
 log = logging.getLogger("troth.delivery")
 
@@ -70,7 +74,12 @@ class Connection:
     )
 
     def __init__(
-        self, group: str, id: str, capacity: int, principal: str | None = None, limit: int = 4 * 1024 * 1024
+        self,
+        group: str,
+        id: str,
+        capacity: int,
+        principal: Principal | None = None,
+        limit: int = 4 * 1024 * 1024,
     ) -> None:
         self.group = group
         self.id = id
@@ -190,7 +199,7 @@ class Delivery:
         max_per_pid: int = 16,
         push_concurrency: int = 256,
         push_policy: PushPolicy | None = None,
-        on_pid_gone: Callable[[str, str, str | None], None] | None = None,
+        on_pid_gone: Callable[[str, str, Principal | None], None] | None = None,
     ) -> None:
         self.server_url = server_url
         self.push_policy = push_policy or PushPolicy()
@@ -230,7 +239,7 @@ class Delivery:
         """Whether any connection of ``group`` is open."""
         return bool(self._groups.get(group))
 
-    def open_stream(self, group: str, id: str, principal: str | None = None) -> Connection:
+    def open_stream(self, group: str, id: str, principal: Principal | None = None) -> Connection:
         """Register a stream for ``(group, id)``, replacing an older one; raises ``Refused`` at a bound."""
         old = self._by_id.get((group, id))
         if old is None:
@@ -262,7 +271,7 @@ class Delivery:
         self._hand_over(conn)
         return conn
 
-    def connect(self, group: str, id: str, principal: str | None = None) -> Connection | None:
+    def connect(self, group: str, id: str, principal: Principal | None = None) -> Connection | None:
         """``open_stream``, or ``None`` when a bound refuses it."""
         try:
             return self.open_stream(group, id, principal)

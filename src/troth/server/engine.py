@@ -20,6 +20,7 @@ import msgspec
 from troth.protocol import requests as rq
 from troth.protocol.limits import PROTOCOL_BOUNDS
 from troth.protocol.records import PROTOCOL_VERSION
+from troth.server.auth import Auth, Principal, Refusal
 from troth.server.clock import Clock, SystemClock
 from troth.server.core import Core, CoreConfig, Outgoing, Reply
 from troth.server.counts import CountingTx, Delta, StateCounts
@@ -76,8 +77,11 @@ class Engine:
         *,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        auth: Auth | None = None,
     ) -> None:
         self.store = store
+        self.auth = auth
+        """Authentication and prefix checks of every request (``None``: every request is trusted)."""
         self.config = config or EngineConfig()
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
@@ -144,12 +148,31 @@ class Engine:
 
     # --------------------------------------------------------------------------------------- requests
 
-    async def handle(self, body: bytes) -> tuple[int, bytes]:
-        """Answer one ``POST /`` body: the HTTP status (equal to ``head.status``) and the response bytes."""
+    async def handle(self, body: bytes, *, bearer: str | None = None) -> tuple[int, bytes]:
+        """Answer one ``POST /`` body: the HTTP status (equal to ``head.status``) and the response bytes.
+
+        ``bearer`` is the token of the request's ``Authorization`` header, if any. With ``auth`` set, the
+        caller is authenticated after the envelope is read and before its data is (``401``), and the
+        decoded request is authorized before the core runs (``403``): a refused request changes nothing.
+        """
         started = time.perf_counter()
-        parsed = rq.parse_request(body, debug=self.config.debug, lineage=self.lineage)
+        env = rq.parse_envelope(body)
+        if isinstance(env, rq.Invalid):
+            return env.status, envelope(env.kind, env.corr_id, env.status, env.message)
+        principal: Principal | None = None
+        auth = self.auth
+        if auth is not None:
+            who = auth.authenticate_request(env.head.auth, bearer)
+            if isinstance(who, Refusal):
+                return self._refused(env.kind, env.head.corrId, who)
+            principal = who
+        parsed = rq.parse_data(env, debug=self.config.debug, lineage=self.lineage)
         if isinstance(parsed, rq.Invalid):
             return parsed.status, envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
+        if auth is not None and principal is not None:
+            refusal = auth.authorize(principal, parsed)
+            if refusal is not None:
+                return self._refused(parsed.kind, parsed.corr_id, refusal)
         refused = self._refused_address(parsed)
         if refused is not None:
             self.metrics.observe_request(parsed.kind, 400, time.perf_counter() - started)
@@ -165,6 +188,8 @@ class Engine:
         except Exception as exc:
             log.exception("%s %s failed", parsed.kind, parsed.corr_id)
             status, data = 500, f"Internal error: {type(exc).__name__}: {exc}"
+        if auth is not None and principal is not None and status < 400:
+            data = auth.filter_reply(principal, data)
         self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
         return status, envelope(parsed.kind, parsed.corr_id, status, data)
 
@@ -175,6 +200,10 @@ class Engine:
             if reason is not None:
                 return f"{what} {address[:200]!r} refused: {reason}"
         return None
+
+    def _refused(self, kind: str, corr_id: str, refusal: Refusal) -> tuple[int, bytes]:
+        self.metrics.refused.labels("unauthorized" if refusal.status == 401 else "forbidden").inc()
+        return refusal.status, envelope(kind, corr_id, refusal.status, refusal.message)
 
     async def execute(self, req: rq.Request) -> tuple[int, Any]:
         """Run a validated request; returns its status and response data."""
@@ -273,17 +302,21 @@ class Engine:
         if reply.fired_schedules:
             self.metrics.schedule_promises.inc(reply.fired_schedules)
 
-    def _pid_gone(self, group: str, pid: str, principal: str | None) -> None:
-        """The last stream of ``pid`` in ``group`` closed. ``principal`` (who opened it, once streams
-        are authenticated) is for the auth layer to narrow this further; leases do not record one yet."""
-        task = asyncio.get_running_loop().create_task(self._release(group, pid))
+    def _pid_gone(self, group: str, pid: str, principal: Principal | None) -> None:
+        """The last stream of ``pid`` in ``group`` closed; ``principal`` opened it (``None`` without
+        authentication)."""
+        task = asyncio.get_running_loop().create_task(self._release(group, pid, principal))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _release(self, group: str, pid: str) -> None:
+    async def _release(self, group: str, pid: str, principal: Principal | None) -> None:
+        """End the leases of a pid whose last stream in ``group`` closed: only those on the group's tasks
+        and, with authentication, only those on tasks the stream's principal owns (a stream opened under
+        another token cannot end them)."""
         now = self.clock.now()
+        owned = principal.owns if principal is not None else None
         try:
-            reply = await self._counted(lambda tx: self.core.release_leases(tx, pid, now, group))
+            reply = await self._counted(lambda tx: self.core.release_leases(tx, pid, now, group, owned))
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)
             return

@@ -5,6 +5,14 @@ so every microsecond of routing counts. Routing-level answers follow docs/protoc
 unknown path →
 ``404`` without a JSON content type, wrong method → ``405`` with ``Allow``, legacy REST routes → ``410``,
 bodies over 2 MiB → ``413``.
+
+Before routing, every request passes the browser rules of ``troth.server.browser`` (Host allow-list →
+``421``, foreign ``Origin`` → ``403``, CORS preflights answered) and ``POST /`` needs a JSON content type
+(``415``). With authentication on (``troth.server.auth``), ``POST /`` is authenticated by the engine and
+``GET /poll`` here: no or a bad token → ``401``, a group or pid outside the token's prefix → ``403``, and
+each principal holds at most ``sse_per_principal`` streams (``503`` beyond), so one leaked token cannot
+take every stream slot. ``/metrics`` on the API port then needs an admin token (the metrics listener,
+loopback by default, does not). ``/health`` and ``/ready`` never need one.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
+from troth.server.auth import Principal, bearer
+from troth.server.browser import BrowserPolicy, is_json
 from troth.server.delivery import Refused
 from troth.server.engine import Engine
 
@@ -56,9 +66,22 @@ async def _respond(
 class App:
     """The API server's ASGI app. ``metrics_only`` serves just ``/metrics`` (the metrics listener)."""
 
-    def __init__(self, engine: Engine, *, metrics_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics_only: bool = False,
+        browser: BrowserPolicy | None = None,
+        sse_per_principal: int = 250,
+    ) -> None:
         self.engine = engine
         self.metrics_only = metrics_only
+        self.browser = browser or BrowserPolicy()
+        self.sse_per_principal = sse_per_principal
+        self._streams: dict[str, int] = {}
+
+    def _refuse(self, reason: str) -> None:
+        self.engine.metrics.refused.labels(reason).inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,13 +92,48 @@ class App:
         method: str = scope["method"]
         if self.metrics_only:
             if path == "/metrics":
-                await self._metrics(method, send)
+                await self._metrics(method, send, None)
             else:
                 await _respond(send, 404)
             return
+        host = origin = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"content-type":
+                content_type = value
+        browser = self.browser
+        if not browser.host_allowed(host):
+            self._refuse("host")
+            await _respond(
+                send, 421, b"Misdirected Request: this Host is not allowed (--allowed-host)", _TEXT
+            )
+            return
+        if origin is not None:
+            if not browser.origin_allowed(origin, host):
+                self._refuse("origin")
+                await _respond(send, 403, b"Forbidden: this Origin is not allowed (--cors-origin)", _TEXT)
+                return
+            if method == "OPTIONS":
+                allow = browser.preflight(origin)
+                if allow is None:
+                    self._refuse("origin")
+                    await _respond(send, 403, b"Forbidden: this Origin is not allowed (--cors-origin)", _TEXT)
+                else:
+                    await _respond(send, 204, headers=allow)
+                return
+            cors = browser.cors_headers(origin)
+            if cors:
+                send = _with_headers(send, cors)
         if path == "/":
             if method != "POST":
                 await _respond(send, 405, headers=[(b"allow", b"POST")])
+                return
+            if not is_json(content_type):
+                self._refuse("content_type")
+                await _respond(send, 415, b"POST / requires Content-Type: application/json", _TEXT)
                 return
             await self._rpc(scope, receive, send)
         elif path.startswith("/poll/"):
@@ -91,7 +149,7 @@ class App:
             elif path == "/ready":
                 await _respond(send, 200 if await self.engine.ready() else 503)
             else:
-                await self._metrics(method, send)
+                await self._metrics(method, send, scope)
         elif any(path == p or path.startswith(p + "/") for p in _LEGACY):
             log.warning("legacy REST route %s %s answered 410", method, path)
             await _respond(send, 410, _GONE, _JSON)
@@ -125,8 +183,9 @@ class App:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        token = bearer(scope["headers"]) if self.engine.auth is not None else None
         try:
-            status, payload = await self.engine.handle(body)
+            status, payload = await self.engine.handle(body, bearer=token)
         except Exception:
             log.exception("internal error")
             status, payload = (
@@ -150,12 +209,33 @@ class App:
         if problem is not None:
             await _respond(send, 400, problem.encode(), _TEXT)
             return
+        principal: Principal | None = None
+        auth = self.engine.auth
+        if auth is not None:
+            principal = auth.authenticate(bearer(scope["headers"]))
+            if principal is None:
+                self._refuse("unauthorized")
+                await _respond(send, 401, b"Unauthorized", _TEXT)
+                return
+            if not auth.may_subscribe(principal, group, ident):
+                self._refuse("forbidden")
+                await _respond(send, 403, b"Forbidden", _TEXT)
+                return
+            if self._streams.get(principal.name, 0) >= self.sse_per_principal:
+                self._refuse("sse_per_principal")
+                log.warning(
+                    "%s holds %d streams already; refused one more", principal.name, self.sse_per_principal
+                )
+                await _respond(send, 503, b"Poll registration at capacity for this token", _TEXT)
+                return
         delivery = self.engine.delivery
         try:
-            conn = delivery.open_stream(group, ident, scope.get("troth.principal"))
+            conn = delivery.open_stream(group, ident, principal)
         except Refused as exc:
             await _respond(send, 503, str(exc).encode(), _TEXT)
             return
+        if principal is not None:
+            self._streams[principal.name] = self._streams.get(principal.name, 0) + 1
 
         async def pump() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
@@ -202,13 +282,38 @@ class App:
                 with contextlib.suppress(asyncio.CancelledError, OSError, Exception):
                     await task
             delivery.disconnect(conn)
+            if principal is not None:
+                left = self._streams[principal.name] - 1
+                if left:
+                    self._streams[principal.name] = left
+                else:
+                    del self._streams[principal.name]
 
-    async def _metrics(self, method: str, send: Send) -> None:
+    async def _metrics(self, method: str, send: Send, scope: Scope | None) -> None:
         if method not in ("GET", "HEAD"):
             await _respond(send, 405, headers=[(b"allow", b"GET")])
             return
+        auth = self.engine.auth
+        if auth is not None and scope is not None:
+            principal = auth.authenticate(bearer(scope["headers"]))
+            if principal is None or not principal.admin:
+                self._refuse("unauthorized" if principal is None else "forbidden")
+                status = 401 if principal is None else 403
+                await _respond(send, status, b"Unauthorized" if status == 401 else b"Forbidden", _TEXT)
+                return
         body = await self.engine.scrape()
         await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` adding ``extra`` headers to the response start (the CORS headers of an allowed origin)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -74,6 +74,13 @@ class Metrics:
         self.schedule_promises = Counter(
             "troth_schedule_promises", "Promises created by schedule firings", registry=r
         )
+        self.refused = Counter(
+            "troth_refused",
+            "Requests and connections refused before the core, by reason (unauthorized, forbidden, host, "
+            "origin, content_type, header_too_large, header_timeout, body_timeout, sse_per_principal)",
+            ["reason"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
 

@@ -3,6 +3,10 @@
 Shutdown order: stop accepting, end every SSE stream (so workers reconnect elsewhere at once), let
 in-flight requests finish, stop the timers, close the store. Every acknowledged write is already
 committed (``synchronous=FULL``), so a SIGKILL at any point loses nothing that was answered.
+
+Safe by default: a server bound to anything but a loopback address refuses to start without
+authentication (a public key, a token file, or client certificates) unless ``--insecure`` says so, and
+the metrics listener binds loopback unless ``--metrics-host`` says otherwise.
 """
 
 from __future__ import annotations
@@ -10,14 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 
 import msgspec
 import uvicorn
 
+from troth.server import listener
+from troth.server.auth import Auth, AuthConfigError, JwtVerifier, StaticTokens
+from troth.server.browser import BrowserPolicy, is_loopback
 from troth.server.engine import Engine, EngineConfig
 from troth.server.http import App, quiet_cut_off
 from troth.server.store.base import Store, StoreError
@@ -42,6 +51,22 @@ class ServeOptions(msgspec.Struct, frozen=True):
     buffer_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     push_allow: tuple[str, ...] = ()
+    auth_public_key: tuple[str, ...] = ()
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_tokens: str | None = None
+    insecure: bool = False
+    metrics_host: str = "127.0.0.1"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    allowed_host: tuple[str, ...] = ()
+    cors_origin: tuple[str, ...] = ()
+    max_connections_per_token: int = 250
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 20
 
 
 class StartupError(Exception):
@@ -70,7 +95,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: App, level: str) -> uvicorn.Server:
+def _uvicorn(app: App, level: str, keep_alive: int) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -79,6 +104,7 @@ def _uvicorn(app: App, level: str) -> uvicorn.Server:
         log_level=level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=keep_alive,
         server_header=False,
         date_header=False,
         proxy_headers=False,  # no proxy middleware on the hot path: we never read forwarded headers
@@ -86,18 +112,86 @@ def _uvicorn(app: App, level: str) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def build_auth(options: ServeOptions) -> Auth | None:
+    """The request authentication the options ask for (``None``: none); ``StartupError`` when a key or
+    token file cannot be used."""
+    if not options.auth_public_key and options.auth_tokens is None:
+        if options.auth_issuer or options.auth_audience:
+            raise StartupError("--auth-issuer and --auth-audience need --auth-public-key")
+        return None
+    try:
+        verifier = (
+            JwtVerifier.from_files(
+                options.auth_public_key, issuer=options.auth_issuer, audience=options.auth_audience
+            )
+            if options.auth_public_key
+            else None
+        )
+        if verifier is None and (options.auth_issuer or options.auth_audience):
+            raise StartupError("--auth-issuer and --auth-audience need --auth-public-key")
+        static = StaticTokens.from_file(options.auth_tokens) if options.auth_tokens is not None else None
+        return Auth(verifier, static)
+    except AuthConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def build_tls(options: ServeOptions) -> ssl.SSLContext | None:
+    if options.tls_cert is None and options.tls_key is None:
+        if options.tls_client_ca is not None:
+            raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise StartupError("TLS needs both --tls-cert and --tls-key")
+    try:
+        return listener.server_tls(options.tls_cert, options.tls_key, options.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot use the TLS certificate or key: {exc}") from None
+
+
+def check_exposure(options: ServeOptions, auth: Auth | None) -> None:
+    """Refuse to serve an unauthenticated API on a non-loopback address, unless ``--insecure``."""
+    if is_loopback(options.host) or options.insecure:
+        return
+    if auth is None and options.tls_client_ca is None:
+        raise StartupError(
+            f"refusing to serve {options.host} without authentication: give --auth-public-key, "
+            "--auth-tokens or --tls-client-ca (or --insecure to expose an open server)"
+        )
+
+
+def _raise_file_limit() -> None:
+    """Every connection is a file descriptor: raise the soft limit to the hard one (hostile clients are
+    cut off by the listener's deadlines, but until then they must not exhaust descriptors)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
 async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> None:
+    auth = build_auth(options)
+    tls = build_tls(options)
+    check_exposure(options, auth)
+    if options.insecure and not is_loopback(options.host) and auth is None:
+        log.warning(
+            "serving %s without authentication (--insecure): anyone who can reach it has control",
+            options.host,
+        )
+    _raise_file_limit()
     api_sock = _bind(options.host, options.port)
     metrics_sock = None
     if options.metrics_port:
         try:
-            metrics_sock = _bind(options.host, options.metrics_port)
+            metrics_sock = _bind(options.metrics_host, options.metrics_port)
         except StartupError:
             api_sock.close()
             raise
     port = api_sock.getsockname()[1]
+    scheme = "https" if tls is not None else "http"
     config = EngineConfig(
-        server_url=options.url or f"http://{options.host}:{port}",
+        server_url=options.url or f"{scheme}://{_url_host(options.host)}:{port}",
         retry_timeout=options.retry_timeout,
         strict_lineage=options.strict_lineage,
         debug=options.debug,
@@ -109,7 +203,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         push_allow=tuple(e for entry in options.push_allow for e in entry.split(",") if e.strip()),
     )
     try:
-        engine = Engine(open_store(options.store), config)
+        engine = Engine(open_store(options.store), config, auth=auth)
     except ValueError as exc:  # a --push-allow entry it cannot read
         api_sock.close()
         if metrics_sock is not None:
@@ -126,43 +220,63 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         loop.add_signal_handler(sig, stop.set)
 
     level = "warning" if options.log_level == "info" else options.log_level
-    servers = [(_uvicorn(App(engine), level), api_sock)]
+    browser = BrowserPolicy.build(
+        bind=options.host, allowed_hosts=options.allowed_host, cors_origins=options.cors_origin
+    )
+    api = App(engine, browser=browser, sse_per_principal=options.max_connections_per_token)
+    limits = listener.Limits(
+        max_header_bytes=options.max_header_bytes,
+        header_timeout=options.header_timeout,
+        body_timeout=options.body_timeout,
+        keep_alive_timeout=options.keep_alive_timeout,
+    )
+    refused = engine.metrics.refused
+
+    def count(reason: str) -> None:
+        refused.labels(reason).inc()
+
+    servers = [(_uvicorn(api, level, limits.keep_alive_timeout), api_sock, tls)]
     if metrics_sock is not None:
-        servers.append((_uvicorn(App(engine, metrics_only=True), level), metrics_sock))
+        metrics_app = App(engine, metrics_only=True)
+        servers.append((_uvicorn(metrics_app, level, limits.keep_alive_timeout), metrics_sock, None))
     quiet_cut_off()
-    for server, sock in servers:
-        server.config.load()
-        server.lifespan = server.config.lifespan_class(server.config)
-        await server.startup(sockets=[sock])
+    for server, sock, context in servers:
+        await listener.start(server, sock, limits=limits, tls=context, on_refused=count)
     log.info(
-        "troth serving on http://%s:%d (store %s%s%s)",
+        "troth serving on %s://%s:%d (store %s%s%s%s)",
+        scheme,
         options.host,
         port,
         options.store,
-        f", metrics on :{metrics_sock.getsockname()[1]}" if metrics_sock else "",
+        f", metrics on {options.metrics_host}:{metrics_sock.getsockname()[1]}" if metrics_sock else "",
         ", strict lineage" if options.strict_lineage else "",
+        ", authentication on" if auth is not None else "",
     )
     print(
-        f"troth: listening on http://{options.host}:{port} (store {options.store})",
+        f"troth: listening on {scheme}://{_url_host(options.host)}:{port} (store {options.store})",
         file=sys.stderr,
         flush=True,
     )
     if ready is not None:
         ready.set()
-    ticks = [loop.create_task(server.main_loop()) for server, _ in servers]
+    ticks = [loop.create_task(server.main_loop()) for server, _, _ in servers]
     await stop.wait()
     log.info("shutting down")
     engine.delivery.close_all()
-    for server, _ in servers:
+    for server, _, _ in servers:
         server.should_exit = True
     for t in ticks:
         with contextlib.suppress(Exception):
             await t
-    for server, sock in servers:
+    for server, sock, _ in servers:
         await server.shutdown(sockets=[sock])
     await engine.stop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run(options: ServeOptions) -> int:

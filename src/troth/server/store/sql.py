@@ -139,8 +139,11 @@ def _page_filter(
     equal: dict[str, Any],
     tags: tuple[str, tuple[Any, ...]] | None,
     upto: str | None = None,
+    prefix: str = "",
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of a search page: ids after the cursor (up to ``upto``), equal columns, tags."""
+    """The WHERE clause of a search page: ids after the cursor (up to ``upto``), ids starting with
+    ``prefix`` (an index range on ``id``, plus an exact test; ids compare by code point, as the cursor
+    already assumes), equal columns, tags."""
     where: list[str] = []
     args: list[Any] = []
     if cursor is not None:
@@ -149,6 +152,13 @@ def _page_filter(
     if upto is not None:
         where.append("id <= ?")
         args.append(upto)
+    if prefix:
+        where.append("id >= ? AND substr(id, 1, ?) = ?")
+        args.extend((prefix, len(prefix), prefix))
+        above = _successor(prefix)
+        if above is not None:
+            where.append("id < ?")
+            args.append(above)
     for column, value in equal.items():
         if value is not None:
             where.append(f"{column} = ?")
@@ -157,6 +167,20 @@ def _page_filter(
         where.append(tags[0])
         args.extend(tags[1])
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (``None``: there is none)."""
+    chars = prefix
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF:
+            bumped = last + 1
+            if 0xD800 <= bumped <= 0xDFFF:  # surrogates cannot be stored; skip past them
+                bumped = 0xE000
+            return chars[:-1] + chr(bumped)
+        chars = chars[:-1]
+    return None
 
 
 class SqlTx(ABC):
@@ -219,9 +243,10 @@ class SqlTx(ABC):
         cursor: str | None,
         *,
         upto: str | None = None,
+        prefix: str = "",
     ) -> list[Promise]:
         clause, args = _page_filter(
-            cursor, {"state": state}, self._tags_match("tags", tags) if tags else None, upto
+            cursor, {"state": state}, self._tags_match("tags", tags) if tags else None, upto, prefix
         )
         rows = await self._all(f"SELECT {_P_COLS} FROM promises {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_promise(r) for r in rows]
@@ -259,9 +284,9 @@ class SqlTx(ABC):
         return int(row[0])
 
     async def search_tasks(
-        self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None
+        self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None, prefix: str = ""
     ) -> list[TaskRow]:
-        clause, args = _page_filter(cursor, {"state": state}, None, upto)
+        clause, args = _page_filter(cursor, {"state": state}, None, upto, prefix)
         rows = await self._all(f"SELECT {_T_COLS} FROM tasks {clause} ORDER BY id LIMIT ?", (*args, limit))
         return [_task(r) for r in rows]
 
@@ -390,10 +415,16 @@ class SqlTx(ABC):
         return await self._exec("DELETE FROM schedules WHERE id = ?", (id,)) > 0
 
     async def search_schedules(
-        self, tags: dict[str, str] | None, limit: int, cursor: str | None, *, upto: str | None = None
+        self,
+        tags: dict[str, str] | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        upto: str | None = None,
+        prefix: str = "",
     ) -> list[Schedule]:
         clause, args = _page_filter(
-            cursor, {}, self._tags_match("promise_tags", tags) if tags else None, upto
+            cursor, {}, self._tags_match("promise_tags", tags) if tags else None, upto, prefix
         )
         rows = await self._all(
             f"SELECT {_S_COLS} FROM schedules {clause} ORDER BY id LIMIT ?", (*args, limit)
@@ -418,11 +449,12 @@ class SqlTx(ABC):
 
     # ------------------------------------------------------------------------------------- housekeeping
 
-    async def scan_bound(self, table: str, cursor: str | None, window: int) -> str | None:
+    async def scan_bound(self, table: str, cursor: str | None, window: int, prefix: str = "") -> str | None:
         assert table in _SCANNABLE
-        after = "WHERE id > ? " if cursor is not None else ""
-        args: tuple[Any, ...] = (cursor, window - 1) if cursor is not None else (window - 1,)
-        row = await self._one(f"SELECT id FROM {table} {after}ORDER BY id LIMIT 1 OFFSET ?", args)
+        clause, args = _page_filter(cursor, {}, None, prefix=prefix)
+        row = await self._one(
+            f"SELECT id FROM {table} {clause} ORDER BY id LIMIT 1 OFFSET ?", (*args, window - 1)
+        )
         return None if row is None else str(row[0])
 
     async def next_due(self) -> int | None:
