@@ -4,7 +4,9 @@
 in-process (memory, or a SQLite file that survives restarts). Without a URL, ``TROTH_URL`` (then
 ``RESONATE_URL``, then ``TROTH_HOST``/``TROTH_PORT``) selects remote mode, else local mode
 (docs/sdk/index.md#construction).
-``options(…)`` returns a view that shares the parent's connections.
+``options(…)`` returns a view that shares the parent's connections. ``token=`` (else ``TROTH_TOKEN``) is
+sent with every request and on the push stream; an ``https://`` server's certificate is always verified,
+against the system's trust store or the CA bundle of ``ca=`` (else ``TROTH_CA``).
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ class Troth:
         pid: str | None = None,
         ttl: float | timedelta | None = None,
         token: str | None = None,
+        ca: str | None = None,
         encryptor: Encryptor | None = None,
         retry_policy: RetryPolicy | None = None,
         max_concurrent_tasks: int = 64,
@@ -325,6 +328,7 @@ class Troth:
     ) -> None:
         resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
         self.token = token if token is not None else _env("TOKEN")
+        ca = ca if ca is not None else _env("CA")
         self.group = group
         self.pid = pid or uuid.uuid4().hex
         if pickle_key is None:
@@ -356,6 +360,7 @@ class Troth:
                 HttpTransport(
                     resolved_url,
                     token=self.token,
+                    ca=ca,
                     timeout=timeout,
                     unreachable_timeout=_unreachable_timeout(unreachable_timeout),
                 )

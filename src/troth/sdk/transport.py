@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -130,7 +131,9 @@ class HttpTransport:
     """A remote server: JSON envelopes by ``POST {url}/``, messages on one SSE stream (reconnecting).
 
     aiohttp rather than httpx: on this hot path (every durable step is a request) its client costs a
-    quarter of httpx's per request.
+    quarter of httpx's per request. The token goes in ``head.auth`` and in an ``Authorization: Bearer``
+    header on every request, the SSE stream included (it shares the session's headers); certificates are
+    verified, against ``ca`` when given.
     """
 
     def __init__(
@@ -140,11 +143,18 @@ class HttpTransport:
         token: str | None = None,
         timeout: float = 10.0,
         unreachable_timeout: float | None = None,
+        ca: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.unreachable_timeout = unreachable_timeout
         self._down_since: float | None = None
+        self._tls: ssl.SSLContext | bool = True  # aiohttp's default: verify against the system store
+        if ca is not None:
+            try:
+                self._tls = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectorError(f"cannot use the CA bundle {ca}: {exc}") from None
         self._headers = {"content-type": "application/json"}
         if token:
             self._headers["authorization"] = f"Bearer {token}"
@@ -158,7 +168,7 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300, ssl=self._tls),
             )
         return self._session
 
