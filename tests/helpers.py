@@ -24,6 +24,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -43,7 +44,7 @@ DEADLINE = 30.0
 """How long a helper waits for something that must happen. Only a failing test waits this long, so it is
 sized for a loaded machine (a process may be descheduled for seconds), never for a quiet one."""
 POLL_INTERVAL = 0.02
-_LISTENING = "troth: listening on http://"
+_LISTENING = "troth: listening on "
 _corr = itertools.count(1)
 
 
@@ -266,7 +267,12 @@ class ServerProcess:
         host: str = "127.0.0.1",
         subcommand: str = "serve",
         program: Sequence[str] | None = None,
+        ca: str | Path | None = None,
     ) -> None:
+        """``ca``: the server speaks TLS (its ``args`` give ``--tls-cert``/``--tls-key``); requests are
+        ``https://`` and verify the certificate against this CA bundle."""
+        self.ca = str(ca) if ca is not None else None
+        self.verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=self.ca) if self.ca else True
         self.subcommand = subcommand
         self.program = list(program) if program is not None else server_command()
         self.store = str(store)
@@ -289,7 +295,7 @@ class ServerProcess:
     @property
     def url(self) -> str:
         assert self.port is not None, "server not started"
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ca else 'http'}://{self.host}:{self.port}"
 
     @property
     def stderr(self) -> str:
@@ -344,7 +350,7 @@ class ServerProcess:
             with self._stderr_cond:
                 self.stderr_lines.append(line)
                 if self.port is None and line.startswith(_LISTENING):
-                    hostport = line[len(_LISTENING) :].split()[0]
+                    hostport = line[len(_LISTENING) :].split()[0].split("://", 1)[1]
                     self.port = int(hostport.rsplit(":", 1)[1])
                 self._stderr_cond.notify_all()
         with self._stderr_cond:
@@ -352,7 +358,7 @@ class ServerProcess:
 
     def ready_status(self) -> int | None:
         try:
-            return httpx.get(f"{self.url}/ready", timeout=2.0).status_code
+            return httpx.get(f"{self.url}/ready", timeout=2.0, verify=self.verify).status_code
         except httpx.HTTPError:
             return None
 
@@ -417,7 +423,7 @@ class ServerProcess:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=10.0)
+            self._client = httpx.Client(base_url=self.url, timeout=10.0, verify=self.verify)
         return self._client
 
     def post(self, kind: str, data: Any, head: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:

@@ -246,7 +246,14 @@ class _Group(click.Group):
     metavar="FILE",
     help="CA bundle that signs the server's certificate (https:// servers).",
 )
-def cli(server: str, token: str | None, ca: str | None) -> None:
+@click.option(
+    "--client-cert",
+    default=None,
+    envvar="TROTH_CLIENT_CERT",
+    metavar="PEM",
+    help="Client certificate and key in one PEM file (a server with --tls-client-ca).",
+)
+def cli(server: str, token: str | None, ca: str | None, client_cert: str | None) -> None:
     """troth: durable execution for Python."""
 
 

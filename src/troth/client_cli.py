@@ -24,10 +24,12 @@ Design notes, including what was rejected:
   tags change nothing for them.
 * **stdlib ``urllib``, not httpx or aiohttp**: one blocking request per command needs no event loop and no
   extra dependency, and keeps start-up fast.
-* ``-S``/``-T``/``--ca`` are accepted both before the command (``troth -S URL promises get x``) and after it
-  (``troth promises get x -S URL``); the latter wins.
+* ``-S``/``-T``/``--ca``/``--client-cert`` are accepted both before the command (``troth -S URL promises
+  get x``) and after it (``troth promises get x -S URL``); the latter wins.
 * **TLS is verified**: an ``https://`` server's certificate is checked against the system's trust store, or
   against the CA bundle of ``--ca`` (``TROTH_CA``); there is no switch to turn verification off.
+  ``--client-cert`` (``TROTH_CLIENT_CERT``: one PEM file with certificate and key) answers a server that
+  requires client certificates.
 """
 
 from __future__ import annotations
@@ -150,10 +152,13 @@ def _arg_value(text: str) -> Any:
 class Client:
     """One server: posts envelopes, returns the response ``data`` of a 2xx answer, raises otherwise."""
 
-    def __init__(self, url: str, token: str | None, ca: str | None = None) -> None:
+    def __init__(
+        self, url: str, token: str | None, ca: str | None = None, client_cert: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token or None
         self.ca = ca or None
+        self.client_cert = client_cert or None
         self._tls: ssl.SSLContext | None = None
 
     def _context(self) -> ssl.SSLContext | None:
@@ -162,8 +167,11 @@ class Client:
         if self._tls is None:
             try:
                 self._tls = ssl.create_default_context(cafile=self.ca)
+                if self.client_cert is not None:
+                    self._tls.load_cert_chain(self.client_cert)
             except (OSError, ssl.SSLError) as exc:
-                raise ClientError(f"cannot use the CA bundle {self.ca}: {_reason(exc)}") from None
+                files = " ".join(f for f in (self.ca, self.client_cert) if f)
+                raise ClientError(f"cannot use the TLS files {files}: {_reason(exc)}") from None
         return self._tls
 
     def call(self, kind: str, data: Mapping[str, Any]) -> Any:
@@ -224,7 +232,8 @@ def _client(ctx: click.Context) -> Client:
     url = ctx.meta.get("troth.server") or (ctx.find_root().params.get("server")) or DEFAULT_SERVER
     token = ctx.meta.get("troth.token") or ctx.find_root().params.get("token")
     ca = ctx.meta.get("troth.ca") or ctx.find_root().params.get("ca")
-    return Client(url, token, ca)
+    cert = ctx.meta.get("troth.client_cert") or ctx.find_root().params.get("client_cert")
+    return Client(url, token, ca, cert)
 
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -246,6 +255,15 @@ def client_command(fn: F) -> F:
         expose_value=False,
         callback=_remember("troth.token"),
         help="Bearer token (overrides the global -T).",
+    )(fn)
+    fn = click.option(
+        "--client-cert",
+        "_client_cert",
+        default=None,
+        expose_value=False,
+        callback=_remember("troth.client_cert"),
+        metavar="PEM",
+        help="Client certificate and key, one PEM file (overrides the global --client-cert).",
     )(fn)
     fn = click.option(
         "--ca",

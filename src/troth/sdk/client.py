@@ -6,7 +6,8 @@ in-process (memory, or a SQLite file that survives restarts). Without a URL, ``T
 (docs/sdk/index.md#construction).
 ``options(…)`` returns a view that shares the parent's connections. ``token=`` (else ``TROTH_TOKEN``) is
 sent with every request and on the push stream; an ``https://`` server's certificate is always verified,
-against the system's trust store or the CA bundle of ``ca=`` (else ``TROTH_CA``).
+against the system's trust store or the CA bundle of ``ca=`` (else ``TROTH_CA``); ``client_cert=`` (else
+``TROTH_CLIENT_CERT``/``TROTH_CLIENT_KEY``) is presented to a server that requires client certificates.
 """
 
 from __future__ import annotations
@@ -311,6 +312,7 @@ class Troth:
         ttl: float | timedelta | None = None,
         token: str | None = None,
         ca: str | None = None,
+        client_cert: str | tuple[str, str] | None = None,
         encryptor: Encryptor | None = None,
         retry_policy: RetryPolicy | None = None,
         max_concurrent_tasks: int = 64,
@@ -329,6 +331,9 @@ class Troth:
         resolved_url = url if url is not None else (None if transport is not None else _url_from_env())
         self.token = token if token is not None else _env("TOKEN")
         ca = ca if ca is not None else _env("CA")
+        if client_cert is None and _env("CLIENT_CERT"):
+            cert, key = _env("CLIENT_CERT"), _env("CLIENT_KEY")
+            client_cert = (cert, key) if cert and key else cert
         self.group = group
         self.pid = pid or uuid.uuid4().hex
         if pickle_key is None:
@@ -361,6 +366,7 @@ class Troth:
                     resolved_url,
                     token=self.token,
                     ca=ca,
+                    client_cert=client_cert,
                     timeout=timeout,
                     unreachable_timeout=_unreachable_timeout(unreachable_timeout),
                 )

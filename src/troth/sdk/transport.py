@@ -127,13 +127,29 @@ class LocalTransport:
         self._started = False
 
 
+def tls_context(ca: str | None, client_cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
+    """What aiohttp verifies ``https://`` servers with: the system's trust store (``True``) or ``ca``; with
+    ``client_cert`` (a PEM holding certificate and key, or a ``(cert, key)`` pair) it also presents a
+    client certificate (a server with ``--tls-client-ca``)."""
+    if ca is None and client_cert is None:
+        return True
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        if client_cert is not None:
+            cert, key = client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectorError(f"cannot use the TLS files {ca or ''} {client_cert or ''}: {exc}") from None
+    return ctx
+
+
 class HttpTransport:
     """A remote server: JSON envelopes by ``POST {url}/``, messages on one SSE stream (reconnecting).
 
     aiohttp rather than httpx: on this hot path (every durable step is a request) its client costs a
     quarter of httpx's per request. The token goes in ``head.auth`` and in an ``Authorization: Bearer``
     header on every request, the SSE stream included (it shares the session's headers); certificates are
-    verified, against ``ca`` when given.
+    verified, against ``ca`` when given; ``client_cert`` is presented to a server that asks for one.
     """
 
     def __init__(
@@ -144,17 +160,13 @@ class HttpTransport:
         timeout: float = 10.0,
         unreachable_timeout: float | None = None,
         ca: str | None = None,
+        client_cert: str | tuple[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.unreachable_timeout = unreachable_timeout
         self._down_since: float | None = None
-        self._tls: ssl.SSLContext | bool = True  # aiohttp's default: verify against the system store
-        if ca is not None:
-            try:
-                self._tls = ssl.create_default_context(cafile=ca)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConnectorError(f"cannot use the CA bundle {ca}: {exc}") from None
+        self._tls = tls_context(ca, client_cert)
         self._headers = {"content-type": "application/json"}
         if token:
             self._headers["authorization"] = f"Bearer {token}"
