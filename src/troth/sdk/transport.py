@@ -35,6 +35,12 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
+_REFUSED = {
+    401: " (no valid token: give Troth(token=…) or set TROTH_TOKEN)",
+    403: " (the token's prefix does not cover this group and pid)",
+}
+
+
 class Transport(Protocol):
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
         """Open the push channel for ``(group, pid)``; returns once messages can arrive."""
@@ -244,7 +250,8 @@ class HttpTransport:
                     url, headers={"accept": "text/event-stream"}, timeout=timeout
                 ) as response:
                     if response.status != 200:
-                        raise ConnectorError(f"SSE connection refused with HTTP {response.status}")
+                        why = _REFUSED.get(response.status, "")
+                        raise ConnectorError(f"SSE connection refused with HTTP {response.status}{why}")
                     backoff = 1.0
                     self._reachable()
                     if not opened.done():
