@@ -16,6 +16,11 @@ When PyPI or the 3.12 interpreter is missing, tests skip with the reason, unless
   bug from a harness bug;
 * ``TROTH_COMPAT_SERVER_URL`` use an already running server at this URL instead of starting one (every
   test uses fresh promise ids, so they can share it).
+
+``start_server(..., auth=True)`` starts troth with JWT authentication (a key pair made in the test): the
+client processes get a token in ``TROTH_TOKEN`` (the troth SDK) and ``TROTH_COMPAT_TOKEN`` (the official
+clients' scenario scripts pass it to their constructors), and the test's own reads (``Server.request``)
+use an admin token. The ``*_token.py`` modules re-run the scenarios that way.
 """
 
 from __future__ import annotations
@@ -312,6 +317,8 @@ class Server:
     url: str
     proc: Proc | None
     kind: str
+    token: str | None = None
+    """An admin token for the test's own requests (a server with authentication on)."""
 
     def describe(self) -> str:
         return self.proc.describe() if self.proc is not None else f"--- external server at {self.url}"
@@ -321,9 +328,10 @@ class Server:
         body = json.dumps(
             {"kind": kind, "head": {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}, "data": data}
         ).encode()
-        req = urllib.request.Request(
-            self.url + "/", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + "/", data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return int(resp.status), json.loads(resp.read())
@@ -338,9 +346,25 @@ class Server:
         return dict(envelope["data"]["promise"])
 
 
-def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: str = "server") -> Server:
-    """Start the server under test (troth by default) on a free port and wait until it answers."""
+def start_server(
+    procs: ProcessGroup, client_python: Path, store: Path, name: str = "server", *, auth: bool = False
+) -> Server:
+    """Start the server under test (troth by default) on a free port and wait until it answers; with
+    ``auth``, troth with JWT authentication and the clients' tokens in ``procs.env``."""
     external = os.environ.get("TROTH_COMPAT_SERVER_URL")
+    admin: str | None = None
+    auth_args: list[str] = []
+    if auth:
+        if external or os.environ.get("TROTH_COMPAT_SERVER", "troth") != "troth":
+            pytest.skip("the token-authenticated runs need a troth server started here")
+        from authkit import Keys
+
+        keys = Keys.generate(store.parent / "auth")
+        auth_args = ["--auth-public-key", str(keys.public_path)]
+        client = keys.token("", sub="compat-client")  # every id, no administration
+        procs.env["TROTH_TOKEN"] = client
+        procs.env["TROTH_COMPAT_TOKEN"] = client
+        admin = keys.token(admin=True, sub="compat-test")
     if external:
         url = external.rstrip("/")
         wait_until(lambda: http_ok(url + "/health"), 60.0, f"the external server at {url} to answer /health")
@@ -356,7 +380,7 @@ def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: st
             if importlib.util.find_spec("troth.cli") is None:
                 pytest.fail("troth.cli is not importable: `pip install -e .` the troth package first")
             argv = [sys.executable, "-m", "troth.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            argv += ["--store", str(store), "--metrics-port", "0"]
+            argv += ["--store", str(store), "--metrics-port", "0", *auth_args]
         else:
             pytest.fail(f"TROTH_COMPAT_SERVER must be 'troth' or 'reference', not {kind!r}")
         proc = procs.start(f"{name}-{attempt}", argv)
@@ -369,7 +393,7 @@ def start_server(procs: ProcessGroup, client_python: Path, store: Path, name: st
 
         wait_until(up, 60.0, f"{kind} server on {url} to answer /health", proc.describe)
         if proc.popen.poll() is None:
-            return Server(url, proc, kind)
+            return Server(url, proc, kind, admin)
         last = proc.describe()
     pytest.fail(f"the {kind} server would not start\n{last}")
 
@@ -388,4 +412,4 @@ def crash_and_restart(procs: ProcessGroup, server: Server) -> Server:
         return http_ok(server.url + "/health") or None
 
     wait_until(up, 60.0, f"the restarted server on {server.url}", proc.describe)
-    return Server(server.url, proc, server.kind)
+    return Server(server.url, proc, server.kind, server.token)

@@ -67,6 +67,8 @@ def make_resonate(url: str, *, group: str | None = None, ttl: float | None = Non
     URL on the command line is the only thing that decides where the client goes.
     """
     kwargs: dict[str, Any] = {"env": {}}
+    if os.environ.get("TROTH_COMPAT_TOKEN"):  # a server with authentication on (the *_token.py tests)
+        kwargs["token"] = os.environ["TROTH_COMPAT_TOKEN"]
     if group is not None:
         kwargs["group"] = group
     if ttl is not None:
@@ -219,7 +221,13 @@ async def run_latent_timeout(args: argparse.Namespace) -> Any:
 
 async def run_resolve(args: argparse.Namespace) -> Any:
     """Settle a promise from outside, through the SDK's public ``promises`` client (send-only)."""
-    resonate = Resonate(url=args.url, sources=[], env={}, subscription_refresh_secs=0)
+    resonate = Resonate(
+        url=args.url,
+        sources=[],
+        env={},
+        subscription_refresh_secs=0,
+        token=os.environ.get("TROTH_COMPAT_TOKEN") or None,
+    )
     try:
         record = await resonate.promises.resolve(args.id, Value(data=json.loads(args.value)))
     finally:

@@ -212,7 +212,10 @@ async function main() {
   if (!scenario) throw new Error(`unknown scenario ${opts.scenario}`);
   const group = opts.scenario === "worker" ? opts.group ?? "workers" : "default";
   opts.group = group;
-  const resonate = new Resonate({ url: opts.url, group, logLevel: opts["log-level"] ?? "warn" });
+  // A server with authentication on (the *_token.py tests): the token goes to the constructor, which is
+  // what makes the SDK send it on its SSE stream too.
+  const token = process.env.TROTH_COMPAT_TOKEN || undefined;
+  const resonate = new Resonate({ url: opts.url, group, token, logLevel: opts["log-level"] ?? "warn" });
 
   let timer;
   if (opts.scenario !== "worker") {
