@@ -12,20 +12,24 @@ import contextlib
 
 
 class Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, token: str | None = None
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.host = host
+        self.extra = f"Authorization: Bearer {token}\r\n" if token else ""
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Conn:
+    async def open(cls, host: str, port: int, token: str | None = None) -> Conn:
+        """A keep-alive connection; with ``token``, every request carries ``Authorization: Bearer``."""
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, f"{host}:{port}")
+        return cls(reader, writer, f"{host}:{port}", token)
 
     async def post(self, body: bytes, path: str = "/") -> tuple[int, bytes]:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{self.extra}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()

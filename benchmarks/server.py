@@ -36,8 +36,12 @@ VERSION = "2026-04-01"
 _enc = msgspec.json.encode
 
 
-def body(kind: str, data: dict[str, object], corr: str = "b") -> bytes:
-    return _enc({"kind": kind, "head": {"corrId": corr, "version": VERSION}, "data": data})
+def body(kind: str, data: dict[str, object], corr: str = "b", token: str | None = None) -> bytes:
+    """An envelope; with ``token`` also in ``head.auth``, as the SDKs send it (besides the header)."""
+    head: dict[str, object] = {"corrId": corr, "version": VERSION}
+    if token:
+        head["auth"] = token
+    return _enc({"kind": kind, "head": head, "data": data})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -45,7 +49,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_server(store: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(store: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     troth = Path(sys.executable).with_name("troth")
     proc = subprocess.Popen(
         [
@@ -59,6 +63,7 @@ def start_server(store: str) -> tuple[subprocess.Popen[bytes], int]:
             store,
             "--log-level",
             "warning",
+            *extra,
         ],
         stderr=subprocess.PIPE,
     )
@@ -75,21 +80,22 @@ def start_server(store: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("server did not start")
 
 
-async def throughput(port: int, pairs: int, clients: int) -> dict[str, float]:
+async def throughput(port: int, pairs: int, clients: int, token: str | None = None) -> dict[str, float]:
     far = int(time.time() * 1000) + 3_600_000
     latencies: list[float] = []
     per_client = pairs // clients
     run_id = random.randrange(1 << 30)
 
     async def client(n: int) -> None:
-        conn = await Conn.open("127.0.0.1", port)
+        conn = await Conn.open("127.0.0.1", port, token)
         for i in range(per_client):
             pid = f"bench-{run_id}-{n}-{i}"
             t0 = time.perf_counter()
-            status, _ = await conn.post(body("promise.create", {"id": pid, "timeoutAt": far}))
+            status, _ = await conn.post(body("promise.create", {"id": pid, "timeoutAt": far}, token=token))
             t1 = time.perf_counter()
             assert status == 200, status
-            status, _ = await conn.post(body("promise.settle", {"id": pid, "state": "resolved", "value": {}}))
+            settle = {"id": pid, "state": "resolved", "value": {}}
+            status, _ = await conn.post(body("promise.settle", settle, token=token))
             t2 = time.perf_counter()
             assert status == 200, status
             latencies.append(t1 - t0)
@@ -113,10 +119,12 @@ class SseWorker:
         self.frames: asyncio.Queue[tuple[float, dict[str, object]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    async def connect(self, port: int, group: str, pid: str) -> None:
+    async def connect(self, port: int, group: str, pid: str, token: str | None = None) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
         request = (
-            f"GET /poll/{group}/{pid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+            f"GET /poll/{group}/{pid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
+            "Accept: text/event-stream\r\n\r\n"
         )
         writer.write(request.encode())
         while (await reader.readline()) not in (b"\r\n", b""):
@@ -141,20 +149,23 @@ class SseWorker:
         self._writer.close()
 
 
-async def dispatch_latency(port: int, count: int) -> dict[str, float]:
+async def dispatch_latency(
+    port: int, count: int, token: str | None = None, group: str = "bench"
+) -> dict[str, float]:
     worker = SseWorker()
-    await worker.connect(port, "bench", "w1")
-    conn = await Conn.open("127.0.0.1", port)
+    await worker.connect(port, group, f"{group}-w1", token)
+    conn = await Conn.open("127.0.0.1", port, token)
     far = int(time.time() * 1000) + 3_600_000
     run_id = random.randrange(1 << 30)
     samples: list[float] = []
     for i in range(count):
-        pid = f"dispatch-{run_id}-{i}"
+        pid = f"{group}-dispatch-{run_id}-{i}"
         t0 = time.perf_counter()
         status, _ = await conn.post(
             body(
                 "promise.create",
-                {"id": pid, "timeoutAt": far, "tags": {"resonate:target": "poll://any@bench"}},
+                {"id": pid, "timeoutAt": far, "tags": {"resonate:target": f"poll://any@{group}"}},
+                token=token,
             )
         )
         assert status == 200
