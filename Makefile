@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk docs docs-serve clean
+.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk bench-security docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -51,9 +51,13 @@ docs-serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server
 	$(BIN)/python -m benchmarks.sdk
+	$(BIN)/python -m benchmarks.security
 
 bench-sdk: $(STAMP)
 	$(BIN)/python -m benchmarks.sdk
+
+bench-security: $(STAMP)
+	$(BIN)/python -m benchmarks.security
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

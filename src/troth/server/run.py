@@ -230,6 +230,14 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         body_timeout=options.body_timeout,
         keep_alive_timeout=options.keep_alive_timeout,
     )
+    for name, value in (
+        ("max_header_bytes", limits.max_header_bytes),
+        ("header_timeout_seconds", limits.header_timeout),
+        ("body_timeout_seconds", limits.body_timeout),
+        ("keep_alive_seconds", limits.keep_alive_timeout),
+        ("sse_connections_per_principal", options.max_connections_per_token),
+    ):
+        engine.metrics.limits.labels(name).set(value)
     refused = engine.metrics.refused
 
     def count(reason: str) -> None:
