@@ -192,3 +192,26 @@ def test_a_thousand_hostile_sockets_do_not_lock_an_authenticated_worker_out(keys
                 "the stalled sockets to be cut off",
             )
             assert all(closed_after(sock, 10) >= 0 for sock in stalled[:20])
+
+
+def test_a_body_answered_early_is_not_mistaken_for_headers(server: ServerProcess) -> None:
+    """A 3 MB body is answered 413 from its Content-Length; the rest of the body that follows is body,
+    not an oversized header (no 431 after the 413)."""
+    head = (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 3000000\r\n\r\n"
+    )
+    sock = open_socket(server.port or 0, head)
+    with contextlib.suppress(OSError):
+        for _ in range(4):
+            sock.sendall(b"x" * 65536)
+    sock.settimeout(2)  # the connection stays open (the body deadline would end it); read what came
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+            if len(received) > 10_000:
+                break
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 413"), received[:80]
+    assert b"431" not in received, received

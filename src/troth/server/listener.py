@@ -82,6 +82,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._on_refused = on_refused
         self._counting = True  # the bytes now arriving belong to a request's line and headers
         self._header_bytes = 0
+        self._in_body = False
         self._deadline: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------------------------------ timers
@@ -157,16 +158,22 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._counting = False
+        self._in_body = True
         self._arm(self._limits.body_timeout, self._body_expired)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_body = False
+        if self.cycle is not None and self.cycle.response_complete:  # answered early (a 413, a 404)
+            self._counting = True
+            self._header_bytes = 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._counting = True
-        self._header_bytes = 0
+        if not self._in_body:  # else the rest of the body comes first (counted from its end)
+            self._counting = True
+            self._header_bytes = 0
         super().on_response_complete()
 
 
