@@ -99,6 +99,8 @@ def test_stalled_requests_are_cut_off_within_30_seconds_by_default(server: Serve
     text = server.metrics(server.metrics_port or server.port)
     assert (sample(text, "troth_refused_total", {"reason": "header_timeout"}) or 0) >= 2
     assert (sample(text, "troth_refused_total", {"reason": "body_timeout"}) or 0) >= 1
+    assert sample(text, "troth_limit", {"name": "max_header_bytes"}) == 64 * 1024
+    assert sample(text, "troth_limit", {"name": "body_timeout_seconds"}) == 30
 
 
 def test_an_oversized_header_is_refused_and_the_server_keeps_serving(server: ServerProcess) -> None:
