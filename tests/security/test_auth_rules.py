@@ -309,3 +309,20 @@ def test_sse_and_requests_of_the_sdk_carry_the_token(auth_server: ServerProcess,
     with httpx.Client() as client:
         response = client.get(f"{auth_server.url}/poll/sd-g/sd-w2", headers={"authorization": "Basic abc"})
         assert response.status_code == 401
+
+
+def test_only_the_streams_own_principal_or_an_admin_replaces_it(
+    auth_server: ServerProcess, keys: Keys, admin: str
+) -> None:
+    """Finding 6 with auth: the newest stream of a (group, pid) replaces the older one only when the same
+    principal opens it; another token of the same tenant gets 409 and the worker keeps its messages."""
+    owner = keys.token("sh-", aud=AUDIENCE, sub="sh-owner")
+    intruder = keys.token("sh-", aud=AUDIENCE, sub="sh-intruder")
+    stream = auth_server.sse("sh-g", "sh-w", headers={"authorization": f"Bearer {owner}"})
+    assert poll_status(auth_server, "sh-g", "sh-w", intruder) == 409
+    assert create(auth_server, owner, "sh-1", {"resonate:target": "poll://uni@sh-g/sh-w"})[0] == 200
+    assert stream.get()["data"]["task"]["id"] == "sh-1"
+    again = auth_server.sse("sh-g", "sh-w", headers={"authorization": f"Bearer {owner}"})  # a reconnect
+    assert create(auth_server, owner, "sh-2", {"resonate:target": "poll://uni@sh-g/sh-w"})[0] == 200
+    assert again.get()["data"]["task"]["id"] == "sh-2"
+    assert poll_status(auth_server, "sh-g", "sh-w", admin) == 200

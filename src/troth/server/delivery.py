@@ -271,6 +271,10 @@ class Delivery:
         self._hand_over(conn)
         return conn
 
+    def holder(self, group: str, id: str) -> Connection | None:
+        """The open stream of ``(group, id)``, if any (which a new one would replace)."""
+        return self._by_id.get((group, id))
+
     def connect(self, group: str, id: str, principal: Principal | None = None) -> Connection | None:
         """``open_stream``, or ``None`` when a bound refuses it."""
         try:

@@ -9,10 +9,12 @@ bodies over 2 MiB → ``413``.
 Before routing, every request passes the browser rules of ``troth.server.browser`` (Host allow-list →
 ``421``, foreign ``Origin`` → ``403``, CORS preflights answered) and ``POST /`` needs a JSON content type
 (``415``). With authentication on (``troth.server.auth``), ``POST /`` is authenticated by the engine and
-``GET /poll`` here: no or a bad token → ``401``, a group or pid outside the token's prefix → ``403``, and
-each principal holds at most ``sse_per_principal`` streams (``503`` beyond), so one leaked token cannot
-take every stream slot. ``/metrics`` on the API port then needs an admin token (the metrics listener,
-loopback by default, does not). ``/health`` and ``/ready`` never need one.
+``GET /poll`` here: no or a bad token → ``401``, a group or pid outside the token's prefix → ``403``, a
+pid whose stream is open under another principal → ``409`` (a newer stream replaces an older one only for
+the same principal, or an admin), and each principal holds at most ``sse_per_principal`` streams (``503``
+beyond), so one leaked token cannot take every stream slot. ``/metrics`` on the API port then needs an
+admin token (the metrics listener, loopback by default, does not). ``/health`` and ``/ready`` never need
+one.
 """
 
 from __future__ import annotations
@@ -220,6 +222,13 @@ class App:
             if not auth.may_subscribe(principal, group, ident):
                 self._refuse("forbidden")
                 await _respond(send, 403, b"Forbidden", _TEXT)
+                return
+            # the newest stream wins, but only for the stream's own principal (or an admin)
+            held = self.engine.delivery.holder(group, ident)
+            other = held is not None and held.principal is not None and held.principal.name != principal.name
+            if other and not principal.admin:
+                self._refuse("forbidden")
+                await _respond(send, 409, b"Conflict: this pid's stream is held by another token", _TEXT)
                 return
             if self._streams.get(principal.name, 0) >= self.sse_per_principal:
                 self._refuse("sse_per_principal")
