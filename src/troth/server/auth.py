@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
-from troth.server.cron import template_head
+from troth.protocol.cron import template_head
 
 if TYPE_CHECKING:
     from jwt.types import Options
