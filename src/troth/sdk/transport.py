@@ -38,7 +38,13 @@ _decode = msgspec.json.decode
 _REFUSED = {
     401: " (no valid token: give Troth(token=…) or set TROTH_TOKEN)",
     403: " (the token's prefix does not cover this group and pid)",
+    409: " (this pid's stream is held under another token)",
 }
+"""Stream refusals that retrying cannot fix: ``start()`` fails with them at once."""
+
+
+class _Refused(ConnectorError):
+    pass
 
 
 class Transport(Protocol):
@@ -250,8 +256,10 @@ class HttpTransport:
                     url, headers={"accept": "text/event-stream"}, timeout=timeout
                 ) as response:
                     if response.status != 200:
-                        why = _REFUSED.get(response.status, "")
-                        raise ConnectorError(f"SSE connection refused with HTTP {response.status}{why}")
+                        why = _REFUSED.get(response.status)
+                        if why is not None:  # retrying cannot fix a refused token
+                            raise _Refused(f"SSE connection refused with HTTP {response.status}{why}")
+                        raise ConnectorError(f"SSE connection refused with HTTP {response.status}")
                     backoff = 1.0
                     self._reachable()
                     if not opened.done():
@@ -274,6 +282,9 @@ class HttpTransport:
             except (TimeoutError, aiohttp.ClientError, ConnectorError, OSError) as exc:
                 if self._stopping:
                     return
+                if isinstance(exc, _Refused | aiohttp.ClientConnectorCertificateError) and not opened.done():
+                    opened.set_exception(ConnectorError(f"cannot open the SSE stream at {url}: {exc}"))
+                    return
                 try:
                     # Until the stream first opens, the bound applies (start() gives up); afterwards a
                     # worker keeps reconnecting, since giving up would leave it silently deaf.
@@ -291,6 +302,10 @@ class HttpTransport:
                 async with self._client().post(self.url + "/", data=body) as response:
                     status = response.status
                     content = await response.read()
+            except aiohttp.ClientConnectorCertificateError as exc:  # not transient: say so at once
+                raise ConnectorError(
+                    f"{kind}: the certificate of {self.url} cannot be verified: {exc}"
+                ) from None
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if self._stopping:
                     raise ConnectorError(f"{kind}: server unreachable at {self.url}: {exc}") from None
