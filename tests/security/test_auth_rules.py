@@ -178,7 +178,7 @@ def test_each_principal_holds_a_bounded_number_of_streams(keys: Keys, admin: str
 def test_a_stream_of_another_principal_cannot_end_a_pids_leases(keys: Keys) -> None:
     """Finding 5 with auth: pid ``a-sub-w`` holds a lease on ``a-task`` (taken with the ``a-`` token); a
     token for ``a-sub-`` may open that pid's stream, but closing it leaves the lease alone. The owner's
-    own stream closing ends it at once (DESIGN.md decision 10 still holds)."""
+    own stream closing ends it at once (docs/design/decisions.md#dropped-workers still holds)."""
     args = ["--auth-public-key", str(keys.public_path), "--auth-audience", AUDIENCE]
     with ServerProcess(":memory:", args=args, metrics_port=free_port()) as server:
         owner = keys.token("a-", aud=AUDIENCE, sub="owner")

@@ -335,7 +335,8 @@ def parse_envelope(body: bytes) -> Envelope | Invalid:
 
 
 def parse_data(env: Envelope, *, debug: bool, lineage: LineagePolicy) -> Request | Invalid:
-    """Steps 5, 7 and 8 of docs/protocol/index.md#processing-order on an envelope ``parse_envelope`` accepted."""
+    """Steps 5, 7 and 8 of docs/protocol/index.md#processing-order, on an envelope ``parse_envelope``
+    accepted."""
     kind = env.kind
     corr = env.head.corrId
     debug_time = env.head.debug_time if debug else None
