@@ -179,6 +179,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--max-connections-per-token",
+                envvar="TROTH_MAX_CONNECTIONS_PER_TOKEN",
                 default=250,
                 show_default=True,
                 type=click.IntRange(1),
@@ -186,6 +187,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--max-header-bytes",
+                envvar="TROTH_MAX_HEADER_BYTES",
                 default=64 * 1024,
                 show_default=True,
                 type=click.IntRange(1024),
@@ -193,6 +195,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--header-timeout",
+                envvar="TROTH_HEADER_TIMEOUT",
                 default=10.0,
                 show_default=True,
                 type=click.FloatRange(0.1),
@@ -200,6 +203,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--body-timeout",
+                envvar="TROTH_BODY_TIMEOUT",
                 default=30.0,
                 show_default=True,
                 type=click.FloatRange(0.1),
@@ -207,6 +211,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--keep-alive-timeout",
+                envvar="TROTH_KEEP_ALIVE_TIMEOUT",
                 default=20,
                 show_default=True,
                 type=click.IntRange(1),
