@@ -96,7 +96,7 @@ class EmbeddedServer:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def start(self, timeout: float = 20.0) -> EmbeddedServer:
+    def start(self, timeout: float = 90.0) -> EmbeddedServer:
         cmd = [
             *troth_command(),
             "serve",
@@ -181,7 +181,7 @@ class Process:
             self.output.append(line)
             self.lines.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
+    def wait_for(self, pattern: str, timeout: float = 90.0) -> str:
         """The first new output line containing ``pattern`` (a regular expression); fails at the deadline."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout

@@ -95,7 +95,7 @@ def test_begin_poll_dedup_and_gateway_restart(
         assert result["result"] == 'Processed: {"hello":"world"}'
         assert isinstance(result["timestamp"], int)
         assert abs(result["timestamp"] - time.time() * 1000) < 60_000
-        worker.wait_for('^processing on worker: {"hello":"world"}$', timeout=30)
+        worker.wait_for('^processing on worker: {"hello":"world"}$', timeout=90)
 
         # 5. No body: the default data; no id: a UUID4 that also resolves.
         assert http.post("/begin", params={"id": "task-002"}).json()["promise"] == "task-002"

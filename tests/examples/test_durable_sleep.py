@@ -41,7 +41,7 @@ BANNER = "Worker started. Waiting for invocations..."
 
 def start_worker(procs: Processes, name: str) -> Process:
     worker = procs.start(WORKER, name=name)
-    assert worker.wait_for(r"\S", 30) == BANNER
+    assert worker.wait_for(r"\S", 90) == BANNER
     return worker
 
 

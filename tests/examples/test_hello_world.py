@@ -43,7 +43,7 @@ def greeting(name: str) -> str:
 
 def start_worker(procs: Processes, name: str, **env: str) -> Process:
     worker = procs.start(WORKER, env=env, name=name)
-    assert worker.wait_for(r"\S", 30) == BANNER
+    assert worker.wait_for(r"\S", 90) == BANNER
     return worker
 
 

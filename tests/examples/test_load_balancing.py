@@ -35,7 +35,7 @@ COMPUTED = re.compile(r"^(\S+) computed something that cost (\d+) seconds$")
 def start_workers(procs: Processes, n: int) -> list[Process]:
     workers = [procs.start(WORKER, name=f"W{i + 1}") for i in range(n)]
     for worker in workers:
-        assert worker.wait_for(r"\S", 30) == "worker is running..."
+        assert worker.wait_for(r"\S", 90) == "worker is running..."
     return workers
 
 

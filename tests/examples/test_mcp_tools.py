@@ -143,7 +143,7 @@ def test_list_and_call_from_the_command_line(server: EmbeddedServer, procs: Proc
     start_worker(procs, nws)
 
     listing = procs.start("examples.mcp_tools.client", "--list", name="client --list")
-    first = listing.wait_for(r"^get_forecast: ", timeout=30)
+    first = listing.wait_for(r"^get_forecast: ", timeout=90)
     schema_line = listing.wait_for(r"^  input schema: ")
     assert listing.wait(30) == 0
     assert "NWS" in first and "durable" in first
@@ -252,13 +252,13 @@ def test_mcp_server_crash_loses_nothing(server: EmbeddedServer, procs: Processes
     lat, lon = 51.5074, -0.1278
     set_delay(nws, 3.0)
     first = procs.start("examples.mcp_tools.client", "--lat", str(lat), "--lon", str(lon), name="client 1")
-    mcp_pid = int(first.wait_for(r"weather_server: ready \(pid \d+\)", timeout=30).rsplit(" ", 1)[1][:-1])
+    mcp_pid = int(first.wait_for(r"weather_server: ready \(pid \d+\)", timeout=90).rsplit(" ", 1)[1][:-1])
     until("the points request", lambda: location_hits(nws, lat, lon)[0] >= 1)
     os.kill(mcp_pid, signal.SIGKILL)
     first.stop()
 
     second = procs.start("examples.mcp_tools.client", "--lat", str(lat), "--lon", str(lon), name="client 2")
-    second.wait_for(r"^Tonight:$", timeout=30)
+    second.wait_for(r"^Tonight:$", timeout=90)
     assert second.wait(30) == 0
     assert location_hits(nws, lat, lon) == (1, 1)
 
@@ -269,7 +269,7 @@ async def test_errors_and_invalid_arguments_are_tool_errors(server: EmbeddedServ
     start_worker(procs, nws)
 
     async with client_for(server) as client:
-        failed = await asyncio.wait_for(call(client, 0, 0), 30)
+        failed = await asyncio.wait_for(call(client, 0, 0), 90)
         assert failed.is_error
         assert "resonate rpc failed" in text_of(failed)
         assert "404" in text_of(failed)
@@ -290,7 +290,7 @@ async def test_errors_and_invalid_arguments_are_tool_errors(server: EmbeddedServ
         assert unknown.is_error
 
         # The session still works after the errors.
-        fine = await asyncio.wait_for(call(client, 10, 20), 30)
+        fine = await asyncio.wait_for(call(client, 10, 20), 90)
         assert not fine.is_error, text_of(fine)
         check_forecast_text(text_of(fine))
 

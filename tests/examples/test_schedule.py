@@ -33,7 +33,7 @@ TICK_MS = 3000
 
 def create(procs: Processes, *args: str) -> tuple[int, list[str]]:
     process = procs.start(CREATE, *args, name="create")
-    process.wait_for("Schedule|error", timeout=30)
+    process.wait_for("Schedule|error", timeout=90)
     return process.wait(30), list(process.output)
 
 
