@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test test-stress lint typecheck unit bench bench-sdk bench-security docs docs-serve clean
+.PHONY: install run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,7 @@ STRESS_TESTS ?= tests/examples tests/integration tests/sdk tests/compat tests/cl
 
 test: $(STAMP) lint typecheck docs
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
+	$(MAKE) test-postgres
 
 # The slow real-process tiers, STRESS_REPEAT rounds, under CPU and fsync load (tests/stress.py).
 test-stress: $(STAMP)
@@ -47,6 +48,13 @@ docs: $(STAMP)
 
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# The store-independent tiers once more on PostgreSQL (TROTH_TEST_POSTGRES, default the machine's server
+# on 127.0.0.1:5432): each test process gets databases of its own. Skipped with the reason when
+# PostgreSQL is unreachable; a failure instead with TROTH_REQUIRE_SERVICES=1 (CI).
+PG_TIERS := tests/unit tests/model tests/sdk tests/integration
+test-postgres: $(STAMP)
+	TROTH_TEST_STORE=postgres $(BIN)/pytest -q -n $(TEST_WORKERS) $(PG_TIERS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import ServerProcess, now_ms
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -136,7 +137,7 @@ def test_heartbeat_extends_the_lease() -> None:
 
 
 def test_retry_timeout_resends_pending_execute() -> None:
-    with ServerProcess(":memory:", args=["--retry-timeout", "400"]) as server:
+    with ServerProcess(server_store(), args=["--retry-timeout", "400"]) as server:
         worker = server.sse("rg", "w1")
         created = time.monotonic()
         server.create("retry-1", tags={"resonate:target": "poll://any@rg"})

@@ -106,7 +106,9 @@ class CountingTx:
 
     async def put_task(self, t: TaskRow) -> None:
         before = self._task_states.get(t.id)
-        if before is None:  # never read in this unit: ask (only new tasks take this path)
+        if before is None and t.rev == 0:  # a new task (inserted; a row already there is a conflict)
+            before = _UNKNOWN
+        elif before is None:  # never read in this unit: ask
             row = await self._tx.get_task(t.id)
             before = _UNKNOWN if row is None else row.state
         await self._tx.put_task(t)

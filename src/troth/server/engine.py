@@ -180,8 +180,13 @@ class Engine:
         try:
             status, data = await self.execute(parsed)
         except StoreUnavailable as exc:
-            log.error("%s %s failed, nothing written: %s", parsed.kind, parsed.corr_id, exc)
-            status, data = 503, f"Store unavailable (disk full or not writable?): {exc}; nothing was written"
+            written = (
+                "it may have been applied in full (never in part)"
+                if exc.maybe_applied
+                else "nothing was written"
+            )
+            log.error("%s %s failed, %s: %s", parsed.kind, parsed.corr_id, written, exc)
+            status, data = 503, f"Store unavailable, retry later: {exc}; {written}"
         except StoreError as exc:
             log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
             status, data = 500, f"Internal error: {exc}"
@@ -331,6 +336,7 @@ class Engine:
         self.metrics.set_counts(self.counts.as_dict())
         self.metrics.waiting.set(self.delivery.waiting_count)
         self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
+        self.metrics.set_store_stats(self.store.stats())
         body = self.metrics.render()
         self._scraped = (now, body)
         return body
