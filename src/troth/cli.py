@@ -250,7 +250,7 @@ class _Group(click.Group):
     "--server",
     default=server_option_default,
     show_default="TROTH_URL, then RESONATE_URL, else http://127.0.0.1:8001",
-    help="Server URL for the client commands.",
+    help="Server URL for the client commands (replicas: several, comma-separated, tried in turn).",
 )
 @click.option(
     "-T", "--token", default=None, envvar="TROTH_TOKEN", help="Bearer token for the client commands."

@@ -91,7 +91,7 @@ def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled() -> None:
 
 
 def test_lease_expiry_resends_execute_with_same_version() -> None:
-    with ServerProcess(":memory:", args=NO_RETRY) as server:
+    with ServerProcess(server_store(), args=NO_RETRY) as server:
         _lease_expiry_resends_execute_with_same_version(server)
 
 
@@ -118,7 +118,7 @@ def _lease_expiry_resends_execute_with_same_version(server: ServerProcess) -> No
 
 def test_heartbeat_extends_the_lease() -> None:
     ttl = 4_000
-    with ServerProcess(":memory:", args=NO_RETRY) as server:
+    with ServerProcess(server_store(), args=NO_RETRY) as server:
         worker = server.sse("hg", "w1")
         server.create("hb-1", tags={"resonate:target": "poll://any@hg"})
         worker.get()

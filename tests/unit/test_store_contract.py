@@ -20,6 +20,7 @@ from stores import unit_store
 from troth.protocol.records import EMPTY_VALUE, Promise
 from troth.server.engine import Engine, EngineConfig
 from troth.server.store.base import Conflict, Store, TaskRow, Tx
+from troth.server.store.postgres import PostgresStore
 
 VERSION = "2026-04-01"
 FAR = 10**13
@@ -145,7 +146,10 @@ async def _without_retry(store: Store, work: Any) -> Any:
 
 @pytest_asyncio.fixture
 async def engine() -> AsyncIterator[Engine]:
-    e = Engine(unit_store("race"), EngineConfig())
+    store = unit_store("race")
+    if isinstance(store, PostgresStore):
+        store.max_batch = 1  # one transaction per request, so requests really race
+    e = Engine(store, EngineConfig())
     await e.start()
     try:
         yield e
@@ -191,3 +195,60 @@ async def test_racing_acquires_of_one_task_have_exactly_one_winner(engine: Engin
     winner = next(d for s, d in answers if s == 200)
     _, got = await _send(engine, "task.get", {"id": "t"})
     assert got["task"]["pid"] == winner["task"]["pid"] and got["task"]["version"] == 1
+
+
+@pytest_asyncio.fixture
+async def other(engine: Engine) -> AsyncIterator[Engine]:
+    """A second engine on the same database (a second replica), on PostgreSQL; the same engine on SQLite."""
+    if not isinstance(engine.store, PostgresStore):
+        yield engine
+        return
+    e = Engine(PostgresStore(engine.store.url, pool_size=8, max_batch=1), EngineConfig())
+    await e.start()
+    try:
+        yield e
+    finally:
+        await e.stop()
+
+
+async def test_a_suspend_racing_the_settle_it_waits_for_never_strands_the_task(
+    engine: Engine, other: Engine
+) -> None:
+    """The write skew snapshot isolation would allow: a suspend that saw its awaited promise pending and
+    a settle that saw no callback yet must not both commit, or the task is suspended for ever."""
+    target = {"resonate:target": "poll://any@g"}
+    pairs = 16
+    for n in range(pairs):
+        for id, tags in ((f"a{n}", {}), (f"t{n}", target)):
+            status, _ = await _send(
+                engine, "promise.create", {"id": id, "timeoutAt": FAR, "param": {}, "tags": tags}
+            )
+            assert status == 200
+        status, _ = await _send(
+            engine, "task.acquire", {"id": f"t{n}", "version": 0, "pid": "w", "ttl": 60_000}
+        )
+        assert status == 200
+
+    def suspend(n: int) -> dict[str, Any]:
+        action = {
+            "kind": "promise.register_callback",
+            "head": {},
+            "data": {"awaited": f"a{n}", "awaiter": f"t{n}"},
+        }
+        return {"id": f"t{n}", "version": 1, "actions": [action]}
+
+    def settle(n: int) -> dict[str, Any]:
+        return {"id": f"a{n}", "state": "resolved", "value": {}}
+
+    races = []
+    for n in range(pairs):
+        races.append(_send(engine, "task.suspend", suspend(n)))
+        races.append(_send(other, "promise.settle", settle(n)))
+    answers = await asyncio.gather(*races)
+    for n in range(pairs):
+        (suspended, _), (settled, _) = answers[2 * n], answers[2 * n + 1]
+        assert settled == 200 and suspended in (200, 300)
+        _, got = await _send(engine, "task.get", {"id": f"t{n}"})
+        state = got["task"]["state"]
+        # suspended first: the settle resumed it (pending); settled first: the suspend answered 300
+        assert (suspended, state) in ((200, "pending"), (300, "acquired")), (n, suspended, state)

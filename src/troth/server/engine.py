@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import msgspec
 
@@ -31,6 +31,22 @@ from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreEr
 from troth.server.timers import Timers
 
 log = logging.getLogger("troth.engine")
+
+
+class Replicas(Protocol):
+    """The other server replicas on a shared database (``troth.server.cluster``), as the engine uses them."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def held_elsewhere(self, group: str, pid: str) -> bool:
+        """Whether a live replica other than this one holds a stream of ``pid`` in ``group``."""
+        ...
+
+    def stats(self) -> dict[str, float]: ...
+    def counts_view(self, mine: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """Promises and tasks by state for ``/metrics``: the whole database's, not this process's view."""
+        ...
+
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -109,6 +125,8 @@ class Engine:
         self._sent_unblocks: list[OutboxUnblock] = []
         self._cleanup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.cluster: Replicas | None = None
+        """Set (before ``start``) when several replicas share the store; see ``troth.server.cluster``."""
 
     # -------------------------------------------------------------------------------------- lifecycle
 
@@ -129,6 +147,12 @@ class Engine:
         await self.store.open()
         self.counts.load(await self.store.run(lambda tx: tx.counts()))  # the one full count
         now = self.clock.now()
+        if self.cluster is not None:
+            # The outbox and the pending tasks are shared: the replicas' sweeps and stream hand-overs
+            # deliver what is left in it; nothing is taken into this process's memory.
+            await self.cluster.start()
+            self.timers.arm(now)
+            return
         pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
         self.delivery.remember(pending)
         self.timers.arm(now)
@@ -141,6 +165,8 @@ class Engine:
             await asyncio.gather(task, return_exceptions=True)
         if self._cleanup is not None:
             await asyncio.gather(self._cleanup, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.store.close()
 
     async def ready(self) -> bool:
@@ -254,7 +280,16 @@ class Engine:
             self._deliver(reply.messages)
 
     def _deliver(self, messages: list[Outgoing]) -> None:
-        self.delivery.send(messages)
+        forwarded = self.delivery.send(messages)
+        if forwarded:  # another replica deletes their outbox rows once it has pushed them
+            kept = {id(m) for m in forwarded}
+            messages = [m for m in messages if id(m) not in kept]
+        self.delivered(messages)
+
+    def delivered(self, messages: list[Outgoing]) -> None:
+        """Delete the outbox rows of messages that were pushed (batched, after the fact)."""
+        if not messages:
+            return
         for m in messages:
             if m.promise is None:
                 self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address, m.token))
@@ -318,6 +353,8 @@ class Engine:
         """End the leases of a pid whose last stream in ``group`` closed: only those on the group's tasks
         and, with authentication, only those on tasks the stream's principal owns (a stream opened under
         another token cannot end them)."""
+        if self.cluster is not None and await self.cluster.held_elsewhere(group, pid):
+            return  # the pid still has a stream of this group on another replica: its leases stay
         now = self.clock.now()
         owned = principal.owns if principal is not None else None
         try:
@@ -336,7 +373,11 @@ class Engine:
         self.metrics.set_counts(self.counts.as_dict())
         self.metrics.waiting.set(self.delivery.waiting_count)
         self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
-        self.metrics.set_store_stats(self.store.stats())
+        stats = self.store.stats()
+        if self.cluster is not None:
+            stats.update(self.cluster.stats())
+            self.metrics.set_counts(self.cluster.counts_view(self.counts.as_dict()))
+        self.metrics.set_store_stats(stats)
         body = self.metrics.render()
         self._scraped = (now, body)
         return body

@@ -29,7 +29,7 @@ from troth.server.auth import Auth, AuthConfigError, JwtVerifier, StaticTokens
 from troth.server.browser import BrowserPolicy, is_loopback
 from troth.server.engine import Engine, EngineConfig
 from troth.server.http import App, quiet_cut_off
-from troth.server.store import open_store, redact
+from troth.server.store import is_postgres_url, open_store, redact
 from troth.server.store.base import StoreError
 
 log = logging.getLogger("troth")
@@ -196,12 +196,19 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         push_allow=tuple(e for entry in options.push_allow for e in entry.split(",") if e.strip()),
     )
     try:
-        engine = Engine(open_store(options.store, pool_size=options.pool_size), config, auth=auth)
+        store = open_store(options.store, pool_size=options.pool_size)
+        engine = Engine(store, config, auth=auth)
     except ValueError as exc:  # a --push-allow entry it cannot read
         api_sock.close()
         if metrics_sock is not None:
             metrics_sock.close()
         raise StartupError(str(exc)) from None
+    if is_postgres_url(options.store):  # replicas may share the database: join them
+        from troth.server.cluster import Cluster
+        from troth.server.store.postgres import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        engine.cluster = Cluster(engine, store)
     try:
         await engine.start()
     except StoreError as exc:

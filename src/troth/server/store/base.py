@@ -13,7 +13,9 @@ What a unit of work may assume (every store, whether or not it has a single writ
 * **Guarded writes.** A write that depends on what the unit read says so in its ``WHERE`` clause: a
   promise is settled only ``AND state = 'pending'``; a task row carries a revision (``TaskRow.rev``,
   bumped by every change, heartbeats included) and is updated only at the revision it was read at; a
-  schedule advances only from the tick it fired. When a guard finds the row changed, the write raises
+  schedule advances only from the tick it fired; attaching a callback or a listener to a pending promise
+  writes that promise's row too, so a concurrent settle conflicts with it rather than missing it (the
+  write skew snapshot isolation would allow). When a guard finds the row changed, the write raises
   ``Conflict``. The only upserts left are monotone (a callback turning ready, a listener or an outbox row
   whose task row is guarded in the same unit), so no concurrent change can be overwritten.
 * **Transparent retry.** On ``Conflict``, a serialization failure or a deadlock (SQLSTATE 40001 and

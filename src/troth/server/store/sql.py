@@ -127,6 +127,10 @@ def _successor(prefix: str) -> str | None:
 class SqlTx(ABC):
     """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders."""
 
+    _claim: str = ""
+    """Appended to the due-timer queries: PostgreSQL claims the rows (``FOR UPDATE SKIP LOCKED``), so
+    replicas running a background pass at once split the due rows instead of fighting over them."""
+
     @abstractmethod
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         """The first row of a query, or ``None``."""
@@ -204,7 +208,7 @@ class SqlTx(ABC):
     async def due_promises(self, now: int, limit: int) -> list[Promise]:
         rows = await self._all(
             f"SELECT {_P_COLS} FROM promises WHERE state = 'pending' AND timeout_at <= ? "
-            "ORDER BY timeout_at, id LIMIT ?",
+            f"ORDER BY timeout_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_promise(r) for r in rows]
@@ -246,7 +250,7 @@ class SqlTx(ABC):
     async def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
         rows = await self._all(
             f"SELECT {_T_COLS} FROM tasks WHERE timeout_at IS NOT NULL AND timeout_at <= ? "
-            "ORDER BY timeout_at, id LIMIT ?",
+            f"ORDER BY timeout_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_task(r) for r in rows]
@@ -274,11 +278,22 @@ class SqlTx(ABC):
                 (awaited, awaiter),
             )
         else:
+            await self._touch_pending(awaited)
             await self._exec(
                 "INSERT INTO callbacks (awaited_id, awaiter_id, ready) VALUES (?, ?, 0) "
                 "ON CONFLICT (awaited_id, awaiter_id) DO NOTHING",
                 (awaited, awaiter),
             )
+
+    async def _touch_pending(self, id: str) -> None:
+        """Write the pending promise a callback or listener is being attached to (an update that changes
+        nothing), so a concurrent settle conflicts with this unit instead of missing what it attaches —
+        snapshot isolation would otherwise let both commit (write skew) and the awaiter never resume."""
+        if (
+            await self._exec("UPDATE promises SET state = state WHERE id = ? AND state = 'pending'", (id,))
+            != 1
+        ):
+            raise Conflict(f"promise {id} is no longer pending")
 
     async def ready_callbacks(self, awaited: str) -> list[str]:
         rows = await self._all(
@@ -295,6 +310,7 @@ class SqlTx(ABC):
     # ----------------------------------------------------------------------------------------- listeners
 
     async def add_listener(self, promise_id: str, address: str) -> None:
+        await self._touch_pending(promise_id)
         await self._exec(
             "INSERT INTO listeners (promise_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (promise_id, address),
@@ -387,7 +403,7 @@ class SqlTx(ABC):
     async def due_schedules(self, now: int, limit: int) -> list[Schedule]:
         rows = await self._all(
             f"SELECT {_S_COLS} FROM schedules WHERE timer_at IS NOT NULL AND timer_at <= ? "
-            "ORDER BY timer_at, id LIMIT ?",
+            f"ORDER BY timer_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_schedule(r) for r in rows]
