@@ -142,12 +142,12 @@ def test_every_due_timer_is_processed_by_exactly_one_replica(db: str) -> None:
     with Replicas(3, db) as replicas:
         listener = replicas[0].sse("timers", "l1")
         _replicas_see_each_other(replicas, "timers", "l1")
-        due = now_ms() + 3000
+        due = now_ms() + 15_000  # far enough ahead that a loaded machine registers every listener first
         count = 60
         for n in range(count):
             server = replicas[n % 3]
             server.create(f"t{n}", timeout_at=due)
-            server.listen(f"t{n}", "poll://uni@timers/l1")
+            assert server.listen(f"t{n}", "poll://uni@timers/l1")["state"] == "pending"
         seen: dict[str, int] = {}
         while len(seen) < count:
             msg = listener.get(60)
@@ -165,8 +165,8 @@ def test_timers_and_schedules_of_a_killed_replica_fire_on_a_survivor(db: str) ->
         a, b = replicas[0], replicas[1]
         stream = b.sse("g", "w1")
         _replicas_see_each_other(replicas, "g", "w1")
-        a.create("sleeper", timeout_at=now_ms() + 2500)
-        a.listen("sleeper", "poll://uni@g/w1")
+        a.create("sleeper", timeout_at=now_ms() + 10_000)
+        assert a.listen("sleeper", "poll://uni@g/w1")["state"] == "pending"
         status, _ = a.post(
             "schedule.create",
             {
