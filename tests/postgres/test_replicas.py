@@ -139,15 +139,27 @@ def test_leases_end_only_when_the_pid_has_no_stream_on_any_replica(pair: Replica
 
 
 def test_every_due_timer_is_processed_by_exactly_one_replica(db: str) -> None:
-    with Replicas(3, db) as replicas:
+    with Replicas(3, db, ["--debug"]) as replicas:
         listener = replicas[0].sse("timers", "l1")
         _replicas_see_each_other(replicas, "timers", "l1")
-        due = now_ms() + 15_000  # far enough ahead that a loaded machine registers every listener first
+        # Every replica's timers are held while the promises and their listeners are set up (requests
+        # stamped with the time the hold began), so no deadline can pass before its listener is there,
+        # however slow the machine; then all three fire together on the same due rows.
+        for server in replicas.servers:
+            assert server.post("debug.start", {})[0] == 200
+        at = now_ms()
+        head = {"resonate:debug_time": at}
         count = 60
         for n in range(count):
             server = replicas[n % 3]
-            server.create(f"t{n}", timeout_at=due)
-            assert server.listen(f"t{n}", "poll://uni@timers/l1")["state"] == "pending"
+            data = {"id": f"t{n}", "timeoutAt": at + 500, "param": {}, "tags": {}}
+            status, body = server.post("promise.create", data, head)
+            assert status == 200 and body["data"]["promise"]["state"] == "pending", body
+            data = {"awaited": f"t{n}", "address": "poll://uni@timers/l1"}
+            status, body = server.post("promise.register_listener", data, head)
+            assert status == 200 and body["data"]["promise"]["state"] == "pending", body
+        for server in replicas.servers:
+            assert server.post("debug.stop", {})[0] == 200
         seen: dict[str, int] = {}
         while len(seen) < count:
             msg = listener.get(60)
