@@ -56,7 +56,7 @@ def create_and_listen(
     ids=["plain", "timer"],
 )
 def test_targetless_promise_times_out_in_background(tags: dict[str, str], expected: str) -> None:
-    with ServerProcess(":memory:", args=["--debug"]) as server:
+    with ServerProcess(server_store(), args=["--debug"]) as server:
         listener = server.sse("tg", "l1")
         with timers_held(server) as at:
             timeout_at = at + 300
@@ -76,7 +76,7 @@ def test_targetless_promise_times_out_in_background(tags: dict[str, str], expect
 
 
 def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled() -> None:
-    with ServerProcess(":memory:", args=["--debug"]) as server:
+    with ServerProcess(server_store(), args=["--debug"]) as server:
         worker = server.sse("tg", "w1")
         # troth never dispatches a timer's own task: the first message is the unblock at the deadline.
         with timers_held(server) as at:
