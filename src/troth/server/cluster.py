@@ -130,6 +130,7 @@ class Cluster:
         self._reloading = False
         self._loop: asyncio.Task[None] | None = None
         self._counts: dict[str, dict[str, int]] | None = None
+        self._mine_at_count: dict[str, dict[str, int]] | None = None
         self._stopping = False
         self.counts: dict[str, int] = {
             "notifications_sent": 0,
@@ -172,9 +173,19 @@ class Cluster:
             self._listener = None
 
     def counts_view(self, mine: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-        """The database's promises and tasks by state (every replica changes them), read every
-        ``COUNTS_MS``; this process's own view until the first read."""
-        return self._counts if self._counts is not None else mine
+        """Promises and tasks by state across the cluster: the database's counts read every ``COUNTS_MS``
+        plus this replica's own changes since that read (other replicas' changes show at the next read;
+        a unit committing during the read may be off by one until then)."""
+        if self._counts is None or self._mine_at_count is None:
+            return mine
+        base, before = self._counts, self._mine_at_count
+        return {
+            kind: {
+                state: base.get(kind, {}).get(state, 0) + n - before.get(kind, {}).get(state, 0)
+                for state, n in mine.get(kind, {}).items()
+            }
+            for kind in mine
+        }
 
     def stats(self) -> dict[str, float]:
         return {f"cluster_{k}": float(v) for k, v in self.counts.items()} | {
@@ -411,7 +422,8 @@ class Cluster:
                     last_beat = now
                 if now - last_count >= COUNTS_MS:
                     last_count = now
-                    self._counts = await self.store.run(lambda tx: tx.counts())
+                    counts = await self.store.run(lambda tx: tx.counts())
+                    self._counts, self._mine_at_count = counts, self.engine.counts.as_dict()
                 groups, keys = self.engine.delivery.local_streams()
                 if groups:
                     self.counts["claimed_sweep"] += await self._claim(groups, keys, now - ORPHAN_MS)
