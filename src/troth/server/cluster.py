@@ -9,9 +9,10 @@ Replicas share nothing but the database. What one replica does for the others:
   every announcement and every second), so routing a message costs no query.
 * **Forwarding.** A message for a stream held by another replica is sent there as a ``NOTIFY`` on that
   replica's channel (``troth_r_<id>``: the message itself, under 7,000 bytes, else its key). The holder
-  pushes it to its stream and deletes the outbox row — written in the same transaction as the change
-  that made the message, so the notification is only a wake-up: if it is lost, the row is still there.
-* **Sweep.** Every 250 ms a replica claims outbox rows older than 500 ms that match its streams
+  claims the outbox row (deletes it) and pushes the message only if it got the row — the row was written
+  in the same transaction as the change that made the message, so the notification is only a wake-up:
+  if it is lost, the row is still there, and a sweep that claimed it first is never doubled.
+* **Sweep.** Every 250 ms a replica claims outbox rows older than 2 s that match its streams
   (``DELETE … FOR UPDATE SKIP LOCKED``, so two replicas never take the same row): messages whose
   notification was lost, whose creator died before handing them on, and executes that found no stream
   anywhere (a stream that opens takes those at once). The sweep also arms the timers at the store's next
@@ -45,6 +46,7 @@ import msgspec
 from troth.protocol.address import Address
 from troth.protocol.records import Promise
 from troth.server.core import Outgoing
+from troth.server.engine import outbox_key
 from troth.server.store.base import Tx
 from troth.server.store.postgres import PostgresStore
 
@@ -60,7 +62,7 @@ ALIVE_MS: Final = 3000
 FORGET_MS: Final = 30_000
 COUNTS_MS: Final = 10_000
 """How often the promise and task counts of ``/metrics`` are read from the database (a full count)."""
-ORPHAN_MS: Final = 500
+ORPHAN_MS: Final = 2000
 """Outbox rows older than this are taken by any replica holding a matching stream."""
 HANDOVER_MS: Final = 100
 """A stream that opens takes the rows for it older than this (younger ones are still being delivered)."""
@@ -244,10 +246,26 @@ class Cluster:
             self._deliver([Outgoing(address, promise=p)])
 
     def _deliver(self, messages: list[Outgoing]) -> None:
-        """Push forwarded messages here; the outbox rows of those pushed are deleted (a row whose stream
-        left meanwhile stays for the sweep of whichever replica holds one now)."""
-        delivery = self.engine.delivery
-        self.engine.delivered([m for m in messages if delivery.deliver_here(m)])
+        for m in messages:
+            self._spawn(self._take(m))
+
+    async def _take(self, m: Outgoing) -> None:
+        """A forwarded message: claim its outbox row (delete it) and push it only if this replica got the
+        row — so a sweep that claimed it first, here or elsewhere, is never doubled (at most once)."""
+        if m.promise is None:
+            sql = "DELETE FROM outbox_execute WHERE id = $1 AND token = $2"
+            args: tuple[Any, ...] = (m.task_id, m.token)
+        else:
+            sql = "DELETE FROM outbox_unblock WHERE promise_id = $1 AND address = $2"
+            args = (m.promise.id, m.address)
+        try:
+            async with self._conn() as conn:
+                taken = await conn.execute(sql, *args)
+        except Exception as exc:  # the row stays: the sweep of the replica holding the stream takes it
+            log.warning("could not take a forwarded message: %s", _short(exc))
+            return
+        if taken.endswith(" 1") and not self.engine.delivery.deliver_here(m):
+            log.debug("took %s for %s but its stream left", m.task_id or "an unblock", m.address)
 
     # ------------------------------------------------------------------------------- routing (Remote)
 
@@ -474,7 +492,10 @@ class Cluster:
 
             messages.extend(await self.store.run(load))
         delivery = self.engine.delivery
+        unclean = self.engine.unclean
         for m in messages:
+            if outbox_key(m) in unclean:
+                continue  # pushed here already; its delete had not committed yet
             if not delivery.deliver_here(m):
                 log.debug("claimed %s for %s but its stream left", m.task_id or "unblock", m.address)
         return len(messages)

@@ -78,6 +78,13 @@ def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
     )
 
 
+def outbox_key(m: Outgoing) -> tuple[str, str, str | int]:
+    """The outbox row a message came from: an execute's (task id, token), an unblock's (promise, address)."""
+    if m.promise is None:
+        return ("e", m.task_id, m.token)
+    return ("u", m.promise.id, m.address)
+
+
 def _deleter(executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> Callable[[Tx], Awaitable[None]]:
     async def work(tx: Tx) -> None:
         await tx.delete_outbox(executes, unblocks)
@@ -126,6 +133,7 @@ class Engine:
         self._cleanup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.cluster: Replicas | None = None
+        self.unclean: set[tuple[str, str, str | int]] = set()
         """Set (before ``start``) when several replicas share the store; see ``troth.server.cluster``."""
 
     # -------------------------------------------------------------------------------------- lifecycle
@@ -288,10 +296,12 @@ class Engine:
         self.delivered(messages)
 
     def delivered(self, messages: list[Outgoing]) -> None:
-        """Delete the outbox rows of messages that were pushed (batched, after the fact)."""
+        """Delete the outbox rows of messages that were pushed (batched, after the fact). Until their
+        delete commits, their keys are in ``unclean``, so a replica's sweep never pushes them again."""
         if not messages:
             return
         for m in messages:
+            self.unclean.add(outbox_key(m))
             if m.promise is None:
                 self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address, m.token))
             else:
@@ -308,6 +318,11 @@ class Engine:
             except StoreError as exc:
                 log.warning("could not clean the outbox: %s", exc)
                 return
+            finally:
+                for e in executes:
+                    self.unclean.discard(("e", e.id, e.token))
+                for u in unblocks:
+                    self.unclean.discard(("u", u.promise_id, u.address))
 
     async def _flush_outbox(self) -> None:
         """Send whatever the outbox holds (after a restart or a debug pause)."""
