@@ -11,13 +11,17 @@ Starts a real ``troth serve`` process on a fresh SQLite file (WAL, ``synchronous
    address; reports the time from ``timeoutAt`` to the ``unblock`` frame arriving (p50/p99), which is the
    server's lateness plus delivery.
 
-Run: ``make bench`` (or ``python -m benchmarks.server --pairs 20000 --clients 16``).
+Run: ``make bench`` (or ``python -m benchmarks.server --pairs 20000 --clients 16``); ``--store postgres``
+runs the same on a scratch PostgreSQL database (``--pg-url``, the administrative connection; dropped
+afterwards) with ``--pool-size`` connections.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import json
 import os
 import random
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -203,9 +208,8 @@ async def timer_lateness(port: int, count: int) -> dict[str, float]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = os.path.join(tmp, "bench.db") if args.store == "file" else ":memory:"
-        proc, port = start_server(store)
+    with tempfile.TemporaryDirectory() as tmp, scratch_store(args, tmp) as store:
+        proc, port = start_server(store, "--pool-size", str(args.pool_size))
         try:
             tp = await throughput(port, args.pairs, args.clients)
             print(
@@ -227,6 +231,34 @@ async def main_async(args: argparse.Namespace) -> None:
             proc.wait(10)
 
 
+@contextlib.contextmanager
+def scratch_store(args: argparse.Namespace, tmp: str) -> Iterator[str]:
+    """The ``--store`` value: a SQLite file, memory, or a scratch PostgreSQL database dropped afterwards."""
+    if args.store != "postgres":
+        yield os.path.join(tmp, "bench.db") if args.store == "file" else ":memory:"
+        return
+    name = f"troth_bench_{os.getpid()}"
+
+    async def admin(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(args.pg_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def run(sql: str) -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, admin(sql)).result()
+
+    run(f"CREATE DATABASE {name}")
+    try:
+        yield args.pg_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -235,7 +267,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--dispatches", type=int, default=500)
     parser.add_argument("--timers", type=int, default=300)
-    parser.add_argument("--store", choices=["file", "memory"], default="file")
+    parser.add_argument("--store", choices=["file", "memory", "postgres"], default="file")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pool-size", type=int, default=10)
     asyncio.run(main_async(parser.parse_args()))
 
 

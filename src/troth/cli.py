@@ -18,7 +18,10 @@ from troth import __version__
 from troth.client_cli import CLIENT_ALIASES, CLIENT_COMMANDS, server_option_default
 from troth.token_cli import token
 
-_STORE_HELP = "SQLite file, :memory:, or a postgresql:// URL"
+_STORE_HELP = (
+    "SQLite file, :memory:, or a PostgreSQL URL (postgresql://user:password@host:5432/db; several "
+    "replicas may share one database)."
+)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +43,14 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--store", default=default_store, show_default=True, envvar="TROTH_STORE", help=_STORE_HELP
+            ),
+            click.option(
+                "--pool-size",
+                default=10,
+                show_default=True,
+                type=click.IntRange(1, 1000),
+                envvar="TROTH_POOL_SIZE",
+                help="PostgreSQL connections in the pool (ignored for SQLite).",
             ),
             click.option(
                 "--metrics-port",
@@ -239,7 +250,7 @@ class _Group(click.Group):
     "--server",
     default=server_option_default,
     show_default="TROTH_URL, then RESONATE_URL, else http://127.0.0.1:8001",
-    help="Server URL for the client commands.",
+    help="Server URL for the client commands (replicas: several, comma-separated, tried in turn).",
 )
 @click.option(
     "-T", "--token", default=None, envvar="TROTH_TOKEN", help="Bearer token for the client commands."

@@ -150,12 +150,15 @@ def _arg_value(text: str) -> Any:
 
 
 class Client:
-    """One server: posts envelopes, returns the response ``data`` of a 2xx answer, raises otherwise."""
+    """The server — or several replicas, ``http://a:8001,http://b:8001`` — posts envelopes, returns the
+    response ``data`` of a 2xx answer, raises otherwise. A replica that cannot be reached (or answers
+    ``503``) is skipped for the next one; every protocol request is safe to send again."""
 
     def __init__(
         self, url: str, token: str | None, ca: str | None = None, client_cert: str | None = None
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url.rstrip("/")]
+        self.url = self.urls[0]
         self.token = token or None
         self.ca = ca or None
         self.client_cert = client_cert or None
@@ -175,25 +178,43 @@ class Client:
         return self._tls
 
     def call(self, kind: str, data: Mapping[str, Any]) -> Any:
-        if not re.match(r"https?://[^/]", self.url):
-            raise ClientError(f"the server URL must start with http:// or https://, not {self.url!r}")
+        for url in self.urls:
+            if not re.match(r"https?://[^/]", url):
+                raise ClientError(f"the server URL must start with http:// or https://, not {url!r}")
         head: dict[str, Any] = {"corrId": f"cli-{uuid.uuid4().hex[:12]}", "version": PROTOCOL_VERSION}
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             head["auth"] = self.token
             headers["Authorization"] = f"Bearer {self.token}"
         body = json.dumps({"kind": kind, "head": head, "data": dict(data)}).encode()
-        request = urllib.request.Request(f"{self.url}/", data=body, headers=headers, method="POST")
+        failure: ClientError | None = None
+        for n, url in enumerate(self.urls):
+            self.url = url
+            try:
+                status, raw = self._post(url, body, headers)
+            except ClientError as exc:
+                failure = exc
+                continue
+            if status == 503 and n + 1 < len(self.urls):
+                continue
+            return self._answer(kind, status, raw)
+        assert failure is not None
+        raise failure
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{url}/", data=body, headers=headers, method="POST")
         context = self._context()
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as response:
-                status, raw = response.status, response.read()
+                return response.status, response.read()
         except urllib.error.HTTPError as exc:  # every non-2xx answer, 300 included
-            status, raw = exc.code, exc.read()
+            return exc.code, exc.read()
         except urllib.error.URLError as exc:
-            raise ClientError(f"cannot reach the server at {self.url}: {_reason(exc.reason)}") from None
+            raise ClientError(f"cannot reach the server at {url}: {_reason(exc.reason)}") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise ClientError(f"cannot reach the server at {self.url}: {_reason(exc)}") from None
+            raise ClientError(f"cannot reach the server at {url}: {_reason(exc)}") from None
+
+    def _answer(self, kind: str, status: int, raw: bytes) -> Any:
         try:
             answer = json.loads(raw) if raw else None
         except ValueError:

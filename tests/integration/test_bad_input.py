@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ServerProcess, envelope, free_port, now_ms, raw_http, server_command
+from stores import require_postgres, server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -64,9 +65,24 @@ def test_store_in_missing_directory() -> None:
     _assert_one_line_error(result, "/nonexistent-dir/x.db")
 
 
-@pytest.mark.parametrize("url", ["postgresql://troth@127.0.0.1:1/troth", "postgres://u:p@localhost/db"])
-def test_postgres_store_url(url: str) -> None:
-    _assert_one_line_error(_serve("--port", "0", "--metrics-port", "0", "--store", url), "postgres")
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://troth@127.0.0.1:1/troth", "cannot connect"),
+        ("postgres://nobody-here:secret@127.0.0.1/db", "login refused"),
+        ("postgresql://postgres@127.0.0.1/no_such_database_here", "does not exist"),
+        ("postgresql://postgres@no-such-host.invalid/db", "unknown host"),
+    ],
+)
+def test_unusable_postgres_store_url(url: str, why: str) -> None:
+    """A PostgreSQL URL that cannot be used is one line, without its password (the reasons that need a
+    running PostgreSQL are skipped without one)."""
+    if why in ("login refused", "does not exist"):
+        require_postgres()
+    result = _serve("--port", "0", "--metrics-port", "0", "--store", url)
+    _assert_one_line_error(result, why)
+    assert "cannot open PostgreSQL store" in result.stderr
+    assert "secret" not in result.stderr
 
 
 def test_store_that_is_not_a_database(tmp_path: Path) -> None:
@@ -82,7 +98,7 @@ def test_store_that_is_a_directory(tmp_path: Path) -> None:
 
 
 def test_port_in_use_does_not_touch_a_running_server() -> None:
-    with ServerProcess(":memory:") as server:
+    with ServerProcess(server_store()) as server:
         server.create("survivor")
         result = _serve("--port", str(server.port), "--metrics-port", str(free_port()), "--store", ":memory:")
         _assert_one_line_error(result, str(server.port))
@@ -155,7 +171,7 @@ def test_garbage_bodies_never_take_the_server_down(server: ServerProcess) -> Non
 
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[ServerProcess]:
-    with ServerProcess(":memory:") as proc:
+    with ServerProcess(server_store()) as proc:
         yield proc
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -73,7 +74,7 @@ class Writer:
 
 def test_sigkill_mid_stream_loses_no_acknowledged_write(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
-    server = ServerProcess(db)
+    server = ServerProcess(server_store(db))
     try:
         server.start()
         _run(server)
@@ -225,7 +226,7 @@ def _run(server: ServerProcess) -> None:
 def test_sigkill_during_idle_then_restart_serves_immediately(tmp_path: Path) -> None:
     """A killed server's file opens again at once (WAL recovery), also when killed twice in a row."""
     db = tmp_path / "idle.db"
-    with ServerProcess(db) as server:
+    with ServerProcess(server_store(db)) as server:
         server.create("keep-1")
         server.settle("keep-1", "resolved", "MQ==")
         for _ in range(2):

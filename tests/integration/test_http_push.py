@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from helpers import ServerProcess
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -52,7 +53,7 @@ class Receiver:
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
     """Receivers live on loopback, which HTTP push refuses unless listed (docs/operations/push.md)."""
-    with ServerProcess(":memory:", args=["--push-allow", "127.0.0.1"]) as proc:
+    with ServerProcess(server_store(), args=["--push-allow", "127.0.0.1"]) as proc:
         yield proc
 
 

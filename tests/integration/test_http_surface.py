@@ -18,6 +18,7 @@ from helpers import (
     raw_http,
     sample,
 )
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -139,7 +140,7 @@ def _check_metrics(text: str) -> None:
 
 def test_metrics_on_api_port_and_metrics_port() -> None:
     metrics_port = free_port()
-    with ServerProcess(":memory:", metrics_port=metrics_port) as server:
+    with ServerProcess(server_store(), metrics_port=metrics_port) as server:
         worker = server.sse("mg", "w1")
         server.create("m-task", tags={"resonate:target": "poll://any@mg"})
         assert worker.get()["data"]["task"]["id"] == "m-task"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -66,7 +67,7 @@ class Hammer:
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     db = tmp_path / "drain.db"
-    with ServerProcess(db) as server:
+    with ServerProcess(server_store(db)) as server:
         worker = server.sse("g", "w1")
         listener = server.sse("other", "l1")
         with Hammer(server.url) as hammer:

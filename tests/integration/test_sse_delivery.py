@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from helpers import DEADLINE, PROTOCOL_VERSION, ServerProcess, barrier, wait_until
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -199,7 +200,7 @@ def test_a_second_stream_of_a_pid_replaces_the_first_and_keeps_the_lease(server:
 
 
 def test_max_connections() -> None:
-    with ServerProcess(":memory:", args=["--max-connections", "2"]) as server:
+    with ServerProcess(server_store(), args=["--max-connections", "2"]) as server:
         server.sse("g", "a")
         b = server.sse("g", "b")
         third = server.sse("g", "c", wait=False)
@@ -254,7 +255,7 @@ def test_killed_worker_process_is_noticed_and_its_task_moves(server: ServerProce
 
 
 def test_url_option_is_announced_in_execute() -> None:
-    with ServerProcess(":memory:", args=["--url", "https://troth.example:8443"]) as server:
+    with ServerProcess(server_store(), args=["--url", "https://troth.example:8443"]) as server:
         worker = server.sse("g", "w1")
         server.create("url-1", tags={"resonate:target": "poll://any@g"})
         assert worker.get()["head"] == {"serverUrl": "https://troth.example:8443"}

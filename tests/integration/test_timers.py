@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import ServerProcess, now_ms
+from stores import server_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -55,7 +56,7 @@ def create_and_listen(
     ids=["plain", "timer"],
 )
 def test_targetless_promise_times_out_in_background(tags: dict[str, str], expected: str) -> None:
-    with ServerProcess(":memory:", args=["--debug"]) as server:
+    with ServerProcess(server_store(), args=["--debug"]) as server:
         listener = server.sse("tg", "l1")
         with timers_held(server) as at:
             timeout_at = at + 300
@@ -75,7 +76,7 @@ def test_targetless_promise_times_out_in_background(tags: dict[str, str], expect
 
 
 def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled() -> None:
-    with ServerProcess(":memory:", args=["--debug"]) as server:
+    with ServerProcess(server_store(), args=["--debug"]) as server:
         worker = server.sse("tg", "w1")
         # troth never dispatches a timer's own task: the first message is the unblock at the deadline.
         with timers_held(server) as at:
@@ -90,7 +91,7 @@ def test_timer_promise_with_target_resolves_and_its_task_is_fulfilled() -> None:
 
 
 def test_lease_expiry_resends_execute_with_same_version() -> None:
-    with ServerProcess(":memory:", args=NO_RETRY) as server:
+    with ServerProcess(server_store(), args=NO_RETRY) as server:
         _lease_expiry_resends_execute_with_same_version(server)
 
 
@@ -117,7 +118,7 @@ def _lease_expiry_resends_execute_with_same_version(server: ServerProcess) -> No
 
 def test_heartbeat_extends_the_lease() -> None:
     ttl = 4_000
-    with ServerProcess(":memory:", args=NO_RETRY) as server:
+    with ServerProcess(server_store(), args=NO_RETRY) as server:
         worker = server.sse("hg", "w1")
         server.create("hb-1", tags={"resonate:target": "poll://any@hg"})
         worker.get()
@@ -136,7 +137,7 @@ def test_heartbeat_extends_the_lease() -> None:
 
 
 def test_retry_timeout_resends_pending_execute() -> None:
-    with ServerProcess(":memory:", args=["--retry-timeout", "400"]) as server:
+    with ServerProcess(server_store(), args=["--retry-timeout", "400"]) as server:
         worker = server.sse("rg", "w1")
         created = time.monotonic()
         server.create("retry-1", tags={"resonate:target": "poll://any@rg"})

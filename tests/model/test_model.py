@@ -1,11 +1,11 @@
 """Model-based test: troth's server core against the reference model of ``reference.py``
 (docs/design/storage.md#model-test).
 
-A hypothesis state machine sends the same random request sequences to the real engine (SQLite in memory,
-driven in-process with a manual clock and the ``resonate:debug_time`` override, background loops and
-delivery paused by ``debug.start``) and to the model, and compares every response (status and data) and,
-after every step, the ``debug.snap`` state (promises, promise timeouts, callbacks, listeners, tasks, task
-timeouts and the undelivered outbox).
+A hypothesis state machine sends the same random request sequences to the real engine (on the test
+store, ``stores``: SQLite in memory or PostgreSQL; driven in-process with a manual clock and the
+``resonate:debug_time`` override, background loops and delivery paused by ``debug.start``) and to the
+model, and compares every response (status and data) and, after every step, the ``debug.snap`` state
+(promises, promise timeouts, callbacks, listeners, tasks, task timeouts and the undelivered outbox).
 
 Generator (after §7.5): small id pools so collisions and idempotent paths are exercised (promises
 ``p0``…``p3``, children ``p0:1``, ``p0.3``…, and ``P9``/``pé`` for byte order; with or without a target,
@@ -33,9 +33,9 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from stores import unit_store
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
-from troth.server.store.sqlite import SqliteStore
 
 from .reference import Model
 
@@ -90,7 +90,7 @@ class Pair:
     def __init__(self, *, notes: bool = False) -> None:
         self.notes = notes  # report each request with hypothesis.note (only inside a hypothesis test)
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine(SqliteStore(":memory:"), EngineConfig(debug=True), clock=ManualClock(START))
+        self.engine = Engine(unit_store("model"), EngineConfig(debug=True), clock=ManualClock(START))
         self.loop.run_until_complete(self.engine.start())
         self.model = Model(retry_timeout=RETRY)
         self.now = START

@@ -1,6 +1,7 @@
 """Fixtures for the SDK behaviour suite (docs/sdk/behaviours.md): every test runs in local mode (the server
-engine in-process) and in remote mode (``Troth(url)`` against one real ``troth serve`` process on a temporary
-SQLite file, started once for the session).
+engine in-process) and in remote mode (``Troth(url)`` against one real ``troth serve`` process on the test
+store — a temporary SQLite file or a PostgreSQL database, see ``stores`` — started once for the session).
+Local mode is the SDK's embedded SQLite engine whatever the test store.
 
 ``env.client(...)`` builds a ``Troth`` whose transport is wrapped in a ``Recording`` (see ``support``), starts
 nothing by itself, and stops every client at the end of the test. Ids and group names are unique per test,
@@ -20,6 +21,7 @@ import pytest_asyncio
 
 from helpers import ServerProcess
 from sdk.support import Recording, WorkerProcess
+from stores import server_store
 from troth import Troth
 from troth.sdk.transport import HttpTransport, LocalTransport
 
@@ -29,7 +31,7 @@ _serial = itertools.count(1)
 @pytest.fixture(scope="session")
 def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     store = tmp_path_factory.mktemp("sdk-server") / "troth.db"
-    with ServerProcess(store) as server:
+    with ServerProcess(server_store(store)) as server:
         yield server
 
 

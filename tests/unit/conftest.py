@@ -1,4 +1,4 @@
-"""Fixtures for the in-process server tests: an ``Engine`` over in-memory SQLite with a ``ManualClock``."""
+"""Fixtures for the in-process server tests: an ``Engine`` on the test store (``stores``), a manual clock."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from engine_harness import START, Harness
+from stores import unit_store
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
-from troth.server.store.sqlite import SqliteStore
 
 
 async def _harness(config: EngineConfig) -> AsyncIterator[Harness]:
     clock = ManualClock(START)
-    engine = Engine(SqliteStore(":memory:"), config, clock=clock)
+    engine = Engine(unit_store(), config, clock=clock)
     await engine.start()
     try:
         yield Harness(engine, clock)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import httpx
 
+from stores import unit_store
 from troth.server.engine import Engine, EngineConfig
 from troth.server.http import App
-from troth.server.store.sqlite import SqliteStore
 
 
 async def test_ready_is_503_once_the_store_is_unusable() -> None:
-    engine = Engine(SqliteStore(":memory:"), EngineConfig())
+    engine = Engine(unit_store(), EngineConfig())
     await engine.start()
     app = App(engine)
     async with httpx.AsyncClient(

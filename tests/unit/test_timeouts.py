@@ -244,12 +244,12 @@ async def test_released_task_is_resent_after_retry_timeout(h: Harness) -> None:
 
 
 async def test_retry_custom_timeout(h: Harness) -> None:
+    from stores import unit_store
     from troth.server.clock import ManualClock
     from troth.server.engine import Engine, EngineConfig
-    from troth.server.store.sqlite import SqliteStore
 
     clock = ManualClock(START)
-    engine = Engine(SqliteStore(":memory:"), EngineConfig(debug=True, retry_timeout=500), clock=clock)
+    engine = Engine(unit_store("second"), EngineConfig(debug=True, retry_timeout=500), clock=clock)
     await engine.start()
     try:
         other = Harness(engine, clock)

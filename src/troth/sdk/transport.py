@@ -158,6 +158,10 @@ def tls_context(ca: str | None, client_cert: str | tuple[str, str] | None) -> ss
 class HttpTransport:
     """A remote server: JSON envelopes by ``POST {url}/``, messages on one SSE stream (reconnecting).
 
+    ``url`` may list several replicas of one server, comma-separated (``http://a:8001,http://b:8001``):
+    a replica that cannot be reached (or answers ``503``) is left for the next one at once, the stream
+    reconnects to the next one, and only a whole round of failures waits (backing off up to 60 s).
+
     aiohttp rather than httpx: on this hot path (every durable step is a request) its client costs a
     quarter of httpx's per request. The token goes in ``head.auth`` and in an ``Authorization: Bearer``
     header on every request, the SSE stream included (it shares the session's headers); certificates are
@@ -174,7 +178,8 @@ class HttpTransport:
         ca: str | None = None,
         client_cert: str | tuple[str, str] | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url.rstrip("/")]
+        self._current = 0
         self.token = token
         self.unreachable_timeout = unreachable_timeout
         self._down_since: float | None = None
@@ -186,6 +191,17 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._sse: asyncio.Task[None] | None = None
         self._stopping = False
+
+    @property
+    def url(self) -> str:
+        """The replica in use."""
+        return self.urls[self._current]
+
+    def _next_url(self, failed: str) -> bool:
+        """Move on from ``failed`` to the next replica; ``True`` when a whole round has failed."""
+        if self.urls[self._current] == failed:
+            self._current = (self._current + 1) % len(self.urls)
+        return self._current == 0 or len(self.urls) == 1
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -248,9 +264,11 @@ class HttpTransport:
         self, group: str, pid: str, on_message: OnMessage, opened: asyncio.Future[None]
     ) -> None:
         backoff = 1.0
-        url = f"{self.url}/poll/{group}/{pid}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=None)
+        tried = 0
         while not self._stopping:
+            base = self.url
+            url = f"{base}/poll/{group}/{pid}"
             try:
                 async with self._client().get(
                     url, headers={"accept": "text/event-stream"}, timeout=timeout
@@ -262,6 +280,7 @@ class HttpTransport:
                         raise ConnectorError(f"SSE connection refused with HTTP {response.status}")
                     backoff = 1.0
                     self._reachable()
+                    tried = 0
                     if not opened.done():
                         opened.set_result(None)
                     data: list[bytes] = []
@@ -285,6 +304,10 @@ class HttpTransport:
                 if isinstance(exc, _Refused | aiohttp.ClientConnectorCertificateError) and not opened.done():
                     opened.set_exception(ConnectorError(f"cannot open the SSE stream at {url}: {exc}"))
                     return
+                tried += 1
+                if not self._next_url(base) and (opened.done() or tried < len(self.urls)):
+                    log.warning("troth: SSE stream at %s lost (%s); trying %s", base, exc, self.url)
+                    continue
                 try:
                     # Until the stream first opens, the bound applies (start() gives up); afterwards a
                     # worker keeps reconnecting, since giving up would leave it silently deaf.
@@ -298,8 +321,9 @@ class HttpTransport:
         body = _encode(env)
         delay = 1.0
         while True:
+            base = self.url
             try:
-                async with self._client().post(self.url + "/", data=body) as response:
+                async with self._client().post(base + "/", data=body) as response:
                     status = response.status
                     content = await response.read()
             except aiohttp.ClientConnectorCertificateError as exc:  # not transient: say so at once
@@ -308,9 +332,23 @@ class HttpTransport:
                 ) from None
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if self._stopping:
-                    raise ConnectorError(f"{kind}: server unreachable at {self.url}: {exc}") from None
+                    raise ConnectorError(f"{kind}: server unreachable at {base}: {exc}") from None
+                if not self._next_url(base):
+                    log.warning("troth: %s: %s unreachable (%s); trying %s", kind, base, exc, self.url)
+                    continue
                 try:
                     delay = await self._unreachable(exc, delay)
+                except ConnectorError as gave_up:
+                    raise ConnectorError(f"{kind}: {gave_up}") from None
+                continue
+            if status == 503 and not self._stopping:
+                # Unavailable for now (its database restarting, or it is shutting down): another
+                # replica at once, or after a whole round the same ones with backoff. Every protocol
+                # request is safe to send again.
+                if not self._next_url(base):
+                    continue
+                try:
+                    delay = await self._unreachable(ConnectorError("answered 503"), delay)
                 except ConnectorError as gave_up:
                     raise ConnectorError(f"{kind}: {gave_up}") from None
                 continue

@@ -9,7 +9,8 @@ Rejected: ``SELECT state, count(*) … GROUP BY state`` on every scrape (a full 
 concurrent scrapes of a 130k-row store made ``promise.get`` 280 times slower); counting in the store layer
 (each dialect would repeat it, and the store would have to know when its caller's transaction committed).
 Limit: the counts are this process's view. With several replicas sharing one database each replica counts
-only the changes it made, on top of what it read at start-up.
+only the changes it made, so ``/metrics`` shows the cluster's counts through ``Cluster.counts_view`` (the
+database's counts, read every 10 s, plus this replica's changes since).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ class CountingTx:
 
     async def put_task(self, t: TaskRow) -> None:
         before = self._task_states.get(t.id)
-        if before is None:  # never read in this unit: ask (only new tasks take this path)
+        if before is None and t.rev == 0:  # a new task (inserted; a row already there is a conflict)
+            before = _UNKNOWN
+        elif before is None:  # never read in this unit: ask
             row = await self._tx.get_task(t.id)
             before = _UNKNOWN if row is None else row.state
         await self._tx.put_task(t)

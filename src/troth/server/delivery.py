@@ -21,6 +21,10 @@ docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
   the wait list is bounded and an entry leaves it as soon as its task is acquired or finished.
 * When the last stream of a pid in a group closes, ``on_pid_gone(group, pid, principal)`` lets the
   server end that pid's leases on the group's tasks at once.
+
+With several replicas (``troth.server.cluster``), ``remote`` is consulted where this process has no
+suitable stream: it forwards the message to the replica that holds one (or keeps an execute in the shared
+outbox for the next stream anywhere), and it is told of every stream this process opens and closes.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import msgspec
@@ -178,6 +182,22 @@ class Connection:
         return out
 
 
+class Remote(Protocol):
+    """The other replicas, as delivery sees them (implemented by ``troth.server.cluster``)."""
+
+    def holds(self, group: str, pid: str) -> bool:
+        """Whether another live replica holds a stream of ``pid`` in ``group``."""
+        ...
+
+    def forward(self, m: Outgoing, address: Address) -> bool:
+        """Take over a message no local stream can take (sent on, or kept for later); ``False``: drop."""
+        ...
+
+    def streams_changed(self, group: str, pid: str, count: int) -> None:
+        """This process now holds ``count`` streams (0 or 1) of ``pid`` in ``group``."""
+        ...
+
+
 def frame(message: bytes) -> bytes:
     return b"data: " + message + b"\n\n"
 
@@ -215,6 +235,7 @@ class Delivery:
         self._per_pid: dict[str, int] = {}
         self._count = 0
         self._undelivered: dict[str, dict[str, Outgoing]] = {}
+        self.remote: Remote | None = None
         self._waiting_group: dict[str, str] = {}
         self._push_slots = asyncio.Semaphore(push_concurrency)
         self._http: aiohttp.ClientSession | None = None
@@ -268,6 +289,8 @@ class Delivery:
         members.append(conn)
         self._by_id[(group, id)] = conn
         self.metrics.connections.set(self._count)
+        if self.remote is not None:
+            self.remote.streams_changed(group, id, 1)
         self._hand_over(conn)
         return conn
 
@@ -298,6 +321,8 @@ class Delivery:
         else:
             del self._per_pid[conn.id]
         self.metrics.connections.set(self._count)
+        if self.remote is not None:
+            self.remote.streams_changed(conn.group, conn.id, 0)
         # The pid's last stream in this group: its leases on this group's tasks end (decision 10).
         if self.on_pid_gone is not None:
             self.on_pid_gone(conn.group, conn.id, conn.principal)
@@ -375,19 +400,49 @@ class Delivery:
             )
         return _encode({"kind": "unblock", "head": {}, "data": {"promise": m.promise}})
 
-    def send(self, messages: list[Outgoing]) -> None:
+    def local_streams(self) -> tuple[list[str], list[str]]:
+        """The groups with a stream here, and their ``group/pid`` keys."""
+        return list(self._groups), [f"{group}/{pid}" for group, pid in self._by_id]
+
+    def stream_counts(self) -> dict[tuple[str, str], int]:
+        """The streams this process holds, by (group, pid)."""
+        return {key: 1 for key in self._by_id}
+
+    def deliver_here(self, m: Outgoing) -> bool:
+        """Push a message forwarded by another replica to a stream here that its address allows."""
+        address = parse_address(m.address)
+        if address is None or address.scheme != "poll":
+            return False
+        conn = self._by_id.get((address.group, address.id)) if address.id else None
+        if conn is None and address.cast == "any":
+            members = self._groups.get(address.group)
+            if members and m.avoid:
+                members = [c for c in members if c.id != m.avoid] or members
+            if members:
+                conn = random.choice(members)
+        kind = "execute" if m.promise is None else "unblock"
+        if conn is None or not conn.push(frame(self._encode(m))):
+            return False
+        self.metrics.messages.labels(kind, "sent").inc()
+        return True
+
+    def send(self, messages: list[Outgoing]) -> list[Outgoing]:
+        """Deliver ``messages``; returns those handed to ``remote`` (their outbox rows stay)."""
         shared: dict[int, bytes] = {}  # one encoding per settled promise, whatever its listener count
+        forwarded: list[Outgoing] = []
         for m in messages:
             kind = "execute" if m.promise is None else "unblock"
             address = parse_address(m.address)
             if address is None:
                 self._dropped(kind, m, "invalid address")
             elif address.scheme == "poll":
-                self._send_poll(kind, address, m, shared)
+                if self._send_poll(kind, address, m, shared):
+                    forwarded.append(m)
             elif address.scheme == "http":
                 self._send_http(kind, m)
             else:
                 self._dropped(kind, m, f"no transport for {address.scheme}://")
+        return forwarded
 
     def _frame(self, m: Outgoing, shared: dict[int, bytes]) -> bytes:
         if m.promise is None:
@@ -410,16 +465,23 @@ class Delivery:
         self.metrics.messages.labels(kind, "dropped").inc()
         log.debug("dropped %s for %s: %s", kind, m.address[:200], why)
 
-    def _send_poll(self, kind: str, address: Address, m: Outgoing, shared: dict[int, bytes]) -> None:
+    def _send_poll(self, kind: str, address: Address, m: Outgoing, shared: dict[int, bytes]) -> bool:
+        """Push to a stream here; ``True`` when ``remote`` took the message instead."""
         conn: Connection | None = None
+        remote = self.remote
         if address.id and (address.cast == "uni" or address.id != m.avoid):
             conn = self._by_id.get((address.group, address.id))
+            held = conn is None and remote is not None and remote.holds(address.group, address.id)
+            if held and remote is not None and remote.forward(m, address):
+                return True  # the preferred (or only) pid is on another replica
         if conn is None and address.cast == "any":
             members = self._groups.get(address.group)
             if members and m.avoid:
                 members = [c for c in members if c.id != m.avoid] or members
             if members:
                 conn = members[0] if len(members) == 1 else random.choice(members)
+        if conn is None and remote is not None and remote.forward(m, address):
+            return True
         if conn is None:
             if m.promise is None:
                 # Kept for the next member of the group that connects (docs/design/decisions.md#no-polling).
@@ -427,9 +489,9 @@ class Delivery:
                     self.metrics.messages.labels(kind, "waiting").inc()
                 else:
                     self._dropped(kind, m, "the wait list is full")
-                return
+                return False
             self._dropped(kind, m, "no connection")
-            return
+            return False
         if m.promise is None:
             self._unwait(m.task_id)
         data = self._frame(m, shared)
@@ -442,6 +504,7 @@ class Delivery:
                 self._wait(address.group, m)  # for the next member of the group that connects
         else:
             self._dropped(kind, m, "stream closed")
+        return False
 
     def _send_http(self, kind: str, m: Outgoing) -> None:
         reason = self.push_policy.refusal(m.address)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import msgspec
 
@@ -31,6 +31,22 @@ from troth.server.store.base import OutboxExecute, OutboxUnblock, Store, StoreEr
 from troth.server.timers import Timers
 
 log = logging.getLogger("troth.engine")
+
+
+class Replicas(Protocol):
+    """The other server replicas on a shared database (``troth.server.cluster``), as the engine uses them."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def held_elsewhere(self, group: str, pid: str) -> bool:
+        """Whether a live replica other than this one holds a stream of ``pid`` in ``group``."""
+        ...
+
+    def stats(self) -> dict[str, float]: ...
+    def counts_view(self, mine: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """Promises and tasks by state for ``/metrics``: the whole database's, not this process's view."""
+        ...
+
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -60,6 +76,13 @@ def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
             "data": data,
         }
     )
+
+
+def outbox_key(m: Outgoing) -> tuple[str, str, str | int]:
+    """The outbox row a message came from: an execute's (task id, token), an unblock's (promise, address)."""
+    if m.promise is None:
+        return ("e", m.task_id, m.token)
+    return ("u", m.promise.id, m.address)
 
 
 def _deleter(executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> Callable[[Tx], Awaitable[None]]:
@@ -109,6 +132,9 @@ class Engine:
         self._sent_unblocks: list[OutboxUnblock] = []
         self._cleanup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.cluster: Replicas | None = None
+        self.unclean: set[tuple[str, str, str | int]] = set()
+        """Set (before ``start``) when several replicas share the store; see ``troth.server.cluster``."""
 
     # -------------------------------------------------------------------------------------- lifecycle
 
@@ -129,6 +155,12 @@ class Engine:
         await self.store.open()
         self.counts.load(await self.store.run(lambda tx: tx.counts()))  # the one full count
         now = self.clock.now()
+        if self.cluster is not None:
+            # The outbox and the pending tasks are shared: the replicas' sweeps and stream hand-overs
+            # deliver what is left in it; nothing is taken into this process's memory.
+            await self.cluster.start()
+            self.timers.arm(now)
+            return
         pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
         self.delivery.remember(pending)
         self.timers.arm(now)
@@ -141,6 +173,8 @@ class Engine:
             await asyncio.gather(task, return_exceptions=True)
         if self._cleanup is not None:
             await asyncio.gather(self._cleanup, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.store.close()
 
     async def ready(self) -> bool:
@@ -180,8 +214,13 @@ class Engine:
         try:
             status, data = await self.execute(parsed)
         except StoreUnavailable as exc:
-            log.error("%s %s failed, nothing written: %s", parsed.kind, parsed.corr_id, exc)
-            status, data = 503, f"Store unavailable (disk full or not writable?): {exc}; nothing was written"
+            written = (
+                "it may have been applied in full (never in part)"
+                if exc.maybe_applied
+                else "nothing was written"
+            )
+            log.error("%s %s failed, %s: %s", parsed.kind, parsed.corr_id, written, exc)
+            status, data = 503, f"Store unavailable, retry later: {exc}; {written}"
         except StoreError as exc:
             log.error("%s %s failed: %s", parsed.kind, parsed.corr_id, exc)
             status, data = 500, f"Internal error: {exc}"
@@ -216,7 +255,8 @@ class Engine:
         if kind == "debug.stop":
             self.paused = False
             self.timers.resume()
-            await self._flush_outbox()
+            if self.cluster is None:  # replicas: the shared outbox is the sweeps' to deliver
+                await self._flush_outbox()
             return 200, {}
         if kind == "debug.tick":
             tick = req.data.time
@@ -249,8 +289,19 @@ class Engine:
             self._deliver(reply.messages)
 
     def _deliver(self, messages: list[Outgoing]) -> None:
-        self.delivery.send(messages)
+        forwarded = self.delivery.send(messages)
+        if forwarded:  # another replica deletes their outbox rows once it has pushed them
+            kept = {id(m) for m in forwarded}
+            messages = [m for m in messages if id(m) not in kept]
+        self.delivered(messages)
+
+    def delivered(self, messages: list[Outgoing]) -> None:
+        """Delete the outbox rows of messages that were pushed (batched, after the fact). Until their
+        delete commits, their keys are in ``unclean``, so a replica's sweep never pushes them again."""
+        if not messages:
+            return
         for m in messages:
+            self.unclean.add(outbox_key(m))
             if m.promise is None:
                 self._sent_executes.append(OutboxExecute(m.task_id, m.version, m.address, m.token))
             else:
@@ -267,6 +318,11 @@ class Engine:
             except StoreError as exc:
                 log.warning("could not clean the outbox: %s", exc)
                 return
+            finally:
+                for e in executes:
+                    self.unclean.discard(("e", e.id, e.token))
+                for u in unblocks:
+                    self.unclean.discard(("u", u.promise_id, u.address))
 
     async def _flush_outbox(self) -> None:
         """Send whatever the outbox holds (after a restart or a debug pause)."""
@@ -313,6 +369,8 @@ class Engine:
         """End the leases of a pid whose last stream in ``group`` closed: only those on the group's tasks
         and, with authentication, only those on tasks the stream's principal owns (a stream opened under
         another token cannot end them)."""
+        if self.cluster is not None and await self.cluster.held_elsewhere(group, pid):
+            return  # the pid still has a stream of this group on another replica: its leases stay
         now = self.clock.now()
         owned = principal.owns if principal is not None else None
         try:
@@ -331,6 +389,11 @@ class Engine:
         self.metrics.set_counts(self.counts.as_dict())
         self.metrics.waiting.set(self.delivery.waiting_count)
         self.metrics.sse_buffered.set(self.delivery.buffered_bytes())
+        stats = self.store.stats()
+        if self.cluster is not None:
+            stats.update(self.cluster.stats())
+            self.metrics.set_counts(self.cluster.counts_view(self.counts.as_dict()))
+        self.metrics.set_store_stats(stats)
         body = self.metrics.render()
         self._scraped = (now, body)
         return body

@@ -74,6 +74,13 @@ class Metrics:
         self.schedule_promises = Counter(
             "troth_schedule_promises", "Promises created by schedule firings", registry=r
         )
+        self.store_stats = Gauge(
+            "troth_store",
+            "Store measures of this process: pool_in_use, pool_open (PostgreSQL connections), "
+            "retries_conflict and retries_unavailable (units run again since start)",
+            ["measure"],
+            registry=r,
+        )
         self.refused = Counter(
             "troth_refused",
             "Requests and connections refused before the core, by reason (unauthorized, forbidden, host, "
@@ -100,6 +107,10 @@ class Metrics:
             self.promises.labels(state).set(counts.get("promises", {}).get(state, 0))
         for state in ("pending", "acquired", "suspended", "halted", "fulfilled"):
             self.tasks.labels(state).set(counts.get("tasks", {}).get(state, 0))
+
+    def set_store_stats(self, stats: dict[str, float]) -> None:
+        for name, value in stats.items():
+            self.store_stats.labels(name).set(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,8 +29,8 @@ from troth.server.auth import Auth, AuthConfigError, JwtVerifier, StaticTokens
 from troth.server.browser import BrowserPolicy, is_loopback
 from troth.server.engine import Engine, EngineConfig
 from troth.server.http import App, quiet_cut_off
-from troth.server.store.base import Store, StoreError
-from troth.server.store.sqlite import SqliteStore
+from troth.server.store import is_postgres_url, open_store, redact
+from troth.server.store.base import StoreError
 
 log = logging.getLogger("troth")
 
@@ -39,6 +39,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8001
     store: str = "troth.db"
+    pool_size: int = 10
     metrics_port: int = 9090
     strict_lineage: bool = False
     debug: bool = False
@@ -71,14 +72,6 @@ class ServeOptions(msgspec.Struct, frozen=True):
 
 class StartupError(Exception):
     """The server cannot start; the message is one line for the user."""
-
-
-def open_store(spec: str) -> Store:
-    if spec.startswith(("postgres://", "postgresql://")):
-        raise StartupError(
-            "the PostgreSQL store is not available in this release; use a SQLite file or :memory:"
-        )
-    return SqliteStore(spec)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -203,12 +196,19 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         push_allow=tuple(e for entry in options.push_allow for e in entry.split(",") if e.strip()),
     )
     try:
-        engine = Engine(open_store(options.store), config, auth=auth)
+        store = open_store(options.store, pool_size=options.pool_size)
+        engine = Engine(store, config, auth=auth)
     except ValueError as exc:  # a --push-allow entry it cannot read
         api_sock.close()
         if metrics_sock is not None:
             metrics_sock.close()
         raise StartupError(str(exc)) from None
+    if is_postgres_url(options.store):  # replicas may share the database: join them
+        from troth.server.cluster import Cluster
+        from troth.server.store.postgres import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        engine.cluster = Cluster(engine, store)
     try:
         await engine.start()
     except StoreError as exc:
@@ -219,6 +219,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    shown_store = redact(options.store)
     level = "warning" if options.log_level == "info" else options.log_level
     browser = BrowserPolicy.build(
         bind=options.host, allowed_hosts=options.allowed_host, cors_origins=options.cors_origin
@@ -255,13 +256,13 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
         scheme,
         options.host,
         port,
-        options.store,
+        shown_store,
         f", metrics on {options.metrics_host}:{metrics_sock.getsockname()[1]}" if metrics_sock else "",
         ", strict lineage" if options.strict_lineage else "",
         ", authentication on" if auth is not None else "",
     )
     print(
-        f"troth: listening on {scheme}://{_url_host(options.host)}:{port} (store {options.store})",
+        f"troth: listening on {scheme}://{_url_host(options.host)}:{port} (store {shown_store})",
         file=sys.stderr,
         flush=True,
     )

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from troth.server.clock import Cancellable, Clock
+from troth.server.store.base import StoreError
 
 log = logging.getLogger("troth.timers")
 
@@ -59,6 +60,9 @@ class Timers:
             self._again = False
             try:
                 next_due = await self._run_pass(self._clock.now())
+            except StoreError as exc:  # e.g. the database is restarting: one line, try again soon
+                log.warning("timer pass failed (%s); retrying in 1 s", exc)
+                next_due = self._clock.now() + 1000
             except Exception:
                 log.exception("timer pass failed; retrying in 1 s")
                 next_due = self._clock.now() + 1000

@@ -5,6 +5,28 @@ the protocol records themselves (``Promise``, ``Schedule``) plus ``TaskRow``, wh
 timeout (retry or lease) to the wire ``Task``. A store runs each unit of work in its own transaction
 (``Store.run``); a unit that raises leaves no trace, and a storage failure surfaces as ``StoreError``.
 Searches take ``upto``, an id bound, so that a filtered search examines a bounded window of rows.
+
+What a unit of work may assume (every store, whether or not it has a single writer):
+
+* **One snapshot.** Every read of a unit sees the database as of one moment (SQLite: the writer holds
+  the only write lock; PostgreSQL: ``REPEATABLE READ``), plus the unit's own writes.
+* **Guarded writes.** A write that depends on what the unit read says so in its ``WHERE`` clause: a
+  promise is settled only ``AND state = 'pending'``; a task row carries a revision (``TaskRow.rev``,
+  bumped by every change, heartbeats included) and is updated only at the revision it was read at; a
+  schedule advances only from the tick it fired; attaching a callback or a listener to a pending promise
+  writes that promise's row too, so a concurrent settle conflicts with it rather than missing it (the
+  write skew snapshot isolation would allow). When a guard finds the row changed, the write raises
+  ``Conflict``. The only upserts left are monotone (a callback turning ready, a listener or an outbox row
+  whose task row is guarded in the same unit), so no concurrent change can be overwritten.
+* **Transparent retry.** On ``Conflict``, a serialization failure or a deadlock (SQLSTATE 40001 and
+  40P01), or a primary-key collision with a concurrent insert, the store rolls the unit back and runs it
+  again from the start on a fresh snapshot, with a short jittered back-off, until its deadline. A unit
+  must therefore be a pure function of what it reads: it may not act outside the ``Tx`` (the core returns
+  its messages and wake-ups; the engine acts on them after the commit).
+* **Bounded time.** A unit that cannot finish within the store's deadline (database unreachable, or
+  contention that never clears) fails with ``StoreUnavailable``, which the server answers with ``503``:
+  the change was not applied, or — only when the connection died during ``COMMIT`` — possibly applied
+  in full; never in part. Every protocol request is safe to send again.
 """
 
 from __future__ import annotations
@@ -29,8 +51,18 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """The store cannot write for now (disk full, read-only, I/O error): nothing of the transaction was
-    written, and the same request may succeed once the condition clears."""
+    """The store cannot serve this unit now — disk full, read-only or I/O error (SQLite), database
+    unreachable, restarting or too contended (PostgreSQL) — and the same request may succeed once the
+    condition clears. Nothing of the unit was written, unless ``maybe_applied``: the connection died
+    while ``COMMIT`` was in flight, so it may have been applied in full (never in part)."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+
+class Conflict(Exception):
+    """A guarded write found its row changed since the unit read it: the store runs the unit again."""
 
 
 class TaskRow(msgspec.Struct):
@@ -41,6 +73,8 @@ class TaskRow(msgspec.Struct):
     timeout_at: int | None = None
     pid: str | None = None
     ttl: int | None = None
+    rev: int = 0
+    """The row's revision as read (0: not stored yet); a store writes the row only at this revision."""
 
 
 class OutboxExecute(msgspec.Struct, frozen=True):
@@ -63,7 +97,10 @@ class Tx(Protocol):
     # promises
     async def get_promise(self, id: str) -> Promise | None: ...
     async def insert_promise(self, p: Promise) -> None: ...
-    async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None: ...
+    async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
+        """Settle a pending promise; raises ``Conflict`` if it is no longer pending."""
+        ...
+
     async def search_promises(
         self,
         state: str | None,
@@ -79,7 +116,10 @@ class Tx(Protocol):
 
     # tasks
     async def get_task(self, id: str) -> TaskRow | None: ...
-    async def put_task(self, t: TaskRow) -> None: ...
+    async def put_task(self, t: TaskRow) -> None:
+        """Insert (``rev == 0``) or update the task at ``t.rev`` (else ``Conflict``); bumps ``t.rev``."""
+        ...
+
     async def count_ready(self, awaiter: str) -> int: ...
     async def search_tasks(
         self, state: str | None, limit: int, cursor: str | None, *, upto: str | None = None, prefix: str = ""
@@ -140,3 +180,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T: ...
     async def ping(self) -> bool: ...
+    def stats(self) -> dict[str, float]:
+        """Measures for ``/metrics`` (pool use, retries), by name; may be empty."""
+        ...

@@ -1,9 +1,10 @@
-"""The SQL logic shared by every SQL store: schema, statements and row mapping over four primitives.
+"""The SQL logic shared by every SQL store: statements and row mapping over four primitives.
 
-A dialect (``sqlite.py``, later ``postgres.py``) supplies ``_one``, ``_all``, ``_exec`` and ``_tags_match``
-and may rewrite the ``?`` placeholders; everything else — the tables of docs/design/storage.md#tables, folded
-to what the core needs (a task's one timeout lives on its row; a promise's background timeout is its pending
-``timeout_at``) — is written once here.
+A dialect (``sqlite.py``, ``postgres.py``) supplies ``_one``, ``_all``, ``_exec`` and ``_tags_match``, may
+rewrite the ``?`` placeholders, and owns its schema as numbered migrations (column types differ: ``jsonb``
+tags and ``"C"`` collation on PostgreSQL). Everything else — the tables of docs/design/storage.md#tables,
+folded to what the core needs (a task's one timeout lives on its row; a promise's background timeout is
+its pending ``timeout_at``) — is written once here, with every write guarded as ``base`` states.
 """
 
 from __future__ import annotations
@@ -14,70 +15,10 @@ from typing import Any, Final
 import msgspec
 
 from troth.protocol.records import EMPTY_VALUE, Promise, Schedule, Value
-from troth.server.store.base import OutboxExecute, OutboxUnblock, TaskRow
+from troth.server.store.base import Conflict, OutboxExecute, OutboxUnblock, TaskRow
 
-SCHEMA: Final = [
-    """CREATE TABLE IF NOT EXISTS promises (
-        id TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        param TEXT NOT NULL,
-        value TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        branch TEXT,
-        timeout_at BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        settled_at BIGINT
-    )""",
-    "CREATE INDEX IF NOT EXISTS promises_pending_timeout ON promises (timeout_at) WHERE state = 'pending'",
-    "CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL",
-    """CREATE TABLE IF NOT EXISTS tasks (
-        id TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        timeout_type SMALLINT,
-        timeout_at BIGINT,
-        pid TEXT,
-        ttl BIGINT
-    )""",
-    "CREATE INDEX IF NOT EXISTS tasks_timeout ON tasks (timeout_at) WHERE timeout_at IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS tasks_pid ON tasks (pid) WHERE pid IS NOT NULL",
-    """CREATE TABLE IF NOT EXISTS callbacks (
-        awaited_id TEXT NOT NULL,
-        awaiter_id TEXT NOT NULL,
-        ready SMALLINT NOT NULL,
-        PRIMARY KEY (awaited_id, awaiter_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS callbacks_awaiter ON callbacks (awaiter_id)",
-    """CREATE TABLE IF NOT EXISTS listeners (
-        promise_id TEXT NOT NULL,
-        address TEXT NOT NULL,
-        PRIMARY KEY (promise_id, address)
-    )""",
-    """CREATE TABLE IF NOT EXISTS outbox_execute (
-        id TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
-        address TEXT NOT NULL,
-        token BIGINT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS outbox_unblock (
-        promise_id TEXT NOT NULL,
-        address TEXT NOT NULL,
-        PRIMARY KEY (promise_id, address)
-    )""",
-    """CREATE TABLE IF NOT EXISTS schedules (
-        id TEXT PRIMARY KEY,
-        cron TEXT NOT NULL,
-        promise_id TEXT NOT NULL,
-        promise_timeout BIGINT NOT NULL,
-        promise_param TEXT NOT NULL,
-        promise_tags TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        next_run_at BIGINT NOT NULL,
-        last_run_at BIGINT,
-        timer_at BIGINT
-    )""",
-    "CREATE INDEX IF NOT EXISTS schedules_timer ON schedules (timer_at) WHERE timer_at IS NOT NULL",
-]
+SCHEMA_TABLE: Final = "troth_schema"
+"""One row per applied migration (``version``, ``applied_at``), in every SQL store."""
 
 TABLES: Final = (
     "promises",
@@ -94,7 +35,7 @@ _value_decoder = msgspec.json.Decoder(Value)
 _tags_decoder = msgspec.json.Decoder(dict[str, str])
 
 _P_COLS: Final = "id, state, param, value, tags, timeout_at, created_at, settled_at"
-_T_COLS: Final = "id, state, version, timeout_type, timeout_at, pid, ttl"
+_T_COLS: Final = "id, state, version, timeout_type, timeout_at, pid, ttl, rev"
 _S_COLS: Final = (
     "id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at, next_run_at, last_run_at"
 )
@@ -122,7 +63,7 @@ def _promise(row: Any) -> Promise:
 
 
 def _task(row: Any) -> TaskRow:
-    return TaskRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    return TaskRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 def _schedule(row: Any) -> Schedule:
@@ -186,6 +127,10 @@ def _successor(prefix: str) -> str | None:
 class SqlTx(ABC):
     """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders."""
 
+    _claim: str = ""
+    """Appended to the due-timer queries: PostgreSQL claims the rows (``FOR UPDATE SKIP LOCKED``), so
+    replicas running a background pass at once split the due rows instead of fighting over them."""
+
     @abstractmethod
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         """The first row of a query, or ``None``."""
@@ -226,14 +171,17 @@ class SqlTx(ABC):
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         if value is None:
-            await self._exec(
-                "UPDATE promises SET state = ?, settled_at = ? WHERE id = ?", (state, settled_at, id)
+            changed = await self._exec(
+                "UPDATE promises SET state = ?, settled_at = ? WHERE id = ? AND state = 'pending'",
+                (state, settled_at, id),
             )
         else:
-            await self._exec(
-                "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ?",
+            changed = await self._exec(
+                "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ? AND state = 'pending'",
                 (state, _text(value), settled_at, id),
             )
+        if changed != 1:
+            raise Conflict(f"promise {id} is no longer pending")
 
     async def search_promises(
         self,
@@ -260,7 +208,7 @@ class SqlTx(ABC):
     async def due_promises(self, now: int, limit: int) -> list[Promise]:
         rows = await self._all(
             f"SELECT {_P_COLS} FROM promises WHERE state = 'pending' AND timeout_at <= ? "
-            "ORDER BY timeout_at, id LIMIT ?",
+            f"ORDER BY timeout_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_promise(r) for r in rows]
@@ -272,12 +220,21 @@ class SqlTx(ABC):
         return None if row is None else _task(row)
 
     async def put_task(self, t: TaskRow) -> None:
-        await self._exec(
-            f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "state = excluded.state, version = excluded.version, timeout_type = excluded.timeout_type, "
-            "timeout_at = excluded.timeout_at, pid = excluded.pid, ttl = excluded.ttl",
-            (t.id, t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl),
+        if t.rev == 0:
+            await self._exec(
+                f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                (t.id, t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl),
+            )
+            t.rev = 1
+            return
+        changed = await self._exec(
+            "UPDATE tasks SET state = ?, version = ?, timeout_type = ?, timeout_at = ?, pid = ?, ttl = ?, "
+            "rev = rev + 1 WHERE id = ? AND rev = ?",
+            (t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl, t.id, t.rev),
         )
+        if changed != 1:
+            raise Conflict(f"task {t.id} changed since it was read")
+        t.rev += 1
 
     async def count_ready(self, awaiter: str) -> int:
         row = await self._one("SELECT count(*) FROM callbacks WHERE awaiter_id = ? AND ready = 1", (awaiter,))
@@ -293,7 +250,7 @@ class SqlTx(ABC):
     async def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
         rows = await self._all(
             f"SELECT {_T_COLS} FROM tasks WHERE timeout_at IS NOT NULL AND timeout_at <= ? "
-            "ORDER BY timeout_at, id LIMIT ?",
+            f"ORDER BY timeout_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_task(r) for r in rows]
@@ -306,7 +263,7 @@ class SqlTx(ABC):
 
     async def extend_lease(self, id: str, version: int, pid: str, now: int) -> None:
         await self._exec(
-            "UPDATE tasks SET timeout_at = ? + ttl "
+            "UPDATE tasks SET timeout_at = ? + ttl, rev = rev + 1 "
             "WHERE id = ? AND state = 'acquired' AND version = ? AND pid = ?",
             (now, id, version, pid),
         )
@@ -321,11 +278,22 @@ class SqlTx(ABC):
                 (awaited, awaiter),
             )
         else:
+            await self._touch_pending(awaited)
             await self._exec(
                 "INSERT INTO callbacks (awaited_id, awaiter_id, ready) VALUES (?, ?, 0) "
                 "ON CONFLICT (awaited_id, awaiter_id) DO NOTHING",
                 (awaited, awaiter),
             )
+
+    async def _touch_pending(self, id: str) -> None:
+        """Write the pending promise a callback or listener is being attached to (an update that changes
+        nothing), so a concurrent settle conflicts with this unit instead of missing what it attaches —
+        snapshot isolation would otherwise let both commit (write skew) and the awaiter never resume."""
+        if (
+            await self._exec("UPDATE promises SET state = state WHERE id = ? AND state = 'pending'", (id,))
+            != 1
+        ):
+            raise Conflict(f"promise {id} is no longer pending")
 
     async def ready_callbacks(self, awaited: str) -> list[str]:
         rows = await self._all(
@@ -342,6 +310,7 @@ class SqlTx(ABC):
     # ----------------------------------------------------------------------------------------- listeners
 
     async def add_listener(self, promise_id: str, address: str) -> None:
+        await self._touch_pending(promise_id)
         await self._exec(
             "INSERT INTO listeners (promise_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (promise_id, address),
@@ -434,7 +403,7 @@ class SqlTx(ABC):
     async def due_schedules(self, now: int, limit: int) -> list[Schedule]:
         rows = await self._all(
             f"SELECT {_S_COLS} FROM schedules WHERE timer_at IS NOT NULL AND timer_at <= ? "
-            "ORDER BY timer_at, id LIMIT ?",
+            f"ORDER BY timer_at, id LIMIT ?{self._claim}",
             (now, limit),
         )
         return [_schedule(r) for r in rows]

@@ -10,6 +10,9 @@ file.
 Rejected: a connection pool with one transaction per request (SQLite serialises writers anyway, and each
 commit would pay its own fsync); running every statement in a thread (a thread hop per statement costs
 more than the statement).
+
+The schema is versioned (``MIGRATIONS``, recorded in ``troth_schema``); opening a file applies what it
+lacks, so a file written by an earlier release opens and is upgraded in place.
 """
 
 from __future__ import annotations
@@ -17,14 +20,105 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from troth.server.store.base import StoreError, StoreUnavailable, Tx
-from troth.server.store.sql import SCHEMA, SqlTx
+from troth.server.store.sql import SCHEMA_TABLE, SqlTx
 
 T = TypeVar("T")
+
+_V1: Final = [
+    """CREATE TABLE IF NOT EXISTS promises (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        param TEXT NOT NULL,
+        value TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        branch TEXT,
+        timeout_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        settled_at BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS promises_pending_timeout ON promises (timeout_at) WHERE state = 'pending'",
+    "CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        timeout_type SMALLINT,
+        timeout_at BIGINT,
+        pid TEXT,
+        ttl BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS tasks_timeout ON tasks (timeout_at) WHERE timeout_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS tasks_pid ON tasks (pid) WHERE pid IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS callbacks (
+        awaited_id TEXT NOT NULL,
+        awaiter_id TEXT NOT NULL,
+        ready SMALLINT NOT NULL,
+        PRIMARY KEY (awaited_id, awaiter_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS callbacks_awaiter ON callbacks (awaiter_id)",
+    """CREATE TABLE IF NOT EXISTS listeners (
+        promise_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (promise_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox_execute (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        token BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox_unblock (
+        promise_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (promise_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS schedules (
+        id TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        promise_id TEXT NOT NULL,
+        promise_timeout BIGINT NOT NULL,
+        promise_param TEXT NOT NULL,
+        promise_tags TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        next_run_at BIGINT NOT NULL,
+        last_run_at BIGINT,
+        timer_at BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS schedules_timer ON schedules (timer_at) WHERE timer_at IS NOT NULL",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [
+    _V1,  # the first release's schema (IF NOT EXISTS: its files have these tables but no version table)
+    ["ALTER TABLE tasks ADD COLUMN rev INTEGER NOT NULL DEFAULT 1"],  # guarded task updates
+]
+"""The schema, one list of statements per version; a store applies the ones its file lacks at open."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file's schema to the newest version (inside the caller's transaction); returns it."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+    )
+    current = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_TABLE}").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise StoreError(
+            f"the store has schema version {current}, newer than this troth knows ({len(MIGRATIONS)}): "
+            "upgrade troth"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        for statement in MIGRATIONS[version - 1]:
+            conn.execute(statement)
+        conn.execute(
+            f"INSERT INTO {SCHEMA_TABLE} (version, applied_at) VALUES (?, ?)",
+            (version, int(time.time() * 1000)),
+        )
+    return len(MIGRATIONS)
 
 
 class SqliteTx(SqlTx):
@@ -46,8 +140,9 @@ class SqliteTx(SqlTx):
         conds: list[str] = []
         args: list[Any] = []
         for key, value in tags.items():
-            conds.append(f"json_extract({column}, ?) = ?")
-            args.append('$."' + key.replace('"', '""') + '"')
+            # json_each, not json_extract: a JSON path cannot name every key (one with a '"', say).
+            conds.append(f"EXISTS (SELECT 1 FROM json_each({column}) WHERE key = ? AND value = ?)")
+            args.append(key)
             args.append(value)
         return " AND ".join(conds), tuple(args)
 
@@ -89,8 +184,11 @@ class SqliteStore:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute("BEGIN IMMEDIATE")
-            for statement in SCHEMA:
-                conn.execute(statement)
+            try:
+                migrate(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
@@ -121,6 +219,9 @@ class SqliteStore:
         except sqlite3.Error:
             return False
         return True
+
+    def stats(self) -> dict[str, float]:
+        return {}
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         if self._conn is None:
