@@ -54,34 +54,34 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_server(store: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(store: str, *extra: str, log: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``troth serve`` on a free port; its log goes to ``log`` (else a pipe read until it listens)."""
     troth = Path(sys.executable).with_name("troth")
-    proc = subprocess.Popen(
-        [
-            str(troth),
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--store",
-            store,
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
+    argv = [str(troth), "serve", "--port", "0", "--metrics-port", "0", "--store", store]
+    argv += ["--log-level", "warning", *extra]
+    out = open(log, "wb") if log is not None else None  # noqa: SIM115 -- the child keeps it open
+    try:
+        proc = subprocess.Popen(argv, stderr=out if out is not None else subprocess.PIPE)
+    finally:
+        if out is not None:
+            out.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        line = proc.stderr.readline().decode()
+        if log is not None:
+            line = log.read_text(encoding="utf-8", errors="replace")
+            if proc.poll() is None and "listening on" not in line:
+                time.sleep(0.02)
+                continue
+        else:
+            assert proc.stderr is not None
+            line = proc.stderr.readline().decode()
         match = re.search(r"listening on http://[^:]+:(\d+)", line)
         if match:
             return proc, int(match.group(1))
-        if not line and proc.poll() is not None:
+        if proc.poll() is not None:
             break
     proc.kill()
+    proc.wait()
     raise RuntimeError("server did not start")
 
 
@@ -201,7 +201,7 @@ async def timer_lateness(port: int, count: int) -> dict[str, float]:
     while len(late) < count:
         arrived, message = await asyncio.wait_for(worker.frames.get(), 5)
         promise = message["data"]["promise"]  # type: ignore[index]
-        late.append(arrived - due[promise["id"]])  # type: ignore[index]
+        late.append(arrived - due[promise["id"]])
     await conn.close()
     await worker.close()
     return {"p50_ms": pct(late, 0.5) * 1000, "p99_ms": pct(late, 0.99) * 1000, "max_ms": max(late) * 1000}

@@ -26,12 +26,9 @@ use an admin token. The ``*_token.py`` modules re-run the scenarios that way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import glob
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +43,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from benchmarks.peers import install
+from benchmarks.peers.install import find_python, python_version
+
+__all__ = ["find_python", "python_version"]  # re-exported for the compat tests
 
 T = TypeVar("T")
 
@@ -210,95 +211,29 @@ def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
 
 
 # ── the Python 3.12 client venv ─────────────────────────────────────────────────────────────────────
-
-
-def python_version(exe: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run(
-            [exe, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (int(out[0]), int(out[1])) if len(out) == 2 else None
-
-
-def find_python(major: int, minor: int) -> str | None:
-    """An interpreter of exactly ``major.minor``: ``TROTH_PYTHON312``-style override, PATH, then pyenv."""
-    candidates: list[str] = []
-    override = os.environ.get(f"TROTH_PYTHON{major}{minor}")
-    if override:
-        candidates.append(override)
-    on_path = shutil.which(f"python{major}.{minor}")
-    if on_path:
-        candidates.append(on_path)
-    roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv"]
-    for root in filter(None, roots):
-        candidates.extend(sorted(glob.glob(f"{root}/versions/{major}.{minor}.*/bin/python3"), reverse=True))
-    for exe in candidates:
-        if python_version(exe) == (major, minor):
-            return exe
-    return None
+# Interpreters and cached installs are shared with the peer benchmark: ``benchmarks/peers/install.py``.
 
 
 def cache_root() -> Path:
-    configured = os.environ.get("TROTH_COMPAT_CACHE")
-    if configured:
-        return Path(configured)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "troth" / "compat"
+    """``TROTH_COMPAT_CACHE``, else ``~/.cache/troth/compat`` (under ``XDG_CACHE_HOME`` when set)."""
+    return install.cache_root("compat")
 
 
 def client_venv(package: str, version: str, python: str, import_name: str) -> Path:
     """Return the python of a venv holding ``package==version``, building it once under a file lock.
 
     The venv is built in a scratch directory and renamed into place only after the install and an
-    import check succeed, so a half-built venv is never reused. Skips (or fails) when pip cannot install.
+    import check succeed, so a half-built venv is never reused. Skips (or fails) when pip cannot install;
+    fails when the package installs but does not import.
     """
-    exact = subprocess.run(
-        [python, "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{package}-{version}-py{exact}"
-    ready = target / ".troth-ready"
-    with open(root / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists():
-            return target / "bin" / "python"
-        scratch = root / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
-        try:
-            subprocess.run([python, "-m", "venv", str(scratch)], check=True, capture_output=True, timeout=120)
-            venv_python = str(scratch / "bin" / "python")
-            pip = subprocess.run(
-                [venv_python, "-m", "pip", "install", "--disable-pip-version-check", f"{package}=={version}"],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            if pip.returncode != 0:
-                unavailable(
-                    f"cannot pip install {package}=={version} for Python {exact} (is PyPI reachable?):\n"
-                    + "\n".join((pip.stdout + pip.stderr).splitlines()[-15:])
-                )
-            probe = [venv_python, "-c", f"import {import_name}"]
-            check = subprocess.run(probe, capture_output=True, text=True)
-            if check.returncode != 0:
-                pytest.fail(f"{package}=={version} installed but does not import:\n{check.stderr}")
-            # venvs hard-code their own path in scripts; the interpreter itself is path-independent, and only
-            # ``bin/python`` is used here, so moving the directory into place is safe.
-            shutil.rmtree(target, ignore_errors=True)
-            scratch.rename(target)
-            ready.write_text(f"{package}=={version}\n", encoding="utf-8")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target / "bin" / "python"
+    name = f"{package}-{version}-py{install.exact_version(python)}"
+    try:
+        return install.python_env(cache_root(), name, python, [f"{package}=={version}"], import_name)
+    except install.FetchError as exc:
+        unavailable(str(exc))
+        raise
+    except install.InstallError as exc:
+        pytest.fail(str(exc))
 
 
 # ── servers ─────────────────────────────────────────────────────────────────────────────────────────
