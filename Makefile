@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster docs docs-serve clean
+.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-peers docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs/_hooks
 	$(BIN)/ruff format --check src tests benchmarks examples docs/_hooks
 
+# The benchmark modules that run under troth's venv (the peers' drivers import packages it does not have).
+BENCH_TYPED := benchmarks/*.py benchmarks/peers/*.py benchmarks/peers/drivers/troth_driver.py \
+               tests/benchmarks/test_peers_smoke.py
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests/typing
+	$(BIN)/mypy $(BENCH_TYPED)
 
 # pytest-xdist workers: most real-process tests wait on timers and other processes, so four workers
 # finish sooner than two even on two cores.
@@ -77,6 +82,13 @@ bench-security: $(STAMP)
 
 bench-cluster: $(STAMP)
 	$(BIN)/python -m benchmarks.cluster
+
+# troth beside DBOS, Restate and the official resonate-sdk: the same five workloads, interleaved rounds,
+# a table of ratios (benchmarks/peers; results in benchmarks/peers/results/). Peers are installed on first
+# use into ~/.cache/troth/peers, never into .venv. PEERS_ARGS=--quick for a smoke run.
+PEERS_ARGS ?=
+bench-peers: $(STAMP)
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
