@@ -39,6 +39,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few iterations of each workload (CI smoke)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=15.0,
+        help="minutes: start no round that would end past this (default 15; 0 for no bound)",
+    )
+    parser.add_argument(
         "--peers", default=",".join(p.key for p in PEERS), help="comma-separated: " + ", ".join(BY_KEY)
     )
     parser.add_argument(
@@ -67,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_start = os.getloadavg()
     reports, ready = prepare(peers, may_install=not args.no_install)
-    run_rounds(peers, reports, ready, params, rounds, workloads, keep=args.keep)
-    markdown, data = render(reports, params, rounds, command.strip(), (load_start, os.getloadavg()))
+    budget = args.budget * 60 if args.budget > 0 else None
+    ran = run_rounds(peers, reports, ready, params, rounds, workloads, keep=args.keep, budget=budget)
+    markdown, data = render(
+        reports, params, ran, command.strip(), (load_start, os.getloadavg()), asked=rounds
+    )
     print()
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -143,22 +143,34 @@ def run_rounds(
     rounds: int,
     workloads: list[str],
     keep: Path | None = None,
-) -> None:
+    budget: float | None = None,
+) -> int:
+    """Run up to ``rounds`` rounds; returns how many ran.
+
+    With a ``budget`` (seconds), no round starts that would, at the mean pace of the rounds so far, end
+    past it: the run stays bounded on a slow or busy machine, and says how many rounds it managed.
+    """
     runnable = [p for p in peers if p.key in ready]
+    started = time.monotonic()
+    done = 0
     with tempfile.TemporaryDirectory(prefix="troth-peers-") as scratch:
         root = keep or Path(scratch)
         for r in range(rounds):
+            elapsed = time.monotonic() - started
+            if budget is not None and done and elapsed + elapsed / done > budget:
+                log(f"stopping after {done} of {rounds} rounds: another would end past {budget / 60:.0f} min")
+                break
             shift = r % len(runnable) if runnable else 0
             order = runnable[shift:] + runnable[:shift]
             for peer in order:
-                started = time.monotonic()
+                t0 = time.monotonic()
                 info, results = run_driver(
                     peer, ready[peer.key], params, workloads, root / f"round{r + 1}" / peer.key
                 )
-                elapsed = time.monotonic() - started
+                seconds = time.monotonic() - t0
                 report = reports[peer.key]
                 report.info = report.info or info
-                report.seconds.append(elapsed)
+                report.seconds.append(seconds)
                 for name, result in results.items():
                     outcome = report.outcome(name)
                     if "unsupported" in result:
@@ -169,4 +181,6 @@ def run_rounds(
                         outcome.runs.append(result)
                 failed = [n for n, res in results.items() if "error" in res]
                 note = f"  errors in {','.join(failed)}" if failed else ""
-                log(f"round {r + 1}/{rounds}  {peer.label:<34} {elapsed:6.1f} s{note}")
+                log(f"round {r + 1}/{rounds}  {peer.label:<34} {seconds:6.1f} s{note}")
+            done += 1
+    return done

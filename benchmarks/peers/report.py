@@ -138,18 +138,23 @@ class Table:
 
 
 def legend(reports: dict[str, PeerReport]) -> list[str]:
-    out = [
-        "(n×): how many times better the peer's troth counterpart did (lower latency, higher throughput); "
-        "below 1.0× the peer did better. Counterparts: "
-        + "; ".join(
-            f"{r.peer.label} → {reports[r.peer.versus].peer.label}"
-            for r in reports.values()
-            if not r.peer.key.startswith("troth-") and r.peer.versus in reports
-        )
-        + ".",
-        "(restart): the system has no standby worker that takes over; a warm process opened the store "
-        "after the kill and recovered the workflow.",
+    pairs = [
+        f"{r.peer.label} → {reports[r.peer.versus].peer.label}"
+        for r in reports.values()
+        if not r.peer.key.startswith("troth-") and r.peer.versus in reports
     ]
+    out = []
+    if pairs:
+        out.append(
+            "(n×): how many times better the peer's troth counterpart did (lower latency, higher "
+            "throughput); below 1.0× the peer did better. Counterparts: " + "; ".join(pairs) + "."
+        )
+    e_runs = [run for r in reports.values() if "E" in r.outcomes for run in r.outcomes["E"].runs]
+    if any(run.get("restart") for run in e_runs):
+        out.append(
+            "(restart): the system has no standby worker that takes over; a warm process opened the "
+            "store after the kill and recovered the workflow."
+        )
     for r in reports.values():
         bits = [f"{k} {v}" for k, v in r.info.items() if k not in ("system",)]
         install = f"; install: {r.install}" if r.install else ""
@@ -164,6 +169,7 @@ def render(
     rounds: int,
     command: str,
     load: tuple[tuple[float, ...], tuple[float, ...]],
+    asked: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     table = Table(reports, params)
     body = table.markdown()
@@ -172,7 +178,9 @@ def render(
     head = (
         f"Measured {when} on {box['cores']} cores ({box['cpu']}, {box['system']}), "
         f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end; "
-        f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}. Command: `{command}`"
+        f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}"
+        + (f" ({asked} asked; the time budget stopped the rest)" if asked and asked > rounds else "")
+        + f". Command: `{command}`"
     )
     notes = [f"[{i}] {text}" for i, text in enumerate(table.notes, 1)]
     markdown = "\n\n".join([head, body, "\n".join(f"- {x}" for x in legend(reports) + notes)]) + "\n"

@@ -61,13 +61,13 @@ class Params:
     b_steps: int = 10
     b_concurrency: int = 16
     b_warmup: int = 5
-    c_sizes: tuple[tuple[int, int], ...] = ((100, 5), (1000, 2))  # (children, timed runs)
+    c_sizes: tuple[tuple[int, int], ...] = ((100, 5), (1000, 1))  # (children, timed runs)
     c_warmup: int = 1
     d_sleeps: int = 20
     d_seconds: float = 1.0
     d_stagger: float = 0.05
     e_runs: int = 1
-    deadline: float = 240.0  # seconds for one system's whole set of workloads
+    deadline: float = 420.0  # seconds for one system's whole set of workloads
 
     @classmethod
     def quick(cls) -> Params:
