@@ -4,6 +4,7 @@
     python -m benchmarks.peers --quick              # a few iterations of each workload, 1 round
     python -m benchmarks.peers --peers troth-remote,restate --workloads A,C
     python -m benchmarks.peers --no-install         # only the peers already in the cache
+    python -m benchmarks.peers --render benchmarks/peers/results/latest.json   # a saved run's table
 
 Peers are installed on first use into ``~/.cache/troth/peers`` (the official resonate-sdk into the
 compat tests' ``~/.cache/troth/compat``); nothing is installed into troth's venv. The table is printed
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.peers.catalogue import BY_KEY, PEERS
 from benchmarks.peers.harness import prepare, run_rounds
-from benchmarks.peers.report import render
+from benchmarks.peers.report import render, rerender
 from benchmarks.peers.workloads import WORKLOADS, Params
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,6 +54,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-install", action="store_true", help="skip peers that are not in the cache yet")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md and .json results")
     parser.add_argument("--keep", type=Path, help="keep every driver's logs and stores under this folder")
+    parser.add_argument("--render", type=Path, help="print the table of a saved run (.json) and stop")
     args = parser.parse_args(argv)
     unknown = [k for k in args.peers.split(",") if k not in BY_KEY]
     if unknown:
@@ -65,6 +67,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.render:
+        print(rerender(args.render))
+        return 0
     params = Params.quick() if args.quick else Params()
     rounds = args.rounds or (1 if args.quick else 3)
     peers = [BY_KEY[k] for k in args.peers.split(",")]

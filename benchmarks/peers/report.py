@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers.harness import PeerReport
+from benchmarks.peers.catalogue import BY_KEY
+from benchmarks.peers.harness import Outcome, PeerReport
 from benchmarks.peers.workloads import Params
 
 
@@ -105,7 +106,7 @@ class Table:
             text += " (restart)"
         ratio = self.ratio(report, metric, value)
         if ratio is not None:
-            text += f" ({ratio:.1f}×)"
+            text += f" ({ratio:.0f}×)" if ratio >= 10 else f" ({ratio:.{1 if ratio >= 1 else 2}f}×)"
         if outcome.errors:
             rounds = len(outcome.errors) + len(outcome.runs)
             why = (
@@ -170,13 +171,16 @@ def render(
     command: str,
     load: tuple[tuple[float, ...], tuple[float, ...]],
     asked: int | None = None,
+    stamp: str | None = None,
+    box: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """The Markdown report and the JSON record of a run (``stamp`` and ``box``: those of a saved run)."""
     table = Table(reports, params)
     body = table.markdown()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    box = machine()
+    when = stamp or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    box = box or machine()
     head = (
-        f"Measured {when} on {box['cores']} cores ({box['cpu']}, {box['system']}), "
+        f"Measured {stamp or when} on {box['cores']} cores ({box['cpu']}, {box['system']}), "
         f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end; "
         f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}"
         + (f" ({asked} asked; the time budget stopped the rest)" if asked and asked > rounds else "")
@@ -209,3 +213,20 @@ def render(
         "markdown": markdown,
     }
     return markdown, data
+
+
+def rerender(path: Path) -> str:
+    """The Markdown of a saved run (its ``.json``), with this version's formatting."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    reports: dict[str, PeerReport] = {}
+    for key, raw in data["peers"].items():
+        report = reports[key] = PeerReport(BY_KEY[key], raw["install"], raw["unavailable"], raw["info"])
+        report.seconds = list(raw["seconds_per_round"])
+        for name, o in raw["workloads"].items():
+            report.outcomes[name] = Outcome(list(o["runs"]), list(o["errors"]), o["unsupported"])
+    load = (tuple(data["load_average"]["start"]), tuple(data["load_average"]["end"]))
+    params = Params.from_json(json.dumps(data["params"]))
+    markdown, _ = render(
+        reports, params, data["rounds"], data["command"], load, stamp=data["date"], box=data["machine"]
+    )
+    return markdown

@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -400,25 +400,6 @@ def driver_main(driver: Driver, argv: list[str] | None = None) -> int:
 
 
 # ── helpers for drivers that start processes ────────────────────────────────────────────────────────
-
-
-@contextlib.asynccontextmanager
-async def child(
-    argv: list[str], log: Path, env: dict[str, str] | None = None, stdin: bool = False
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A child process with output in ``log``; SIGTERM (then SIGKILL) to its pid when the block ends."""
-    with open(log, "ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        yield proc
-    finally:
-        await stop_process(proc)
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:

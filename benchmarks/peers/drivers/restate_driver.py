@@ -81,23 +81,33 @@ class Restate:
         self.admin = ""
 
     async def start(self) -> None:
-        ports = [free_port() for _ in range(3)]
-        env = {
-            **os.environ,
-            "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ports[0]}",
-            "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{ports[1]}",
-            "RESTATE_BIND_ADDRESS": f"127.0.0.1:{ports[2]}",
-            "RESTATE_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1",  # also stops the latest-release check (no network here)
-            "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
-        }
-        argv = [self.binary, "--no-logo", "--listen-mode", "tcp", "--base-dir", str(self.workdir / "data")]
-        server = await spawn(argv, self.workdir / "restate-server.log", env)
-        self.procs.append(server)
-        self.ingress = f"http://127.0.0.1:{ports[0]}"
-        self.admin = f"http://127.0.0.1:{ports[1]}"
-        await wait_http(self.admin + "/health", 60, server, "restate-server")
-        await wait_http(self.ingress + "/restate/health", 60, server, "restate-server ingress")
+        """Start the server on free loopback ports (three tries: a port can be taken between the probe
+        and the bind) and wait until its admin API and ingress answer."""
+        for attempt in range(3):
+            ports = [free_port() for _ in range(3)]
+            env = {
+                **os.environ,
+                "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ports[0]}",
+                "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{ports[1]}",
+                "RESTATE_BIND_ADDRESS": f"127.0.0.1:{ports[2]}",
+                "RESTATE_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "1",
+                "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
+            }
+            # (It still asks GitHub once for its latest release; with no network that fails at once.)
+            data = self.workdir / f"data-{attempt}"
+            argv = [self.binary, "--no-logo", "--listen-mode", "tcp", "--base-dir", str(data)]
+            server = await spawn(argv, self.workdir / "restate-server.log", env)
+            self.procs.append(server)
+            self.ingress = f"http://127.0.0.1:{ports[0]}"
+            self.admin = f"http://127.0.0.1:{ports[1]}"
+            try:
+                await wait_http(self.admin + "/health", 60, server, "restate-server")
+                await wait_http(self.ingress + "/restate/health", 60, server, "restate-server ingress")
+                return
+            except RuntimeError:  # exited early (a port taken?): try other ports
+                if attempt == 2:
+                    raise
 
     async def deploy(self, app: str, processes: int) -> None:
         """Serve ``restate_service:<app>`` with hypercorn and register it.
