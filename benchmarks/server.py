@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -41,7 +41,7 @@ VERSION = "2026-04-01"
 _enc = msgspec.json.encode
 
 
-def body(kind: str, data: dict[str, object], corr: str = "b", token: str | None = None) -> bytes:
+def body(kind: str, data: Mapping[str, object], corr: str = "b", token: str | None = None) -> bytes:
     """An envelope; with ``token`` also in ``head.auth``, as the SDKs send it (besides the header)."""
     head: dict[str, object] = {"corrId": corr, "version": VERSION}
     if token:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from benchmarks.peers.catalogue import BY_KEY, PEERS, Unavailable
 
 REPO = Path(__file__).resolve().parents[2]
