@@ -109,7 +109,7 @@ def workflows_per_s(ports: list[int], workflows: int) -> float:
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, out
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return sum(r["workflows"] for r in results) / max(r["seconds"] for r in results)
+    return float(sum(r["workflows"] for r in results) / max(r["seconds"] for r in results))
 
 
 async def spread_throughput(ports: list[int], pairs: int) -> dict[str, float]:
