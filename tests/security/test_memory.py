@@ -53,9 +53,11 @@ def test_rejected_requests_leave_no_memory_behind(tmp_path: Path) -> None:
         assert [p["id"] for p in found["data"]["promises"]] == ["warm-up"]
 
 
+@pytest.mark.timeout(900)
 def test_one_off_groups_are_forgotten_when_their_tasks_end(tmp_path: Path) -> None:
-    """20,000 tasks, each for a group nobody serves, each settled: nothing is kept for those groups."""
-    n = int(os.environ.get("TROTH_ATTACK_GROUPS", "20000"))
+    """12,000 tasks (past the 10,000 bound of the wait list), each for a group nobody serves, each settled:
+    nothing is kept for those groups. ``TROTH_ATTACK_GROUPS`` raises the count (the finding used 20,000)."""
+    n = int(os.environ.get("TROTH_ATTACK_GROUPS", "12000"))
     with ServerProcess(tmp_path / "t.db") as server:
         server.create("warm-up")
         base = rss_mb(server)
