@@ -1,22 +1,14 @@
-"""The ``troth`` command line: ``serve`` and ``dev`` run a server; the client commands (``promises``,
-``tasks``, ``schedules``, ``invoke``, ``tree``) live in ``troth.client_cli``, ``token`` in
-``troth.token_cli``.
-
-Every failure prints one line (``troth: <reason>``) and exits non-zero, never a traceback.
+"""``troth serve`` and ``troth dev``: run a server (docs/operations/configuration.md); every option has an
+environment variable, and the docs' option table is generated from these declarations.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-
-from troth import __version__
-from troth.client_cli import CLIENT_ALIASES, CLIENT_COMMANDS, server_option_default
-from troth.token_cli import token
 
 _STORE_HELP = (
     "SQLite file, :memory:, or a PostgreSQL URL (postgresql://user:password@host:5432/db; several "
@@ -236,66 +228,6 @@ def _server_options(default_store: str) -> Callable[[F], F]:
     return decorate
 
 
-class _Group(click.Group):
-    """Resolves the singular aliases (``promise``, ``task``, ``schedule``) without listing them in help."""
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, CLIENT_ALIASES.get(cmd_name, cmd_name))
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="troth")
-@click.option(
-    "-S",
-    "--server",
-    default=server_option_default,
-    show_default="TROTH_URL, then RESONATE_URL, else http://127.0.0.1:8001",
-    help="Server URL for the client commands (replicas: several, comma-separated, tried in turn).",
-)
-@click.option(
-    "-T", "--token", default=None, envvar="TROTH_TOKEN", help="Bearer token for the client commands."
-)
-@click.option(
-    "--ca",
-    default=None,
-    envvar="TROTH_CA",
-    metavar="FILE",
-    help="CA bundle that signs the server's certificate (https:// servers).",
-)
-@click.option(
-    "--client-cert",
-    default=None,
-    envvar="TROTH_CLIENT_CERT",
-    metavar="PEM",
-    help="Client certificate and key in one PEM file (a server with --tls-client-ca).",
-)
-def cli(server: str, token: str | None, ca: str | None, client_cert: str | None) -> None:
-    """troth: durable execution for Python."""
-
-
-for _command in [*CLIENT_COMMANDS, token]:
-    cli.add_command(_command)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; usage errors and failures print one line (``troth: …``), never a traceback."""
-    try:
-        cli.main(args=argv, prog_name="troth", standalone_mode=False)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None and exc.ctx.parent else ""
-        print(f"troth: {exc.format_message()}{hint}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as exc:
-        print(f"troth: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        print("troth: aborted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. `troth promises search | head -1`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-
-
 def _serve(**kwargs: object) -> None:
     from troth.server.run import ServeOptions, run
 
@@ -304,19 +236,18 @@ def _serve(**kwargs: object) -> None:
     sys.exit(run(ServeOptions(**kwargs)))  # type: ignore[arg-type]
 
 
-@cli.command()
+@click.command()
 @_server_options("troth.db")
 def serve(**kwargs: object) -> None:
     """Run the server (SQLite file troth.db by default)."""
     _serve(**kwargs)
 
 
-@cli.command()
+@click.command()
 @_server_options(":memory:")
 def dev(**kwargs: object) -> None:
     """Run the server on an in-memory store (nothing is kept)."""
     _serve(**kwargs)
 
 
-if __name__ == "__main__":
-    main()
+COMMANDS = [serve, dev]

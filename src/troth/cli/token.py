@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from troth.client_cli import parse_duration
+from troth.cli.params import parse_duration
 
 # jwt and cryptography are imported inside the commands: every other ``troth`` command starts faster.
 
@@ -134,3 +134,6 @@ def static(prefix: str | None, admin: bool, name: str | None) -> None:
         f"add to the --auth-tokens file: {static_token_line(value, prefix, admin=admin, name=name)}",
         file=sys.stderr,
     )
+
+
+COMMANDS = [token]

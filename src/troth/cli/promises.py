@@ -1,0 +1,126 @@
+"""``troth promises`` (alias ``promise``): get, create, settle, search and register callbacks/listeners."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from troth.cli.client import client_command, client_for, search_pages
+from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_value, now_ms
+from troth.cli.render import emit_json, print_more, promise_line, response_json, show_promise
+
+PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
+
+
+@click.group()
+def promises() -> None:
+    """Promise commands (alias: promise)."""
+
+
+@promises.command("get")
+@click.argument("id")
+@client_command
+@click.pass_context
+def promises_get(ctx: click.Context, id: str, as_json: bool) -> None:
+    """Show one promise."""
+    show_promise(client_for(ctx).call("promise.get", {"id": id}), as_json)
+
+
+@promises.command("create")
+@click.argument("id")
+@click.option("--timeout", required=True, help="Time until it times out, e.g. 1h30m.", **DURATION)
+@click.option("--param", default=None, help="Parameter, as JSON.", **JSON_VALUE)
+@click.option("--tags", default=None, help='Tags, e.g. \'{"k":"v"}\'.', **JSON_TAGS)
+@client_command
+@click.pass_context
+def promises_create(
+    ctx: click.Context, id: str, timeout: int, param: Any, tags: dict[str, str] | None, as_json: bool
+) -> None:
+    """Create a promise (an existing one is returned unchanged)."""
+    data = {
+        "id": id,
+        "timeoutAt": now_ms() + timeout,
+        "param": {} if param is None else encode_value(param),
+        "tags": tags or {},
+    }
+    show_promise(client_for(ctx).call("promise.create", data), as_json)
+
+
+def _settle_command(name: str, state: str, doc: str) -> None:
+    @promises.command(name, help=doc)
+    @click.argument("id")
+    @click.option("--value", default=None, help="The value, as JSON.", **JSON_VALUE)
+    @client_command
+    @click.pass_context
+    def settle(ctx: click.Context, id: str, value: Any, as_json: bool) -> None:
+        data = {"id": id, "state": state, "value": {} if value is None else encode_value(value)}
+        show_promise(client_for(ctx).call("promise.settle", data), as_json)
+
+
+_settle_command("resolve", "resolved", "Resolve a pending promise.")
+_settle_command("reject", "rejected", "Reject a pending promise.")
+_settle_command("cancel", "rejected_canceled", "Cancel a pending promise.")
+
+
+@promises.command("search")
+@click.option("--state", type=click.Choice(PROMISE_STATES), default=None, help="Only promises in this state.")
+@click.option("--tags", default=None, help="Tags every result carries, as a JSON object.", **JSON_TAGS)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Most promises per page."
+)
+@click.option("--cursor", default=None, help="Continue after this id (from a previous page).")
+@click.option("--all", "all_pages", is_flag=True, help="Follow the cursor through every page.")
+@client_command
+@click.pass_context
+def promises_search(
+    ctx: click.Context,
+    state: str | None,
+    tags: dict[str, str] | None,
+    limit: int,
+    cursor: str | None,
+    all_pages: bool,
+    as_json: bool,
+) -> None:
+    """Search promises by state and tags (ordered by id)."""
+    query: dict[str, Any] = {"limit": limit}
+    if state:
+        query["state"] = state
+    if tags:
+        query["tags"] = tags
+    found, cursor = search_pages(client_for(ctx), "promise.search", "promises", query, cursor, all_pages)
+    if as_json:
+        data: dict[str, Any] = {"promises": found}
+        if cursor:
+            data["cursor"] = cursor
+        emit_json(response_json(data))
+        return
+    for p in found:
+        click.echo(promise_line(p))
+    print_more(cursor)
+
+
+@promises.command("register-callback")
+@click.argument("awaited")
+@click.argument("awaiter")
+@client_command
+@click.pass_context
+def promises_register_callback(ctx: click.Context, awaited: str, awaiter: str, as_json: bool) -> None:
+    """Resume AWAITER's task when AWAITED settles."""
+    data = {"awaited": awaited, "awaiter": awaiter}
+    show_promise(client_for(ctx).call("promise.register_callback", data), as_json)
+
+
+@promises.command("register-listener")
+@click.argument("awaited")
+@click.argument("address")
+@client_command
+@click.pass_context
+def promises_register_listener(ctx: click.Context, awaited: str, address: str, as_json: bool) -> None:
+    """Send an unblock message to ADDRESS when AWAITED settles."""
+    data = {"awaited": awaited, "address": address}
+    show_promise(client_for(ctx).call("promise.register_listener", data), as_json)
+
+
+COMMANDS = [promises]
+ALIASES = {"promise": "promises"}

@@ -1,0 +1,273 @@
+"""``troth tasks`` (alias ``task``): drive tasks by hand, as a worker would (get, create, claim, complete,
+fence, suspend, release, halt, continue, heartbeat, search).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from troth.cli.client import client_command, client_for, record, search_pages
+from troth.cli.params import (
+    DURATION,
+    JSON_ARRAY,
+    JSON_OBJECT,
+    JSON_TAGS,
+    JSON_VALUE,
+    encode_value,
+    fail,
+    now_ms,
+)
+from troth.cli.render import (
+    done,
+    emit_json,
+    print_more,
+    print_task,
+    promise_line,
+    response_json,
+    show_promise,
+    task_line,
+)
+
+TASK_STATES = ("pending", "acquired", "suspended", "halted", "fulfilled")
+SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
+
+
+@click.group()
+def tasks() -> None:
+    """Task commands (alias: task)."""
+
+
+def _action(action: Any, default_kind: str | None = None) -> dict[str, Any]:
+    if not isinstance(action, dict) or not isinstance(action.get("data"), dict):
+        fail('an action must be a JSON object with a "data" object (and "kind")')
+    out = {"head": {}, **action}
+    if "kind" not in out:
+        if default_kind is None:
+            fail('the action needs a "kind"')
+        out["kind"] = default_kind
+    return out
+
+
+@tasks.command("get")
+@click.argument("id")
+@client_command
+@click.pass_context
+def tasks_get(ctx: click.Context, id: str, as_json: bool) -> None:
+    """Show one task."""
+    data = client_for(ctx).call("task.get", {"id": id})
+    if as_json:
+        emit_json(data)
+    else:
+        print_task(record(data, "task"))
+
+
+def _show_acquired(data: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(response_json(data))
+        return
+    print_task(record(data, "task"))
+    if isinstance(data.get("promise"), dict):
+        click.echo(f"promise: {promise_line(data['promise'])}")
+    for p in data.get("preload") or []:
+        click.echo(f"preload: {promise_line(p)}")
+
+
+@tasks.command("create")
+@click.argument("id")
+@click.option("--pid", required=True, help="The process that holds the lease.")
+@click.option("--ttl", required=True, help="Lease length, e.g. 1m.", **DURATION)
+@click.option("--timeout", required=True, help="Promise timeout, e.g. 1h.", **DURATION)
+@click.option("--param", default=None, help="Parameter, as JSON.", **JSON_VALUE)
+@click.option("--tags", default=None, help="Tags (must include resonate:target).", **JSON_TAGS)
+@client_command
+@click.pass_context
+def tasks_create(
+    ctx: click.Context,
+    id: str,
+    pid: str,
+    ttl: int,
+    timeout: int,
+    param: Any,
+    tags: dict[str, str] | None,
+    as_json: bool,
+) -> None:
+    """Create a promise with a task already acquired by PID."""
+    action = {
+        "kind": "promise.create",
+        "head": {},
+        "data": {
+            "id": id,
+            "timeoutAt": now_ms() + timeout,
+            "param": {} if param is None else encode_value(param),
+            "tags": tags or {},
+        },
+    }
+    _show_acquired(client_for(ctx).call("task.create", {"pid": pid, "ttl": ttl, "action": action}), as_json)
+
+
+@tasks.command("claim")
+@click.argument("id")
+@click.option("--pid", required=True, help="The process that takes the lease.")
+@click.option("--version", "version", required=True, type=click.IntRange(0), help="The task's version.")
+@click.option("--ttl", required=True, help="Lease length, e.g. 1m.", **DURATION)
+@client_command
+@click.pass_context
+def tasks_claim(ctx: click.Context, id: str, pid: str, version: int, ttl: int, as_json: bool) -> None:
+    """Acquire a pending task (task.acquire)."""
+    data = {"id": id, "version": version, "pid": pid, "ttl": ttl}
+    _show_acquired(client_for(ctx).call("task.acquire", data), as_json)
+
+
+@tasks.command("complete")
+@click.argument("id")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
+@click.option(
+    "--state",
+    type=click.Choice(SETTLE_STATES),
+    default="resolved",
+    show_default=True,
+    help="How the task's promise settles.",
+)
+@click.option("--value", default=None, help="The result, as JSON.", **JSON_VALUE)
+@click.option("--action", default=None, help="A full promise.settle action (JSON).", **JSON_OBJECT)
+@client_command
+@click.pass_context
+def tasks_complete(
+    ctx: click.Context, id: str, version: int, state: str, value: Any, action: Any, as_json: bool
+) -> None:
+    """Fulfil an acquired task: settle its promise (task.fulfill)."""
+    if action is not None:
+        if value is not None:
+            fail("give either --action or --value, not both")
+        full = _action(action, "promise.settle")
+    else:
+        settle = {"id": id, "state": state, "value": {} if value is None else encode_value(value)}
+        full = {"kind": "promise.settle", "head": {}, "data": settle}
+    data = client_for(ctx).call("task.fulfill", {"id": id, "version": version, "action": full})
+    show_promise(data, as_json)
+
+
+@tasks.command("fence")
+@click.argument("id")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
+@click.option("--action", required=True, help="A promise.create/settle envelope (JSON).", **JSON_OBJECT)
+@client_command
+@click.pass_context
+def tasks_fence(ctx: click.Context, id: str, version: int, action: Any, as_json: bool) -> None:
+    """Run a promise.create or promise.settle only while the lease is held (task.fence)."""
+    data = client_for(ctx).call("task.fence", {"id": id, "version": version, "action": _action(action)})
+    if as_json:
+        emit_json(response_json(data))
+        return
+    inner = data.get("action", {})
+    status = inner.get("head", {}).get("status")
+    if isinstance(inner.get("data"), dict) and isinstance(inner["data"].get("promise"), dict):
+        click.echo(f"{inner.get('kind')} answered {status}: {promise_line(inner['data']['promise'])}")
+    else:
+        click.echo(f"{inner.get('kind')} answered {status}: {inner.get('data')}")
+
+
+@tasks.command("suspend")
+@click.argument("id")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
+@click.option("--actions", required=True, help="register_callback actions (JSON array).", **JSON_ARRAY)
+@client_command
+@click.pass_context
+def tasks_suspend(ctx: click.Context, id: str, version: int, actions: list[Any], as_json: bool) -> None:
+    """Suspend an acquired task until the awaited promises settle (task.suspend)."""
+    full = [_action(a, "promise.register_callback") for a in actions]
+    data = client_for(ctx).call("task.suspend", {"id": id, "version": version, "actions": full})
+    done(data, as_json, f"suspended task {id}")
+
+
+@tasks.command("release")
+@click.argument("id")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0),
+    help="The version the lease was acquired at.",
+)
+@client_command
+@click.pass_context
+def tasks_release(ctx: click.Context, id: str, version: int, as_json: bool) -> None:
+    """Give an acquired task back (it is sent out again)."""
+    data = client_for(ctx).call("task.release", {"id": id, "version": version})
+    done(data, as_json, f"released task {id}")
+
+
+@tasks.command("halt")
+@click.argument("id")
+@client_command
+@click.pass_context
+def tasks_halt(ctx: click.Context, id: str, as_json: bool) -> None:
+    """Stop a task from being dispatched until 'tasks continue'."""
+    done(client_for(ctx).call("task.halt", {"id": id}), as_json, f"halted task {id}")
+
+
+@tasks.command("continue")
+@click.argument("id")
+@client_command
+@click.pass_context
+def tasks_continue(ctx: click.Context, id: str, as_json: bool) -> None:
+    """Dispatch a halted task again."""
+    done(client_for(ctx).call("task.continue", {"id": id}), as_json, f"continued task {id}")
+
+
+@tasks.command("heartbeat")
+@click.option("--pid", required=True, help="The process whose leases to extend.")
+@click.option("--tasks", "task_list", required=True, help='JSON [{"id":…,"version":…}].', **JSON_ARRAY)
+@client_command
+@click.pass_context
+def tasks_heartbeat(ctx: click.Context, pid: str, task_list: list[Any], as_json: bool) -> None:
+    """Extend the leases PID holds."""
+    data = client_for(ctx).call("task.heartbeat", {"pid": pid, "tasks": task_list})
+    done(data, as_json, f"heartbeat sent for {len(task_list)} task(s)")
+
+
+@tasks.command("search")
+@click.option("--state", type=click.Choice(TASK_STATES), default=None, help="Only tasks in this state.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Most tasks per page."
+)
+@click.option("--cursor", default=None, help="Continue after this id (from a previous page).")
+@click.option("--all", "all_pages", is_flag=True, help="Follow the cursor through every page.")
+@client_command
+@click.pass_context
+def tasks_search(
+    ctx: click.Context, state: str | None, limit: int, cursor: str | None, all_pages: bool, as_json: bool
+) -> None:
+    """Search tasks by state (ordered by id)."""
+    query: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+    found, cursor = search_pages(client_for(ctx), "task.search", "tasks", query, cursor, all_pages)
+    if as_json:
+        emit_json({"tasks": found, **({"cursor": cursor} if cursor else {})})
+        return
+    for t in found:
+        click.echo(task_line(t))
+    print_more(cursor)
+
+
+COMMANDS = [tasks]
+ALIASES = {"task": "tasks"}
