@@ -491,7 +491,7 @@ class Model:
                 "head": {"corrId": corr, "status": status, "version": VERSION},
                 "data": inner,
             },
-            "preload": self._preload(tid),
+            "preload": [],  # fence answers carry no preload (docs/protocol/state.md#preload)
         }
 
     def op_task_heartbeat(self, d: dict[str, Any], now: int, corr: str) -> Reply:

@@ -469,10 +469,17 @@ async def test_fence_create(h: Harness) -> None:
     assert (TARGET, "t:1", 0) in await h.executes()
 
 
-async def test_fence_preload(h: Harness) -> None:
+async def test_fence_answers_carry_no_preload(h: Harness) -> None:
+    """A fenced call answers ``preload: []`` even when the branch has promises (else a fan-out of n would
+    cost O(n²)); the next acquire of the task still preloads them."""
     await h.running("t", tags={"resonate:branch": "t"})
     r = await h.fence_create("t", 1, "t:1", tags={"resonate:branch": "t"})
-    assert [p["id"] for p in r.data["preload"]] == ["t:1"]
+    assert r.data["preload"] == []
+    r = await h.fence_create("t", 1, "t:2", tags={"resonate:branch": "t"})
+    assert r.data["preload"] == []
+    assert (await h.release("t", 1)).status == 200
+    r = await h.acquire("t", 1)
+    assert [p["id"] for p in r.data["preload"]] == ["t:1", "t:2"]
 
 
 async def test_fence_create_existing(h: Harness) -> None:

@@ -88,7 +88,9 @@ class LocalTransport:
         from troth.server.store.sqlite import SqliteStore
 
         self._owns = engine is None
-        self.engine = engine or Engine(SqliteStore(path or ":memory:"), EngineConfig(server_url="local://"))
+        self.engine = engine or Engine(
+            SqliteStore(path or ":memory:"), EngineConfig(server_url="local://", exclusive=True)
+        )
         self._reader: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
         self._started = False

@@ -455,9 +455,13 @@ class Core:
         return 300, {"preload": [] if own is None else await self._preload(tx, own)}
 
     async def _task_fence(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        """A fenced create or settle. Its answer's ``preload`` is always ``[]``
+        (docs/protocol/state.md#preload): the branch's promises on every fenced call made a fan-out of n
+        cost O(n²) in reads and bytes, and the holder of the lease already has them (the acquire's preload
+        plus its own answers)."""
         d: rq.Fence = req.data
         loaded = await self._load_all(tx, [d.id, d.action.id], now, fx)
-        own, target = loaded[d.id], loaded[d.action.id]
+        target = loaded[d.action.id]
         task = await tx.get_task(d.id)
         if task is None:
             return 404, "Task not found"
@@ -474,8 +478,7 @@ class Core:
                 target = await self._settle(tx, target, d.action.state, d.action.value, now, now, fx)
             inner = {"promise": target}
         head = {"corrId": req.corr_id, "status": inner_status, "version": PROTOCOL_VERSION}
-        preload = [] if own is None else await self._preload(tx, own)
-        return 200, {"action": {"kind": d.action_kind, "head": head, "data": inner}, "preload": preload}
+        return 200, {"action": {"kind": d.action_kind, "head": head, "data": inner}, "preload": []}
 
     async def _task_heartbeat(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskHeartbeat = req.data
@@ -651,6 +654,26 @@ class Core:
                     continue
             await self._make_pending(tx, task, now, fx)
         return fx.reply(200, {})
+
+    async def end_every_lease(self, tx: Tx, now: int) -> Reply:
+        """Every acquired task → pending at the same version with its re-send timer armed; the data of the
+        reply is how many. For a store that only this process uses (local mode), at start: each lease in it
+        was held by a process that died. No ``execute`` is queued: ``pending_dispatches`` hands these tasks
+        to the first worker that connects."""
+        fx = _Effects()
+        ended = 0
+        while True:
+            page = await tx.search_tasks("acquired", PASS_LIMIT, None)
+            for task in page:
+                task.state = "pending"
+                _leased(task)
+                task.timeout_type = RETRY
+                task.timeout_at = now + self.config.retry_timeout
+                await tx.put_task(task)
+                fx.at(task.timeout_at)
+            ended += len(page)
+            if len(page) < PASS_LIMIT:
+                return fx.reply(200, ended)
 
     async def pending_dispatches(self, tx: Tx, now: int) -> list[Outgoing]:
         """An ``execute`` for every pending task whose dispatch is not held back by a delay (start-up)."""

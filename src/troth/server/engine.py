@@ -66,6 +66,10 @@ class EngineConfig(msgspec.Struct, frozen=True):
     max_connections_per_pid: int = 16
     push_allow: tuple[str, ...] = ()
     """The ``--push-allow`` entries (``troth.server.push``); empty means public hosts only."""
+    exclusive: bool = False
+    """This process alone uses the store (the SDK's local mode): every lease found in it at start belonged
+    to a process that is gone, so it ends at once instead of at its ttl
+    (docs/getting-started.md#local-restart)."""
 
 
 def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
@@ -161,6 +165,10 @@ class Engine:
             await self.cluster.start()
             self.timers.arm(now)
             return
+        if self.config.exclusive:
+            ended = await self._counted(lambda tx: self.core.end_every_lease(tx, now))
+            if ended.data:
+                log.info("ended %d lease(s) of an earlier process on this store", ended.data)
         pending = await self.store.run(lambda tx: self.core.pending_dispatches(tx, now))
         self.delivery.remember(pending)
         self.timers.arm(now)
