@@ -208,6 +208,9 @@ class CrashReport:
     boundaries: int
     reruns: dict[int, list[str]] = field(default_factory=dict)
     """Per crash point, the completed steps that ran again after the crash (must be empty)."""
+    promises: dict[str, str] = field(default_factory=dict)
+    """Every promise the run without a crash made, by id, with its final state; every crash run ends with
+    exactly these (ids are deterministic, outcomes are recorded once)."""
 
     @property
     def ok(self) -> bool:
@@ -253,6 +256,12 @@ class _CrashingTransport:
         return self.inner.busy
 
 
+async def _promise_states(h: Harness) -> dict[str, str]:
+    """Every promise on the harness's server, by id, with its state."""
+    records = await h.engine.store.run(lambda tx: tx.search_promises(None, None, 1_000_000, None))
+    return {p.id: p.state for p in records}
+
+
 async def _kill(troth: Troth) -> None:
     """Stop a worker the way SIGKILL would: no release; its connection drops, so its leases end."""
     worker = troth._worker
@@ -293,9 +302,10 @@ async def crash_test(
         await reference.troth.start()
         expected = await reference.run(id, fn, *args, **kwargs)
         boundaries = counting.durable
+        promises = await _promise_states(reference)
     finally:
         await reference.stop()
-    report = CrashReport(expected, boundaries)
+    report = CrashReport(expected, boundaries, promises=promises)
     for point in range(1, boundaries + 1):
         h = Harness()
         await h.start(with_worker=False)
@@ -316,11 +326,7 @@ async def crash_test(
                     raise Stuck(f"crash point {point}: the first run stalled before reaching it")
                 h.clock.set(max(due, h.clock.now()))
             await _kill(first)
-            settled = {
-                p.id
-                for p in await h.engine.store.run(lambda tx: tx.search_promises(None, None, 1_000_000, None))
-                if p.state != "pending"
-            }
+            settled = {k for k, state in (await _promise_states(h)).items() if state != "pending"}
             before = h.starts.copy()
             second = h.new_worker()
             setup(second)
@@ -332,6 +338,14 @@ async def crash_test(
                 raise Stuck(f"crash point {point} of {boundaries}: {exc}") from None
             if result != expected:
                 raise AssertionError(f"crash point {point}: result {result!r} differs from {expected!r}")
+            await h.idle()
+            ended = await _promise_states(h)
+            if ended != promises:
+                differ = sorted(k for k in ended.keys() | promises.keys() if ended.get(k) != promises.get(k))
+                shown = ", ".join(f"{k}: {ended.get(k)} (without a crash: {promises.get(k)})" for k in differ)
+                raise AssertionError(
+                    f"crash point {point}: the promises differ from a run without a crash: {shown}"
+                )
             rerun = sorted(k for k in settled if h.starts[k] > before[k])
             report.reruns[point] = rerun
             if rerun:

@@ -12,6 +12,11 @@ Structured concurrency (§10.4): when a body ends, every child it started is joi
 still pending remotely, the function is *blocked* and its promise is not settled, whatever the body
 returned. The task then suspends on every pending remote child of the execution.
 
+The rules this keeps (docs/sdk/replay.md#invariants, checked by ``tests/sdk/test_replay_properties.py``):
+finished steps never run again; ids are deterministic; a suspended body resumes to the same result;
+outcomes are recorded once; children settle before their parents; one ``ctx.logger`` line per logical
+execution.
+
 Rejected designs: keeping suspended coroutines in memory to continue them in place (they do not survive a
 crash, so replay is needed anyway, and two mechanisms would have to agree); an event history on the
 server (the promises are the history).
