@@ -54,12 +54,16 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
-# Debian packages the tests use beyond Python: haproxy (the load-balancer scale-out test). Installed
+# Debian packages the tests use beyond Python: haproxy (the load-balancer scale-out test) and chromium
+# (the dashboard's browser tests, driven by Playwright). Installed
 # when missing and running as root (CI does); otherwise that test skips with the reason.
 services:
 	@command -v haproxy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; } || \
 		echo "make services: haproxy not installed (not root?); its test will skip"; }
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "make services: chromium not installed (not root?); the dashboard's browser tests will skip"; }
 
 # The store-independent tiers once more on PostgreSQL (TROTH_TEST_POSTGRES, default the machine's server
 # on 127.0.0.1:5432), the model-based test with a raised example budget: each test process gets

@@ -65,8 +65,11 @@ def test_routing_404_405_410(server: ServerProcess) -> None:
     response = server.get("/")
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
-    assert response.content == b""
-    assert server.client.put("/").status_code == 405
+    assert "json" not in response.headers.get("content-type", "")
+    assert b"/ui" in response.content  # a person who opens the server in a browser finds the dashboard
+    put = server.client.put("/")
+    assert put.status_code == 405
+    assert put.content == b""
 
     for method, path in [
         ("GET", "/promises/x"),

@@ -27,12 +27,15 @@ _UNKNOWN: Final = ""
 class Delta:
     """What one unit of work changed."""
 
-    __slots__ = ("promises", "reset", "tasks")
+    __slots__ = ("ids", "promises", "reset", "tasks")
 
     def __init__(self) -> None:
         self.promises: Counter[str] = Counter()
         self.tasks: Counter[str] = Counter()
         self.reset = False
+        self.ids: list[str] = []
+        """The promises (and tasks, which share their promise's id) the unit created or changed state of,
+        for the dashboard's change feed (``troth.server.ui.feed``)."""
 
 
 class StateCounts:
@@ -81,11 +84,13 @@ class CountingTx:
     async def insert_promise(self, p: Promise) -> None:
         await self._tx.insert_promise(p)
         self.delta.promises[p.state] += 1
+        self.delta.ids.append(p.id)
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         await self._tx.settle_promise(id, state, value, settled_at)
         self.delta.promises["pending"] -= 1
         self.delta.promises[state] += 1
+        self.delta.ids.append(id)
 
     # tasks: every row the unit read is remembered with its state, so a write knows what it replaces
 
@@ -114,6 +119,7 @@ class CountingTx:
             before = _UNKNOWN if row is None else row.state
         await self._tx.put_task(t)
         if before != t.state:
+            self.delta.ids.append(t.id)
             if before:
                 self.delta.tasks[before] -= 1
             self.delta.tasks[t.state] += 1

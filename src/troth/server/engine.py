@@ -49,6 +49,7 @@ class Replicas(Protocol):
 
 
 _encoder: Final = msgspec.json.Encoder()
+_SEARCHES: Final = {"promise.search": "promises", "task.search": "tasks", "schedule.search": "schedules"}
 
 SCRAPE_CACHE_SECONDS: Final = 1.0
 """How long one rendering of ``/metrics`` is served again."""
@@ -127,6 +128,8 @@ class Engine:
             on_pid_gone=self._pid_gone,
         )
         self.counts = StateCounts()
+        self.on_change: Callable[[Delta], None] | None = None
+        """Called with each committed unit's changes (the dashboard's change feed), if set."""
         self._scraped: tuple[float, bytes] | None = None
         for name, value in self.bounds().items():
             self.metrics.limits.labels(name).set(value)
@@ -190,12 +193,16 @@ class Engine:
 
     # --------------------------------------------------------------------------------------- requests
 
-    async def handle(self, body: bytes, *, bearer: str | None = None) -> tuple[int, bytes]:
+    async def handle(
+        self, body: bytes, *, bearer: str | None = None, id_prefix: str = ""
+    ) -> tuple[int, bytes]:
         """Answer one ``POST /`` body: the HTTP status (equal to ``head.status``) and the response bytes.
 
         ``bearer`` is the token of the request's ``Authorization`` header, if any. With ``auth`` set, the
         caller is authenticated after the envelope is read and before its data is (``401``), and the
         decoded request is authorized before the core runs (``403``): a refused request changes nothing.
+        ``id_prefix`` narrows a search to ids starting with it (the dashboard's id search, served by the
+        primary-key index; not part of the wire protocol), within the token's own prefix.
         """
         started = time.perf_counter()
         env = rq.parse_envelope(body)
@@ -215,6 +222,12 @@ class Engine:
             refusal = auth.authorize(principal, parsed)
             if refusal is not None:
                 return self._refused(parsed.kind, parsed.corr_id, refusal)
+        if id_prefix and parsed.kind in _SEARCHES:
+            if id_prefix.startswith(parsed.id_prefix):
+                parsed.id_prefix = id_prefix
+            elif not parsed.id_prefix.startswith(id_prefix):  # disjoint from the token's prefix: nothing
+                key = _SEARCHES[parsed.kind]
+                return 200, envelope(parsed.kind, parsed.corr_id, 200, {key: []})
         refused = self._refused_address(parsed)
         if refused is not None:
             self.metrics.observe_request(parsed.kind, 400, time.perf_counter() - started)
@@ -284,6 +297,8 @@ class Engine:
 
         reply, delta = await self.store.run(unit)
         self.counts.apply(delta)
+        if self.on_change is not None and (delta.ids or delta.reset):
+            self.on_change(delta)
         return reply
 
     # ------------------------------------------------------------------------------------- after commit

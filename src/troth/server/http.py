@@ -1,4 +1,5 @@
-"""The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``/health``, ``/ready``, ``/metrics``.
+"""The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``/health``, ``/ready``, ``/metrics``,
+and the dashboard under ``/ui`` (``troth.server.ui``).
 
 A plain ASGI callable rather than a framework router: there are six routes and ``POST /`` is the hot path,
 so every microsecond of routing counts. Routing-level answers follow docs/protocol/index.md#http-surface:
@@ -31,6 +32,7 @@ from troth.server.auth import Principal, bearer
 from troth.server.browser import BrowserPolicy, is_json
 from troth.server.delivery import Refused
 from troth.server.engine import Engine
+from troth.server.ui.routes import Ui
 
 log = logging.getLogger("troth.http")
 
@@ -44,6 +46,7 @@ _TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
 _SSE: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _LEGACY: Final = ("/promises", "/schedules", "/tasks")
 _SLICE: Final = 64 * 1024
+_ROOT_HINT: Final = b"troth server: the protocol is POST / (JSON); the dashboard is at /ui\n"
 _GONE: Final = b'{"error": "This endpoint is no longer supported. Please update to the latest SDK."}'
 
 
@@ -75,8 +78,10 @@ class App:
         metrics_only: bool = False,
         browser: BrowserPolicy | None = None,
         sse_per_principal: int = 250,
+        dashboard: bool = True,
     ) -> None:
         self.engine = engine
+        self.ui: Ui | None = Ui(engine) if dashboard and not metrics_only else None
         self.metrics_only = metrics_only
         self.browser = browser or BrowserPolicy()
         self.sse_per_principal = sse_per_principal
@@ -131,7 +136,8 @@ class App:
                 send = _with_headers(send, cors)
         if path == "/":
             if method != "POST":
-                await _respond(send, 405, headers=[(b"allow", b"POST")])
+                body = _ROOT_HINT if self.ui is not None and method == "GET" else b""
+                await _respond(send, 405, body, [(b"allow", b"POST"), *_TEXT])
                 return
             if not is_json(content_type):
                 self._refuse("content_type")
@@ -152,6 +158,8 @@ class App:
                 await _respond(send, 200 if await self.engine.ready() else 503)
             else:
                 await self._metrics(method, send, scope)
+        elif self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            await self.ui(scope, receive, send)
         elif any(path == p or path.startswith(p + "/") for p in _LEGACY):
             log.warning("legacy REST route %s %s answered 410", method, path)
             await _respond(send, 410, _GONE, _JSON)

@@ -1,0 +1,118 @@
+"""The dashboard end to end in a real browser (issue 11): a real ``troth serve``, a real worker process
+and Debian's chromium. Each scenario waits on what the page shows (Playwright's expectations, with the
+page's default deadline), never on a sleep."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from helpers import ServerProcess, now_ms
+
+from .conftest import Worker, shot, start_review
+
+
+def test_find_a_running_workflow_watch_it_grow_and_approve_it(
+    page: Page, server: ServerProcess, worker: Worker
+) -> None:
+    page.goto(f"{server.url}/ui")
+    expect(page.locator("#content")).to_contain_text("No workflow is running")
+    expect(page.locator("#content")).to_have_attribute("data-feed-state", "open")
+    start_review(server, "order-7", "o-7")
+    # the overview is live: the new workflow appears without a reload
+    link = page.get_by_role("link", name="order-7", exact=True)
+    expect(link).to_be_visible()
+    link.click()
+    expect(page).to_have_url(re.compile(r"/ui/promise\?id=order-7$"))
+    tree = page.locator("#tree")
+    expect(tree.locator('tr[data-id="order-7:1"]')).to_have_attribute("data-state", "resolved")
+    waiting = tree.locator('tr[data-id="order-7:2"]')
+    expect(waiting).to_have_attribute("data-state", "pending")
+    expect(tree.locator("tr.node")).to_have_count(3)
+    expect(tree.locator('tr[data-id="order-7:1"]')).to_contain_text("check")
+    shot(page, "workflow-waiting")
+    # approve the latent step from its page, with a confirmation
+    waiting.get_by_role("link", name="Settle…").click()
+    expect(page.locator("h1")).to_contain_text("order-7:2")
+    page.locator("#resolve-value").fill('{"approved_by": "ada"}')
+    dialogs: list[str] = []
+
+    def accept(dialog: object) -> None:
+        dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.accept()  # type: ignore[attr-defined]
+
+    page.on("dialog", accept)
+    page.locator("#resolve").click()
+    expect(page.locator("#actions")).to_contain_text("order-7:2 is now resolved")
+    assert dialogs and "order-7:2" in dialogs[0]
+    # the tree on this page grows live: the last step appears and the workflow finishes
+    tree = page.locator("#tree")
+    expect(tree.locator('tr[data-id="order-7"]')).to_have_attribute("data-state", "resolved")
+    expect(tree.locator('tr[data-id="order-7:3"]')).to_have_attribute("data-state", "resolved")
+    expect(tree.locator('tr[data-id="order-7:3"]')).to_contain_text("o-7 shipped")
+    expect(tree.locator('tr[data-id="order-7:2"]')).to_contain_text('"approved_by": "ada"')
+    shot(page, "workflow-done")
+    page.goto(f"{server.url}/ui/promise?id=order-7")
+    expect(page.locator("#promise-state")).to_have_text("resolved")
+    expect(page.locator("#content")).to_contain_text('"shipped": "o-7 shipped')
+    shot(page, "dashboard")
+
+
+def test_search_promises_by_state_and_id(page: Page, server: ServerProcess) -> None:
+    for i in range(3):
+        server.post("promise.create", {"id": f"pay-{i}", "timeoutAt": now_ms() + 3_600_000})
+    server.post("promise.settle", {"id": "pay-1", "state": "resolved", "value": {}})
+    server.post("promise.create", {"id": "other", "timeoutAt": now_ms() + 3_600_000})
+    page.goto(f"{server.url}/ui/promises")
+    expect(page.locator("#promises tbody tr")).to_have_count(4)
+    page.locator("#state").select_option("resolved")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#promises tbody tr")).to_have_count(1)
+    expect(page.locator("#promises")).to_contain_text("pay-1")
+    page.locator("#state").select_option("pending")
+    page.locator("#q").fill("pay-")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("#promises tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#promises")).not_to_contain_text("other")
+    shot(page, "promises")
+
+
+def test_cancel_a_pending_promise(page: Page, server: ServerProcess) -> None:
+    server.post("promise.create", {"id": "job-1", "timeoutAt": now_ms() + 3_600_000})
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{server.url}/ui/promise?id=job-1")
+    page.locator("#cancel").click()
+    expect(page.locator("#actions")).to_contain_text("job-1 is now rejected_canceled")
+    _, body = server.post("promise.get", {"id": "job-1"})
+    assert body["data"]["promise"]["state"] == "rejected_canceled"
+
+
+def test_delete_a_schedule(page: Page, server: ServerProcess) -> None:
+    for name in ("nightly", "hourly"):
+        status, body = server.post(
+            "schedule.create",
+            {
+                "id": name,
+                "cron": "0 * * * *",
+                "promiseId": f"{name}-{{{{.timestamp}}}}",
+                "promiseTimeout": 60000,
+                "promiseTags": {"resonate:target": "poll://any@dash"},
+            },
+        )
+        assert status == 200, body
+    page.goto(f"{server.url}/ui/schedules")
+    table = page.locator("#schedules")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    shot(page, "schedules")
+    answers = ["dismiss", "accept"]
+    page.on("dialog", lambda d: d.dismiss() if answers.pop(0) == "dismiss" else d.accept())
+    page.get_by_role("button", name="Delete schedule nightly").click()
+    expect(table.locator("tbody tr")).to_have_count(2)  # dismissed: nothing happened
+    assert answers == ["accept"]
+    page.get_by_role("button", name="Delete schedule nightly").click()
+    expect(page.locator("#content")).to_contain_text("Schedule nightly deleted")
+    expect(page.locator("#schedules tbody tr")).to_have_count(1)
+    status, body = server.post("schedule.get", {"id": "nightly"})
+    assert status == 404
