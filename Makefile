@@ -69,7 +69,7 @@ services:
 # on 127.0.0.1:5432), the model-based test with a raised example budget: each test process gets
 # databases of its own. Skipped with the reason when PostgreSQL is unreachable; a failure instead with
 # TROTH_REQUIRE_SERVICES=1 (CI). (tests/postgres, the PostgreSQL-only tests, run in the first pass.)
-PG_TIERS := tests/unit tests/model tests/sdk tests/integration
+PG_TIERS := tests/unit tests/model tests/sdk tests/integration tests/dashboard/test_dashboard.py
 test-postgres: $(STAMP)
 	TROTH_TEST_STORE=postgres TROTH_MODEL_EXAMPLES=200 $(BIN)/pytest -q -n $(TEST_WORKERS) $(PG_TIERS)
 

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import DEADLINE, ServerProcess, now_ms
-from stores import REQUIRED
+from stores import REQUIRED, server_store
 
 CHROMIUM = os.environ.get("TROTH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TROTH_ARTIFACTS", "test-artifacts")) / "dashboard"
 WORKER = Path(__file__).with_name("review_worker.py")
+
+expect.set_options(timeout=60_000)  # what a page shows, on a loaded machine: a deadline, not a sleep
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,7 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     p = context.new_page()
-    p.set_default_timeout(DEADLINE * 1000)
+    p.set_default_timeout(60_000)
     errors: list[str] = []
     p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     yield p
@@ -83,7 +85,8 @@ class Worker:
 
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    with ServerProcess(":memory:") as proc:
+    """A fresh server on the test store (in-memory SQLite, or PostgreSQL with TROTH_TEST_STORE=postgres)."""
+    with ServerProcess(server_store()) as proc:
         yield proc
 
 

@@ -149,7 +149,7 @@ class Views:
             root = p
         below = await calls.call("promise.search", {"limit": TREE_LIMIT}, id_prefix=root["id"] + ":")
         members = (below.data or {}).get("promises", []) if below.ok else []
-        tasks = await calls.call("task.search", {"limit": TREE_LIMIT + 1}, id_prefix=root["id"])
+        tasks = await calls.call("task.search", {"limit": TREE_LIMIT}, id_prefix=root["id"])
         tries = (
             {t["id"]: t.get("version", 0) for t in (tasks.data or {}).get("tasks", [])} if tasks.ok else {}
         )
