@@ -27,8 +27,10 @@ WORKER = Path(__file__).with_name("review_worker.py")
 expect.set_options(timeout=60_000)  # what a page shows, on a loaded machine: a deadline, not a sleep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per test module. Not per session: Playwright's sync API keeps an event loop running
+    on this thread while it is open, which would break the async tests that follow in the same process."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         reason = f"{CHROMIUM} is not installed (make services installs Debian's chromium)"
         if REQUIRED:
