@@ -28,6 +28,7 @@ Where the spec leaves a choice open, the model's choice is stated at the point i
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,10 @@ TARGET = "resonate:target"
 TIMER = "resonate:timer"
 DELAY = "resonate:delay"
 BRANCH = "resonate:branch"
+ORIGIN = "resonate:origin"
+PARENT = "resonate:parent"
+FORKED_FROM = "troth:forked-from"
+DETACHED = re.compile(r":d[0-9a-f]{16}$")
 
 Reply = tuple[int, Any]
 
@@ -495,6 +500,7 @@ class Model:
         }
 
     def op_task_heartbeat(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        lost = []
         for ref in d["tasks"]:
             tid = ref["id"]
             t = self.tasks.get(tid)
@@ -509,7 +515,9 @@ class Model:
             ):
                 assert to.ttl is not None
                 to.at = now + to.ttl
-        return 200, {}
+            else:
+                lost.append(tid)  # docs/sdk/trees.md: the leases this pid does not hold are listed
+        return 200, ({"lost": lost} if lost else {})
 
     def op_task_halt(self, d: dict[str, Any], now: int, corr: str) -> Reply:
         tid = d["id"]
@@ -588,6 +596,120 @@ class Model:
         if more is not None:
             out["cursor"] = more
         return 200, out
+
+    # ----------------------------------------------------------------------------------------- trees
+    # docs/sdk/trees.md. The pools are far below the per-request bound, so no request here pages.
+
+    def _in_subtree(self, pid: str, top: str, include_detached: bool) -> bool:
+        """Whether ``pid`` is ``top`` or below it by the parent tags (not through a detached child)."""
+        seen: set[str] = set()
+        while pid not in seen:
+            if pid == top:
+                return True
+            if not include_detached and DETACHED.search(pid):
+                return False
+            seen.add(pid)
+            p = self.promises.get(pid)
+            parent = None if p is None else p.tags.get(PARENT)
+            if parent is None or parent == pid:
+                return False
+            pid = parent
+        return False
+
+    def op_tree_cancel(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        self._try_timeout([d["id"]], now)
+        top = self.promises.get(d["id"])
+        if top is None:
+            return 404, "Promise not found"
+        origin = top.tags.get(ORIGIN)
+        if origin is None:
+            members = [top.id] if top.state == "pending" else []
+        else:
+            members = sorted(
+                p.id
+                for p in self.promises.values()
+                if p.state == "pending" and p.tags.get(ORIGIN) == origin and p.id > (d.get("cursor") or "")
+            )
+        chosen = [m for m in members if self._in_subtree(m, top.id, d.get("includeDetached", False))]
+        holders = []
+        batch: list[tuple[str, str, dict[str, Any] | None, int]] = []
+        for pid in chosen:
+            p = self.promises[pid]
+            t = self.tasks.get(pid)
+            to = self.task_timeouts.get(pid)
+            target = p.tags.get(TARGET, "")
+            if t is not None and t.state == "acquired" and to is not None and target.startswith("poll://"):
+                group = target.split("@", 1)[1].split("/", 1)[0]
+                holders.append((pid, f"poll://uni@{group}/{to.pid}"))
+            if p.timeout_at <= now:
+                batch.append((pid, "resolved" if p.timer else "rejected_timedout", None, p.timeout_at))
+            else:
+                batch.append((pid, "rejected_canceled", None, now))
+        if batch:
+            self._settle(batch, now)
+        for key in holders:
+            self.out_unblock.add(key)
+        canceled = [pid for pid in chosen if self.promises[pid].state == "rejected_canceled"]
+        return 200, {"promise": self.promises[top.id].record(), "canceled": canceled}
+
+    def op_tree_fork(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        old_id, new_id = d["id"], d["to"]
+        self._try_timeout([old_id], now)
+        old = self.promises.get(old_id)
+        if old is None:
+            return 404, "Promise not found"
+        if old.tags.get(ORIGIN, old_id) != old_id:
+            return 422, f"{old_id} is not a root (its lineage origin is {old.tags[ORIGIN]})"
+        if TARGET not in old.tags:
+            return 422, f"{old_id} has no resonate:target tag, so nothing would run the fork"
+        if old.state == "pending":
+            return 409, f"{old_id} is still pending: wait for it or cancel it first"
+        existing = self.promises.get(new_id)
+        if existing is not None:
+            if existing.tags.get(FORKED_FROM) == old_id:
+                return 200, {"promise": existing.record(), "copied": 0}
+            return 409, f"promise {new_id} already exists"
+
+        def renamed(tags: dict[str, str]) -> dict[str, str]:
+            out = dict(tags)
+            for key in (ORIGIN, PARENT, BRANCH, "resonate:prefix"):
+                v = out.get(key)
+                if v is not None and (v == old_id or v.startswith(old_id + ":")):
+                    out[key] = new_id + v[len(old_id) :]
+            return out
+
+        copies = []
+        for pid in sorted(self.promises):
+            p = self.promises[pid]
+            if p.tags.get(ORIGIN) != old_id or p.state != "resolved" or not pid.startswith(old_id + ":"):
+                continue
+            if any(DETACHED.search(part) for part in pid.split(".")):
+                continue
+            cid = new_id + pid[len(old_id) :]
+            if cid in self.promises:
+                return 409, f"promise {cid} already exists"
+            copies.append(
+                Promise(
+                    cid,
+                    "resolved",
+                    copy.deepcopy(p.param),
+                    copy.deepcopy(p.value),
+                    renamed(p.tags),
+                    p.timeout_at,
+                    p.created_at,
+                    p.settled_at,
+                )
+            )
+        for c in copies:
+            self.promises[c.id] = c
+            if TARGET in c.tags:
+                self.tasks[c.id] = Task(c.id, "fulfilled", 0)
+        tags = renamed(old.tags)
+        tags.pop(DELAY, None)
+        tags[FORKED_FROM] = old_id
+        timeout_at = min(now + max(old.timeout_at - old.created_at, 0), 2**63 - 1)
+        root = self._create({"id": new_id, "timeoutAt": timeout_at, "param": old.param, "tags": tags}, now)
+        return 200, {"promise": root.record(), "copied": len(copies)}
 
     # ----------------------------------------------------------------------------------------- debug
 

@@ -48,6 +48,7 @@ IDS = [*ROOTS, "p0:1", "p0:2", "p0.3", "p1:1", "p2:1", "P9", "pé"]  # byte orde
 TARGETS = ["poll://any@g1", "http://worker.test:9999/run"]
 LISTEN = ["poll://uni@g1/w1", "poll://uni@g2/w2"]
 PIDS = ["w1", "w2", "w3"]
+FORKS = ["f0", "f1"]
 SCHEDULES = ["s0", "s1", "s2"]
 CRONS = ["* * * * *", "* * * * *", "*/20 * * * * *"]
 TEMPLATES = ["sched-{{.id}}-{{.timestamp}}", "sched-{{.id}}"]
@@ -79,6 +80,14 @@ def _canon(snap: dict[str, Any]) -> dict[str, Any]:
 
 def root_of(pid: str) -> str:
     return pid.split(":", 1)[0]
+
+
+def parent_of(pid: str) -> str:
+    """``p0:1`` and ``p0.3`` hang off ``p0``; a root is its own parent."""
+    for sep in (".", ":"):
+        if sep in pid:
+            return pid.rsplit(sep, 1)[0]
+    return pid
 
 
 SORTED_BY_ID = ("promises", "promiseTimeouts", "listeners", "tasks", "taskTimeouts")
@@ -228,6 +237,9 @@ class ServerVersusModel(RuleBasedStateMachine):
             tags["resonate:timer"] = "true"
         if data.draw(st.booleans()):
             tags["resonate:branch"] = root_of(pid)
+        if data.draw(st.integers(0, 2)) > 0:  # a lineage, so that trees can be canceled and forked
+            tags["resonate:origin"] = root_of(pid)
+            tags["resonate:parent"] = parent_of(pid)
         if data.draw(st.integers(0, 3)) == 0:
             tags["color"] = data.draw(st.sampled_from(COLORS))
         if not task and "resonate:target" in tags and data.draw(st.integers(0, 3)) == 0:
@@ -406,6 +418,18 @@ class ServerVersusModel(RuleBasedStateMachine):
                 pids.add(lease.pid)
         pid = data.draw(st.sampled_from(sorted(pids) + PIDS[:1]))
         self.step("task.heartbeat", {"pid": pid, "tasks": refs})
+
+    @rule(data=st.data())
+    def tree_cancel(self, data: st.DataObject) -> None:
+        d: dict[str, Any] = {"id": self.any_id(data)}
+        if data.draw(st.booleans()):
+            d["includeDetached"] = data.draw(st.booleans())
+        self.step("tree.cancel", d)
+
+    @rule(data=st.data())
+    def tree_fork(self, data: st.DataObject) -> None:
+        id = self.any_id(data)
+        self.step("tree.fork", {"id": id, "to": data.draw(st.sampled_from([f for f in FORKS if f != id]))})
 
     @rule(data=st.data())
     def task_halt(self, data: st.DataObject) -> None:

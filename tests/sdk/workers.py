@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from troth import Context, Never, Troth
+from troth import CanceledError, Context, Never, Troth
 from troth.sdk.transport import HttpTransport
 
 
@@ -153,6 +153,85 @@ async def detailed_failure(ctx: Context, detail: str) -> None:
     raise error
 
 
+# ── docs/sdk/trees.md: cancel a tree, fork a failed workflow ─────────────────────────────────────────
+
+
+async def long_step(ctx: Context, name: str) -> str:
+    """A step that runs until canceled; its cleanup is recorded."""
+    effect(ctx, f"step-start {name}")
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        effect(ctx, f"step-cleanup {name}")
+    return "never"
+
+
+async def tree_leaf(ctx: Context, name: str) -> str:
+    result = await ctx.run(long_step, name)
+    effect(ctx, f"leaf-after {name}")
+    return result
+
+
+async def tree_sleeper(ctx: Context, name: str) -> str:
+    effect(ctx, f"sleeper-start {name}")
+    await ctx.sleep(3600)
+    effect(ctx, f"sleeper-after {name}")
+    return "slept"
+
+
+async def tree_mid(ctx: Context, name: str) -> str:
+    """Level 2: a running leaf, a sleeping branch and a latent promise, all pending at once."""
+    leaf = ctx.rpc(tree_leaf, name)
+    sleeper = ctx.rpc(tree_sleeper, name)
+    latent = ctx.promise()
+    await latent.created_id()
+    effect(ctx, f"mid-started {name}")
+    await leaf
+    await sleeper
+    await latent
+    effect(ctx, f"mid-after {name}")
+    return "mid"
+
+
+async def tree_root(ctx: Context, name: str) -> str:
+    result = await ctx.rpc(tree_mid, name)
+    effect(ctx, f"root-after {name}")
+    return result
+
+
+async def saga_root(ctx: Context, name: str) -> str:
+    """Awaits a child that gets canceled, and compensates."""
+    try:
+        await ctx.rpc(tree_leaf, name)
+    except CanceledError:
+        await ctx.run(compensate, name)
+        return "compensated"
+    return "not canceled"
+
+
+async def compensate(ctx: Context, name: str) -> None:
+    effect(ctx, f"compensate {name}")
+
+
+FIXED = {"deployed": False}
+"""Whether this process runs the fixed ``charge`` (decided when the worker starts: a deploy)."""
+
+
+async def charge(ctx: Context, order: str, n: int) -> str:
+    if n == 4 and not FIXED["deployed"]:
+        effect(ctx, f"charge-bug {order} {n}")
+        raise ValueError("bug in step 4")
+    effect(ctx, f"charge {order} {n}")
+    return f"charged-{n}"
+
+
+async def five_steps(ctx: Context, order: str) -> list[str]:
+    done = []
+    for n in range(1, 6):
+        done.append(await ctx.options(retry_policy=Never()).run(charge, order, n))
+    return done
+
+
 FUNCTIONS = [
     compute,
     gate,
@@ -166,6 +245,15 @@ FUNCTIONS = [
     zombie_wf,
     verdict_wf,
     detailed_failure,
+    long_step,
+    tree_leaf,
+    tree_sleeper,
+    tree_mid,
+    tree_root,
+    saga_root,
+    compensate,
+    charge,
+    five_steps,
 ]
 NEVER_RETRIED = (bad_age, detailed_failure)
 
@@ -218,6 +306,7 @@ async def serve(args: argparse.Namespace) -> None:
         pickle_key=args.pickle_key,
     )
     register_all(r, args.effects, args.pid)
+    FIXED["deployed"] = os.path.exists(f"{args.effects}.fixed")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

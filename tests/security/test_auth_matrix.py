@@ -83,6 +83,8 @@ def requests(p: str) -> dict[str, dict[str, Any]]:
             "promiseTags": target,
         },
         "schedule.delete": {"id": p + "s"},
+        "tree.cancel": {"id": p + "p"},
+        "tree.fork": {"id": task, "to": p + "forked"},
         "promise.search": {},
         "task.search": {},
         "schedule.search": {},

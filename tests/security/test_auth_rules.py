@@ -51,6 +51,28 @@ def create(server: ServerProcess, token: str, id: str, tags: dict[str, str] | No
 # ─── prefix rules ───────────────────────────────────────────────────────────────────────────────────────
 
 
+def test_a_tenants_tree_cancel_leaves_other_tenants_promises_alone(
+    auth_server: ServerProcess, keys: Keys, admin: str
+) -> None:
+    """Another tenant cannot tag its promise into this tenant's lineage (an id must continue its origin
+    tag), and canceling a tree settles only the ids under the canceling token's prefix (docs/security.md)."""
+    lineage = {"resonate:origin": "tc-r", "resonate:parent": "tc-r"}
+    assert create(auth_server, admin, "tc-r", lineage)[0] == 200
+    assert create(auth_server, admin, "tc-r:1", lineage)[0] == 200
+    intruder = keys.token("tx-", aud=AUDIENCE)
+    assert create(auth_server, intruder, "tx-planted", lineage)[0] == 400
+    assert create(auth_server, intruder, "tx-planted")[0] == 200
+    tenant = keys.token("tc-", aud=AUDIENCE)
+    status, body = call(auth_server, "tree.cancel", {"id": "tc-r"}, tenant)
+    assert status == 200, body
+    assert body["data"]["canceled"] == ["tc-r", "tc-r:1"]
+    status, body = call(auth_server, "promise.get", {"id": "tx-planted"}, admin)
+    assert body["data"]["promise"]["state"] == "pending"
+    # and neither tenant may cancel or fork across the prefix
+    assert call(auth_server, "tree.cancel", {"id": "tc-r"}, intruder)[0] == 403
+    assert call(auth_server, "tree.fork", {"id": "tc-r", "to": "tx-copy"}, tenant)[0] == 403
+
+
 def test_search_pages_stay_inside_the_prefix(auth_server: ServerProcess, keys: Keys, admin: str) -> None:
     for id in ["pa-1", "pa-2", "pa-3", "pb-1", "pa", "p"]:
         assert create(auth_server, admin, id)[0] == 200

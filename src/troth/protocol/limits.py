@@ -45,6 +45,10 @@ MAX_CRON_LENGTH: Final = 256
 MAX_BATCH: Final = 1000
 """Most tasks in one ``task.heartbeat``, actions in one ``task.suspend``, results in one search page."""
 
+MAX_TREE: Final = 1000
+"""Most promises one ``tree.cancel`` settles and one ``tree.fork`` copies in one transaction; a larger
+cancel answers with a cursor to continue from, a larger fork is refused (docs/sdk/trees.md)."""
+
 SEARCH_SCAN_WINDOW: Final = 10_000
 """Most rows one filtered search page examines; a page that reaches it ends early with a cursor."""
 
@@ -78,5 +82,6 @@ PROTOCOL_BOUNDS: Final = (
         "cron_length", MAX_CRON_LENGTH, "characters", "one cron expression (one line; steps within the field)"
     ),
     Bound("batch", MAX_BATCH, "items", "heartbeat tasks, suspend actions, search page size"),
+    Bound("tree", MAX_TREE, "promises", "promises one tree.cancel settles or one tree.fork copies"),
     Bound("search_scan_window", SEARCH_SCAN_WINDOW, "rows", "rows a filtered search page examines"),
 )

@@ -214,6 +214,21 @@ class ScheduleSearch(msgspec.Struct):
     cursor: str | None = None
 
 
+class TreeCancel(msgspec.Struct):
+    """Cancel ``id`` and every pending promise below it in its lineage (docs/sdk/trees.md)."""
+
+    id: str
+    includeDetached: bool = False
+    cursor: str | None = None
+
+
+class TreeFork(msgspec.Struct):
+    """Run the settled root ``id`` again as ``to``, reusing every step of it that resolved."""
+
+    id: str
+    to: str
+
+
 class Empty(msgspec.Struct):
     pass
 
@@ -244,6 +259,8 @@ DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "schedule.create": ScheduleCreate,
     "schedule.delete": ScheduleDelete,
     "schedule.search": ScheduleSearch,
+    "tree.cancel": TreeCancel,
+    "tree.fork": TreeFork,
     "debug.start": Empty,
     "debug.stop": Empty,
     "debug.reset": Empty,
@@ -734,6 +751,26 @@ def _v_schedule_search(d: ScheduleSearch, lineage: LineagePolicy) -> None:
     _raise(errors)
 
 
+def _v_tree_cancel(d: TreeCancel, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    if d.cursor is not None and len(d.cursor) > MAX_ID_LENGTH:
+        errors.append(f"cursor exceeds maximum length of {MAX_ID_LENGTH} characters")
+    _raise(errors)
+
+
+def _v_tree_fork(d: TreeFork, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.id, "id", errors)
+    _check_id(d.to, "to", errors)
+    if not errors:
+        if ":" in d.to or "." in d.to:
+            errors.append("to must be a root id (no ':' or '.')")
+        elif d.to == d.id:
+            errors.append("to must differ from id")
+    _raise(errors)
+
+
 def _v_none(d: Any, lineage: LineagePolicy) -> None:
     return None
 
@@ -760,6 +797,8 @@ _VALIDATORS: Final[dict[str, Any]] = {
     "schedule.create": _v_schedule_create,
     "schedule.delete": _v_schedule_id,
     "schedule.search": _v_schedule_search,
+    "tree.cancel": _v_tree_cancel,
+    "tree.fork": _v_tree_fork,
     "debug.start": _v_none,
     "debug.stop": _v_none,
     "debug.reset": _v_none,

@@ -196,6 +196,14 @@ class SyncTroth:
         """A handle on any existing promise (``ServerError`` 404 when there is none)."""
         return SyncHandle(self, self._call(self.troth.get(id)))
 
+    def cancel(self, id: str, *, include_detached: bool = False) -> list[str]:
+        """Cancel ``id`` and its pending tree (``Troth.cancel``); the ids canceled."""
+        return self._call(self.troth.cancel(id, include_detached=include_detached))
+
+    def fork(self, id: str, *, to: str | None = None) -> SyncHandle[Any]:
+        """Run the settled workflow ``id`` again, reusing its resolved steps (``Troth.fork``)."""
+        return SyncHandle(self, self._call(self.troth.fork(id, to=to)))
+
     def close(self) -> None:
         """Release held tasks, close connections and stop the loop thread. Idempotent."""
         if threading.current_thread() is self._thread:

@@ -636,6 +636,37 @@ class Troth:
             await self._worker.listen(id)
         return handle
 
+    async def cancel(self, id: str, *, include_detached: bool = False) -> list[str]:
+        """Cancel ``id`` and every pending promise below it in its lineage, on the server, in one
+        transaction per 1,000 promises (docs/sdk/trees.md#cancel): each becomes ``rejected_canceled``;
+        a worker running one stops it (its step gets ``asyncio.CancelledError``); whoever awaits one gets
+        ``CanceledError``. Detached children are left alone unless ``include_detached``. Returns the ids
+        canceled (none when everything was settled already); ``ServerError`` 404 when ``id`` is unknown."""
+        await self.start()
+        canceled: list[str] = []
+        data: dict[str, Any] = {"id": id, "includeDetached": include_detached}
+        while True:
+            status, body = await self._worker.transport.request("tree.cancel", data)
+            if status != 200:
+                raise ServerError(status, f"tree.cancel {id!r}: {body}")
+            canceled.extend(body["canceled"])
+            if not body.get("cursor"):
+                return canceled
+            data["cursor"] = body["cursor"]
+
+    async def fork(self, id: str, *, to: str | None = None) -> Handle[Any]:
+        """Run the settled workflow ``id`` again as ``to`` (default ``{id}-fork-<8 hex>``), with the code
+        deployed now: every step of it that resolved is reused, it runs from the first step that failed or
+        never finished (docs/sdk/trees.md#fork). The new root carries the tag ``troth:forked-from``.
+        Returns a handle on the new run."""
+        check_root_id(id)
+        new_id = check_root_id(to) if to is not None else f"{id}-fork-{uuid.uuid4().hex[:8]}"
+        await self.start()
+        status, body = await self._worker.transport.request("tree.fork", {"id": id, "to": new_id})
+        if status != 200:
+            raise ServerError(status, f"tree.fork {id!r}: {body}")
+        return await self.get(new_id)
+
     def _begin(self, id: str, hint: Any, work: Any) -> Handle[Any]:
         loop = asyncio.get_running_loop()
         creation: asyncio.Future[None] = loop.create_future()

@@ -863,7 +863,7 @@ async def run_function(
             value = await invoke(entry, ctx, args, kwargs)
         except Suspended:
             suspended = True
-        except PlatformError:
+        except (PlatformError, asyncio.CancelledError):
             ctx._cancel_children()
             raise
         except Exception as exc:

@@ -7,6 +7,10 @@ remote child (``300`` means one already settled: run again under the same lease)
 platform failure: lease lost, server unreachable, an unknown function version). Held tasks are heartbeated
 every ``ttl/2``, one request per lineage origin so that a strict server accepts them too.
 
+A held task whose promise is canceled (``tree.cancel``: an ``unblock`` of it arrives) or whose lease the
+heartbeat answer lists as ``lost`` stops at once: its execution is an asyncio task of its own, canceled, so
+the running step sees ``asyncio.CancelledError`` and its ``finally`` blocks run (docs/sdk/trees.md).
+
 Handles: every promise this process waits on has one shared future, settled by an ``unblock`` message, by
 a local fulfill, or by a periodic ``promise.register_listener`` refresh (a guard against lost messages).
 """
@@ -103,6 +107,9 @@ class Worker:
         self.unicast = f"poll://uni@{group}/{pid}"
         self._slots = asyncio.Semaphore(max_concurrent_tasks)
         self._held: dict[str, int] = {}
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        """The running execution of each held task, so that a canceled one can be stopped."""
+        self._stopped: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -216,10 +223,28 @@ class Worker:
             # early (fulfill) or make the server re-send at once (release). Let the lease lapse.
             return
         self._held[id] = version
+        job = asyncio.ensure_future(self._execute(id, version, promise, preload))
+        self._jobs[id] = job
         try:
-            await self._execute(id, version, promise, preload)
+            await job
+        except asyncio.CancelledError:
+            if id not in self._stopped:
+                raise
+            log.info("%s was canceled or its lease lost: its execution stopped", id)
         finally:
             self._held.pop(id, None)
+            self._jobs.pop(id, None)
+            self._stopped.discard(id)
+
+    def stop_execution(self, id: str) -> None:
+        """Stop the running execution of task ``id`` (its promise was settled elsewhere — canceled — or its
+        lease is gone): the step it runs receives ``asyncio.CancelledError`` and may clean up
+        (docs/sdk/trees.md#cancel). Nothing happens when it is not running here, or is the caller."""
+        job = self._jobs.get(id)
+        if job is None or job.done() or job is asyncio.current_task():
+            return
+        self._stopped.add(id)
+        job.cancel()
 
     async def _execute(
         self, id: str, version: int, promise: dict[str, Any], preload: list[dict[str, Any]]
@@ -356,9 +381,16 @@ class Worker:
                 by_origin.setdefault(origin_of(id), []).append({"id": id, "version": version})
             for tasks in by_origin.values():
                 try:
-                    await self.transport.request("task.heartbeat", {"pid": self.pid, "tasks": tasks})
+                    status, data = await self.transport.request(
+                        "task.heartbeat", {"pid": self.pid, "tasks": tasks}
+                    )
                 except Exception as exc:
                     log.warning("heartbeat failed: %s", exc)
+                    continue
+                if status == 200 and isinstance(data, dict):
+                    for id in data.get("lost") or []:
+                        if isinstance(id, str) and self._held.get(id) is not None:
+                            self.stop_execution(id)
 
     # --------------------------------------------------------------------------------------- handles
 
@@ -377,6 +409,8 @@ class Worker:
         """Resolve whoever waits for this promise; the handles keep their future, the worker forgets it."""
         if promise.get("state") == "pending":
             return
+        if promise.get("state") == "rejected_canceled":
+            self.stop_execution(promise["id"])  # canceled while it runs here (tree.cancel)
         fut = self._waiters.pop(promise["id"], None)
         if fut is not None and not fut.done():
             fut.set_result(promise)

@@ -13,17 +13,18 @@ Two kinds of token, both optional, both read from ``head.auth`` or an ``Authoriz
   presented token is compared with every digest in constant time (``hmac.compare_digest``), so timing
   reveals neither which entry nor how much of it matched.
 
-Authorization (``Auth.authorize``) is by the token's ``prefix``: every id a request names must start with
-it — ``promise.*`` the promise id (both ids of a callback), ``task.*`` the task id and every promise it
+Authorization (``Auth.authorize``) is by the token's ``prefix``: every id a request names must start with it
+— ``promise.*`` the promise id (both ids of a callback), ``task.*`` the task id and every promise it
 creates, settles or awaits (``task.create``'s action, ``task.fence``'s action, ``task.suspend``'s awaited
 ids, every ``task.heartbeat`` id), ``schedule.*`` the schedule id and the ids its template produces (the
-template's text up to the first ``{{.timestamp}}`` must start with the prefix). Worker identities are
-ids too: a ``pid`` in ``task.create``/``task.acquire``/``task.heartbeat``, and the group and id of every
-``poll://`` address (a ``resonate:target`` tag, a listener address), must start with the prefix — so one
-tenant can neither send work to another tenant's workers nor act as one of them. ``GET /poll/{group}/{pid}``
-follows the same rule (``may_subscribe``): a token opens streams only for groups and pids under its
-prefix, because a member of a group receives every ``execute`` sent to that group. ``role: admin``
-(any case) allows everything; an empty prefix allows every id (one tenant, no administration of the
+template's text up to the first ``{{.timestamp}}`` must start with the prefix), ``tree.cancel`` the id it
+cancels (and it settles only the ids of the tree under the prefix), ``tree.fork`` both roots. Worker
+identities are ids too: a ``pid`` in ``task.create``/``task.acquire``/``task.heartbeat``, and the group and
+id of every ``poll://`` address (a ``resonate:target`` tag, a listener address), must start with the prefix
+— so one tenant can neither send work to another tenant's workers nor act as one of them. ``GET
+/poll/{group}/{pid}`` follows the same rule (``may_subscribe``): a token opens streams only for groups and
+pids under its prefix, because a member of a group receives every ``execute`` sent to that group. ``role:
+admin`` (any case) allows everything; an empty prefix allows every id (one tenant, no administration of the
 server's streams beyond its own); a token without a ``prefix`` claim is refused everything (403).
 
 Searches are **filtered, not refused**: a prefixed token's ``promise.search``/``task.search``/
@@ -381,6 +382,8 @@ class Auth:
         for name in rule(req.data):
             if not name.startswith(prefix):
                 return FORBIDDEN
+        if req.kind == "tree.cancel":
+            req.id_prefix = prefix  # a lineage may hold ids another tenant created: those are left alone
         return None
 
     def may_subscribe(self, principal: Principal, group: str, pid: str) -> bool:
@@ -469,6 +472,11 @@ def _task_heartbeat(d: rq.TaskHeartbeat) -> Iterator[str]:
         yield ref.id
 
 
+def _tree_fork(d: rq.TreeFork) -> Iterator[str]:
+    yield d.id
+    yield d.to
+
+
 def _schedule_create(d: rq.ScheduleCreate) -> Iterator[str]:
     yield d.id
     yield template_head(d.promiseId, d.id)
@@ -494,4 +502,6 @@ _RULES: Final[dict[str, Callable[[Any], Iterable[str]]]] = {
     "schedule.get": _id,
     "schedule.delete": _id,
     "schedule.create": _schedule_create,
+    "tree.cancel": _id,
+    "tree.fork": _tree_fork,
 }

@@ -16,6 +16,7 @@ pending promise times out in the background (decision 5), ``resonate:delay`` hol
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -24,9 +25,17 @@ import msgspec
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
 from troth.protocol.cron import parse_cron, render_promise_id
-from troth.protocol.limits import SEARCH_SCAN_WINDOW
+from troth.protocol.limits import MAX_ID_LENGTH, MAX_TREE, SEARCH_SCAN_WINDOW
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
+
+INT64_MAX: Final = 2**63 - 1
+
+FORKED_FROM: Final = "troth:forked-from"
+"""The tag a forked root carries: the id of the root it was forked from (docs/sdk/trees.md)."""
+
+_DETACHED: Final = re.compile(r":d[0-9a-f]{16}$")
+"""The id of a detached child as the troth SDK names it (``origin:d<16 hex>``)."""
 
 PASS_LIMIT: Final = 1000
 """Most rows of one kind a background pass handles; a pass that reaches it asks to run again at once."""
@@ -132,6 +141,8 @@ class Core:
             "schedule.create": self._schedule_create,
             "schedule.delete": self._schedule_delete,
             "schedule.search": self._schedule_search,
+            "tree.cancel": self._tree_cancel,
+            "tree.fork": self._tree_fork,
             "debug.reset": self._debug_reset,
             "debug.snap": self._debug_snap,
         }
@@ -482,10 +493,13 @@ class Core:
 
     async def _task_heartbeat(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskHeartbeat = req.data
+        lost: list[str] = []
         for ref in d.tasks:
-            if ref.id:
-                await tx.extend_lease(ref.id, ref.version, d.pid, now)
-        return 200, {}
+            if ref.id and not await tx.extend_lease(ref.id, ref.version, d.pid, now):
+                lost.append(ref.id)
+        # ``lost``: tasks this pid no longer holds (canceled, settled, or taken over), so a worker still
+        # running one stops (docs/sdk/trees.md); absent when every lease was extended.
+        return 200, ({"lost": lost} if lost else {})
 
     async def _task_halt(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         await self._load(tx, req.data.id, now, fx)
@@ -553,6 +567,94 @@ class Core:
         upto = await _window(tx, "schedules", d.cursor, req.id_prefix) if d.tags else None
         found = await tx.search_schedules(d.tags, limit + 1, d.cursor, upto=upto, prefix=req.id_prefix)
         return 200, _page("schedules", found, limit, upto)
+
+    # --------------------------------------------------------------------------------------------- trees
+
+    async def _tree_cancel(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        """Cancel ``id`` and every pending promise below it in its lineage, in this one unit
+        (docs/sdk/trees.md#cancel): the rows are settled first, then the cascades run, so an awaiter
+        inside the tree is never resumed; the worker holding a canceled task gets an ``unblock`` of it."""
+        d: rq.TreeCancel = req.data
+        top = await self._load(tx, d.id, now, fx)
+        if top is None:
+            return 404, "Promise not found"
+        origin = top.tags.get("resonate:origin")
+        if origin is None:
+            members = [top] if top.state == "pending" else []
+            more = False
+        else:
+            members = await tx.lineage_promises(origin, MAX_TREE + 1, pending=True, after=d.cursor)
+            more = len(members) > MAX_TREE
+            members = members[:MAX_TREE]
+        chosen = await _subtree(tx, top.id, members, d.includeDetached, req.id_prefix)
+        if chosen is None:
+            return 422, f"the tree below {d.id} is too deep to walk in one request"
+        settled: list[tuple[Promise, str | None]] = []
+        for p in chosen:
+            holder = await _holder(tx, p)
+            if p.timeoutAt <= now:  # past its deadline already: it times out, as any read would make it
+                s = await self._settle_row(tx, p, _timed_out_state(p.tags), None, p.timeoutAt, fx)
+            else:
+                s = await self._settle_row(tx, p, "rejected_canceled", None, now, fx)
+            settled.append((s, holder))
+        for s, holder in settled:
+            await self._notify(tx, s, now, fx)
+            if holder is not None:
+                await self._unblock(tx, s, holder, fx)
+        data: dict[str, Any] = {
+            "promise": await tx.get_promise(top.id),
+            "canceled": [s.id for s, _ in settled if s.state == "rejected_canceled"],
+        }
+        if more:
+            data["cursor"] = members[-1].id
+        return 200, data
+
+    async def _tree_fork(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        """Run the settled root ``id`` again as ``to`` (docs/sdk/trees.md#fork): every promise of its
+        lineage that resolved is copied under the new root's id (``id:1.2`` becomes ``to:1.2``), then the
+        new root is created with the old one's param and target and dispatched like any new task, so its
+        replay finds the copied steps done and runs from the first that failed or never finished."""
+        d: rq.TreeFork = req.data
+        old = await self._load(tx, d.id, now, fx)
+        if old is None:
+            return 404, "Promise not found"
+        if old.tags.get("resonate:origin", old.id) != old.id:
+            return 422, f"{d.id} is not a root (its lineage origin is {old.tags['resonate:origin']})"
+        if "resonate:target" not in old.tags:
+            return 422, f"{d.id} has no resonate:target tag, so nothing would run the fork"
+        if old.state == "pending":
+            return 409, f"{d.id} is still pending: wait for it or cancel it first"
+        existing = await tx.get_promise(d.to)
+        if existing is not None:
+            if existing.tags.get(FORKED_FROM) == d.id:
+                return 200, {"promise": existing, "copied": 0}
+            return 409, f"promise {d.to} already exists"
+        members = await tx.lineage_promises(d.id, MAX_TREE + 2)
+        if len(members) > MAX_TREE + 1:
+            return 422, f"{d.id} has more than {MAX_TREE} promises in its tree: too many to fork in one unit"
+        copies: list[Promise] = []
+        for m in members:
+            if m.state != "resolved" or not m.id.startswith(d.id + ":") or _under_detached(m.id):
+                continue
+            new_id = d.to + m.id[len(d.id) :]
+            if len(new_id) > MAX_ID_LENGTH:
+                return 422, f"the copy of {m.id} would have an id longer than {MAX_ID_LENGTH} characters"
+            if await tx.get_promise(new_id) is not None:
+                return 409, f"promise {new_id} already exists"
+            tags = _renamed(m.tags, d.id, d.to)
+            copies.append(
+                Promise(new_id, "resolved", m.param, m.value, tags, m.timeoutAt, m.createdAt, m.settledAt)
+            )
+        for c in copies:
+            await tx.insert_promise(c)
+            if "resonate:target" in c.tags:
+                await tx.put_task(TaskRow(c.id, "fulfilled", 0))
+        tags = _renamed(old.tags, d.id, d.to)
+        tags.pop("resonate:delay", None)
+        tags[FORKED_FROM] = d.id
+        timeout_at = min(now + max(old.timeoutAt - old.createdAt, 0), INT64_MAX)
+        root = await self._insert(tx, d.to, timeout_at, old.param, tags, now, now, fx)
+        return 200, {"promise": root, "copied": len(copies)}
 
     # --------------------------------------------------------------------------------------------- debug
 
@@ -694,6 +796,78 @@ class Core:
             if len(page) < 1000:
                 return out
             cursor = page[-1].id
+
+
+def _under_detached(id: str) -> bool:
+    """Whether ``id`` is a detached child of the troth SDK, or below one."""
+    return any(_DETACHED.search(part) for part in id.split("."))
+
+
+def _renamed(tags: dict[str, str], old: str, new: str) -> dict[str, str]:
+    """Lineage tags (origin, parent, branch, prefix) moved from root ``old`` to root ``new``."""
+    out = dict(tags)
+    for key in ("resonate:origin", "resonate:parent", "resonate:branch", "resonate:prefix"):
+        value = out.get(key)
+        if value is not None and (value == old or value.startswith(old + ":")):
+            out[key] = new + value[len(old) :]
+    return out
+
+
+async def _holder(tx: Tx, p: Promise) -> str | None:
+    """The unicast address of the worker holding ``p``'s task, when it is acquired by a poll worker."""
+    target = p.tags.get("resonate:target")
+    if target is None:
+        return None
+    task = await tx.get_task(p.id)
+    if task is None or task.state != "acquired" or not task.pid:
+        return None
+    address = parse_address(target)
+    if address is None or address.scheme != "poll":
+        return None
+    return f"poll://uni@{address.group}/{task.pid}"
+
+
+async def _subtree(
+    tx: Tx, top: str, members: list[Promise], include_detached: bool, prefix: str
+) -> list[Promise] | None:
+    """The ``members`` at or below ``top`` by their ``resonate:parent`` tags (a detached child and what
+    is below it only with ``include_detached``; only ids under ``prefix``). ``None``: walking up the
+    parent tags took more than ``SEARCH_SCAN_WINDOW`` reads."""
+    known: dict[str, Promise | None] = {p.id: p for p in members}
+    verdict: dict[str, bool] = {}
+    reads = 0
+    chosen: list[Promise] = []
+    for m in members:
+        if prefix and not m.id.startswith(prefix):
+            continue
+        path: list[str] = []
+        current = m.id
+        inside = False
+        while True:
+            if current in verdict:
+                inside = verdict[current]
+                break
+            if current == top:
+                inside = True
+                break
+            if current in path or (not include_detached and _DETACHED.search(current)):
+                break
+            path.append(current)
+            if current not in known:
+                reads += 1
+                if reads > SEARCH_SCAN_WINDOW:
+                    return None
+                known[current] = await tx.get_promise(current)
+            node = known[current]
+            parent = None if node is None else node.tags.get("resonate:parent")
+            if parent is None or parent == current:
+                break
+            current = parent
+        for id in path:
+            verdict[id] = inside
+        if inside:
+            chosen.append(m)
+    return chosen
 
 
 async def task_record(tx: Tx, t: TaskRow) -> Task:

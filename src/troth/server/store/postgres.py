@@ -160,7 +160,14 @@ _V2: Final = [
     "CREATE INDEX outbox_unblock_route ON outbox_unblock (route_group, created_at)",
 ]
 
-MIGRATIONS: Final[list[list[str]]] = [_V1, _V2]
+_V3: Final = [
+    # A promise's lineage origin, indexed: trees are canceled, forked and reclaimed by it.
+    'ALTER TABLE promises ADD COLUMN origin TEXT COLLATE "C"',
+    "UPDATE promises SET origin = tags->>'resonate:origin'",
+    "CREATE INDEX promises_origin ON promises (origin, state, id) WHERE origin IS NOT NULL",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3]
 """PostgreSQL's schema, one list of statements per version, applied in order at start-up."""
 
 _MIGRATION_LOCK: Final = 0x7407_7407

@@ -155,7 +155,7 @@ class SqlTx(ABC):
 
     async def insert_promise(self, p: Promise) -> None:
         await self._exec(
-            f"INSERT INTO promises ({_P_COLS}, branch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO promises ({_P_COLS}, branch, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 p.id,
                 p.state,
@@ -166,6 +166,7 @@ class SqlTx(ABC):
                 p.createdAt,
                 p.settledAt,
                 p.tags.get("resonate:branch"),
+                p.tags.get("resonate:origin"),
             ),
         )
 
@@ -202,6 +203,20 @@ class SqlTx(ABC):
     async def branch_promises(self, branch: str, exclude: str) -> list[Promise]:
         rows = await self._all(
             f"SELECT {_P_COLS} FROM promises WHERE branch = ? AND id <> ? ORDER BY id", (branch, exclude)
+        )
+        return [_promise(r) for r in rows]
+
+    async def lineage_promises(
+        self, origin: str, limit: int, *, pending: bool = False, after: str | None = None
+    ) -> list[Promise]:
+        clause = "origin = ? AND state = 'pending'" if pending else "origin = ?"
+        args: list[Any] = [origin]
+        if after is not None:
+            clause += " AND id > ?"
+            args.append(after)
+        order = "ORDER BY id" if pending else "ORDER BY state, id"
+        rows = await self._all(
+            f"SELECT {_P_COLS} FROM promises WHERE {clause} {order} LIMIT ?", (*args, limit)
         )
         return [_promise(r) for r in rows]
 
@@ -261,12 +276,12 @@ class SqlTx(ABC):
         )
         return [_task(r) for r in rows]
 
-    async def extend_lease(self, id: str, version: int, pid: str, now: int) -> None:
-        await self._exec(
+    async def extend_lease(self, id: str, version: int, pid: str, now: int) -> bool:
+        return await self._exec(
             "UPDATE tasks SET timeout_at = ? + ttl, rev = rev + 1 "
             "WHERE id = ? AND state = 'acquired' AND version = ? AND pid = ?",
             (now, id, version, pid),
-        )
+        ) > 0
 
     # ----------------------------------------------------------------------------------------- callbacks
 

@@ -96,6 +96,11 @@ _V1: Final = [
 MIGRATIONS: Final[list[list[str]]] = [
     _V1,  # the first release's schema (IF NOT EXISTS: its files have these tables but no version table)
     ["ALTER TABLE tasks ADD COLUMN rev INTEGER NOT NULL DEFAULT 1"],  # guarded task updates
+    [  # a promise's lineage origin, indexed: trees are canceled, forked and reclaimed by it
+        "ALTER TABLE promises ADD COLUMN origin TEXT",
+        """UPDATE promises SET origin = json_extract(tags, '$."resonate:origin"')""",
+        "CREATE INDEX IF NOT EXISTS promises_origin ON promises (origin, state, id) WHERE origin IS NOT NULL",
+    ],
 ]
 """The schema, one list of statements per version; a store applies the ones its file lacks at open."""
 
