@@ -120,7 +120,6 @@ class Tx(Protocol):
         ``after``, when ``pending``), at most ``limit``."""
         ...
 
-
     # tasks
     async def get_task(self, id: str) -> TaskRow | None: ...
     async def put_task(self, t: TaskRow) -> None:

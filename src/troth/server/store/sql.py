@@ -277,11 +277,14 @@ class SqlTx(ABC):
         return [_task(r) for r in rows]
 
     async def extend_lease(self, id: str, version: int, pid: str, now: int) -> bool:
-        return await self._exec(
-            "UPDATE tasks SET timeout_at = ? + ttl, rev = rev + 1 "
-            "WHERE id = ? AND state = 'acquired' AND version = ? AND pid = ?",
-            (now, id, version, pid),
-        ) > 0
+        return (
+            await self._exec(
+                "UPDATE tasks SET timeout_at = ? + ttl, rev = rev + 1 "
+                "WHERE id = ? AND state = 'acquired' AND version = ? AND pid = ?",
+                (now, id, version, pid),
+            )
+            > 0
+        )
 
     # ----------------------------------------------------------------------------------------- callbacks
 
