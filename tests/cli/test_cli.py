@@ -571,6 +571,63 @@ def test_tree_of_a_pending_root_and_unknown_root(cli: CLI, uid: str) -> None:
     )
 
 
+# ─── cancel and fork (docs/sdk/trees.md) ────────────────────────────────────────────────────────────────
+
+
+def test_cancel_a_tree(cli: CLI, uid: str) -> None:
+    root = f"cancel-{uid}"
+    ok(cli("invoke", root, "--func", "f", "--target", f"none-{uid}"))
+    lineage = json.dumps({"resonate:origin": root, "resonate:parent": root})
+    for child in (f"{root}:1", f"{root}:2"):
+        ok(cli("promises", "create", child, "--timeout", "1h", "--tags", lineage))
+    out = ok(cli("cancel", root)).out
+    assert out == f"{root}  canceled 3 pending promise(s) of its tree\n"
+    assert ok(cli("tree", root)).out.splitlines() == [
+        f"{root} 🔴 rejected_canceled (rpc f)",
+        f"├── {root}:1 🔴 rejected_canceled",
+        f"└── {root}:2 🔴 rejected_canceled",
+    ]
+    again = ok(cli("cancel", root, "--json")).json()
+    assert again["canceled"] == [] and again["promise"]["state"] == "rejected_canceled"
+    assert ok(cli("cancel", root)).out == f"{root}  nothing pending to cancel (rejected_canceled)\n"
+    line = one_line_error(cli("cancel", f"missing-{uid}"))
+    assert line == "troth: tree.cancel answered 404: Promise not found"
+
+
+FLAKY = {"fixed": False}
+
+
+async def flaky_step(ctx: Context, n: int) -> int:
+    if n == 2 and not FLAKY["fixed"]:
+        raise ValueError("bug")
+    return n * 10
+
+
+async def two_steps(ctx: Context) -> list[int]:
+    return [await ctx.options(retry_policy=Never()).run(flaky_step, n) for n in (1, 2)]
+
+
+async def test_fork_a_failed_workflow(server: ServerProcess, uid: str) -> None:
+    root = f"fork-{uid}"
+    r = Troth(server.url, group=f"fork-{uid}")
+    r.register(two_steps)
+    r.register(flaky_step)
+    async with r:
+        with pytest.raises(Exception, match="bug"):
+            await asyncio.wait_for(r.run(root, two_steps), 30)
+        FLAKY["fixed"] = True
+        out = ok(await asyncio.to_thread(troth, "fork", root, "--as", f"{root}-b", server=server.url)).out
+        assert out == f"{root}-b  pending  (forked from {root}, 1 step(s) reused)\n"
+        handle = await r.get(f"{root}-b")
+        assert await asyncio.wait_for(handle.result(), 30) == [10, 20]
+    tree = ok(await asyncio.to_thread(troth, "tree", f"{root}-b", server=server.url)).out.splitlines()
+    assert tree[0] == f"{root}-b 🟢 resolved (rpc two_steps, forked from {root})"
+    line = one_line_error(
+        await asyncio.to_thread(troth, "fork", f"{root}:1", "--as", f"{root}-c", server=server.url)
+    )
+    assert line.startswith(f"troth: tree.fork answered 422: {root}:1 is not a root")
+
+
 # ─── bad input and connection failures ──────────────────────────────────────────────────────────────────
 
 

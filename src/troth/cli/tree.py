@@ -60,6 +60,9 @@ def build_tree(root: dict[str, Any], members: list[dict[str, Any]]) -> dict[str,
             if key in p:
                 out[key] = p[key]
         out["value"] = value_json(p.get("value", {}))
+        forked = (p.get("tags") or {}).get("troth:forked-from")
+        if isinstance(forked, str):
+            out["forkedFrom"] = forked
         out["children"] = [node(c) for c in children.get(p["id"], []) if c["id"] not in seen]
         return out
 
@@ -83,6 +86,12 @@ def render_tree(tree: dict[str, Any]) -> list[str]:
 def _tree_label(node: Mapping[str, Any]) -> str:
     text = f"{node['id']} {state_mark(node['state'])} {node['state']}"
     described = " ".join(part for part in (node.get("kind"), node.get("func")) if part)
+    if node.get("forkedFrom"):
+        described = (
+            f"{described}, forked from {node['forkedFrom']}"
+            if described
+            else f"forked from {node['forkedFrom']}"
+        )
     return f"{text} ({described})" if described else text
 
 

@@ -1,0 +1,71 @@
+"""``troth cancel`` and ``troth fork``: act on a whole tree on the server (docs/sdk/trees.md).
+
+``cancel`` sends ``tree.cancel`` until the tree is done (one request settles at most 1,000 promises and
+answers with a cursor); ``fork`` sends ``tree.fork`` once. Both print one line, or the answer as JSON.
+
+Rejected: a client-side cancel that searches the tree and settles promise by promise (not one
+transaction, racing the workers that add children meanwhile, and blind to who holds a running task).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import click
+
+from troth.cli.client import client_command, client_for, record
+from troth.cli.render import emit_json, response_json
+
+
+@click.command("cancel")
+@click.argument("id")
+@click.option(
+    "--include-detached",
+    is_flag=True,
+    help="Cancel detached children (ctx.detached) and what is below them too.",
+)
+@client_command
+@click.pass_context
+def cancel(ctx: click.Context, id: str, include_detached: bool, as_json: bool) -> None:
+    """Cancel promise ID and every pending promise below it (its workflow tree)."""
+    client = client_for(ctx)
+    data: dict[str, Any] = {"id": id, "includeDetached": include_detached}
+    canceled: list[str] = []
+    while True:
+        answer = client.call("tree.cancel", data)
+        promise = record(answer, "promise")
+        canceled.extend(str(c) for c in answer.get("canceled") or [])
+        if not answer.get("cursor"):
+            break
+        data["cursor"] = answer["cursor"]
+    if as_json:
+        emit_json({"promise": response_json({"promise": promise})["promise"], "canceled": canceled})
+        return
+    if canceled:
+        click.echo(f"{id}  canceled {len(canceled)} pending promise(s) of its tree")
+    else:
+        click.echo(f"{id}  nothing pending to cancel ({promise['state']})")
+
+
+@click.command("fork")
+@click.argument("id")
+@click.option(
+    "--as", "new_id", default=None, metavar="NEW_ID", help="Id of the new run (default: ID-fork-<hex>)."
+)
+@client_command
+@click.pass_context
+def fork(ctx: click.Context, id: str, new_id: str | None, as_json: bool) -> None:
+    """Run the settled workflow ID again under a new id, reusing every step that succeeded."""
+    to = new_id or f"{id}-fork-{uuid.uuid4().hex[:8]}"
+    answer = client_for(ctx).call("tree.fork", {"id": id, "to": to})
+    if as_json:
+        emit_json(response_json(answer))
+        return
+    promise = record(answer, "promise")
+    click.echo(
+        f"{promise['id']}  {promise['state']}  (forked from {id}, {answer.get('copied', 0)} step(s) reused)"
+    )
+
+
+COMMANDS = [cancel, fork]
