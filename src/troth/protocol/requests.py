@@ -167,6 +167,14 @@ class TaskFence(msgspec.Struct):
     action: RawAction
 
 
+class TaskFenceBatch(msgspec.Struct):
+    """troth's extension (docs/protocol/requests.md#task-fence-batch): several fenced actions, in order."""
+
+    id: str
+    version: Int64
+    actions: list[RawAction]
+
+
 class TaskRef(msgspec.Struct):
     id: str
     version: Int64
@@ -251,6 +259,7 @@ DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "task.fulfill": TaskFulfill,
     "task.suspend": TaskSuspend,
     "task.fence": TaskFence,
+    "task.fence_batch": TaskFenceBatch,
     "task.heartbeat": TaskHeartbeat,
     "task.halt": TaskHalt,
     "task.continue": TaskContinue,
@@ -680,6 +689,28 @@ def _v_task_fence(d: TaskFence, lineage: LineagePolicy) -> Fence:
     return Fence(d.id, d.version, d.action.kind, d.action.head, action)
 
 
+class FenceBatch(msgspec.Struct):
+    """A validated ``task.fence_batch``: the task, its version and its fenced actions in order."""
+
+    id: str
+    version: int
+    fences: list[Fence]
+
+
+def _v_task_fence_batch(d: TaskFenceBatch, lineage: LineagePolicy) -> FenceBatch:
+    if not d.actions:
+        raise ValidationError("actions must not be empty")
+    if len(d.actions) > MAX_BATCH:
+        raise ValidationError(f"actions has {len(d.actions)} entries; at most {MAX_BATCH} are allowed")
+    fences = []
+    for i, action in enumerate(d.actions):
+        try:
+            fences.append(_v_task_fence(TaskFence(d.id, d.version, action), lineage))
+        except ValidationError as exc:
+            raise ValidationError(f"actions[{i}]: {exc}") from None
+    return FenceBatch(d.id, d.version, fences)
+
+
 def _v_task_heartbeat(d: TaskHeartbeat, lineage: LineagePolicy) -> None:
     errors: list[str] = []
     _check_id(d.pid, "pid", errors)
@@ -789,6 +820,7 @@ _VALIDATORS: Final[dict[str, Any]] = {
     "task.fulfill": _v_task_fulfill,
     "task.suspend": _v_task_suspend,
     "task.fence": _v_task_fence,
+    "task.fence_batch": _v_task_fence_batch,
     "task.heartbeat": _v_task_heartbeat,
     "task.halt": _v_task_id,
     "task.continue": _v_task_id,

@@ -466,6 +466,11 @@ def _task_fence(d: rq.Fence) -> Iterator[str]:
         yield d.action.id
 
 
+def _task_fence_batch(d: rq.FenceBatch) -> Iterator[str]:
+    for fence in d.fences:
+        yield from _task_fence(fence)
+
+
 def _task_heartbeat(d: rq.TaskHeartbeat) -> Iterator[str]:
     yield d.pid
     for ref in d.tasks:
@@ -496,6 +501,7 @@ _RULES: Final[dict[str, Callable[[Any], Iterable[str]]]] = {
     "task.fulfill": _id,
     "task.suspend": _task_suspend,
     "task.fence": _task_fence,
+    "task.fence_batch": _task_fence_batch,
     "task.heartbeat": _task_heartbeat,
     "task.halt": _id,
     "task.continue": _id,

@@ -133,6 +133,7 @@ class Core:
             "task.fulfill": self._task_fulfill,
             "task.suspend": self._task_suspend,
             "task.fence": self._task_fence,
+            "task.fence_batch": self._task_fence_batch,
             "task.heartbeat": self._task_heartbeat,
             "task.halt": self._task_halt,
             "task.continue": self._task_continue,
@@ -471,25 +472,48 @@ class Core:
         cost O(n²) in reads and bytes, and the holder of the lease already has them (the acquire's preload
         plus its own answers)."""
         d: rq.Fence = req.data
-        loaded = await self._load_all(tx, [d.id, d.action.id], now, fx)
-        target = loaded[d.action.id]
-        task = await tx.get_task(d.id)
+        await self._load_all(tx, [d.id, d.action.id], now, fx)
+        refused = await self._fence_refused(tx, d.id, d.version)
+        if refused is not None:
+            return refused
+        action = await self._fenced(tx, req.corr_id, d, now, fx)
+        return 200, {"action": action, "preload": []}
+
+    async def _task_fence_batch(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        """Several fenced actions under one lease check, run in order as ``task.fence`` runs each, in one
+        transaction (docs/protocol/requests.md#task-fence-batch): the answer lists their answers in order."""
+        d: rq.FenceBatch = req.data
+        await self._load_all(tx, list(dict.fromkeys([d.id, *(f.action.id for f in d.fences)])), now, fx)
+        refused = await self._fence_refused(tx, d.id, d.version)
+        if refused is not None:
+            return refused
+        actions = [await self._fenced(tx, req.corr_id, f, now, fx) for f in d.fences]
+        return 200, {"actions": actions, "preload": []}
+
+    async def _fence_refused(self, tx: Tx, id: str, version: int) -> tuple[int, Any] | None:
+        task = await tx.get_task(id)
         if task is None:
             return 404, "Task not found"
-        if task.state != "acquired" or task.version != d.version:
+        if task.state != "acquired" or task.version != version:
             return 409, "Version mismatch"
+        return None
+
+    async def _fenced(self, tx: Tx, corr_id: str, d: rq.Fence, now: int, fx: _Effects) -> dict[str, Any]:
+        """One fenced action, the lease already checked: its answer envelope."""
         inner_status = 200
         inner: Any
         if isinstance(d.action, rq.PromiseCreate):
             inner = {"promise": await self._create(tx, d.action, now, fx)}
-        elif target is None:
-            inner_status, inner = 404, "Promise not found"
         else:
-            if target.state == "pending":
-                target = await self._settle(tx, target, d.action.state, d.action.value, now, now, fx)
-            inner = {"promise": target}
-        head = {"corrId": req.corr_id, "status": inner_status, "version": PROTOCOL_VERSION}
-        return 200, {"action": {"kind": d.action_kind, "head": head, "data": inner}, "preload": []}
+            target = await tx.get_promise(d.action.id)
+            if target is None:
+                inner_status, inner = 404, "Promise not found"
+            else:
+                if target.state == "pending":
+                    target = await self._settle(tx, target, d.action.state, d.action.value, now, now, fx)
+                inner = {"promise": target}
+        head = {"corrId": corr_id, "status": inner_status, "version": PROTOCOL_VERSION}
+        return {"kind": d.action_kind, "head": head, "data": inner}
 
     async def _task_heartbeat(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskHeartbeat = req.data

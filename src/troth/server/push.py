@@ -165,6 +165,13 @@ def _prefixed(raw: str, prefix: str) -> bool:
     return raw[len(prefix)] in "/?#"
 
 
+def _fence_addresses(fence: rq.Fence) -> list[tuple[str, str]]:
+    if not isinstance(fence.action, rq.PromiseCreate):
+        return []
+    target = fence.action.tags.get("resonate:target")
+    return [] if target is None else [("resonate:target", target)]
+
+
 def addresses(req: rq.Request) -> list[tuple[str, str]]:
     """The addresses a request would store, as (what, address) pairs: targets and listener addresses."""
     data: Any = req.data
@@ -175,6 +182,8 @@ def addresses(req: rq.Request) -> list[tuple[str, str]]:
         tags = data.action.data.tags
     elif kind == "task.fence" and isinstance(data.action, rq.PromiseCreate):
         tags = data.action.tags
+    elif kind == "task.fence_batch":
+        return [pair for fence in data.fences for pair in _fence_addresses(fence)]
     elif kind == "schedule.create":
         tags = data.promiseTags
     elif kind == "promise.register_listener":
