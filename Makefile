@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-peers docs docs-serve clean
+.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-peers bench-soak docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ lint: $(STAMP)
 
 # The benchmark modules that run under troth's venv (the peers' drivers import packages it does not have).
 BENCH_TYPED := benchmarks/*.py benchmarks/peers/*.py benchmarks/peers/drivers/troth_driver.py \
-               tests/benchmarks/test_peers_smoke.py
+               tests/benchmarks/test_peers_smoke.py tests/benchmarks/test_soak_smoke.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -86,6 +86,12 @@ bench-security: $(STAMP)
 
 bench-cluster: $(STAMP)
 	$(BIN)/python -m benchmarks.cluster
+
+# Thousands of mixed workflows (steps, fan-out, sleeps, latent promises) against one server while workers
+# are SIGKILLed: throughput, p99 and RSS over time (a PNG), lost or repeated steps (must be zero).
+SOAK_ARGS ?= --seconds 180 --plot benchmarks/soak.png
+bench-soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 # troth beside DBOS, Restate and the official resonate-sdk: the same five workloads, interleaved rounds,
 # a table of ratios (benchmarks/peers; results in benchmarks/peers/results/). Peers are installed on first

@@ -46,7 +46,15 @@ START_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z, where a harness clock starts unless told otherwise."""
 
 _DURABLE = frozenset(
-    {"task.create", "task.acquire", "task.fence", "task.fulfill", "task.suspend", "task.release"}
+    {
+        "task.create",
+        "task.acquire",
+        "task.fence",
+        "task.fence_batch",
+        "task.fulfill",
+        "task.suspend",
+        "task.release",
+    }
 )
 
 

@@ -278,6 +278,16 @@ class TrafficLog:
 
     async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
         status, body = await self.inner.request(kind, data)
+        if kind == "task.fence_batch":  # logged as the task.fence requests it stands for, in order
+            answers = body.get("actions") if status == 200 and isinstance(body, dict) else None
+            for i, action in enumerate(data["actions"]):
+                one = {"id": data["id"], "version": data["version"], "action": action}
+                self._log("task.fence", one, status, {"action": answers[i]} if answers is not None else body)
+            return status, body
+        self._log(kind, data, status, body)
+        return status, body
+
+    def _log(self, kind: str, data: dict[str, Any], status: int, body: Any) -> None:
         entry: dict[str, Any] = {"kind": kind, "status": status, "version": data.get("version")}
         entry["id"] = data["action"]["data"]["id"] if kind == "task.create" else data.get("id")
         if kind in ("task.create", "task.acquire") and status == 200:
@@ -289,7 +299,6 @@ class TrafficLog:
                 entry["inner_status"] = body.get("action", {}).get("head", {}).get("status")
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
-        return status, body
 
     async def stop(self) -> None:
         await self.inner.stop()

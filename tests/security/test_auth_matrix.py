@@ -71,6 +71,14 @@ def requests(p: str) -> dict[str, dict[str, Any]]:
             "version": 1,
             "action": {"kind": "promise.create", "head": {}, "data": {"id": p + "f", "timeoutAt": far()}},
         },
+        "task.fence_batch": {
+            "id": task,
+            "version": 1,
+            "actions": [
+                {"kind": "promise.create", "head": {}, "data": {"id": p + "fb", "timeoutAt": far()}},
+                {"kind": "promise.settle", "head": {}, "data": {"id": p + "p", "state": "resolved"}},
+            ],
+        },
         "task.heartbeat": {"pid": p + "w", "tasks": [{"id": task, "version": 1}]},
         "task.halt": {"id": task},
         "task.continue": {"id": task},
@@ -191,6 +199,19 @@ def test_the_tenant_may_do_everything_under_its_prefix(auth_server: ServerProces
             continue
         status, body = call(auth_server, kind, own[kind], tenant)
         assert status not in (401, 403), (kind, body)
+
+
+def test_a_fence_batch_with_one_action_outside_the_prefix_is_403(
+    seeded: ServerProcess, keys: Keys, admin: str
+) -> None:
+    """Every action of a ``task.fence_batch`` is checked, not only the task's id or the first action."""
+    before = snap(seeded, admin)
+    data = requests(TENANT)["task.fence_batch"]
+    outside = {"kind": "promise.settle", "head": {}, "data": {"id": OTHER + "p", "state": "resolved"}}
+    data = {**data, "actions": [*data["actions"], outside]}
+    status, body = call(seeded, "task.fence_batch", data, keys.token(TENANT, aud=AUDIENCE))
+    assert (status, body["data"]) == (403, "Forbidden"), body
+    assert snap(seeded, admin) == before
 
 
 @pytest.mark.parametrize(

@@ -542,6 +542,60 @@ async def test_fence_errors(h: Harness) -> None:
     assert (await h.snap())["promises"] == [await h.promise("t")]
 
 
+def _create_action(id: str, **extra: object) -> dict[str, object]:
+    return {"kind": "promise.create", "head": {}, "data": {"id": id, "timeoutAt": START + HOUR, **extra}}
+
+
+def _settle_action(id: str, state: str = "resolved") -> dict[str, object]:
+    return {"kind": "promise.settle", "head": {}, "data": {"id": id, "state": state}}
+
+
+async def test_fence_batch_runs_its_actions_in_order(h: Harness) -> None:
+    """troth's ``task.fence_batch`` (docs/protocol/requests.md#task-fence-batch): each action as its own
+    ``task.fence`` would, in order, so a settle sees a create earlier in the same batch."""
+    await h.pause()
+    await h.running("t", tags={"resonate:branch": "t"})
+    actions = [
+        _create_action("t:1"),
+        _create_action("t:2", tags={"resonate:target": TARGET}),
+        _settle_action("t:1"),
+        _settle_action("t:9"),
+    ]
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": actions}, at=START + 7)
+    assert r.status == 200
+    assert set(r.data) == {"actions", "preload"} and r.data["preload"] == []
+    kinds = [(a["kind"], a["head"]["status"]) for a in r.data["actions"]]
+    assert kinds == [
+        ("promise.create", 200),
+        ("promise.create", 200),
+        ("promise.settle", 200),
+        ("promise.settle", 404),
+    ]
+    assert r.data["actions"][0]["data"]["promise"]["state"] == "pending"
+    assert r.data["actions"][2]["data"]["promise"]["state"] == "resolved"
+    assert r.data["actions"][3]["data"] == "Promise not found"
+    assert (await h.promise("t:1"))["settledAt"] == START + 7
+    assert await h.task("t:2") == {"id": "t:2", "state": "pending", "version": 0, "resumes": 0}
+    assert (TARGET, "t:2", 0) in await h.executes()  # a create's messages, as task.fence would queue them
+
+
+async def test_fence_batch_applies_nothing_when_refused(h: Harness) -> None:
+    await h.running("t")
+    before = await h.snap()
+    one = [_create_action("t:1")]
+    r = await h.call("task.fence_batch", {"id": "t", "version": 2, "actions": one})
+    assert (r.status, r.data) == (409, "Version mismatch")
+    r = await h.call("task.fence_batch", {"id": "nope", "version": 1, "actions": one})
+    assert (r.status, r.data) == (404, "Task not found")
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": []})
+    assert (r.status, r.data) == (400, "actions must not be empty")
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": [*one, _settle_action("t")]})
+    assert (r.status, r.data) == (400, "actions[1]: Action ID must not equal the task ID")
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": one * 1001})
+    assert r.status == 400 and "at most 1000" in r.data
+    assert await h.snap() == before
+
+
 async def test_fence_without_action_head_is_accepted(h: Harness) -> None:
     await h.running("t")
     action = {"kind": "promise.create", "data": {"id": "t:1", "timeoutAt": START + HOUR}}

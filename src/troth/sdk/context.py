@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
 
+import msgspec
+
 from troth.sdk.errors import (
     CanceledError,
     ContextError,
@@ -69,6 +71,14 @@ FOREVER_MS: Final = 2**52
 """A relative timeout that stands for "no deadline" where the protocol wants a duration (a schedule's
 ``promiseTimeout``): a tick plus this stays below ``NO_DEADLINE``."""
 log = logging.getLogger("troth.sdk")
+
+_Queued = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
+"""A fenced action waiting to go out: its kind, its data, and who waits for its record."""
+_encode: Final = msgspec.json.encode
+BATCH_ACTIONS: Final = 500
+"""Most fenced actions in one ``task.fence_batch``."""
+BATCH_BYTES: Final = 1024 * 1024
+"""About the most JSON one ``task.fence_batch`` carries (a single larger action still goes alone)."""
 
 
 class _Blocked:
@@ -153,54 +163,169 @@ class Execution:
         self.frontier: frozenset[str] | None = None
         self.blocked: set[str] = set()
         self.latest_created = 0
+        self._queue: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
 
     def remember(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
             self.cache[record["id"]] = record
 
-    async def _fence(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    def _begin(self, kind: str, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Queue a fenced ``kind`` action; it resolves to the promise record the server answered.
+
+        Actions go out in the order they were begun: every action begun while the previous request is
+        on its way (or in the same step of the event loop) goes out together in one ``task.fence_batch``,
+        one round trip and one transaction for a whole fan-out (docs/sdk/replay.md#durable-operations).
+        A server without that kind (an official one) answers ``400`` and applies nothing; the worker then
+        sends one ``task.fence`` per action, one after another, from then on.
+        """
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         if self.broken is not None:
-            raise PlatformError(self.broken)
+            future.set_exception(PlatformError(self.broken))
+            return future
+        self._queue.append((kind, data, future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return future
+
+    async def _send(self) -> None:
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # actions begun in this step of the loop join the batch
+                batch = self._take()
+                if self.broken is not None:
+                    self._fail(batch)
+                elif len(batch) > 1 and self.worker.fence_batch:
+                    await self._send_batch(batch)
+                else:
+                    for kind, data, future in batch:
+                        if self.broken is not None:
+                            self._fail([(kind, data, future)])
+                        else:
+                            await self._send_one(kind, data, future)
+        finally:
+            self._sender = None
+            if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
+                self._fail(self._queue)
+                self._queue = []
+
+    def _take(self) -> list[_Queued]:
+        """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
+        ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request)."""
+        size = 0
+        count = 0
+        for _, data, _ in self._queue:
+            size += len(_encode(data)) + 200
+            if count == BATCH_ACTIONS or (count and size > BATCH_BYTES):
+                break
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
+
+    def _fail(self, batch: list[_Queued]) -> None:
+        error = self.broken or RuntimeError("the execution stopped")
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(PlatformError(error))
+                future.exception()
+
+    def _accept(self, kind: str, inner: Any, future: asyncio.Future[dict[str, Any]]) -> None:
+        """One fenced action's answer envelope: its record into the cache and to its caller."""
+        inner_status = inner.get("head", {}).get("status") if isinstance(inner, dict) else None
+        if inner_status != 200:
+            data = inner.get("data") if isinstance(inner, dict) else inner
+            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {data}")
+            self._fail([(kind, {}, future)])
+            return
+        record: dict[str, Any] = inner["data"]["promise"]
+        self.cache[record["id"]] = record
+        if not future.done():
+            future.set_result(record)
+
+    async def _request(self, kind: str, data: dict[str, Any], batch: list[_Queued]) -> tuple[int, Any] | None:
+        try:
+            return await self.worker.transport.request(kind, data)
+        except Exception as exc:
+            self.broken = exc
+            self._fail(batch)
+            return None
+
+    async def _send_one(
+        self, kind: str, data: dict[str, Any], future: asyncio.Future[dict[str, Any]]
+    ) -> None:
         from troth.sdk.transport import envelope
 
         action = envelope(kind, data, self.worker.token)
-        try:
-            status, body = await self.worker.transport.request(
-                "task.fence", {"id": self.task_id, "version": self.version, "action": action}
-            )
-        except Exception as exc:
-            self.broken = exc
-            raise PlatformError(exc) from exc
+        answer = await self._request(
+            "task.fence",
+            {"id": self.task_id, "version": self.version, "action": action},
+            [(kind, data, future)],
+        )
+        if answer is None:
+            return
+        status, body = answer
         if status != 200 or not isinstance(body, dict):
             self.broken = RuntimeError(f"task.fence answered {status}: {body}")
-            raise PlatformError(self.broken)
-        inner = body.get("action", {})
-        inner_status = inner.get("head", {}).get("status")
-        if inner_status != 200:
-            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {inner.get('data')}")
-            raise PlatformError(self.broken)
+            self._fail([(kind, data, future)])
+            return
         self.remember(body.get("preload") or ())
-        record: dict[str, Any] = inner["data"]["promise"]
-        self.cache[record["id"]] = record
-        return record
+        self._accept(kind, body.get("action", {}), future)
 
-    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def _send_batch(self, batch: list[_Queued]) -> None:
+        from troth.sdk.transport import envelope
+
+        actions = [envelope(kind, data, self.worker.token) for kind, data, _ in batch]
+        answer = await self._request(
+            "task.fence_batch", {"id": self.task_id, "version": self.version, "actions": actions}, batch
+        )
+        if answer is None:
+            return
+        status, body = answer
+        if status == 400 and self.worker.fence_batch:
+            # Not a kind this server knows (nothing was applied): one task.fence at a time from now on.
+            log.debug("the server refused task.fence_batch (%s); sending one task.fence per action", body)
+            self.worker.fence_batch = False
+            for kind, data, future in batch:
+                if self.broken is not None:
+                    self._fail([(kind, data, future)])
+                else:
+                    await self._send_one(kind, data, future)
+            return
+        answers = body.get("actions") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(answers, list) or len(answers) != len(batch):
+            self.broken = RuntimeError(f"task.fence_batch answered {status}: {body}")
+            self._fail(batch)
+            return
+        for (kind, _, future), inner in zip(batch, answers, strict=True):
+            if self.broken is not None:
+                self._fail([(kind, {}, future)])
+            else:
+                self._accept(kind, inner, future)
+
+    def begin_create(self, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         """Create-or-get a child promise; cached records answer without a request when they can."""
         cached = self.cache.get(data["id"])
         if cached is not None and (
             cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
         ):
-            record = cached
-        else:
-            record = await self._fence("promise.create", data)
+            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            done.set_result(cached)
+            return done
+        return self._begin("promise.create", data)
+
+    def created(self, record: dict[str, Any]) -> dict[str, Any]:
         created = record.get("createdAt")
         if isinstance(created, int) and created > self.latest_created:
             self.latest_created = created
         return record
 
+    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create-or-get a child promise; cached records answer without a request when they can."""
+        return self.created(await self.begin_create(data))
+
     async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
         value: dict[str, Any] = {} if data is None else {"data": data}
-        return await self._fence("promise.settle", {"id": id, "state": state, "value": value})
+        return await self._begin("promise.settle", {"id": id, "state": state, "value": value})
 
 
 class _State:
@@ -597,11 +722,14 @@ class Context:
         mine: asyncio.Future[bool],
         created: asyncio.Future[dict[str, Any]],
     ) -> dict[str, Any]:
-        """Create-or-get in call order: wait for the previous creation of this context, then ours."""
+        """Create-or-get in call order: ours is begun (queued to go out in call order, see
+        ``Execution._begin``), then the previous creation of this context is awaited, then ours."""
         try:
+            pending = self._execution.begin_create(data)
             if previous is not None and not await previous:
+                pending.cancel()
                 raise PlatformError(RuntimeError("an earlier durable operation of this function failed"))
-            record = await self._execution.create(data)
+            record = self._execution.created(await pending)
         except BaseException as exc:
             mine.set_result(False)
             if not created.done():

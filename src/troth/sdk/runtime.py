@@ -97,6 +97,8 @@ class Worker:
         self.pid = pid
         self.ttl_ms = ttl_ms
         self.token = token
+        self.fence_batch = True
+        """Whether the server takes ``task.fence_batch`` (until it answers ``400`` to one)."""
         self.retry_policy: RetryPolicy = retry_policy or Exponential()
         self.dependencies = dependencies
         self.sleeper = sleeper
