@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-peers bench-soak docs docs-serve clean
+.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-peers bench-soak docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,9 @@ bench-cluster: $(STAMP)
 SOAK_ARGS ?= --seconds 180 --plot benchmarks/soak.png
 bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+bench-retention: $(STAMP)
+	$(BIN)/python -m benchmarks.retention
 
 # troth beside DBOS, Restate and the official resonate-sdk: the same five workloads, interleaved rounds,
 # a table of ratios (benchmarks/peers; results in benchmarks/peers/results/). Peers are installed on first

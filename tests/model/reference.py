@@ -146,6 +146,7 @@ def _page(
 @dataclass
 class Model:
     retry_timeout: int = 30_000
+    retention: int | None = None
     lazy_batch: bool = True
     promises: dict[str, Promise] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
@@ -712,6 +713,48 @@ class Model:
         return 200, {"promise": root.record(), "copied": len(copies)}
 
     # ----------------------------------------------------------------------------------------- debug
+
+    def op_debug_reclaim(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        """docs/operations/retention.md: delete whole settled trees whose root settled ``retention`` ago
+        (or longer, by its own ``troth:retention``), unless a promise of the tree is pending or referred to
+        by a callback, a listener or an outbox entry. The pools stay far below the per-unit bounds."""
+        t = d["time"]
+        trees = deleted = 0
+        if self.retention is None:
+            return 200, {"trees": 0, "promises": 0, "more": False}
+        roots = sorted(
+            (p.settled_at, p.id)
+            for p in self.promises.values()
+            if p.settled_at is not None
+            and p.tags.get(ORIGIN, p.id) == p.id
+            and p.settled_at <= t - self.retention
+        )
+        for settled_at, rid in roots:
+            keep = self.promises[rid].tags.get("troth:retention")
+            if keep == "forever" or (keep is not None and keep.isdigit() and settled_at + int(keep) > t):
+                continue
+            if ORIGIN in self.promises[rid].tags:
+                members = {pid for pid, p in self.promises.items() if p.tags.get(ORIGIN) == rid}
+            else:
+                members = {rid}
+            if any(self.promises[m].state == "pending" for m in members):
+                continue
+            if (
+                any(awaited in members for awaited, _ in self.callbacks)
+                or any(pid in members for pid, _ in self.listeners)
+                or any(pid in members for pid, _ in self.out_unblock)
+                or any(tid in members for tid in self.out_execute)
+            ):
+                continue
+            for key in [k for k in self.callbacks if k[1] in members]:
+                del self.callbacks[key]
+            for m in members:
+                self.tasks.pop(m, None)
+                self.task_timeouts.pop(m, None)
+                del self.promises[m]
+            trees += 1
+            deleted += len(members)
+        return 200, {"trees": trees, "promises": deleted, "more": False}
 
     def op_debug_tick(self, d: dict[str, Any], now: int, corr: str) -> Reply:
         self.tick(d["time"])

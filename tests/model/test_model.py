@@ -42,6 +42,7 @@ from .reference import Model
 START = 1_000_000_000
 VERSION = "2026-04-01"
 RETRY = 30_000
+RETENTION = 60_000
 
 ROOTS = ["p0", "p1", "p2", "p3"]
 IDS = [*ROOTS, "p0:1", "p0:2", "p0.3", "p1:1", "p2:1", "P9", "pé"]  # byte order: "P9" < "p…" < "pé"
@@ -99,9 +100,10 @@ class Pair:
     def __init__(self, *, notes: bool = False) -> None:
         self.notes = notes  # report each request with hypothesis.note (only inside a hypothesis test)
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine(unit_store("model"), EngineConfig(debug=True), clock=ManualClock(START))
+        config = EngineConfig(debug=True, retention=RETENTION)
+        self.engine = Engine(unit_store("model"), config, clock=ManualClock(START))
         self.loop.run_until_complete(self.engine.start())
-        self.model = Model(retry_timeout=RETRY)
+        self.model = Model(retry_timeout=RETRY, retention=RETENTION)
         self.now = START
         self.steps = 0
         status, _ = self.send("debug.start", {})
@@ -237,6 +239,8 @@ class ServerVersusModel(RuleBasedStateMachine):
             tags["resonate:timer"] = "true"
         if data.draw(st.booleans()):
             tags["resonate:branch"] = root_of(pid)
+        if data.draw(st.integers(0, 5)) == 0:  # a root's own retention (docs/operations/retention.md)
+            tags["troth:retention"] = data.draw(st.sampled_from(["forever", "90000", "1000"]))
         if data.draw(st.integers(0, 2)) > 0:  # a lineage, so that trees can be canceled and forked
             tags["resonate:origin"] = root_of(pid)
             tags["resonate:parent"] = parent_of(pid)
@@ -290,6 +294,12 @@ class ServerVersusModel(RuleBasedStateMachine):
     @rule(jump=JUMP)
     def debug_tick(self, jump: int) -> None:
         self.pair.tick(jump)
+
+    @rule(jump=JUMP)
+    def retention_pass(self, jump: int) -> None:
+        """docs/operations/retention.md: one retention unit, clock-controlled."""
+        self.pair.now += jump
+        self.step("debug.reclaim", {"time": self.pair.now})
 
     @rule(jump=JUMP)
     def clock_moves(self, jump: int) -> None:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
+from troth.cli.params import DURATION
+
 _STORE_HELP = (
     "SQLite file, :memory:, or a PostgreSQL URL (postgresql://user:password@host:5432/db; several "
     "replicas may share one database)."
@@ -71,6 +73,14 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 type=click.IntRange(1),
                 envvar="TROTH_RETRY_TIMEOUT",
                 help="ms between re-sends of a pending task's execute.",
+            ),
+            click.option(
+                "--retention",
+                default=None,
+                envvar="TROTH_RETENTION",
+                help="Delete settled workflow trees this long after their root settled, e.g. 30d "
+                "(default: keep forever).",
+                **DURATION,
             ),
             click.option(
                 "--max-connections",

@@ -275,6 +275,7 @@ DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "debug.reset": Empty,
     "debug.snap": Empty,
     "debug.tick": DebugTick,
+    "debug.reclaim": DebugTick,
 }
 DEBUG_KINDS: Final = frozenset(k for k in DATA_TYPES if k.startswith("debug."))
 
@@ -836,4 +837,5 @@ _VALIDATORS: Final[dict[str, Any]] = {
     "debug.reset": _v_none,
     "debug.snap": _v_none,
     "debug.tick": _v_none,
+    "debug.reclaim": _v_none,
 }

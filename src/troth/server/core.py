@@ -37,6 +37,14 @@ FORKED_FROM: Final = "troth:forked-from"
 _DETACHED: Final = re.compile(r":d[0-9a-f]{16}$")
 """The id of a detached child as the troth SDK names it (``origin:d<16 hex>``)."""
 
+RETENTION_TAG: Final = "troth:retention"
+"""A root's own minimum retention: ms, or ``forever`` (docs/operations/retention.md)."""
+
+RECLAIM_ROOTS: Final = 100
+"""Most settled roots one retention unit examines."""
+RECLAIM_PROMISES: Final = 1000
+"""A retention unit stops after the tree that takes it to this many deleted promises."""
+
 PASS_LIMIT: Final = 1000
 """Most rows of one kind a background pass handles; a pass that reaches it asks to run again at once."""
 
@@ -64,8 +72,18 @@ class Reply(msgspec.Struct):
     """Tasks no longer waiting for a worker: delivery forgets any execute it still keeps for them."""
 
 
+class Reclaimed(msgspec.Struct):
+    """What one retention unit deleted, and where the next one continues (``None``: at the start)."""
+
+    trees: int = 0
+    promises: int = 0
+    after: tuple[int, str] | None = None
+
+
 class CoreConfig(msgspec.Struct, frozen=True):
     retry_timeout: int = 30_000
+    retention: int | None = None
+    """ms a settled tree is kept after its root settled (``--retention``); ``None``: forever."""
     lineage: rq.LineagePolicy = rq.LineagePolicy()
 
 
@@ -145,6 +163,7 @@ class Core:
             "tree.cancel": self._tree_cancel,
             "tree.fork": self._tree_fork,
             "debug.reset": self._debug_reset,
+            "debug.reclaim": self._debug_reclaim,
             "debug.snap": self._debug_snap,
         }
 
@@ -686,6 +705,10 @@ class Core:
         await tx.reset()
         return 200, {}
 
+    async def _debug_reclaim(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        done = await self.reclaim(tx, req.data.time, None)
+        return 200, {"trees": done.trees, "promises": done.promises, "more": done.after is not None}
+
     async def _debug_snap(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         return 200, await snapshot(tx)
 
@@ -729,6 +752,34 @@ class Core:
         elif next_due is not None:
             fx.at(next_due)
         return fx.reply(200, [])
+
+    async def reclaim(self, tx: Tx, now: int, after: tuple[int, str] | None) -> Reclaimed:
+        """One retention unit (docs/operations/retention.md): delete the settled trees whose root settled
+        ``retention`` ago or longer (and at least its own ``troth:retention`` ago; never with
+        ``forever``), each whole or not at all, oldest first from ``after``, until ``RECLAIM_ROOTS``
+        roots were examined or ``RECLAIM_PROMISES`` promises deleted. A tree with a pending promise, or one
+        a callback, a listener or an undelivered message still refers to, is left for a later pass."""
+        retention = self.config.retention
+        if retention is None:
+            return Reclaimed()
+        roots = await tx.settled_roots(now - retention, after, RECLAIM_ROOTS)
+        done = Reclaimed()
+        for root in roots:
+            done.after = (root.settledAt or 0, root.id)
+            keep = root.tags.get(RETENTION_TAG)
+            if keep == "forever" or (
+                keep is not None and keep.isdigit() and (root.settledAt or 0) + int(keep) > now
+            ):
+                continue
+            gone = await tx.delete_tree(root.id, root.tags.get("resonate:origin") == root.id)
+            if gone is not None:
+                done.trees += 1
+                done.promises += sum(gone[0].values())
+                if done.promises >= RECLAIM_PROMISES:
+                    return done
+        if len(roots) < RECLAIM_ROOTS:
+            done.after = None
+        return done
 
     async def _fire_schedule(self, tx: Tx, s: Schedule, now: int, fx: _Effects) -> int:
         """Create every occurrence of ``s`` due by ``now`` (none is skipped), each with its own timestamp."""

@@ -125,6 +125,15 @@ class CountingTx:
             self.delta.tasks[t.state] += 1
         self._task_states[t.id] = t.state
 
+    async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
+        gone = await self._tx.delete_tree(root, lineage)
+        if gone is not None:
+            for state, n in gone[0].items():
+                self.delta.promises[state] -= n
+            for state, n in gone[1].items():
+                self.delta.tasks[state] -= n
+        return gone
+
     async def reset(self) -> None:
         await self._tx.reset()
         self.delta = Delta()

@@ -22,7 +22,7 @@ from troth.protocol.limits import PROTOCOL_BOUNDS
 from troth.protocol.records import PROTOCOL_VERSION
 from troth.server.auth import Auth, Principal, Refusal
 from troth.server.clock import Clock, SystemClock
-from troth.server.core import Core, CoreConfig, Outgoing, Reply
+from troth.server.core import Core, CoreConfig, Outgoing, Reclaimed, Reply
 from troth.server.counts import CountingTx, Delta, StateCounts
 from troth.server.delivery import MAX_WAITING, Delivery
 from troth.server.metrics import Metrics
@@ -52,6 +52,11 @@ _encoder: Final = msgspec.json.Encoder()
 _SEARCHES: Final = {"promise.search": "promises", "task.search": "tasks", "schedule.search": "schedules"}
 
 SCRAPE_CACHE_SECONDS: Final = 1.0
+
+RETENTION_PERIOD_S: Final = 10.0
+"""Seconds between retention passes (with ``--retention``)."""
+RETENTION_PAUSE_S: Final = 0.01
+"""Pause between the units of one retention pass, so that writes interleave with it."""
 """How long one rendering of ``/metrics`` is served again."""
 
 
@@ -67,6 +72,8 @@ class EngineConfig(msgspec.Struct, frozen=True):
     max_connections_per_pid: int = 16
     push_allow: tuple[str, ...] = ()
     """The ``--push-allow`` entries (``troth.server.push``); empty means public hosts only."""
+    retention: int | None = None
+    """ms a settled workflow tree is kept after its root settled (``--retention``); ``None``: forever."""
     exclusive: bool = False
     """This process alone uses the store (the SDK's local mode): every lease found in it at start belonged
     to a process that is gone, so it ends at once instead of at its ttl
@@ -114,7 +121,13 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.lineage = rq.LineagePolicy(strict=self.config.strict_lineage)
-        self.core = Core(CoreConfig(retry_timeout=self.config.retry_timeout, lineage=self.lineage))
+        self.core = Core(
+            CoreConfig(
+                retry_timeout=self.config.retry_timeout,
+                lineage=self.lineage,
+                retention=self.config.retention,
+            )
+        )
         self.push = PushPolicy(self.config.push_allow)
         self.delivery = Delivery(
             push_policy=self.push,
@@ -139,6 +152,7 @@ class Engine:
         self._sent_unblocks: list[OutboxUnblock] = []
         self._cleanup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._retention: asyncio.Task[None] | None = None
         self.cluster: Replicas | None = None
         self.unclean: set[tuple[str, str, str | int]] = set()
         """Set (before ``start``) when several replicas share the store; see ``troth.server.cluster``."""
@@ -162,6 +176,8 @@ class Engine:
         await self.store.open()
         self.counts.load(await self.store.run(lambda tx: tx.counts()))  # the one full count
         now = self.clock.now()
+        if self.config.retention is not None:
+            self._retention = asyncio.get_running_loop().create_task(self._reclaim_forever())
         if self.cluster is not None:
             # The outbox and the pending tasks are shared: the replicas' sweeps and stream hand-overs
             # deliver what is left in it; nothing is taken into this process's memory.
@@ -178,6 +194,9 @@ class Engine:
         await self._flush_outbox()
 
     async def stop(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
         await self.timers.stop()
         await self.delivery.aclose()
         for task in list(self._background):
@@ -374,6 +393,37 @@ class Engine:
         if reply.messages and not self.paused:
             self._deliver(reply.messages)
         return reply.wake
+
+    async def _reclaim_forever(self) -> None:
+        """Retention (docs/operations/retention.md): every ``RETENTION_PERIOD_S`` a pass over the settled
+        roots, oldest first, one small unit after the other with a pause between them, so that writes
+        interleave with it; every replica runs its own (a tree two replicas reach at once is deleted by
+        one, the other's unit finds it gone)."""
+        after: tuple[int, str] | None = None
+        while True:
+            await asyncio.sleep(RETENTION_PAUSE_S if after is not None else RETENTION_PERIOD_S)
+            if self.paused:
+                continue
+            try:
+                after = await self.reclaim_once(self.clock.now(), after)
+            except StoreError as exc:
+                log.warning("retention pass failed (tried again later): %s", exc)
+                after = None
+
+    async def reclaim_once(self, now: int, after: tuple[int, str] | None) -> tuple[int, str] | None:
+        """One retention unit at ``now``; where the next continues (``None``: the pass is complete)."""
+
+        async def unit(tx: Tx) -> tuple[Reclaimed, Delta]:
+            counting = CountingTx(tx)
+            return await self.core.reclaim(cast(Tx, counting), now, after), counting.delta
+
+        done, delta = await self.store.run(unit)
+        self.counts.apply(delta)
+        if done.trees:
+            self.metrics.reclaimed.labels("trees").inc(done.trees)
+            self.metrics.reclaimed.labels("promises").inc(done.promises)
+            log.debug("retention: %d tree(s), %d promise(s) deleted", done.trees, done.promises)
+        return done.after
 
     def _observe_pass(self, reply: Reply) -> None:
         for late in reply.lateness:

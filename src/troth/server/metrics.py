@@ -71,6 +71,12 @@ class Metrics:
             buckets=LATENESS_BUCKETS,
             registry=r,
         )
+        self.reclaimed = Counter(
+            "troth_reclaimed",
+            "What retention deleted: settled workflow trees and their promises",
+            ["kind"],
+            registry=r,
+        )
         self.schedule_promises = Counter(
             "troth_schedule_promises", "Promises created by schedule firings", registry=r
         )

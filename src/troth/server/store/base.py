@@ -113,6 +113,18 @@ class Tx(Protocol):
     ) -> list[Promise]: ...
     async def branch_promises(self, branch: str, exclude: str) -> list[Promise]: ...
     async def due_promises(self, now: int, limit: int) -> list[Promise]: ...
+    async def settled_roots(self, cutoff: int, after: tuple[int, str] | None, limit: int) -> list[Promise]:
+        """Settled roots (a promise that is its own ``resonate:origin``, or has none) that settled at or
+        before ``cutoff``, ordered by ``(settledAt, id)``, after ``after``, at most ``limit``."""
+        ...
+
+    async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Delete the settled tree of ``root`` (its lineage when ``lineage``, else only ``root``) with its
+        tasks and callbacks; the promises and the tasks deleted, by state. ``None``, and nothing deleted,
+        when a promise of it is pending or still referred to (a callback on it, a listener, an undelivered
+        message)."""
+        ...
+
     async def lineage_promises(
         self, origin: str, limit: int, *, pending: bool = False, after: str | None = None
     ) -> list[Promise]:

@@ -167,7 +167,13 @@ _V3: Final = [
     "CREATE INDEX promises_origin ON promises (origin, state, id) WHERE origin IS NOT NULL",
 ]
 
-MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3]
+_V4: Final = [
+    # Settled roots by the time they settled: what retention reclaims.
+    "CREATE INDEX promises_root_settled ON promises (settled_at, id) "
+    "WHERE settled_at IS NOT NULL AND (origin = id OR origin IS NULL)",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4]
 """PostgreSQL's schema, one list of statements per version, applied in order at start-up."""
 
 _MIGRATION_LOCK: Final = 0x7407_7407
@@ -229,6 +235,10 @@ class PgTx(SqlTx):
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         self._promises.pop(id, None)
         await super().settle_promise(id, state, value, settled_at)
+
+    async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
+        self._promises.clear()
+        return await super().delete_tree(root, lineage)
 
     async def reset(self) -> None:
         self._promises.clear()

@@ -72,6 +72,13 @@ def _schedule(row: Any) -> Schedule:
     )
 
 
+def _tally(rows: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        out[row[0]] = out.get(row[0], 0) + 1
+    return out
+
+
 _SCANNABLE: Final = frozenset({"promises", "tasks", "schedules"})
 
 
@@ -219,6 +226,39 @@ class SqlTx(ABC):
             f"SELECT {_P_COLS} FROM promises WHERE {clause} {order} LIMIT ?", (*args, limit)
         )
         return [_promise(r) for r in rows]
+
+    async def settled_roots(self, cutoff: int, after: tuple[int, str] | None, limit: int) -> list[Promise]:
+        clause = "settled_at IS NOT NULL AND (origin = id OR origin IS NULL) AND settled_at <= ?"
+        args: list[Any] = [cutoff]
+        if after is not None:
+            clause += " AND (settled_at > ? OR (settled_at = ? AND id > ?))"
+            args.extend((after[0], after[0], after[1]))
+        rows = await self._all(
+            f"SELECT {_P_COLS} FROM promises WHERE {clause} ORDER BY settled_at, id LIMIT ?", (*args, limit)
+        )
+        return [_promise(r) for r in rows]
+
+    async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
+        def of_tree(column: str) -> str:
+            return f"{column} IN (SELECT id FROM promises WHERE origin = ?)" if lineage else f"{column} = ?"
+
+        if lineage and await self._one(
+            "SELECT 1 FROM promises WHERE origin = ? AND state = 'pending' LIMIT 1", (root,)
+        ):
+            return None
+        for table, column in (
+            ("callbacks", "awaited_id"),
+            ("listeners", "promise_id"),
+            ("outbox_unblock", "promise_id"),
+            ("outbox_execute", "id"),
+        ):
+            if await self._one(f"SELECT 1 FROM {table} WHERE {of_tree(column)} LIMIT 1", (root,)):
+                return None
+        await self._exec(f"DELETE FROM callbacks WHERE {of_tree('awaiter_id')}", (root,))
+        tasks = await self._all(f"DELETE FROM tasks WHERE {of_tree('id')} RETURNING state", (root,))
+        where = "origin = ?" if lineage else "id = ?"
+        promises = await self._all(f"DELETE FROM promises WHERE {where} RETURNING state", (root,))
+        return _tally(promises), _tally(tasks)
 
     async def due_promises(self, now: int, limit: int) -> list[Promise]:
         rows = await self._all(

@@ -101,6 +101,10 @@ MIGRATIONS: Final[list[list[str]]] = [
         """UPDATE promises SET origin = json_extract(tags, '$."resonate:origin"')""",
         "CREATE INDEX IF NOT EXISTS promises_origin ON promises (origin, state, id) WHERE origin IS NOT NULL",
     ],
+    [  # settled roots by the time they settled: what retention reclaims
+        "CREATE INDEX IF NOT EXISTS promises_root_settled ON promises (settled_at, id) "
+        "WHERE settled_at IS NOT NULL AND (origin = id OR origin IS NULL)",
+    ],
 ]
 """The schema, one list of statements per version; a store applies the ones its file lacks at open."""
 
