@@ -197,16 +197,19 @@ class Model:
         self._lease(task_id, now, pid, ttl)
         self._clear_ready(task_id)
 
-    def _preload(self, task_id: str) -> list[dict[str, Any]]:
-        """§5.2.5: promises sharing the task promise's ``resonate:branch``, excluding it, sorted by id."""
+    def _preload(self, task_id: str, resumed_by: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """docs/protocol/state.md#preload: promises sharing the task promise's ``resonate:branch``, excluding
+        it, and on an acquire those whose ready callbacks the task held, sorted by id."""
         branch = self.promises[task_id].tags.get(BRANCH)
-        if branch is None:
-            return []
         return [
             p.record()
             for pid, p in sorted(self.promises.items())
-            if pid != task_id and p.tags.get(BRANCH) == branch
+            if pid != task_id and ((branch is not None and p.tags.get(BRANCH) == branch) or pid in resumed_by)
         ]
+
+    def _ready_awaited(self, task_id: str) -> frozenset[str]:
+        ready = self.callbacks.items()
+        return frozenset(awaited for (awaited, awaiter), on in ready if on and awaiter == task_id)
 
     def _settle(self, settled: list[tuple[str, str, dict[str, Any] | None, int]], now: int) -> None:
         """Settle pending promises with the cascade of §5.5, as one batch.
@@ -404,8 +407,10 @@ class Model:
         if t.state == "fulfilled":
             return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
         if t.state == "pending":
+            resumed_by = self._ready_awaited(pid)
             self._acquire(pid, now, owner, ttl)
-            return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": self._preload(pid)}
+            preload = self._preload(pid, resumed_by)
+            return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": preload}
         return 409, "Already exists"
 
     def op_task_acquire(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -418,11 +423,12 @@ class Model:
             return 409, "Task is not pending"
         if t.version != d["version"]:
             return 409, "Version mismatch"
+        resumed_by = self._ready_awaited(tid)
         self._acquire(tid, now, d["pid"], d["ttl"])
         return 200, {
             "task": self._task_record(tid),
             "promise": self.promises[tid].record(),
-            "preload": self._preload(tid),
+            "preload": self._preload(tid, resumed_by),
         }
 
     def _held(self, tid: str, version: int) -> bool:

@@ -55,6 +55,24 @@ async def test_acquire(h: Harness) -> None:
     assert await h.task_timeouts() == {"t": (1, START + 3 + 5000)}
 
 
+async def test_acquire_preloads_the_promises_that_resumed_the_task(h: Harness) -> None:
+    """docs/protocol/state.md#preload: an acquire after a resumption also carries the settled promises
+    whose callbacks resumed the task (other branches), so the replay needs no request for them; a promise
+    the task still waits for is not included."""
+    await h.running("t", tags={"resonate:branch": "t"})
+    await h.fence_create("t", 1, "t:1", tags={"resonate:branch": "t"})
+    await h.create("t:2", tags={"resonate:branch": "t:2"})
+    await h.create("t:3", tags={"resonate:branch": "t:3"})
+    assert (await h.suspend("t", 1, ["t:2", "t:3"])).status == 200
+    await h.settle("t:2")
+    r = await h.acquire("t", 1)
+    assert r.status == 200
+    assert [(p["id"], p["state"]) for p in r.data["preload"]] == [("t:1", "pending"), ("t:2", "resolved")]
+    await h.release("t", 2)
+    r = await h.acquire("t", 2)  # its ready callbacks went with the first acquire
+    assert [p["id"] for p in r.data["preload"]] == ["t:1"]
+
+
 async def test_acquire_errors(h: Harness) -> None:
     """§12 item 6."""
     await h.create("t", target=TARGET)

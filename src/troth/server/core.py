@@ -255,11 +255,19 @@ class Core:
         await tx.put_unblock(OutboxUnblock(p.id, address))
         fx.unblocks[(p.id, address)] = Outgoing(address, promise=p)
 
-    async def _preload(self, tx: Tx, p: Promise) -> list[Promise]:
+    async def _preload(self, tx: Tx, p: Promise, resumed_by: list[str] | None = None) -> list[Promise]:
+        """The task's branch (docs/protocol/state.md#preload), and on an acquire the settled promises whose
+        callbacks resumed it, so the replay that follows needs no request to learn them."""
         branch = p.tags.get("resonate:branch")
-        if branch is None:
-            return []
-        return await tx.branch_promises(branch, p.id)
+        found = [] if branch is None else await tx.branch_promises(branch, p.id)
+        if resumed_by:
+            known = {q.id for q in found}
+            for id in resumed_by:
+                q = await tx.get_promise(id)
+                if q is not None and q.id not in known and q.id != p.id:
+                    found.append(q)
+            found.sort(key=lambda q: q.id)
+        return found
 
     async def _create(self, tx: Tx, d: rq.PromiseCreate, now: int, fx: _Effects) -> Promise:
         """``promise.create`` (§4.2): the existing record, or a new promise (and task) as the tags say."""
@@ -414,11 +422,12 @@ class Core:
                 return 200, {"task": Task(task.id, "fulfilled", task.version, 0), "promise": p, "preload": []}
             if task.state != "pending":
                 return 409, "Already exists"
+        resumed_by = await tx.ready_awaited(task.id)
         await self._acquire(tx, task, d.pid, d.ttl, now, fx)
         return 200, {
             "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
             "promise": p,
-            "preload": await self._preload(tx, p),
+            "preload": await self._preload(tx, p, resumed_by),
         }
 
     async def _task_acquire(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -431,11 +440,12 @@ class Core:
             return 409, "Task is not pending"
         if task.version != d.version:
             return 409, "Version mismatch"
+        resumed_by = await tx.ready_awaited(task.id)
         await self._acquire(tx, task, d.pid, d.ttl, now, fx)
         return 200, {
             "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
             "promise": p,
-            "preload": await self._preload(tx, p),
+            "preload": await self._preload(tx, p, resumed_by),
         }
 
     async def _task_release(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:

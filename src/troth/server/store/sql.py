@@ -359,6 +359,13 @@ class SqlTx(ABC):
         )
         return sorted(r[0] for r in rows)
 
+    async def ready_awaited(self, awaiter: str) -> list[str]:
+        rows = await self._all(
+            "SELECT awaited_id FROM callbacks WHERE awaiter_id = ? AND ready = 1 ORDER BY awaited_id",
+            (awaiter,),
+        )
+        return [r[0] for r in rows]
+
     async def delete_ready_callbacks(self, awaiter: str) -> None:
         await self._exec("DELETE FROM callbacks WHERE awaiter_id = ? AND ready = 1", (awaiter,))
 
