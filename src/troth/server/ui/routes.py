@@ -9,8 +9,10 @@
 ``GET /ui/static/<name>``       htmx, the page script and the style sheet, shipped in the wheel
 =============================  ===============================================================
 
-Every answer carries a strict Content-Security-Policy (scripts, styles and connections from this origin
-only, no inline script or style, no frames, forms only to this origin), ``nosniff`` and no referrer.
+A fragment's answer carries ``Server-Timing: app;dur=<ms>``, the time the server spent on it (what
+``benchmarks/dashboard.py`` reports). Every answer carries a strict Content-Security-Policy (scripts,
+styles and connections from this origin only, no inline script or style, no frames, forms only to this
+origin), ``nosniff`` and no referrer.
 Fragments, actions and the feed require the ``HX-Request`` header that htmx and the page script send: a
 cross-site page cannot add it without a CORS preflight, which fails (``troth.server.browser``), so a
 form on another site cannot settle a promise through a browser that has the dashboard open (the Origin
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -118,8 +121,11 @@ class Ui:
             if view is None or method != "GET":
                 await _answer(send, 404, b"", _HTML)
                 return
+            started = time.perf_counter()
             status, html = await view(Calls(self.engine, token), query)
-            await _answer(send, status, html.encode(), _HTML)
+            body = html.encode()
+            took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()
+            await _answer(send, status, body, [*_HTML, (b"server-timing", took)])
         elif rest.startswith("a/"):
             if method != "POST":
                 await _answer(send, 405, b"", [(b"allow", b"POST")])

@@ -20,9 +20,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+import msgspec
+
 NO_DEADLINE: Final = 2**53
 """Deadlines at or beyond this are shown as "never" (the SDK's default for a durable wait is years)."""
 
+_json: Final = msgspec.json.Decoder()
 _HIDDEN: Final = frozenset({"__py_pickle", "__py_pickle_hmac"})
 _MAX_SHOWN: Final = 4000
 """Characters of a decoded value shown in a page; longer values are cut with a note."""
@@ -50,7 +53,10 @@ def decode(value: Any) -> Decoded:
         return Decoded("(not a string)", ok=False)
     try:
         raw = base64.b64decode(data, validate=True)
-        parsed = json.loads(raw.decode("utf-8"))
+        try:
+            parsed = _json.decode(raw)
+        except msgspec.DecodeError:  # NaN/Infinity tokens, or not JSON at all: the standard library says
+            parsed = json.loads(raw.decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return Decoded(f"(not base64 JSON: {len(data)} characters, not decoded)", ok=False)
     if isinstance(parsed, dict) and parsed.get("__type") == "error":
@@ -89,12 +95,14 @@ def invocation(promise: Mapping[str, Any]) -> tuple[str | None, str]:
     return None, param.text
 
 
-def kind(promise: Mapping[str, Any]) -> str:
-    """``sleep``, ``rpc``, ``run``, ``promise`` (a latent one: a person or a webhook settles it) or ``""``."""
+def kind(promise: Mapping[str, Any], func: str | None = None, *, known: bool = False) -> str:
+    """``sleep``, ``rpc``, ``run``, ``promise`` (a latent one: a person or a webhook settles it) or ``""``.
+    ``known``: ``func`` is the promise's function already decoded (``invocation``)."""
     tags = promise.get("tags") or {}
     if tags.get("resonate:timer") == "true":
         return "sleep"
-    func, _ = invocation(promise)
+    if not known:
+        func, _ = invocation(promise)
     scope = tags.get("resonate:scope")
     if func is None and "resonate:target" not in tags:
         return "promise"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 
@@ -156,15 +156,14 @@ class Views:
         members = [
             m for m in members if (m.get("tags") or {}).get("resonate:origin", root["id"]) == root["id"]
         ]
-        tree = _tree(root, members, tries)
-        now = int(time.time() * 1000)
+        steps = _timeline(_tree(root, members, tries), int(time.time() * 1000))
         return 200, render(
             "promise.html",
             p=_detail(p),
-            tree=tree,
-            timeline=_timeline(tree, now),
+            steps=steps,
             cut=len(members) >= TREE_LIMIT,
             root_id=root["id"],
+            root_href=_href(root["id"]),
         )
 
     async def actions(self, calls: Calls, query: Query) -> Html:
@@ -264,38 +263,48 @@ def _tags(text: str) -> dict[str, str] | None:
     return out
 
 
+def _href(id: str) -> str:
+    return "/ui/promise?id=" + quote(id, safe="")
+
+
 def _row(p: Mapping[str, Any]) -> dict[str, Any]:
-    func, _ = values.invocation(p)
+    """What a list shows of a promise (its param decoded once)."""
+    func, args = values.invocation(p)
     created, settled = p.get("createdAt"), p.get("settledAt")
+    id = p.get("id", "")
+    kind = values.kind(p, func, known=True)
     return {
-        "id": p.get("id", ""),
-        "root": (p.get("tags") or {}).get("resonate:origin", p.get("id")) == p.get("id"),
+        "id": id,
+        "href": _href(id),
+        "root": (p.get("tags") or {}).get("resonate:origin", id) == id,
         "state": p.get("state", ""),
-        "kind": values.kind(p),
+        "kind": kind,
         "func": func or "",
+        "args": args,
         "created": created,
         "settled": settled,
         "took": settled - created if isinstance(settled, int) and isinstance(created, int) else None,
+        "latent": p.get("state") == "pending" and kind == "promise",
     }
 
 
 def _detail(p: Mapping[str, Any]) -> dict[str, Any]:
-    func, args = values.invocation(p)
+    """What a page shows of a promise: the list's fields, its value, tags and deadline."""
     value = values.decode(p.get("value"))
     return {
         **_row(p),
-        "func": func or "",
-        "args": args,
         "value": value.text,
         "error": value.error,
         "tags": sorted((p.get("tags") or {}).items()),
         "timeout": p.get("timeoutAt"),
-        "latent": values.is_latent(p),
     }
 
 
-def _tree(root: Mapping[str, Any], members: list[dict[str, Any]], tries: Mapping[str, int]) -> dict[str, Any]:
-    """The nested structure below ``root``; a promise whose parent is unknown hangs off the root."""
+def _tree(
+    root: Mapping[str, Any], members: list[dict[str, Any]], tries: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """The steps below ``root`` in tree order (depth first, siblings by creation), each with its ``depth``;
+    a promise whose parent is unknown hangs off the root."""
     nodes = {p["id"]: p for p in members if isinstance(p.get("id"), str)}
     nodes[root["id"]] = dict(root)
     children: dict[str, list[dict[str, Any]]] = {}
@@ -308,40 +317,34 @@ def _tree(root: Mapping[str, Any], members: list[dict[str, Any]], tries: Mapping
         children.setdefault(parent, []).append(p)
     for group in children.values():
         group.sort(key=lambda q: (q.get("createdAt") or 0, q["id"]))
+    out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    stack: list[tuple[Mapping[str, Any], int]] = [(root, 0)]
+    while stack:
+        step, depth = stack.pop()
+        if step["id"] in seen:
+            continue
+        seen.add(step["id"])
+        row = _detail(step)
+        row["tries"] = tries.get(step["id"])
+        row["depth"] = min(depth, 12)
+        out.append(row)
+        stack.extend((c, depth + 1) for c in reversed(children.get(step["id"], [])))
+    return out
 
-    def node(p: Mapping[str, Any], depth: int) -> dict[str, Any]:
-        seen.add(p["id"])
-        out = _detail(p)
-        out["tries"] = tries.get(p["id"])
-        out["depth"] = depth
-        out["children"] = [node(c, depth + 1) for c in children.get(p["id"], []) if c["id"] not in seen]
-        return out
 
-    return node(root, 0)
-
-
-def _timeline(tree: dict[str, Any], now: int) -> list[dict[str, Any]]:
-    """Each step of the tree as a bar: start and length in per mille of the workflow's span so far."""
-    flat: list[dict[str, Any]] = []
-
-    def walk(n: dict[str, Any]) -> None:
-        flat.append(n)
-        for c in n["children"]:
-            walk(c)
-
-    walk(tree)
-    start = min((n["created"] for n in flat if isinstance(n["created"], int)), default=now)
-    end = max([now if n["settled"] is None else n["settled"] for n in flat] + [start + 1])
+def _timeline(rows: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+    """Each step as a bar: start and length in per mille of the workflow's span so far."""
+    start = min((n["created"] for n in rows if isinstance(n["created"], int)), default=now)
+    end = max([now if n["settled"] is None else n["settled"] for n in rows] + [start + 1])
     span = max(end - start, 1)
-    bars = []
-    for n in flat:
+    for n in rows:
         created = n["created"] if isinstance(n["created"], int) else start
         finished = n["settled"] if isinstance(n["settled"], int) else end
-        x = (created - start) * 1000 // span
-        width = max((finished - created) * 1000 // span, 4)
-        bars.append({"n": n, "x": x, "width": min(width, 1000 - x) if x < 1000 else 4})
-    return bars
+        x = min((created - start) * 1000 // span, 996)
+        n["x"] = x
+        n["width"] = min(max((finished - created) * 1000 // span, 4), 1000 - x)
+    return rows
 
 
 def _histogram_mean(histogram: Any) -> float | None:
