@@ -97,3 +97,6 @@ async def test_feed_filters_by_topic_and_prefix_and_stays_bounded() -> None:
     assert feed.settle_rate() > 0
     feed.unsubscribe(tree)
     assert feed.open_count == 1
+    feed.publish(delta("order-1:3", "order-2"))
+    recent = feed.recent_roots()
+    assert recent[:2] == ["order-2", "order-1"] and len(recent) <= 50

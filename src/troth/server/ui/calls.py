@@ -23,7 +23,7 @@ from troth.server.engine import Engine
 _encoder: Final = msgspec.json.Encoder()
 _ids = itertools.count(1)
 
-MAX_WINDOWS: Final = 5
+MAX_WINDOWS: Final = 3
 """Filtered search pages (each examining at most ``search_scan_window`` rows) one list page may use to
 fill itself before it shows what it found with a link to the next page."""
 

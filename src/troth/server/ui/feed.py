@@ -4,7 +4,8 @@ The engine calls ``Feed.publish`` with each committed unit's changes (``Engine.o
 promises and tasks the unit created or moved to another state. Each open page holds one ``Subscription``
 with a *topic*: ``all`` (the overview: any change) or a root promise id (a workflow's tree: the root and
 the ids below it, ``root:…``). A subscription does not queue changes: it keeps a flag and at most
-``MAX_IDS`` ids, and its stream sends one ``change`` event per ``coalesce`` seconds at most, after which
+``MAX_IDS`` ids, and its stream sends one ``change`` event per ``coalesce`` seconds at most (one per
+``coalesce_all`` seconds for ``all``), after which
 the page fetches the fragment again (the change is a hint; the page always reads the current state
 through the protocol). So a subscriber holds a bounded amount of memory however fast the server works,
 and a busy server sends an open dashboard at most a few small events per second.
@@ -37,6 +38,8 @@ MAX_IDS: Final = 50
 """Changed ids a subscription remembers between two events (more are counted, not named)."""
 
 _SETTLED: Final = tuple(s for s in PROMISE_STATES if s != "pending")
+RECENT_ROOTS: Final = 50
+"""Workflows (root ids) whose promises changed most recently, remembered for the overview."""
 _RATE_WINDOW: Final = 60
 """Seconds over which the overview's throughput (promises settled per second) is averaged."""
 
@@ -86,11 +89,15 @@ class Subscription:
 class Feed:
     """The subscriptions of every open page, and the settle rate shown by the overview."""
 
-    def __init__(self, max_open: int = 100, coalesce: float = 0.25) -> None:
+    def __init__(self, max_open: int = 100, coalesce: float = 0.25, coalesce_all: float = 1.0) -> None:
         self.max_open = max_open
         self.coalesce = coalesce
+        """Seconds between two events of a workflow's feed."""
+        self.coalesce_all = coalesce_all
+        """Seconds between two events of the ``all`` feed (the overview, which changes with any work)."""
         self._subs: set[Subscription] = set()
         self._settled: deque[tuple[int, int]] = deque()
+        self._recent: dict[str, None] = {}
 
     @property
     def open_count(self) -> int:
@@ -107,8 +114,19 @@ class Feed:
                 self._settled.append((second, settled))
                 while self._settled and self._settled[0][0] <= second - _RATE_WINDOW:
                     self._settled.popleft()
+        recent = self._recent
+        for id in delta.ids[-RECENT_ROOTS:]:
+            root = id.split(":", 1)[0]
+            recent.pop(root, None)
+            recent[root] = None
+        while len(recent) > RECENT_ROOTS:
+            del recent[next(iter(recent))]
         for sub in self._subs:
             sub.offer(delta.ids, delta.reset)
+
+    def recent_roots(self) -> list[str]:
+        """Root ids (the id before the first ``:``) of the workflows that changed last, newest first."""
+        return list(reversed(self._recent))
 
     def settle_rate(self) -> float:
         """Promises settled per second over the last minute (this process's view)."""

@@ -195,6 +195,7 @@ class Ui:
             log.warning("dashboard: %d change feeds open already; refused one more", self.feed.max_open)
             await _answer(send, 503, b"Too many open dashboards", _HTML)
             return
+        pause = self.feed.coalesce_all if topic == "all" else self.feed.coalesce
         headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-cache"),
@@ -218,7 +219,7 @@ class Ui:
                         "more_body": True,
                     }
                 )
-                await asyncio.sleep(self.feed.coalesce)  # at most one event per period per page
+                await asyncio.sleep(pause)  # at most one event per period per page
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":

@@ -4,7 +4,8 @@
  * every htmx request and on the change feed; it never goes into a URL or a cookie.
  * The change feed (GET /ui/feed, Server-Sent Events) is read with fetch, because EventSource cannot send
  * an Authorization header. Each "change" event makes the element carrying data-feed fetch its fragment
- * again (hx-trigger "troth:changed"). The page never polls. */
+ * again (hx-trigger "troth:changed"). The page never polls, and it asks again no sooner than twice the
+ * time its last fetch took (a big tree that takes 200 ms to render is fetched at most every 400 ms). */
 (function () {
   "use strict";
   var KEY = "troth-token";
@@ -27,6 +28,24 @@
   function follow(el) {
     var topic = el.getAttribute("data-feed");
     var delay = 1000;
+    var started = 0;
+    var allowed = 0;
+    var timer = null;
+    el.addEventListener("htmx:beforeRequest", function () {
+      started = Date.now();
+    });
+    el.addEventListener("htmx:afterRequest", function () {
+      allowed = Date.now() + Math.max(250, 2 * (Date.now() - started));
+    });
+    function changed() {
+      if (timer !== null) {
+        return; // a fetch is already due: it will show this change too
+      }
+      timer = window.setTimeout(function () {
+        timer = null;
+        htmx.trigger(el, "troth:changed");
+      }, Math.max(0, allowed - Date.now()));
+    }
     function retry() {
       el.setAttribute("data-feed-state", "retrying");
       window.setTimeout(connect, delay);
@@ -49,7 +68,7 @@
           }
           delay = 1000;
           el.setAttribute("data-feed-state", "open");
-          htmx.trigger(el, "troth:changed"); // whatever changed before the feed opened
+          changed(); // whatever changed before the feed opened
           var reader = res.body.getReader();
           var decoder = new TextDecoder();
           var buffer = "";
@@ -64,7 +83,7 @@
                 var frame = buffer.slice(0, at);
                 buffer = buffer.slice(at + 2);
                 if (frame.indexOf("event: change") === 0) {
-                  htmx.trigger(el, "troth:changed");
+                  changed();
                 }
                 at = buffer.indexOf("\n\n");
               }
