@@ -111,6 +111,16 @@ def _usage(path: list[str], command: click.Command) -> str:
     return " ".join(command.collect_usage_pieces(ctx))
 
 
+def example(command: click.Command) -> str | None:
+    """The command's example: the lines after ``Example:`` in its help (``\\b`` keeps them as written)."""
+    lines = (command.help or "").splitlines()
+    for n, line in enumerate(lines):
+        if line.strip() == "Example:":
+            rest = [x for x in lines[n + 1 :] if x.strip()]
+            return "\n".join(x.strip() if i == 0 else "  " + x.strip() for i, x in enumerate(rest)) or None
+    return None
+
+
 def commands_reference() -> str:
     out: list[str] = []
     for path, command in client_commands():
@@ -124,6 +134,9 @@ def commands_reference() -> str:
         if command.help:
             out.append(_cell(command.help.split("\n\n")[0]))
             out.append("")
+            found = example(command)
+            if found:
+                out += ["Example:", "", "```", found, "```", ""]
         arguments = [p for p in command.params if isinstance(p, click.Argument)]
         if arguments:
             out.append("Arguments: " + ", ".join(_flags(a) for a in arguments) + ".")

@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -65,6 +66,31 @@ def one_line_error(result: Result, code: int = 1) -> str:
     return lines[0]
 
 
+def fields(out: str) -> dict[str, str]:
+    """The ``name  value`` lines of a record's human output."""
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, value = line.partition("  ")
+        found[name] = value.strip()
+    return found
+
+
+def rows(out: str) -> list[list[str]]:
+    """A table's rows (the header row first), cells split on runs of two or more spaces."""
+    return [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+
+
+DURATION = r" \d+(ms|\.\ds|s|m\d*s?|h\d*m?)"
+
+
+def strip_duration(line: str) -> str:
+    """A tree line without its duration (which depends on the machine's speed)."""
+    return re.sub(DURATION + "(?=  |$)", "", line, count=1)
+
+
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
+
+
 def b64(value: Any) -> str:
     return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
 
@@ -104,10 +130,14 @@ def test_promise_create_get_and_settle(cli: CLI, server: ServerProcess, uid: str
             "promises", "create", pid, "--timeout", "1h30m", "--param", '{"a": [1, 2]}', "--tags", '{"k":"v"}'
         )
     )
-    assert f"id:      {pid}" in out.out
-    assert "state:   pending" in out.out
-    assert 'param:   {"a": [1, 2]}' in out.out
-    assert "tags:    k=v" in out.out
+    shown = fields(out.out)
+    assert shown["id"] == pid
+    assert shown["state"] == "pending"
+    assert shown["param"] == '{"a": [1, 2]}'
+    assert shown["tags"] == "k=v"
+    assert re.fullmatch(rf"{TIME} \(\d+(ms|\.\ds|s) ago\)", shown["created"]), shown["created"]
+    assert re.fullmatch(rf"{TIME} \(in 1h(29m|30m)?\)", shown["timeout"]), shown["timeout"]
+    assert "value" not in shown and "settled" not in shown
 
     record = server.post("promise.get", {"id": pid})[1]["data"]["promise"]
     assert before + 5_400_000 <= record["timeoutAt"] <= now_ms() + 5_400_000
@@ -127,10 +157,11 @@ def test_promise_create_get_and_settle(cli: CLI, server: ServerProcess, uid: str
     assert resolved["state"] == "resolved"
     assert resolved["value"] == {"data": b64("done"), "json": "done"}
     assert Codec().decode(resolved["value"]["data"]) == "done"
-    shown = ok(cli("promise", "get", pid)).out  # the singular alias
-    assert "state:   resolved" in shown
-    assert 'value:   "done"' in shown
-    assert "settled: " in shown
+    shown = fields(ok(cli("promise", "get", pid)).out)  # the singular alias
+    assert shown["state"] == "resolved"
+    assert shown["value"] == '"done"'
+    assert re.fullmatch(rf"{TIME} \(.* ago\)", shown["settled"])
+    assert re.fullmatch(r"\d+ms|\d+(\.\d)?s|\d+m(\d+s)?", shown["took"]), shown["took"]
 
     # settling again is a no-op that shows the promise as it is
     again = ok(cli("promises", "reject", pid, "--value", "1", "--json")).json()["promise"]
@@ -141,9 +172,9 @@ def test_promise_create_get_and_settle(cli: CLI, server: ServerProcess, uid: str
 def test_promise_reject_and_cancel(cli: CLI, uid: str, command: str, state: str) -> None:
     pid = f"{command}-{uid}"
     ok(cli("promises", "create", pid, "--timeout", "10m"))
-    out = ok(cli("promises", command, pid, "--value", '{"why": "no"}')).out
-    assert f"state:   {state}" in out
-    assert 'value:   {"why": "no"}' in out
+    out = fields(ok(cli("promises", command, pid, "--value", '{"why": "no"}')).out)
+    assert out["state"] == state
+    assert out["value"] == '{"why": "no"}'
     ok(cli("promises", "create", f"{pid}-bare", "--timeout", "10m"))
     bare = ok(cli("promises", command, f"{pid}-bare", "--json")).json()["promise"]
     assert bare["state"] == state
@@ -163,20 +194,24 @@ def test_promise_search(cli: CLI, uid: str) -> None:
     assert "cursor" not in data
 
     human = ok(cli("promises", "search", "--tags", tag))
-    assert human.out.splitlines() == [
-        f"s-{uid}-0  pending",
-        f's-{uid}-1  resolved  "one"',
-        f"s-{uid}-2  pending",
-        f's-{uid}-3  resolved  "three"',
-        f"s-{uid}-4  pending",
+    table = rows(human.out)
+    assert table[0] == ["ID", "STATE", "FUNCTION", "VALUE", "CREATED"]
+    assert [r[:4] for r in table[1:]] == [
+        [f"s-{uid}-0", "pending", "-", "-"],
+        [f"s-{uid}-1", "resolved", "-", '"one"'],
+        [f"s-{uid}-2", "pending", "-", "-"],
+        [f"s-{uid}-3", "resolved", "-", '"three"'],
+        [f"s-{uid}-4", "pending", "-", "-"],
     ]
+    assert all(re.fullmatch(TIME, r[4]) for r in table[1:])
+    assert not any(line != line.rstrip() or "\x1b" in line for line in human.out.splitlines())
     assert human.err == ""
 
     page1 = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--json")).json()
     assert [p["id"] for p in page1["promises"]] == [f"s-{uid}-0", f"s-{uid}-1"]
     assert page1["cursor"] == f"s-{uid}-1"
     page2 = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--cursor", page1["cursor"]))
-    assert [line.split()[0] for line in page2.out.splitlines()] == [f"s-{uid}-2", f"s-{uid}-3"]
+    assert [r[0] for r in rows(page2.out)[1:]] == [f"s-{uid}-2", f"s-{uid}-3"]
     assert page2.err.strip() == f"(more results: --cursor s-{uid}-3)"
     everything = ok(cli("promises", "search", "--tags", tag, "--limit", "2", "--all", "--json")).json()
     assert [p["id"] for p in everything["promises"]] == [f"s-{uid}-{n}" for n in range(5)]
@@ -202,7 +237,7 @@ def test_register_callback_and_listener(cli: CLI, server: ServerProcess, uid: st
     with server.sse("listeners", uid) as stream:
         address = f"poll://uni@listeners/{uid}"
         listened = ok(cli("promises", "register-listener", awaited, address)).out
-        assert f"id:      {awaited}" in listened
+        assert fields(listened)["id"] == awaited
         ok(cli("promises", "resolve", awaited, "--value", "7"))
         message = stream.get_where(lambda m: m.get("kind") == "unblock")
         assert message["data"]["promise"]["id"] == awaited
@@ -218,7 +253,7 @@ def test_task_commands(cli: CLI, uid: str) -> None:
     ok(cli("invoke", root, "--func", "nobody_runs_this", "--target", f"idle-{uid}"))
     task = ok(cli("tasks", "get", root, "--json")).json()["task"]
     assert task == {"id": root, "state": "pending", "version": 0, "resumes": 0}
-    assert "state:   pending" in ok(cli("task", "get", root)).out
+    assert fields(ok(cli("task", "get", root)).out)["state"] == "pending"
 
     claimed = ok(cli("tasks", "claim", root, "--pid", "me", "--version", "0", "--ttl", "1m", "--json")).json()
     assert claimed["task"] == {
@@ -238,8 +273,8 @@ def test_task_commands(cli: CLI, uid: str) -> None:
     )
     assert ok(cli("tasks", "release", root, "--version", "1")).out.strip() == f"released task {root}"
     human = ok(cli("tasks", "claim", root, "--pid", "me", "--version", "1", "--ttl", "30s")).out
-    assert "version: 2" in human
-    assert "ttl:     30s" in human
+    assert fields(human)["version"] == "2"
+    assert fields(human)["ttl"] == "30s"
     assert f"promise: {root}  pending  (nobody_runs_this)" in human
 
     child = f"{root}:1"
@@ -262,7 +297,9 @@ def test_task_commands(cli: CLI, uid: str) -> None:
 
     pending = ok(cli("tasks", "search", "--state", "pending", "--limit", "1000", "--json")).json()
     assert root in [t["id"] for t in pending["tasks"]]
-    assert f"{root}  pending  v2" in ok(cli("tasks", "search", "--state", "pending", "--limit", "1000")).out
+    table = rows(ok(cli("tasks", "search", "--state", "pending", "--limit", "1000")).out)
+    assert table[0] == ["ID", "STATE", "VERSION", "PID", "TTL"]
+    assert [root, "pending", "2", "-", "-"] in table
 
     ok(cli("tasks", "claim", root, "--pid", "me", "--version", "2", "--ttl", "1m"))
     done = ok(cli("tasks", "complete", root, "--version", "3", "--value", '"finished"', "--json")).json()
@@ -296,12 +333,12 @@ def test_task_create_and_complete_with_action(cli: CLI, uid: str) -> None:
             target,
         )
     )
-    assert "state:   acquired" in made.out
-    assert "version: 1" in made.out
+    assert fields(made.out)["state"] == "acquired"
+    assert fields(made.out)["version"] == "1"
     action = {"kind": "promise.settle", "data": {"id": tid, "state": "rejected", "value": {"data": b64("x")}}}
     out = ok(cli("tasks", "complete", tid, "--version", "1", "--action", json.dumps(action)))
-    assert "state:   rejected" in out.out
-    assert 'value:   "x"' in out.out
+    assert fields(out.out)["state"] == "rejected"
+    assert fields(out.out)["value"] == '"x"'
 
 
 # ─── schedules ──────────────────────────────────────────────────────────────────────────────────────────
@@ -328,9 +365,9 @@ def test_schedule_commands(cli: CLI, uid: str) -> None:
             json.dumps(tags),
         )
     ).out
-    assert f"id:              {sid}" in created
-    assert "promise timeout: 1h" in created
-    assert 'promise param:   {"func": "generate_report", "args": [123]}' in created
+    assert fields(created)["id"] == sid
+    assert fields(created)["promise timeout"] == "1h"
+    assert fields(created)["function"] == "generate_report(123)"  # a param shaped like an invocation
 
     schedule = ok(cli("schedules", "get", sid, "--json")).json()["schedule"]
     assert schedule["cron"] == cron
@@ -342,8 +379,10 @@ def test_schedule_commands(cli: CLI, uid: str) -> None:
 
     found = ok(cli("schedules", "search", "--tags", json.dumps({"suite": uid}), "--json")).json()
     assert [s["id"] for s in found["schedules"]] == [sid]
-    line = ok(cli("schedule", "search", "--tags", json.dumps({"suite": uid}))).out
-    assert line.startswith(f"{sid}  {cron}  {{{{.id}}}}-{{{{.timestamp}}}}  next ")
+    table = rows(ok(cli("schedule", "search", "--tags", json.dumps({"suite": uid}))).out)
+    assert table[0] == ["ID", "CRON", "FUNCTION", "PROMISE ID", "NEXT RUN"]
+    assert table[1][:4] == [sid, cron, "generate_report", "{{.id}}-{{.timestamp}}"]
+    assert re.fullmatch(TIME, table[1][4])
 
     assert ok(cli("schedules", "delete", sid)).out.strip() == f"deleted schedule {sid}"
     assert (
@@ -354,21 +393,38 @@ def test_schedule_commands(cli: CLI, uid: str) -> None:
     )
 
 
-def test_schedule_without_target_is_a_server_error(cli: CLI, uid: str) -> None:
-    line = one_line_error(
+def test_schedule_of_a_function(cli: CLI, server: ServerProcess, uid: str) -> None:
+    sid = f"nightly_{uid}"
+    cron = "0 0 3 1 1 * 2099"
+    created = ok(
         cli(
             "schedules",
             "create",
-            f"s{uid}",
+            sid,
             "--cron",
-            "* * * * *",
-            "--promise-id",
-            "x",
-            "--promise-timeout",
-            "1m",
+            cron,
+            "--func",
+            "report",
+            "--arg",
+            '"daily"',
+            "--arg",
+            "7",
+            "--target",
+            f"reports-{uid}",
         )
     )
-    assert line.startswith("troth: schedule.create answered 400: ")
+    shown = fields(created.out)
+    assert shown["function"] == 'report("daily", 7)'
+    assert shown["promise id"] == "{{.id}}-{{.timestamp}}"
+    assert shown["promise tags"] == f"resonate:target=poll://any@reports-{uid}"
+    assert re.fullmatch(r"2099-01-01 03:00:00Z \(in .*\)", shown["next run"]), shown["next run"]
+    schedule = server.post("schedule.get", {"id": sid})[1]["data"]["schedule"]
+    assert Codec().decode_invocation(schedule["promiseParam"]["data"]).args == ["daily", 7]
+    assert schedule["promiseTimeout"] == 2**52  # as the SDK's Troth.schedule: no timeout
+    # the default target is the group 'default', as for invoke
+    plain = ok(cli("schedules", "create", f"{sid}_2", "--cron", "@daily", "--func", "f", "--json")).json()
+    assert plain["schedule"]["promiseTags"] == {"resonate:target": "poll://any@default"}
+    assert plain["schedule"]["promiseParam"]["json"] == {"func": "f", "args": [], "kwargs": {}, "version": 1}
 
 
 # ─── invoke ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -473,7 +529,10 @@ async def test_invoke_is_executed_by_a_troth_worker(server: ServerProcess, uid: 
         promise = await asyncio.to_thread(wait_until, resolved, 20.0, f"{root} resolved")
     assert promise["value"]["json"] == "Hello, World! Welcome to durable execution."
     tree = ok(await asyncio.to_thread(troth, "tree", root, server=server.url)).out.splitlines()
-    assert tree == [f"{root} 🟢 resolved (rpc greet)", f"└── {root}:1 🟢 resolved (run greet_leaf)"]
+    assert [strip_duration(line) for line in tree] == [
+        f"{root} 🟢 resolved (rpc greet)",
+        f"└── {root}:1 🟢 resolved (run greet_leaf)",
+    ]
 
     # invoking the same id again changes nothing: first result wins
     again = ok(
@@ -531,14 +590,15 @@ async def test_tree_of_an_sdk_workflow(server: ServerProcess, uid: str) -> None:
         assert await asyncio.wait_for(r.run(root, tree_workflow, 5), 30) == 11
 
     out = ok(await asyncio.to_thread(troth, "tree", root, server=server.url))
-    assert out.out.splitlines() == [
+    assert [strip_duration(line) for line in out.out.splitlines()] == [
         f"{root} 🟢 resolved (rpc tree_workflow)",
         f"├── {root}:1 🟢 resolved (run double)",
         f"├── {root}:2 🟢 resolved (rpc nested)",
         f"│   └── {root}:2.1 🟢 resolved (run add_one)",
         f"├── {root}:3 🟢 resolved (sleep)",
-        f"└── {root}:4 🔴 rejected (run fails)",
+        f"└── {root}:4 🔴 rejected (run fails)  ValueError: nope",  # decoded, not a pickle
     ]
+    assert all(re.search(DURATION + "(  |$)", line) for line in out.out.splitlines())
 
     data = ok(await asyncio.to_thread(troth, "tree", root, "--json", server=server.url)).json()
     assert (data["id"], data["state"], data["kind"], data["func"]) == (
@@ -559,6 +619,9 @@ async def test_tree_of_an_sdk_workflow(server: ServerProcess, uid: str) -> None:
     assert kids[1]["children"][0]["id"] == f"{root}:2.1"
     assert kids[1]["children"][0]["children"] == []
     assert kids[0]["value"]["json"] == 10
+    assert kids[3]["error"] == "ValueError: nope"
+    assert all(isinstance(k["durationMs"], int) for k in kids)
+    assert "error" not in kids[0]
 
 
 def test_tree_of_a_pending_root_and_unknown_root(cli: CLI, uid: str) -> None:
@@ -660,8 +723,27 @@ def test_unknown_promise_is_one_line(cli: CLI, uid: str) -> None:
         (["tasks", "heartbeat", "--pid", "p", "--tasks", "{}"], "must be a JSON array"),
         (["tasks", "claim", "x", "--pid", "p", "--version", "-1", "--ttl", "1m"], "--version"),
         (
-            ["schedules", "create", "s", "--cron", "*", "--promise-id", "x", "--promise-timeout", "1"],
+            [
+                "schedules",
+                "create",
+                "s",
+                "--cron",
+                "* * * * *",
+                "--promise-id",
+                "x",
+                "--promise-timeout",
+                "1",
+            ],
             "duration",
+        ),
+        (["schedules", "create", "s", "--cron", "*"], "expected 5, 6 or 7 fields, got 1"),
+        (["schedules", "create", "s", "--cron", "61 * * * *"], "minute value 61 is out of range 0-59"),
+        (["schedules", "create", "s", "--cron", "0 0 * * 0"], "day-of-week value 0 is out of range 1-7"),
+        (["schedules", "create", "s", "--cron", "@often"], "unknown macro '@often'"),
+        (["schedules", "create", "s", "--cron", "@daily", "--arg", "1"], "--arg and --json-args need --func"),
+        (
+            ["schedules", "create", "s", "--cron", "@daily", "--func", "f", "--promise-param", "1"],
+            "either --func or --promise-param",
         ),
         (["promises", "frobnicate"], "No such command 'frobnicate'"),
     ],
@@ -803,3 +885,70 @@ def test_answers_without_the_expected_record_are_one_line() -> None:
         assert one_line_error(troth("tree", "x", server=stub.url)).startswith(
             "troth: the server's answer has no "
         )
+
+
+# ─── telling the truth: an existing id, no worker, an unregistered function ─────────────────────────────
+
+
+def test_invoke_on_an_existing_id_says_so(cli: CLI, uid: str) -> None:
+    pid = f"exists-{uid}"
+    first = ok(cli("invoke", pid, "--func", "greet", "--arg", "World", "--target", f"g-{uid}"))
+    assert first.out.strip() == f"{pid}  pending  (greet → poll://any@g-{uid})"
+    again = ok(cli("invoke", pid, "--func", "other", "--arg", "Bob", "--target", "elsewhere"))
+    assert again.err.strip() == (
+        f'{pid} already exists (pending): it calls greet("World") on poll://any@g-{uid}; '
+        "the function, arguments and options given here were ignored"
+    )
+    shown = fields(again.out)
+    assert shown["function"] == 'greet("World")'
+    assert shown["target"] == f"poll://any@g-{uid}"
+    data = ok(cli("invoke", pid, "--func", "other", "--json")).json()
+    assert data["created"] is False
+    assert data["promise"]["param"]["json"]["func"] == "greet"
+    assert ok(cli("invoke", f"{pid}-new", "--func", "f", "--json")).json()["created"] is True
+
+
+def test_invoke_warns_when_no_worker_is_connected(cli: CLI, uid: str) -> None:
+    out = ok(cli("invoke", f"alone-{uid}", "--func", "f", "--target", f"empty-{uid}"))
+    assert out.err.strip() == (
+        f"warning: no worker of group empty-{uid} is connected; the task waits until one connects"
+    )
+    uni = ok(cli("invoke", f"alone-{uid}-2", "--func", "f", "--target", f"poll://uni@empty-{uid}/w9"))
+    assert uni.err.strip() == (
+        f"warning: no worker w9 of group empty-{uid} is connected; the task waits until one connects"
+    )
+
+
+async def test_invoke_warns_about_an_unregistered_function(server: ServerProcess, uid: str) -> None:
+    group = f"reg-{uid}"
+    worker = Troth(server.url, group=group)
+    worker.register(greet)
+    worker.register(greet_leaf)
+    async with worker:
+        missing = ok(
+            await asyncio.to_thread(
+                troth, "invoke", f"missing-{uid}", "--func", "gret", "--target", group, server=server.url
+            )
+        )
+        assert missing.err.strip() == (
+            f"warning: no connected worker of group {group} has registered 'gret' (they have: greet, "
+            "greet_leaf); the task stays pending until a worker that has it connects"
+        )
+        fine = ok(
+            await asyncio.to_thread(
+                troth,
+                "invoke",
+                f"fine-{uid}",
+                "--func",
+                "greet",
+                "--arg",
+                "x",
+                "--target",
+                group,
+                server=server.url,
+            )
+        )
+        assert fine.err == ""
+        response = await asyncio.to_thread(server.get, f"/groups/{group}")
+        assert response.status_code == 200
+        assert response.json() == {"group": group, "workers": {worker.pid: ["greet", "greet_leaf"]}}

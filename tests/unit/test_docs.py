@@ -170,6 +170,16 @@ def test_every_client_option_has_help() -> None:
         assert f"`troth {' '.join(path)}`" in rendered
 
 
+def test_every_command_has_an_example() -> None:
+    from troth.cli import cli
+
+    commands = [*hook().client_commands(), (["serve"], cli.commands["serve"]), (["dev"], cli.commands["dev"])]
+    missing = [" ".join(path) for path, command in commands if not hook().example(command)]
+    assert not missing, "commands without an example in their help: " + ", ".join(missing)
+    for path, command in commands:
+        assert hook().example(command).startswith(f"troth {' '.join(path)}"), path
+
+
 @pytest.mark.parametrize("marker", ["serve-options", "global-options", "commands", "metrics"])
 def test_every_marker_renders(marker: str) -> None:
     out = hook().render(marker)

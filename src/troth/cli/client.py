@@ -83,7 +83,8 @@ class Client:
                 raise ClientError(f"cannot use the TLS files {files}: {_reason(exc)}") from None
         return self._tls
 
-    def call(self, kind: str, data: Mapping[str, Any]) -> Any:
+    def call(self, kind: str, data: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
+        """The response ``data`` of a 2xx answer; ``None`` for a 404 when ``missing_ok``."""
         for url in self.urls:
             if not re.match(r"https?://[^/]", url):
                 raise ClientError(f"the server URL must start with http:// or https://, not {url!r}")
@@ -103,12 +104,29 @@ class Client:
                 continue
             if status == 503 and n + 1 < len(self.urls):
                 continue
+            if status == 404 and missing_ok:
+                return None
             return self._answer(kind, status, raw)
         assert failure is not None
         raise failure
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"{url}/", data=body, headers=headers, method="POST")
+    def get(self, path: str) -> Any:
+        """``GET {url}{path}`` as JSON, or ``None`` for anything but a JSON 200 (an older server, another
+        server, no permission): for facts the CLI adds when it can, never for the command's own answer."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            status, raw = self._post(self.url, None, headers, path=path)
+            return json.loads(raw) if status == 200 else None
+        except (ClientError, ValueError):
+            return None
+
+    def _post(
+        self, url: str, body: bytes | None, headers: dict[str, str], path: str = "/"
+    ) -> tuple[int, bytes]:
+        method = "POST" if body is not None else "GET"
+        request = urllib.request.Request(f"{url}{path}", data=body, headers=headers, method=method)
         context = self._context()
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as response:
@@ -172,8 +190,13 @@ def remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def client_command(fn: F) -> F:
-    """``-S``/``-T`` after the command name, and ``--json``."""
+    """``-S``/``-T`` after the command name (``connection_options``), and ``--json``."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print the response data as JSON.")(fn)
+    return connection_options(fn)
+
+
+def connection_options(fn: F) -> F:
+    """``-S``/``-T``/``--ca``/``--client-cert`` after the command name (they win over the global ones)."""
     fn = click.option(
         "-T",
         "--token",

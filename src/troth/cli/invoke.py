@@ -10,20 +10,23 @@ nothing for them. The invocation param is written by ``Codec.encode_invocation``
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import click
 
-from troth.cli.client import client_command, client_for, record
-from troth.cli.params import CODEC, DURATION, JSON_ARRAY, arg_value, fail, now_ms
-from troth.cli.render import emit_json, func_name, response_json
+from troth.cli.client import Client, client_command, client_for, record
+from troth.cli.params import DURATION, JSON_ARRAY, invocation_param, now_ms, resolve_target
+from troth.cli.render import (
+    emit_json,
+    func_name,
+    invocation,
+    note,
+    print_promise,
+    response_json,
+    show_call,
+)
+from troth.protocol.address import parse_address
 from troth.sdk.context import NO_DEADLINE
-
-
-def resolve_target(target: str) -> str:
-    """A bare group name means ``poll://any@<name>``; anything with ``://`` is used as given."""
-    if not target:
-        fail("--target must not be empty")
-    return target if "://" in target else f"poll://any@{target}"
 
 
 @click.command("invoke")
@@ -58,14 +61,17 @@ def invoke(
     delay: int | None,
     as_json: bool,
 ) -> None:
-    """Invoke FUNC on a worker under promise ID (an existing ID is left as it is)."""
-    if json_args is not None and args:
-        fail("give the arguments either with --arg or with --json-args, not both")
-    if not func:
-        fail("--func must not be empty")
-    arguments = json_args if json_args is not None else [arg_value(a) for a in args]
+    """Invoke FUNC on a worker under promise ID.
+
+    An ID that exists already is left as it is: the command says so and shows what it really runs. A
+    warning (stderr) says when no worker of the target group is connected, or none has FUNC registered.
+
+    \b
+    Example:
+      troth invoke greet-1 --func greet --arg World --target hello
+    """
     address = resolve_target(target)
-    param = CODEC.encode_invocation(func, arguments, {}, version)
+    param = invocation_param(func, args, json_args, version)
     now = now_ms()
     tags = {
         "resonate:origin": id,
@@ -78,12 +84,61 @@ def invoke(
         tags["resonate:delay"] = str(now + delay)
     timeout_at = NO_DEADLINE if timeout is None else now + timeout + (delay or 0)
     data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
-    answer = client_for(ctx).call("promise.create", data)
-    if as_json:
-        emit_json(response_json(answer))
-        return
+    client = client_for(ctx)
+    existing = client.call("promise.get", {"id": id}, missing_ok=True)
+    answer = existing if existing is not None else client.call("promise.create", data)
     promise = record(answer, "promise")
-    click.echo(f"{promise['id']}  {promise['state']}  ({func_name(promise) or func} → {address})")
+    created = existing is None and (promise.get("param") or {}).get("data") == param
+    if not created:
+        _say_it_exists(promise)
+    elif promise.get("state") == "pending":
+        _check_workers(client, address, func)
+    if as_json:
+        emit_json({**response_json(answer), "created": created})
+        return
+    if created:
+        click.echo(f"{promise['id']}  {promise['state']}  ({func_name(promise) or func} → {address})")
+    else:
+        print_promise(promise)
+
+
+def _say_it_exists(promise: dict[str, Any]) -> None:
+    """The promise was there before: what it really runs, and that the new arguments changed nothing."""
+    call = invocation(promise)
+    target = (promise.get("tags") or {}).get("resonate:target")
+    what = f"calls {show_call(call)}" if call is not None else "is not an invocation"
+    where = f" on {target}" if target else ""
+    note(
+        f"{promise['id']} already exists ({promise.get('state')}): it {what}{where}; "
+        "the function, arguments and options given here were ignored"
+    )
+
+
+def _check_workers(client: Client, address: str, func: str) -> None:
+    """Warn when no connected worker would run the call: no worker of the group is connected, or none of
+    them registered ``func`` (as far as they announced it; see docs/operations/cli.md)."""
+    parsed = parse_address(address)
+    if parsed is None or parsed.scheme != "poll" or not parsed.group:
+        return
+    group = parsed.group
+    answer = client.get(f"/groups/{quote(group, safe='')}")
+    workers = answer.get("workers") if isinstance(answer, dict) else None
+    if not isinstance(workers, dict):
+        return  # a server that cannot tell (an older troth, the official server): say nothing
+    if parsed.cast == "uni" and parsed.id:
+        workers = {pid: fns for pid, fns in workers.items() if pid == parsed.id}
+    if not workers:
+        who = f"worker {parsed.id}" if parsed.cast == "uni" and parsed.id else "worker"
+        note(f"warning: no {who} of group {group} is connected; the task waits until one connects")
+        return
+    announced = [fns for fns in workers.values() if isinstance(fns, list)]
+    if len(announced) == len(workers) and not any(func in fns for fns in announced):
+        known = sorted({name for fns in announced for name in fns})
+        listed = ", ".join(known[:10]) + (", …" if len(known) > 10 else "") if known else "none"
+        note(
+            f"warning: no connected worker of group {group} has registered {func!r} (they have: {listed}); "
+            "the task stays pending until a worker that has it connects"
+        )
 
 
 COMMANDS = [invoke]

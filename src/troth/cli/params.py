@@ -112,3 +112,21 @@ def encode_value(value: Any) -> dict[str, Any]:
     except SerializationError as exc:  # pragma: no cover - parsed JSON always encodes
         raise ClientError(f"cannot encode the value: {exc}") from None
     return {} if data is None else {"data": data}
+
+
+def resolve_target(target: str) -> str:
+    """A bare group name means ``poll://any@<name>``; anything with ``://`` is used as given."""
+    if not target:
+        fail("--target must not be empty")
+    return target if "://" in target else f"poll://any@{target}"
+
+
+def invocation_param(func: str, args: tuple[str, ...], json_args: list[Any] | None, version: int) -> str:
+    """The param data of an invocation (``--func``, ``--arg``…/``--json-args``, ``--version``), as the SDK
+    writes it (``Codec.encode_invocation``), so troth's and the official workers run it."""
+    if json_args is not None and args:
+        fail("give the arguments either with --arg or with --json-args, not both")
+    if not func:
+        fail("--func must not be empty")
+    arguments = json_args if json_args is not None else [arg_value(a) for a in args]
+    return CODEC.encode_invocation(func, arguments, {}, version)

@@ -8,7 +8,15 @@ import click
 
 from troth.cli.client import client_command, client_for, search_pages
 from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_value, now_ms
-from troth.cli.render import emit_json, print_more, promise_line, response_json, show_promise
+from troth.cli.render import (
+    PROMISE_COLUMNS,
+    emit_json,
+    print_more,
+    promise_row,
+    response_json,
+    show_promise,
+    table,
+)
 
 PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
@@ -23,7 +31,12 @@ def promises() -> None:
 @client_command
 @click.pass_context
 def promises_get(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Show one promise."""
+    """Show one promise.
+
+    \b
+    Example:
+      troth promises get greet-1
+    """
     show_promise(client_for(ctx).call("promise.get", {"id": id}), as_json)
 
 
@@ -37,7 +50,12 @@ def promises_get(ctx: click.Context, id: str, as_json: bool) -> None:
 def promises_create(
     ctx: click.Context, id: str, timeout: int, param: Any, tags: dict[str, str] | None, as_json: bool
 ) -> None:
-    """Create a promise (an existing one is returned unchanged)."""
+    """Create a promise (an existing one is returned unchanged).
+
+    \b
+    Example:
+      troth promises create approval-7 --timeout 1d --tags '{"team": "ops"}'
+    """
     data = {
         "id": id,
         "timeoutAt": now_ms() + timeout,
@@ -58,9 +76,21 @@ def _settle_command(name: str, state: str, doc: str) -> None:
         show_promise(client_for(ctx).call("promise.settle", data), as_json)
 
 
-_settle_command("resolve", "resolved", "Resolve a pending promise.")
-_settle_command("reject", "rejected", "Reject a pending promise.")
-_settle_command("cancel", "rejected_canceled", "Cancel a pending promise.")
+_settle_command(
+    "resolve",
+    "resolved",
+    "Resolve a pending promise.\n\n\b\nExample:\n  troth promises resolve approval-7 --value '{\"ok\": 1}'",
+)
+_settle_command(
+    "reject",
+    "rejected",
+    "Reject a pending promise.\n\n\b\nExample:\n  troth promises reject approval-7 --value '\"no budget\"'",
+)
+_settle_command(
+    "cancel",
+    "rejected_canceled",
+    "Cancel a pending promise.\n\n\b\nExample:\n  troth promises cancel approval-7",
+)
 
 
 @promises.command("search")
@@ -82,7 +112,12 @@ def promises_search(
     all_pages: bool,
     as_json: bool,
 ) -> None:
-    """Search promises by state and tags (ordered by id)."""
+    """Search promises by state and tags (ordered by id).
+
+    \b
+    Example:
+      troth promises search --state pending --tags '{"resonate:origin": "greet-1"}'
+    """
     query: dict[str, Any] = {"limit": limit}
     if state:
         query["state"] = state
@@ -95,8 +130,7 @@ def promises_search(
             data["cursor"] = cursor
         emit_json(response_json(data))
         return
-    for p in found:
-        click.echo(promise_line(p))
+    table(PROMISE_COLUMNS, [promise_row(p) for p in found])
     print_more(cursor)
 
 
@@ -106,7 +140,12 @@ def promises_search(
 @client_command
 @click.pass_context
 def promises_register_callback(ctx: click.Context, awaited: str, awaiter: str, as_json: bool) -> None:
-    """Resume AWAITER's task when AWAITED settles."""
+    """Resume AWAITER's task when AWAITED settles.
+
+    \b
+    Example:
+      troth promises register-callback greet-1:1 greet-1
+    """
     data = {"awaited": awaited, "awaiter": awaiter}
     show_promise(client_for(ctx).call("promise.register_callback", data), as_json)
 
@@ -117,7 +156,12 @@ def promises_register_callback(ctx: click.Context, awaited: str, awaiter: str, a
 @client_command
 @click.pass_context
 def promises_register_listener(ctx: click.Context, awaited: str, address: str, as_json: bool) -> None:
-    """Send an unblock message to ADDRESS when AWAITED settles."""
+    """Send an unblock message to ADDRESS when AWAITED settles.
+
+    \b
+    Example:
+      troth promises register-listener greet-1 poll://uni@clients/me
+    """
     data = {"awaited": awaited, "address": address}
     show_promise(client_for(ctx).call("promise.register_listener", data), as_json)
 

@@ -7,8 +7,28 @@ from typing import Any
 import click
 
 from troth.cli.client import client_command, client_for, record, search_pages
-from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_value
-from troth.cli.render import done, emit_json, print_more, print_schedule, response_json, schedule_line
+from troth.cli.params import (
+    DURATION,
+    JSON_ARRAY,
+    JSON_TAGS,
+    JSON_VALUE,
+    encode_value,
+    fail,
+    invocation_param,
+    resolve_target,
+)
+from troth.cli.render import (
+    SCHEDULE_COLUMNS,
+    done,
+    emit_json,
+    print_more,
+    print_schedule,
+    response_json,
+    schedule_row,
+    table,
+)
+from troth.protocol.cron import CronError, parse_cron
+from troth.sdk.context import FOREVER_MS
 
 
 @click.group()
@@ -23,33 +43,85 @@ def _show_schedule(data: Any, as_json: bool) -> None:
         print_schedule(record(data, "schedule"))
 
 
+def _cron(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Checked here with the server's own parser: the error names the bad field and its range."""
+    try:
+        parse_cron(value)
+    except CronError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
 @schedules.command("create")
 @click.argument("id")
-@click.option("--cron", required=True, help="Cron expression (5 or 6 fields).")
-@click.option("--promise-id", required=True, help="Id template; {{.id}} and {{.timestamp}} are filled in.")
-@click.option("--promise-timeout", required=True, help="Timeout of each promise, e.g. 1h.", **DURATION)
-@click.option("--promise-param", default=None, help="Parameter of each promise (JSON).", **JSON_VALUE)
-@click.option("--promise-tags", default=None, help="Tags (must include resonate:target).", **JSON_TAGS)
+@click.option(
+    "--cron",
+    required=True,
+    callback=_cron,
+    help="When, in UTC: 5 fields (minute hour day-of-month month day-of-week, 1 = Sunday), 6 (seconds "
+    "first) or 7 (a year last), or @yearly, @monthly, @weekly, @daily, @hourly. E.g. '*/5 * * * *'.",
+)
+@click.option("--func", default=None, help="Function each tick invokes on a worker, as 'troth invoke' does.")
+@click.option("--arg", "args", multiple=True, help="A positional argument of --func as JSON (else a string).")
+@click.option("--json-args", default=None, help="All arguments of --func as a JSON array.", **JSON_ARRAY)
+@click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True, help="Of --func.")
+@click.option(
+    "--target", default="poll://any@default", show_default=True, help="Address, or a bare group name."
+)
+@click.option(
+    "--promise-id",
+    default="{{.id}}-{{.timestamp}}",
+    show_default=True,
+    help="Id template of each tick's promise; {{.id}} and {{.timestamp}} are filled in.",
+)
+@click.option("--promise-timeout", default=None, help="Timeout of each promise (default: none).", **DURATION)
+@click.option(
+    "--promise-param",
+    default=None,
+    help="Raw parameter of each promise (JSON), instead of --func.",
+    **JSON_VALUE,
+)
+@click.option("--promise-tags", default=None, help="More tags of each promise (JSON).", **JSON_TAGS)
 @client_command
 @click.pass_context
 def schedules_create(
     ctx: click.Context,
     id: str,
     cron: str,
+    func: str | None,
+    args: tuple[str, ...],
+    json_args: list[Any] | None,
+    version: int,
+    target: str,
     promise_id: str,
-    promise_timeout: int,
+    promise_timeout: int | None,
     promise_param: Any,
     promise_tags: dict[str, str] | None,
     as_json: bool,
 ) -> None:
-    """Create a schedule (an existing one is returned unchanged)."""
+    """Create a schedule (an existing one is returned unchanged).
+
+    \b
+    Example:
+      troth schedules create nightly --cron '0 3 * * *' --func report --arg '"daily"' --target reports
+    """
+    if func is not None and promise_param is not None:
+        fail("give either --func or --promise-param, not both")
+    if func is None and (args or json_args is not None):
+        fail("--arg and --json-args need --func")
+    tags = dict(promise_tags or {})
+    tags.setdefault("resonate:target", resolve_target(target))
+    if func is not None:
+        param: dict[str, Any] = {"data": invocation_param(func, args, json_args, version)}
+    else:
+        param = {} if promise_param is None else encode_value(promise_param)
     data = {
         "id": id,
         "cron": cron,
         "promiseId": promise_id,
-        "promiseTimeout": promise_timeout,
-        "promiseParam": {} if promise_param is None else encode_value(promise_param),
-        "promiseTags": promise_tags or {},
+        "promiseTimeout": FOREVER_MS if promise_timeout is None else promise_timeout,
+        "promiseParam": param,
+        "promiseTags": tags,
     }
     _show_schedule(client_for(ctx).call("schedule.create", data), as_json)
 
@@ -59,7 +131,12 @@ def schedules_create(
 @client_command
 @click.pass_context
 def schedules_get(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Show one schedule."""
+    """Show one schedule.
+
+    \b
+    Example:
+      troth schedules get nightly
+    """
     _show_schedule(client_for(ctx).call("schedule.get", {"id": id}), as_json)
 
 
@@ -68,7 +145,12 @@ def schedules_get(ctx: click.Context, id: str, as_json: bool) -> None:
 @client_command
 @click.pass_context
 def schedules_delete(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Delete a schedule (promises it created stay)."""
+    """Delete a schedule (promises it created stay).
+
+    \b
+    Example:
+      troth schedules delete nightly
+    """
     done(client_for(ctx).call("schedule.delete", {"id": id}), as_json, f"deleted schedule {id}")
 
 
@@ -89,14 +171,18 @@ def schedules_search(
     all_pages: bool,
     as_json: bool,
 ) -> None:
-    """Search schedules (ordered by id)."""
+    """Search schedules (ordered by id).
+
+    \b
+    Example:
+      troth schedules search --tags '{"team": "ops"}'
+    """
     query: dict[str, Any] = {"limit": limit, **({"tags": tags} if tags else {})}
     found, cursor = search_pages(client_for(ctx), "schedule.search", "schedules", query, cursor, all_pages)
     if as_json:
         emit_json(response_json({"schedules": found, **({"cursor": cursor} if cursor else {})}))
         return
-    for s in found:
-        click.echo(schedule_line(s))
+    table(SCHEDULE_COLUMNS, [schedule_row(s) for s in found])
     print_more(cursor)
 
 

@@ -249,14 +249,24 @@ def _serve(**kwargs: object) -> None:
 @click.command()
 @_server_options("troth.db")
 def serve(**kwargs: object) -> None:
-    """Run the server (SQLite file troth.db by default)."""
+    """Run the server (SQLite file troth.db by default).
+
+    \b
+    Example:
+      troth serve --port 8002 --store troth.db
+    """
     _serve(**kwargs)
 
 
 @click.command()
 @_server_options(":memory:")
 def dev(**kwargs: object) -> None:
-    """Run the server on an in-memory store (nothing is kept)."""
+    """Run the server on an in-memory store (nothing is kept).
+
+    \b
+    Example:
+      troth dev --port 8002
+    """
     _serve(**kwargs)
 
 

@@ -20,6 +20,7 @@ from troth.cli.params import (
     now_ms,
 )
 from troth.cli.render import (
+    TASK_COLUMNS,
     done,
     emit_json,
     print_more,
@@ -27,7 +28,8 @@ from troth.cli.render import (
     promise_line,
     response_json,
     show_promise,
-    task_line,
+    table,
+    task_row,
 )
 
 TASK_STATES = ("pending", "acquired", "suspended", "halted", "fulfilled")
@@ -55,7 +57,12 @@ def _action(action: Any, default_kind: str | None = None) -> dict[str, Any]:
 @client_command
 @click.pass_context
 def tasks_get(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Show one task."""
+    """Show one task.
+
+    \b
+    Example:
+      troth tasks get greet-1
+    """
     data = client_for(ctx).call("task.get", {"id": id})
     if as_json:
         emit_json(data)
@@ -93,7 +100,12 @@ def tasks_create(
     tags: dict[str, str] | None,
     as_json: bool,
 ) -> None:
-    """Create a promise with a task already acquired by PID."""
+    """Create a promise with a task already acquired by PID.
+
+    \b
+    Example:
+      troth tasks create job-1 --pid me --ttl 1m --timeout 1h --tags '{"resonate:target": "poll://any@default"}'
+    """
     action = {
         "kind": "promise.create",
         "head": {},
@@ -115,7 +127,12 @@ def tasks_create(
 @client_command
 @click.pass_context
 def tasks_claim(ctx: click.Context, id: str, pid: str, version: int, ttl: int, as_json: bool) -> None:
-    """Acquire a pending task (task.acquire)."""
+    """Acquire a pending task (task.acquire).
+
+    \b
+    Example:
+      troth tasks claim greet-1 --pid me --version 0 --ttl 1m
+    """
     data = {"id": id, "version": version, "pid": pid, "ttl": ttl}
     _show_acquired(client_for(ctx).call("task.acquire", data), as_json)
 
@@ -143,7 +160,12 @@ def tasks_claim(ctx: click.Context, id: str, pid: str, version: int, ttl: int, a
 def tasks_complete(
     ctx: click.Context, id: str, version: int, state: str, value: Any, action: Any, as_json: bool
 ) -> None:
-    """Fulfil an acquired task: settle its promise (task.fulfill)."""
+    """Fulfil an acquired task: settle its promise (task.fulfill).
+
+    \b
+    Example:
+      troth tasks complete greet-1 --version 1 --value '"done"'
+    """
     if action is not None:
         if value is not None:
             fail("give either --action or --value, not both")
@@ -168,7 +190,13 @@ def tasks_complete(
 @client_command
 @click.pass_context
 def tasks_fence(ctx: click.Context, id: str, version: int, action: Any, as_json: bool) -> None:
-    """Run a promise.create or promise.settle only while the lease is held (task.fence)."""
+    """Run a promise.create or promise.settle only while the lease is held (task.fence).
+
+    \b
+    Example:
+      troth tasks fence greet-1 --version 1 --action
+        '{"kind": "promise.settle", "data": {"id": "greet-1:1", "state": "resolved"}}'
+    """
     data = client_for(ctx).call("task.fence", {"id": id, "version": version, "action": _action(action)})
     if as_json:
         emit_json(response_json(data))
@@ -194,7 +222,13 @@ def tasks_fence(ctx: click.Context, id: str, version: int, action: Any, as_json:
 @client_command
 @click.pass_context
 def tasks_suspend(ctx: click.Context, id: str, version: int, actions: list[Any], as_json: bool) -> None:
-    """Suspend an acquired task until the awaited promises settle (task.suspend)."""
+    """Suspend an acquired task until the awaited promises settle (task.suspend).
+
+    \b
+    Example:
+      troth tasks suspend greet-1 --version 1
+        --actions '[{"data": {"awaited": "greet-1:1", "awaiter": "greet-1"}}]'
+    """
     full = [_action(a, "promise.register_callback") for a in actions]
     data = client_for(ctx).call("task.suspend", {"id": id, "version": version, "actions": full})
     done(data, as_json, f"suspended task {id}")
@@ -212,7 +246,12 @@ def tasks_suspend(ctx: click.Context, id: str, version: int, actions: list[Any],
 @client_command
 @click.pass_context
 def tasks_release(ctx: click.Context, id: str, version: int, as_json: bool) -> None:
-    """Give an acquired task back (it is sent out again)."""
+    """Give an acquired task back (it is sent out again).
+
+    \b
+    Example:
+      troth tasks release greet-1 --version 1
+    """
     data = client_for(ctx).call("task.release", {"id": id, "version": version})
     done(data, as_json, f"released task {id}")
 
@@ -222,7 +261,12 @@ def tasks_release(ctx: click.Context, id: str, version: int, as_json: bool) -> N
 @client_command
 @click.pass_context
 def tasks_halt(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Stop a task from being dispatched until 'tasks continue'."""
+    """Stop a task from being dispatched until 'tasks continue'.
+
+    \b
+    Example:
+      troth tasks halt greet-1
+    """
     done(client_for(ctx).call("task.halt", {"id": id}), as_json, f"halted task {id}")
 
 
@@ -231,7 +275,12 @@ def tasks_halt(ctx: click.Context, id: str, as_json: bool) -> None:
 @client_command
 @click.pass_context
 def tasks_continue(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Dispatch a halted task again."""
+    """Dispatch a halted task again.
+
+    \b
+    Example:
+      troth tasks continue greet-1
+    """
     done(client_for(ctx).call("task.continue", {"id": id}), as_json, f"continued task {id}")
 
 
@@ -241,7 +290,12 @@ def tasks_continue(ctx: click.Context, id: str, as_json: bool) -> None:
 @client_command
 @click.pass_context
 def tasks_heartbeat(ctx: click.Context, pid: str, task_list: list[Any], as_json: bool) -> None:
-    """Extend the leases PID holds."""
+    """Extend the leases PID holds.
+
+    \b
+    Example:
+      troth tasks heartbeat --pid me --tasks '[{"id": "greet-1", "version": 1}]'
+    """
     data = client_for(ctx).call("task.heartbeat", {"pid": pid, "tasks": task_list})
     done(data, as_json, f"heartbeat sent for {len(task_list)} task(s)")
 
@@ -258,14 +312,18 @@ def tasks_heartbeat(ctx: click.Context, pid: str, task_list: list[Any], as_json:
 def tasks_search(
     ctx: click.Context, state: str | None, limit: int, cursor: str | None, all_pages: bool, as_json: bool
 ) -> None:
-    """Search tasks by state (ordered by id)."""
+    """Search tasks by state (ordered by id).
+
+    \b
+    Example:
+      troth tasks search --state pending --all
+    """
     query: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
     found, cursor = search_pages(client_for(ctx), "task.search", "tasks", query, cursor, all_pages)
     if as_json:
         emit_json({"tasks": found, **({"cursor": cursor} if cursor else {})})
         return
-    for t in found:
-        click.echo(task_line(t))
+    table(TASK_COLUMNS, [task_row(t) for t in found])
     print_more(cursor)
 
 

@@ -89,7 +89,12 @@ def create(
     iss: str | None,
     aud: str | None,
 ) -> None:
-    """Print a JWT signed with a private key."""
+    """Print a JWT signed with a private key.
+
+    \b
+    Example:
+      troth token create --key private.pem --prefix acme- --ttl 30d
+    """
     import jwt
     from cryptography.hazmat.primitives import serialization
 
@@ -120,7 +125,12 @@ def create(
 @click.option("--admin", is_flag=True, help="role=admin: everything allowed.")
 @click.option("--name", default=None, help="A name for the token's holder (logs, connection limits).")
 def static(prefix: str | None, admin: bool, name: str | None) -> None:
-    """Print a new random token, and on stderr the line for the --auth-tokens file."""
+    """Print a new random token, and on stderr the line for the --auth-tokens file.
+
+    \b
+    Example:
+      troth token static --prefix acme- --name ci >> tokens.txt
+    """
     from troth.server.auth import static_token_line
 
     _need_prefix(prefix, admin)

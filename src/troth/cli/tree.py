@@ -1,4 +1,10 @@
-"""``troth tree``: the call tree below a root promise, from the promises tagged with its origin."""
+"""``troth tree``: the call tree below a root promise, from the promises tagged with its origin.
+
+Each line is a promise: its id, state, what it is (``rpc f``, ``run f``, ``sleep``, ``promise`` for an
+external one), how long it took from creation to settlement and, for a rejection, the error as
+``Type: message`` (decoded from the stored value, never unpickled). ``--json`` prints the nested tree with
+the same facts (``durationMs``, ``error``) beside the raw records' times and values.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
+from rich.text import Text
 
 from troth.cli.client import client_command, client_for, record, search_pages
-from troth.cli.render import emit_json, func_name, value_json
+from troth.cli.render import (
+    decode_data,
+    emit_json,
+    error_text,
+    func_name,
+    print_rich,
+    show_duration,
+    state_text,
+    took,
+    value_json,
+)
 
 # ─── tree ───────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -63,28 +80,36 @@ def build_tree(root: dict[str, Any], members: list[dict[str, Any]]) -> dict[str,
         forked = (p.get("tags") or {}).get("troth:forked-from")
         if isinstance(forked, str):
             out["forkedFrom"] = forked
+        spent = took(p)
+        if spent is not None:
+            out["durationMs"] = spent
+        if str(p.get("state", "")).startswith("rejected"):
+            ok, decoded = decode_data((p.get("value") or {}).get("data"))
+            failure = error_text(decoded) if ok else None
+            if failure is not None:
+                out["error"] = failure
         out["children"] = [node(c) for c in children.get(p["id"], []) if c["id"] not in seen]
         return out
 
     return node(root)
 
 
-def render_tree(tree: dict[str, Any]) -> list[str]:
+def render_tree(tree: dict[str, Any]) -> list[Text]:
     lines = [_tree_label(tree)]
 
     def walk(node: dict[str, Any], prefix: str) -> None:
         kids = node["children"]
         for i, child in enumerate(kids):
             last = i == len(kids) - 1
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{_tree_label(child)}")
+            lines.append(Text(f"{prefix}{'└── ' if last else '├── '}") + _tree_label(child))
             walk(child, prefix + ("    " if last else "│   "))
 
     walk(tree, "")
     return lines
 
 
-def _tree_label(node: Mapping[str, Any]) -> str:
-    text = f"{node['id']} {state_mark(node['state'])} {node['state']}"
+def _tree_label(node: Mapping[str, Any]) -> Text:
+    text = Text(f"{node['id']} {state_mark(node['state'])} ") + state_text(node["state"])
     described = " ".join(part for part in (node.get("kind"), node.get("func")) if part)
     if node.get("forkedFrom"):
         described = (
@@ -92,7 +117,13 @@ def _tree_label(node: Mapping[str, Any]) -> str:
             if described
             else f"forked from {node['forkedFrom']}"
         )
-    return f"{text} ({described})" if described else text
+    if described:
+        text.append(f" ({described})")
+    if isinstance(node.get("durationMs"), int):
+        text.append(f" {show_duration(node['durationMs'])}", style="dim")
+    if node.get("error"):
+        text.append(f"  {node['error']}", style="red")
+    return text
 
 
 @click.command("tree")
@@ -100,7 +131,12 @@ def _tree_label(node: Mapping[str, Any]) -> str:
 @client_command
 @click.pass_context
 def tree(ctx: click.Context, root_id: str, as_json: bool) -> None:
-    """Print the call tree below a root promise."""
+    """Print the call tree below a root promise.
+
+    \b
+    Example:
+      troth tree greet-1
+    """
     client = client_for(ctx)
     root = record(client.call("promise.get", {"id": root_id}), "promise")
     members, _ = search_pages(
@@ -110,8 +146,7 @@ def tree(ctx: click.Context, root_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(built)
     else:
-        for line in render_tree(built):
-            click.echo(line)
+        print_rich(Text("\n").join(render_tree(built)))
 
 
 COMMANDS = [tree]

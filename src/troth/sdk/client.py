@@ -373,6 +373,8 @@ class Troth:
                 if resolved_url
                 else LocalTransport(local_path)
             )
+        if isinstance(transport, HttpTransport) and transport.functions is None:
+            transport.functions = self.registry.names
         self.url = resolved_url
         self._worker = Worker(
             transport=transport,

@@ -130,6 +130,10 @@ class Registry:
         self._by_fn[fn] = entry
         return entry
 
+    def names(self) -> list[str]:
+        """The registered function names (each once, sorted)."""
+        return sorted({name for name, _ in self._by_key})
+
     def get(self, name: str, version: int | None = None) -> Registered | None:
         if version is not None:
             return self._by_key.get((name, version))

@@ -14,8 +14,9 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
@@ -193,6 +194,9 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._sse: asyncio.Task[None] | None = None
         self._stopping = False
+        self.functions: Callable[[], Iterable[str]] | None = None
+        """The worker's registered function names, announced when the stream opens (``?functions=``), so
+        ``troth invoke`` can say when no connected worker has the function it names."""
 
     @property
     def url(self) -> str:
@@ -271,6 +275,8 @@ class HttpTransport:
         while not self._stopping:
             base = self.url
             url = f"{base}/poll/{group}/{pid}"
+            if self.functions is not None:
+                url += "?" + urlencode({"functions": ",".join(self.functions())})
             try:
                 async with self._client().get(
                     url, headers={"accept": "text/event-stream"}, timeout=timeout

@@ -272,6 +272,9 @@ class Cluster:
     def holds(self, group: str, pid: str) -> bool:
         return bool(self._pids.get((group, pid)))
 
+    def pids(self, group: str) -> set[str]:
+        return {pid for held in self._groups.get(group, {}).values() for pid in held}
+
     def forward(self, m: Outgoing, address: Address) -> bool:
         if address.id and (address.cast == "uni" or address.id != m.avoid):
             holders = self._pids.get((address.group, address.id))

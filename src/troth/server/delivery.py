@@ -70,6 +70,7 @@ class Connection:
         "_limit",
         "_ready",
         "closed",
+        "functions",
         "group",
         "id",
         "on_abort",
@@ -89,6 +90,8 @@ class Connection:
         self.id = id
         self.principal = principal
         """Who opened the stream, when streams are authenticated (``None`` otherwise)."""
+        self.functions: frozenset[str] | None = None
+        """The function names the worker announced (``?functions=``), ``None`` when it announced none."""
         self.closed = False
         self.reason = ""
         """Why the server closed it (``replaced``, ``overflow``, ``shutdown``), empty while open."""
@@ -197,6 +200,10 @@ class Remote(Protocol):
         """This process now holds ``count`` streams (0 or 1) of ``pid`` in ``group``."""
         ...
 
+    def pids(self, group: str) -> set[str]:
+        """The pids of ``group`` with a stream on another live replica."""
+        ...
+
 
 def frame(message: bytes) -> bytes:
     return b"data: " + message + b"\n\n"
@@ -260,7 +267,13 @@ class Delivery:
         """Whether any connection of ``group`` is open."""
         return bool(self._groups.get(group))
 
-    def open_stream(self, group: str, id: str, principal: Principal | None = None) -> Connection:
+    def open_stream(
+        self,
+        group: str,
+        id: str,
+        principal: Principal | None = None,
+        functions: frozenset[str] | None = None,
+    ) -> Connection:
         """Register a stream for ``(group, id)``, replacing an older one; raises ``Refused`` at a bound."""
         old = self._by_id.get((group, id))
         if old is None:
@@ -274,6 +287,7 @@ class Delivery:
                 self.metrics.sse_refused.labels("pid").inc()
                 raise Refused(f"Poll registration at capacity for pid {id[:100]!r}")
         conn = Connection(group, id, self.buffer_size, principal, self.buffer_bytes)
+        conn.functions = functions
         members = self._groups.setdefault(group, [])
         if old is not None:
             # The newest stream wins; what the old one had not written yet moves over.
@@ -293,6 +307,17 @@ class Delivery:
             self.remote.streams_changed(group, id, 1)
         self._hand_over(conn)
         return conn
+
+    def workers(self, group: str) -> dict[str, list[str] | None]:
+        """The pids with an open stream of ``group`` (here and, with replicas, on the others), each with
+        the function names it announced (``None``: unknown, e.g. an official SDK's worker or another
+        replica's)."""
+        found: dict[str, list[str] | None] = {}
+        if self.remote is not None:
+            found.update(dict.fromkeys(self.remote.pids(group)))
+        for conn in self._groups.get(group, ()):
+            found[conn.id] = sorted(conn.functions) if conn.functions is not None else None
+        return dict(sorted(found.items()))
 
     def holder(self, group: str, id: str) -> Connection | None:
         """The open stream of ``(group, id)``, if any (which a new one would replace)."""

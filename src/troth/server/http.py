@@ -1,5 +1,5 @@
-"""The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``/health``, ``/ready``, ``/metrics``,
-and the dashboard under ``/ui`` (``troth.server.ui``).
+"""The ASGI application: ``POST /``, ``GET /poll/{group}/{id}`` (SSE), ``GET /groups/{group}``, ``/health``,
+``/ready``, ``/metrics``, and the dashboard under ``/ui`` (``troth.server.ui``).
 
 A plain ASGI callable rather than a framework router: there are six routes and ``POST /`` is the hot path,
 so every microsecond of routing counts. Routing-level answers follow docs/protocol/index.md#http-surface:
@@ -16,6 +16,13 @@ the same principal, or an admin), and each principal holds at most ``sse_per_pri
 beyond), so one leaked token cannot take every stream slot. ``/metrics`` on the API port then needs an
 admin token (the metrics listener, loopback by default, does not). ``/health`` and ``/ready`` never need
 one.
+
+``GET /groups/{group}`` answers ``{"group": …, "workers": {pid: [function names] | null}}``: who holds a
+stream of the group now (on every replica) and the function names each worker announced when it opened its
+stream (``/poll/{group}/{id}?functions=a,b``; troth's SDK does, ``null`` when a worker did not). ``troth
+invoke`` uses it to warn that no worker would run the call. With authentication on it needs a token whose
+prefix covers the group (as a stream of the group would). Announced names are kept only up to
+``MAX_ANNOUNCED`` bytes (beyond that: ``null``), so a stream cannot make the server hold more.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
+
+import msgspec
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import Principal, bearer
@@ -43,6 +52,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON: Final = [(b"content-type", b"application/json")]
 _TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
+MAX_ANNOUNCED: Final = 16 * 1024
+"""Most bytes of function names one stream may announce (``?functions=``)."""
 _SSE: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _LEGACY: Final = ("/promises", "/schedules", "/tasks")
 _SLICE: Final = 64 * 1024
@@ -149,6 +160,11 @@ class App:
                 await _respond(send, 405, headers=[(b"allow", b"GET")])
                 return
             await self._poll(scope, receive, send)
+        elif path.startswith("/groups/"):
+            if method not in ("GET", "HEAD"):
+                await _respond(send, 405, headers=[(b"allow", b"GET")])
+                return
+            await self._group(scope, send)
         elif path in ("/health", "/ready", "/metrics"):
             if method not in ("GET", "HEAD"):
                 await _respond(send, 405, headers=[(b"allow", b"GET")])
@@ -205,6 +221,26 @@ class App:
             )
         await _respond(send, status, payload, _JSON)
 
+    async def _group(self, scope: Scope, send: Send) -> None:
+        group = unquote(scope["path"][len("/groups/") :])
+        problem = _stream_name_problem(group, "group") if group else "the group is missing"
+        if problem is not None:
+            await _respond(send, 400, problem.encode(), _TEXT)
+            return
+        auth = self.engine.auth
+        if auth is not None:
+            principal = auth.authenticate(bearer(scope["headers"]))
+            if principal is None:
+                self._refuse("unauthorized")
+                await _respond(send, 401, b"Unauthorized", _TEXT)
+                return
+            if not (principal.admin or (principal.prefix is not None and group.startswith(principal.prefix))):
+                self._refuse("forbidden")
+                await _respond(send, 403, b"Forbidden", _TEXT)
+                return
+        body = {"group": group, "workers": self.engine.delivery.workers(group)}
+        await _respond(send, 200, msgspec.json.encode(body), _JSON)
+
     async def _poll(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes | None = scope.get("raw_path")
         text = raw_path.decode("latin-1") if raw_path else scope["path"]
@@ -247,7 +283,7 @@ class App:
                 return
         delivery = self.engine.delivery
         try:
-            conn = delivery.open_stream(group, ident, principal)
+            conn = delivery.open_stream(group, ident, principal, _announced(scope))
         except Refused as exc:
             await _respond(send, 503, str(exc).encode(), _TEXT)
             return
@@ -355,3 +391,15 @@ def quiet_cut_off() -> None:
     logger = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _CutOffFilter) for f in logger.filters):
         logger.addFilter(_CutOffFilter())
+
+
+def _announced(scope: Scope) -> frozenset[str] | None:
+    """The function names a worker announced on its stream (``?functions=a,b``), ``None`` when it announced
+    none or more than ``MAX_ANNOUNCED`` bytes of them."""
+    query: bytes = scope.get("query_string") or b""
+    if not query or len(query) > MAX_ANNOUNCED * 3:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("functions")
+    if not values or len(values[0]) > MAX_ANNOUNCED:
+        return None
+    return frozenset(name for name in values[0].split(",") if name)

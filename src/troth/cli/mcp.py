@@ -1,0 +1,290 @@
+"""``troth mcp``: the server's promises as Model Context Protocol tools over stdio, for AI agents
+(docs/operations/mcp.md), on the official ``mcp`` package (the optional extra ``troth[mcp]``).
+
+Tools: ``create_promise``, ``get_promise``, ``settle_promise``, ``search_promises``, ``listen_promise``.
+Values go in and come out as JSON: the tools encode them as the SDKs do (base64 of the JSON text) and
+decode what they read, so an agent never sees base64; a rejection's error is shown as ``Type: message``
+and never unpickled. Each promise is also a resource, ``troth://promises/{id}``.
+
+``listen_promise`` registers a listener on the promise (``promise.register_listener``) for this process's
+own SSE stream (``poll://uni@<group>/<pid>``, group ``troth-mcp`` by default); when the promise settles,
+the resource ``troth://promises/{id}`` is announced as updated: to clients of the 2026-07-28 protocol
+through ``subscriptions/listen`` (``Client.listen(resource_subscriptions=[uri])``), to older ones through
+``notifications/resources/updated``. A promise already settled is announced at once.
+
+Stdout carries only MCP frames; anything else goes to stderr. Bounds: ``search_promises`` returns at most
+100 promises a call (with the cursor for more), and one process listens to at most ``MAX_LISTENED``
+promises at once (an error beyond it), so an agent cannot make it hold an unbounded set.
+
+Rejected: speaking the protocol's HTTP directly per call (the SDK's ``HttpTransport`` already does
+replicas, TLS, tokens and the reconnecting SSE stream); polling ``promise.get`` for listened promises
+(the server pushes the settlement); one tool per settle state (one ``settle_promise`` with a ``state``
+reads better in an agent's tool list).
+"""
+
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import click
+
+from troth.cli.client import ClientError, client_for, connection_options
+from troth.cli.params import encode_value
+from troth.cli.render import decode_data, error_text
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+    from troth.sdk.transport import HttpTransport
+
+log = logging.getLogger("troth.mcp")
+
+MAX_LISTENED = 1000
+"""Most promises one ``troth mcp`` process listens to at once."""
+START_TIMEOUT_S = 10.0
+"""How long start-up waits for an unreachable server before it gives up (one line, exit 1)."""
+SEARCH_LIMIT = 100
+"""Most promises one ``search_promises`` call returns."""
+RESOURCE = "troth://promises/{id}"
+_STATES = {"resolve": "resolved", "reject": "rejected", "cancel": "rejected_canceled"}
+
+
+def uri_of(id: str) -> str:
+    return RESOURCE.format(id=id)
+
+
+def promise_view(p: dict[str, Any]) -> dict[str, Any]:
+    """A promise as an agent reads it: values decoded, an error as ``Type: message``."""
+    out: dict[str, Any] = {"id": p.get("id"), "state": p.get("state")}
+    for key in ("param", "value"):
+        value = p.get(key) or {}
+        ok, decoded = decode_data(value.get("data") if isinstance(value, dict) else None)
+        if ok:
+            failure = error_text(decoded) if key == "value" else None
+            out[key] = failure if failure is not None else decoded
+            if failure is not None:
+                out["error"] = failure
+        elif isinstance(value, dict) and value.get("data"):
+            out[key] = {"raw": value["data"]}
+    for key in ("tags", "timeoutAt", "createdAt", "settledAt"):
+        if key in p:
+            out[key] = p[key]
+    return out
+
+
+class Promises:
+    """The server, as the tools use it: one ``HttpTransport`` (requests and the listener stream)."""
+
+    def __init__(self, transport: "HttpTransport", group: str, pid: str) -> None:
+        self.transport = transport
+        self.group = group
+        self.pid = pid
+        self.listened: set[str] = set()
+        self.on_settled: Any = None  # async (promise) -> None, set by the server
+
+    async def call(self, kind: str, data: dict[str, Any]) -> Any:
+        status, answer = await self.transport.request(kind, data)
+        if not 200 <= status < 300:
+            raise ValueError(f"{kind} answered {status}: {answer}")
+        return answer
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if message.get("kind") != "unblock":
+            return
+        promise = (message.get("data") or {}).get("promise")
+        if isinstance(promise, dict) and promise.get("id") in self.listened:
+            self.listened.discard(promise["id"])
+            asyncio.get_running_loop().create_task(self._settled(promise))
+
+    async def _settled(self, promise: dict[str, Any]) -> None:
+        if self.on_settled is not None:
+            await self.on_settled(promise)
+
+    async def listen(self, id: str) -> dict[str, Any]:
+        if id not in self.listened and len(self.listened) >= MAX_LISTENED:
+            raise ValueError(f"already listening to {MAX_LISTENED} promises (the most one process holds)")
+        address = f"poll://uni@{self.group}/{self.pid}"
+        answer = await self.call("promise.register_listener", {"awaited": id, "address": address})
+        promise: dict[str, Any] = answer["promise"]
+        if promise.get("state") == "pending":
+            self.listened.add(id)
+        else:
+            await self._settled(promise)
+        return promise
+
+
+def build_server(promises: Promises) -> "MCPServer":
+    """The MCP server with its five tools and the promise resource."""
+    from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+    from pydantic import Field
+
+    bus = InMemorySubscriptionBus()
+    server = MCPServer(
+        "troth",
+        instructions=(
+            "Durable promises of a troth server: create one, read it, settle it (resolve, reject, cancel), "
+            "search by state and tags, and listen for its settlement (the resource troth://promises/{id} "
+            "is announced as updated). Values are JSON."
+        ),
+        log_level="WARNING",
+        subscriptions=bus,
+    )
+    sessions: list[Any] = []
+
+    async def settled(promise: dict[str, Any]) -> None:
+        uri = uri_of(str(promise["id"]))
+        await bus.publish(ResourceUpdated(uri=uri))
+        for session in list(sessions):  # clients of the protocol before 2026-07-28
+            try:
+                await session.send_resource_updated(uri)
+            except Exception as exc:  # a closed session: nothing to tell
+                log.debug("could not announce %s: %s", uri, exc)
+
+    promises.on_settled = settled
+
+    async def call(kind: str, data: dict[str, Any]) -> Any:
+        try:
+            return await promises.call(kind, data)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        except Exception as exc:  # the server cannot be reached: one line for the agent
+            raise ToolError(f"{kind} failed: {exc}") from None
+
+    @server.tool(
+        name="create_promise", description="Create a durable promise (an existing id is returned as it is)."
+    )
+    async def create_promise(
+        id: Annotated[str, Field(description="The promise id", min_length=1)],
+        timeout_seconds: Annotated[float, Field(gt=0, description="Seconds until it times out")] = 86_400,
+        param: Annotated[Any, Field(description="Any JSON value to store with it")] = None,
+        tags: Annotated[dict[str, str] | None, Field(description="Tags (string to string)")] = None,
+    ) -> dict[str, Any]:
+        from troth.cli.params import now_ms
+
+        data = {
+            "id": id,
+            "timeoutAt": now_ms() + int(timeout_seconds * 1000),
+            "param": {} if param is None else encode_value(param),
+            "tags": tags or {},
+        }
+        return promise_view((await call("promise.create", data))["promise"])
+
+    @server.tool(
+        name="get_promise", description="Read a promise: state, param, value (decoded JSON), tags, times."
+    )
+    async def get_promise(id: Annotated[str, Field(description="The promise id")]) -> dict[str, Any]:
+        return promise_view((await call("promise.get", {"id": id}))["promise"])
+
+    @server.tool(
+        name="settle_promise",
+        description="Settle a pending promise: resolve or reject it with a JSON value, or cancel it. "
+        "A promise settled already is returned as it is.",
+    )
+    async def settle_promise(
+        id: Annotated[str, Field(description="The promise id")],
+        state: Annotated[Literal["resolve", "reject", "cancel"], Field(description="How it settles")],
+        value: Annotated[Any, Field(description="Any JSON value")] = None,
+    ) -> dict[str, Any]:
+        data = {"id": id, "state": _STATES[state], "value": {} if value is None else encode_value(value)}
+        return promise_view((await call("promise.settle", data))["promise"])
+
+    @server.tool(
+        name="search_promises",
+        description=f"Search promises by state and tags, ordered by id, at most {SEARCH_LIMIT} a call; "
+        "pass the returned cursor for more.",
+    )
+    async def search_promises(
+        state: Annotated[
+            Literal["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"] | None,
+            Field(description="Only promises in this state"),
+        ] = None,
+        tags: Annotated[dict[str, str] | None, Field(description="Tags every result carries")] = None,
+        limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT)] = 20,
+        cursor: Annotated[str | None, Field(description="From a previous call")] = None,
+    ) -> dict[str, Any]:
+        query: dict[str, Any] = {"limit": limit}
+        for key, value in (("state", state), ("tags", tags), ("cursor", cursor)):
+            if value:
+                query[key] = value
+        answer = await call("promise.search", query)
+        out: dict[str, Any] = {"promises": [promise_view(p) for p in answer.get("promises", [])]}
+        if answer.get("cursor"):
+            out["cursor"] = answer["cursor"]
+        return out
+
+    @server.tool(
+        name="listen_promise",
+        description="Be told when a promise settles: the resource troth://promises/{id} is announced as "
+        "updated (subscribe to it), then read it or call get_promise.",
+    )
+    async def listen_promise(
+        id: Annotated[str, Field(description="The promise id")], ctx: Context
+    ) -> dict[str, Any]:
+        session = ctx.request_context.session
+        if session is not None and session not in sessions:
+            sessions.append(session)
+        try:
+            promise = await promises.listen(id)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        return {"resource": uri_of(id), "promise": promise_view(promise)}
+
+    @server.resource(RESOURCE, name="promise", description="A promise (JSON)", mime_type="application/json")
+    async def promise_resource(id: str) -> str:
+        return json.dumps(promise_view((await call("promise.get", {"id": id}))["promise"]))
+
+    return server
+
+
+@click.command("mcp")
+@click.option(
+    "--group", default="troth-mcp", show_default=True, help="Group of this process's listener stream."
+)
+@connection_options
+@click.pass_context
+def mcp(ctx: click.Context, group: str) -> None:
+    """Serve the server's promises as MCP tools over stdio (for AI agents).
+
+    Needs the optional extra: pip install 'troth[mcp]'.
+
+    \b
+    Example:
+      troth mcp -S http://127.0.0.1:8001
+    """
+    try:
+        import mcp as _  # noqa: F401
+    except ImportError:
+        raise ClientError("troth mcp needs the mcp package: pip install 'troth[mcp]'") from None
+    from troth.sdk.transport import HttpTransport
+
+    client = client_for(ctx)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="troth mcp: %(message)s")
+
+    async def serve() -> None:
+        transport = HttpTransport(
+            ",".join(client.urls),
+            token=client.token,
+            ca=client.ca,
+            client_cert=client.client_cert,
+            unreachable_timeout=START_TIMEOUT_S,
+        )
+        promises = Promises(transport, group, f"mcp-{uuid.uuid4().hex[:12]}")
+        try:
+            await transport.start(group, promises.pid, promises.on_message)
+        except Exception as exc:
+            await transport.stop()
+            raise ClientError(f"cannot listen at the server at {client.url}: {exc}") from None
+        try:
+            await build_server(promises).run_stdio_async()
+        finally:
+            await transport.stop()
+
+    asyncio.run(serve())
+
+
+COMMANDS = [mcp]
