@@ -1,8 +1,12 @@
-# troth — quick start: `make run` (server on 127.0.0.1:8001, SQLite troth.db) and `make test`.
+# troth — quick start: `make run` (server on 127.0.0.1:8001, SQLite troth.db; `make run ARGS="--port 8002"`)
+# and `make test`. `make run` installs only what the server needs; the test tools, docs and the examples'
+# extras are installed by `make install` (which `make test` and the other targets use).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+ARGS ?=
 
 .PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-peers bench-soak docs docs-serve clean
 
@@ -12,13 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,examples,docs]'
 	touch $(STAMP)
 
+# The server alone (`pip install -e .`): no test tools, no examples' extras.
+$(RUN_STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/troth serve
+run: $(RUN_STAMP)
+	$(BIN)/troth serve $(ARGS)
 
-dev: $(STAMP)
-	$(BIN)/troth dev
+dev: $(RUN_STAMP)
+	$(BIN)/troth dev $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs/_hooks

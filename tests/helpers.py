@@ -262,7 +262,7 @@ class ServerProcess:
         store: str | Path = ":memory:",
         *,
         args: Sequence[str] = (),
-        metrics_port: int = 0,
+        metrics_port: int | None = 0,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         subcommand: str = "serve",
@@ -310,8 +310,7 @@ class ServerProcess:
             self.host,
             "--port",
             "0",
-            "--metrics-port",
-            str(self.metrics_port),
+            *([] if self.metrics_port is None else ["--metrics-port", str(self.metrics_port)]),
             *(["--store", self.store] if self.subcommand == "serve" else []),
             *self.args,
         ]

@@ -49,6 +49,20 @@ def test_api_port_in_use() -> None:
         port = busy.getsockname()[1]
         result = _serve("--port", str(port), "--metrics-port", "0", "--store", ":memory:")
     _assert_one_line_error(result, str(port))
+    _assert_one_line_error(result, "choose another port with --port N")
+
+
+def test_metrics_are_on_the_api_port_unless_a_metrics_port_is_asked_for() -> None:
+    """A busy 9090 (the official server's metrics port) cannot stop a default start: there is no
+    separate metrics listener unless --metrics-port asks for one."""
+    with socket.socket() as busy:
+        try:
+            busy.bind(("127.0.0.1", 9090))
+            busy.listen()
+        except OSError:
+            pass  # something else holds 9090 already: busy all the same
+        with ServerProcess(server_store(), metrics_port=None) as server:
+            assert server.get("/metrics").text.startswith("#")
 
 
 def test_metrics_port_in_use() -> None:
@@ -58,6 +72,7 @@ def test_metrics_port_in_use() -> None:
         port = busy.getsockname()[1]
         result = _serve("--port", "0", "--metrics-port", str(port), "--store", ":memory:")
     _assert_one_line_error(result, str(port))
+    _assert_one_line_error(result, "choose another port with --metrics-port N")
 
 
 def test_store_in_missing_directory() -> None:

@@ -260,3 +260,25 @@ def test_an_expired_token_is_refused_even_after_it_was_cached(auth_server: Serve
         15,
         "the cached token to be refused after its expiry",
     )
+
+
+def test_groups_endpoint_needs_a_token_covering_the_group(
+    auth_server: ServerProcess, keys: Keys, admin: str
+) -> None:
+    """``GET /groups/{group}`` (who is connected, which functions they announced) follows the stream rules."""
+    tenant = keys.token(TENANT, aud=AUDIENCE)
+
+    def status(group: str, token: str | None) -> int:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return auth_server.get(f"/groups/{group}", headers=headers).status_code
+
+    assert status("t-g", None) == 401
+    assert status("t-g", "not-a-token") == 401
+    assert status("x-g", tenant) == 403
+    assert status("t-g", keys.token(aud=AUDIENCE)) == 403  # no prefix claim
+    assert status("t-g", tenant) == 200
+    assert status("anything", admin) == 200
+    assert auth_server.get("/groups/t-g", headers={"authorization": f"Bearer {tenant}"}).json() == {
+        "group": "t-g",
+        "workers": {},
+    }

@@ -48,11 +48,11 @@ def _server_options(default_store: str) -> Callable[[F], F]:
             ),
             click.option(
                 "--metrics-port",
-                default=9090,
+                default=0,
                 show_default=True,
                 type=click.IntRange(0, 65535),
                 envvar="TROTH_METRICS_PORT",
-                help="Prometheus listener port (0 turns it off; the API port also serves /metrics).",
+                help="A separate Prometheus listener, e.g. 9090 (0: none; the API port serves /metrics).",
             ),
             click.option(
                 "--strict-lineage",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, T
 
 import msgspec
 
+from troth.sdk import tracing
 from troth.sdk.errors import (
     CanceledError,
     ContextError,
@@ -905,7 +906,9 @@ class Context:
 
 
 async def invoke(entry: Registered, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call a durable function in the way its kind needs."""
+    """Call a durable function in the way its kind needs (inside its span when tracing is on)."""
+    if tracing.ACTIVE is not None:
+        return await tracing.ACTIVE.run(ctx, call(entry.fn, entry.kind, ctx, args, kwargs))
     return await call(entry.fn, entry.kind, ctx, args, kwargs)
 
 

@@ -12,6 +12,7 @@ the metrics listener binds loopback unless ``--metrics-host`` says otherwise.
 from __future__ import annotations
 
 import asyncio
+import errno
 import contextlib
 import logging
 import resource
@@ -40,7 +41,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     port: int = 8001
     store: str = "troth.db"
     pool_size: int = 10
-    metrics_port: int = 9090
+    metrics_port: int = 0
     strict_lineage: bool = False
     debug: bool = False
     url: str | None = None
@@ -75,7 +76,7 @@ class StartupError(Exception):
     """The server cannot start; the message is one line for the user."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, flag: str = "--port") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -83,7 +84,10 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f" (another process listens there; choose another port with {flag} N)"
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -178,7 +182,7 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     metrics_sock = None
     if options.metrics_port:
         try:
-            metrics_sock = _bind(options.metrics_host, options.metrics_port)
+            metrics_sock = _bind(options.metrics_host, options.metrics_port, "--metrics-port")
         except StartupError:
             api_sock.close()
             raise
