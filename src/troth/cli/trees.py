@@ -28,7 +28,12 @@ from troth.cli.render import emit_json, response_json
 @client_command
 @click.pass_context
 def cancel(ctx: click.Context, id: str, include_detached: bool, as_json: bool) -> None:
-    """Cancel promise ID and every pending promise below it (its workflow tree)."""
+    """Cancel promise ID and every pending promise below it (its workflow tree).
+
+    \b
+    Example:
+      troth cancel order-7
+    """
     client = client_for(ctx)
     data: dict[str, Any] = {"id": id, "includeDetached": include_detached}
     canceled: list[str] = []
@@ -56,7 +61,12 @@ def cancel(ctx: click.Context, id: str, include_detached: bool, as_json: bool) -
 @client_command
 @click.pass_context
 def fork(ctx: click.Context, id: str, new_id: str | None, as_json: bool) -> None:
-    """Run the settled workflow ID again under a new id, reusing every step that succeeded."""
+    """Run the settled workflow ID again under a new id, reusing every step that succeeded.
+
+    \b
+    Example:
+      troth fork order-7 --as order-7-retry
+    """
     to = new_id or f"{id}-fork-{uuid.uuid4().hex[:8]}"
     answer = client_for(ctx).call("tree.fork", {"id": id, "to": to})
     if as_json:

@@ -12,8 +12,8 @@ the metrics listener binds loopback unless ``--metrics-host`` says otherwise.
 from __future__ import annotations
 
 import asyncio
-import errno
 import contextlib
+import errno
 import logging
 import resource
 import signal
