@@ -223,6 +223,12 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 help="Seconds for a request's body to arrive after its headers.",
             ),
             click.option(
+                "--otel",
+                is_flag=True,
+                envvar="TROTH_OTEL",
+                help="A span per request to OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT); needs troth[otel].",
+            ),
+            click.option(
                 "--keep-alive-timeout",
                 envvar="TROTH_KEEP_ALIVE_TIMEOUT",
                 default=20,

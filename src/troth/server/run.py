@@ -21,6 +21,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -70,6 +71,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: int = 20
+    otel: bool = False
 
 
 class StartupError(Exception):
@@ -93,7 +95,7 @@ def _bind(host: str, port: int, flag: str = "--port") -> socket.socket:
     return sock
 
 
-def _uvicorn(app: App, level: str, keep_alive: int) -> uvicorn.Server:
+def _uvicorn(app: Any, level: str, keep_alive: int) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -172,6 +174,14 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     auth = build_auth(options)
     tls = build_tls(options)
     check_exposure(options, auth)
+    provider: Any = None
+    if options.otel:
+        try:
+            from troth.server.tracing import exporter_provider
+
+            provider = exporter_provider()
+        except ImportError:
+            raise StartupError("--otel needs OpenTelemetry: pip install 'troth[otel]'") from None
     if options.insecure and not is_loopback(options.host) and auth is None:
         log.warning(
             "serving %s without authentication (--insecure): anyone who can reach it has control",
@@ -250,7 +260,12 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     def count(reason: str) -> None:
         refused.labels(reason).inc()
 
-    servers = [(_uvicorn(api, level, limits.keep_alive_timeout), api_sock, tls)]
+    served: Any = api
+    if provider is not None:
+        from troth.server.tracing import Traced
+
+        served = Traced(api, provider)
+    servers = [(_uvicorn(served, level, limits.keep_alive_timeout), api_sock, tls)]
     if metrics_sock is not None:
         metrics_app = App(engine, metrics_only=True)
         servers.append((_uvicorn(metrics_app, level, limits.keep_alive_timeout), metrics_sock, None))
@@ -286,6 +301,8 @@ async def serve(options: ServeOptions, ready: asyncio.Event | None = None) -> No
     for server, sock, _ in servers:
         await server.shutdown(sockets=[sock])
     await engine.stop()
+    if provider is not None:
+        provider.shutdown()  # flushes the spans not exported yet
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
 
