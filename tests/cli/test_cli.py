@@ -952,3 +952,44 @@ async def test_invoke_warns_about_an_unregistered_function(server: ServerProcess
         response = await asyncio.to_thread(server.get, f"/groups/{group}")
         assert response.status_code == 200
         assert response.json() == {"group": group, "workers": {worker.pid: ["greet", "greet_leaf"]}}
+
+
+def test_colour_only_on_a_terminal(cli: CLI, server: ServerProcess, uid: str) -> None:
+    import pty
+
+    ok(cli("promises", "create", f"tty-{uid}", "--timeout", "1h", "--tags", json.dumps({"tty": uid})))
+    args = [
+        sys.executable,
+        "-m",
+        "troth.cli",
+        "-S",
+        server.url,
+        "promises",
+        "search",
+        "--tags",
+        json.dumps({"tty": uid}),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+
+    def on_a_terminal(extra: dict[str, str]) -> bytes:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(args, stdout=follower, stderr=follower, env={**env, "TERM": "xterm", **extra})
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(leader)
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0, out
+        return out
+
+    coloured = on_a_terminal({})
+    assert b"\x1b[" in coloured and f"tty-{uid}".encode() in coloured
+    plain = on_a_terminal({"NO_COLOR": "1"})
+    assert f"tty-{uid}".encode() in plain and b"\x1b[3" not in plain  # no colour codes
+    assert "\x1b" not in ok(cli("promises", "search", "--tags", json.dumps({"tty": uid}))).out  # piped

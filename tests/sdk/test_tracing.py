@@ -140,8 +140,10 @@ async def test_an_untagged_root_keeps_one_trace_id(sdk_server: ServerProcess, ex
         app.register(fn)
     app.register(flaky, retry_policy=Never())
 
+    approval = f"approval-{uid}"
+
     async def sleepy(ctx: Context) -> int:
-        await ctx.sleep(0.01)  # suspends: a second execution resumes it
+        await ctx.promise(id=approval)  # suspends until the test settles it: a second execution resumes
         return await ctx.run(double, 1)  # type: ignore[no-any-return]
 
     app.register(sleepy)
@@ -150,11 +152,21 @@ async def test_an_untagged_root_keeps_one_trace_id(sdk_server: ServerProcess, ex
     async with app:
         # created without a current span: no tag on the root
         await sdk_server_invoke(sdk_server, root, "sleepy", f"untagged-{uid}")
+
+        def suspended() -> bool:
+            return any(
+                s.attributes.get("troth.outcome") == "suspended" for s in exporter.get_finished_spans()
+            )
+
+        await asyncio.to_thread(wait_until, suspended, 90.0, "the first execution suspended")
+        await app.promises.resolve(approval, True)
         handle = await app.get(root)
         assert await asyncio.wait_for(handle.result(), DEADLINE * 3) == 2
     runs = [s for s in exporter.get_finished_spans() if s.name == "troth.run sleepy"]
-    assert len(runs) >= 2
-    assert len({hexes(s)[0] for s in runs}) == 1
+    assert [s.attributes["troth.outcome"] for s in runs] == ["suspended", "resolved"]
+    assert len({hexes(s)[0] for s in runs}) == 1  # both executions: one trace
+    root_record = await_record(sdk_server, root)
+    assert TRACEPARENT_TAG not in root_record["tags"]
 
 
 async def sdk_server_invoke(server: ServerProcess, id: str, func: str, group: str) -> None:
@@ -171,3 +183,9 @@ async def sdk_server_invoke(server: ServerProcess, id: str, func: str, group: st
     data = {"id": id, "timeoutAt": 2**53 - 1, "param": {"data": param}, "tags": tags}
     status, _ = await asyncio.to_thread(server.post, "promise.create", data)
     assert status == 200
+
+
+def await_record(server: ServerProcess, id: str) -> dict[str, Any]:
+    status, body = server.post("promise.get", {"id": id})
+    assert status == 200
+    return body["data"]["promise"]  # type: ignore[no-any-return]

@@ -9,9 +9,10 @@ tracer provider you set up, e.g. an OTLP exporter to Jaeger or a collector):
   ``troth.attempt`` and ``troth.outcome`` (``resolved``, ``rejected``, ``suspended``); a failed attempt
   records its exception and the error status. A replayed step does not run, so it has no span again.
 * **one trace across processes**: every promise the instrumented process creates (``promise.create``,
-  also inside ``task.create``/``task.fence``) carries the current span's W3C trace context in the tag
-  ``troth:traceparent``; the process that executes the promise's function continues that trace, so a
-  workflow, its steps and the ``rpc`` calls other workers run for it are one trace. A root created without
+  also inside ``task.create``, ``task.fence`` and ``task.fence_batch``) carries the current span's W3C
+  trace context in the tag ``troth:traceparent``; the process that executes the promise's function
+  continues that trace, so a workflow, its steps and the ``rpc`` calls other workers run for it are one
+  trace. A root created without
   one (``troth invoke``, an official SDK) gets a trace id derived from its id, so its resumptions, run by
   whichever workers, still share one trace.
 
@@ -130,6 +131,17 @@ def _tag(data: Any) -> None:
     data["tags"] = tags
 
 
+def _tagged_action(action: Any) -> Any:
+    """A copy of a fenced action, tagged when it creates a promise."""
+    if not isinstance(action, dict) or action.get("kind") != "promise.create":
+        return action
+    if not isinstance(action.get("data"), dict):
+        return action
+    inner = dict(action["data"])
+    _tag(inner)
+    return {**action, "data": inner}
+
+
 class TracingTransport:
     """A transport that tags the promises it creates with the current trace context (and otherwise
     forwards everything to the transport it wraps)."""
@@ -148,11 +160,9 @@ class TracingTransport:
             data = dict(data)
             _tag(data)
         elif kind in ("task.create", "task.fence") and isinstance(data.get("action"), dict):
-            action = data["action"]
-            if action.get("kind") == "promise.create" and isinstance(action.get("data"), dict):
-                inner = dict(action["data"])
-                _tag(inner)
-                data = {**data, "action": {**action, "data": inner}}
+            data = {**data, "action": _tagged_action(data["action"])}
+        elif kind == "task.fence_batch" and isinstance(data.get("actions"), list):
+            data = {**data, "actions": [_tagged_action(a) for a in data["actions"]]}
         result: tuple[int, Any] = await self.inner.request(kind, data)
         return result
 
