@@ -100,6 +100,9 @@ def test_a_prefix_token_sees_only_its_prefix(page: Page, auth_server: ServerProc
     expect(page.locator("#content")).to_contain_text("No promise matches")
     page.goto(f"{auth_server.url}/ui/promise?id=team-b-1")
     expect(page.locator("#content .refused")).to_have_attribute("data-status", "403")
+    page.goto(f"{auth_server.url}/ui")  # the whole server's counts are for an admin token only
+    expect(page.locator("#content")).to_contain_text("they need an admin token")
+    expect(page.locator("#content")).not_to_contain_text("Settled per second")
 
 
 def test_markup_in_ids_tags_and_values_is_shown_as_text(page: Page, server: ServerProcess) -> None:

@@ -189,6 +189,10 @@ class Cluster:
             for kind in mine
         }
 
+    def remote_streams(self) -> dict[tuple[str, str], set[str]]:
+        """The streams other live replicas hold, as last loaded: (group, pid) → the replicas' ids."""
+        return {key: set(replicas) for key, replicas in self._pids.items()}
+
     def stats(self) -> dict[str, float]:
         return {f"cluster_{k}": float(v) for k, v in self.counts.items()} | {
             "cluster_replicas_seen": float(len({r for members in self._groups.values() for r in members}))

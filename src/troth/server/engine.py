@@ -36,6 +36,9 @@ log = logging.getLogger("troth.engine")
 class Replicas(Protocol):
     """The other server replicas on a shared database (``troth.server.cluster``), as the engine uses them."""
 
+    id: str
+    """This replica's id."""
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def held_elsewhere(self, group: str, pid: str) -> bool:
@@ -43,6 +46,10 @@ class Replicas(Protocol):
         ...
 
     def stats(self) -> dict[str, float]: ...
+    def remote_streams(self) -> dict[tuple[str, str], set[str]]:
+        """The streams other live replicas hold: (group, pid) → the replicas' ids (the dashboard)."""
+        ...
+
     def counts_view(self, mine: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
         """Promises and tasks by state for ``/metrics``: the whole database's, not this process's view."""
         ...

@@ -86,20 +86,24 @@ class Views:
     # --------------------------------------------------------------------------------------- overview
 
     async def overview(self, calls: Calls, query: Query) -> Html:
-        # A search of one row proves the token (the counts below are not per token).
+        # A search of one row proves the token. The counts, rates and streams are the whole server's, so
+        # (as on /metrics) only an admin token, or a server without authentication, sees them.
         probe = await calls.call("promise.search", {"limit": 1})
         if not probe.ok:
             return self.refused(probe)
+        auth = self.engine.auth
+        principal = auth.authenticate(calls.token) if auth is not None else None
+        whole = principal is None or principal.admin
         counts = self.engine.counts.as_dict()
         if self.engine.cluster is not None:
             counts = self.engine.cluster.counts_view(counts)
-        lateness = _histogram_mean(self.engine.metrics.lateness)
         running = await self._running(calls)
         return 200, render(
             "overview.html",
-            counts=counts,
+            whole=whole,
+            counts=counts if whole else {},
             rate=self.feed.settle_rate(),
-            lateness=lateness,
+            lateness=_histogram_mean(self.engine.metrics.lateness),
             streams=self.engine.delivery.connection_count,
             running=running,
         )
@@ -107,9 +111,8 @@ class Views:
     async def _running(self, calls: Calls) -> list[dict[str, Any]]:
         """Up to ten pending workflows, newest activity first: the roots the change feed saw change last,
         each read with ``promise.get`` (a key lookup, under the page's token). Right after a restart, when
-        the feed has seen nothing yet, one filtered search page instead (``search_scan_window`` rows):
-        running that scan on every live refresh cost an open overview a fifth of the server's
-        throughput."""
+        the feed has seen nothing yet, one filtered search page instead (``search_scan_window`` rows; run
+        on every live refresh, that scan made an open overview cost the server far more)."""
         rows: list[dict[str, Any]] = []
         recent = self.feed.recent_roots()
         if recent:
@@ -258,14 +261,22 @@ class Views:
         probe = await calls.call("task.search", {"limit": 1})
         if not probe.ok:
             return self.refused(probe)
-        groups: dict[str, list[tuple[str, int]]] = {}
         auth = self.engine.auth
         principal = auth.authenticate(calls.token) if auth is not None else None
-        for (group, pid), n in sorted(self.engine.delivery.stream_counts().items()):
+        cluster = self.engine.cluster
+        here = cluster.id if cluster is not None else "this server"
+        streams: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for key, n in self.engine.delivery.stream_counts().items():
+            streams.setdefault(key, []).append((here, n))
+        if cluster is not None:
+            for key, replicas in cluster.remote_streams().items():
+                streams.setdefault(key, []).extend((r, 0) for r in sorted(replicas))
+        groups: dict[str, list[tuple[str, list[tuple[str, int]]]]] = {}
+        for (group, pid), held in sorted(streams.items()):
             if principal is not None and not (principal.owns(group) and principal.owns(pid)):
                 continue
-            groups.setdefault(group, []).append((pid, n))
-        return 200, render("workers.html", groups=groups)
+            groups.setdefault(group, []).append((pid, held))
+        return 200, render("workers.html", groups=groups, replicas=cluster is not None, here=here)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
