@@ -913,6 +913,11 @@ def test_invoke_warns_when_no_worker_is_connected(cli: CLI, uid: str) -> None:
     assert out.err.strip() == (
         f"warning: no worker of group empty-{uid} is connected; the task waits until one connects"
     )
+    shown = fields(ok(cli("promises", "get", f"alone-{uid}")).out)  # later, too: not a silent pending
+    assert (
+        shown["workers"] == f"no worker of group empty-{uid} is connected; the task waits until one connects"
+    )
+    assert "workers" not in ok(cli("promises", "get", f"alone-{uid}", "--json")).json()
     uni = ok(cli("invoke", f"alone-{uid}-2", "--func", "f", "--target", f"poll://uni@empty-{uid}/w9"))
     assert uni.err.strip() == (
         f"warning: no worker w9 of group empty-{uid} is connected; the task waits until one connects"
@@ -949,6 +954,10 @@ async def test_invoke_warns_about_an_unregistered_function(server: ServerProcess
             )
         )
         assert fine.err == ""
+        shown = fields(
+            ok(await asyncio.to_thread(troth, "promises", "get", f"missing-{uid}", server=server.url)).out
+        )
+        assert shown["workers"].startswith(f"no connected worker of group {group} has registered 'gret'")
         response = await asyncio.to_thread(server.get, f"/groups/{group}")
         assert response.status_code == 200
         assert response.json() == {"group": group, "workers": {worker.pid: ["greet", "greet_leaf"]}}

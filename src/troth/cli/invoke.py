@@ -10,7 +10,6 @@ nothing for them. The invocation param is written by ``Codec.encode_invocation``
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import click
 
@@ -25,7 +24,7 @@ from troth.cli.render import (
     response_json,
     show_call,
 )
-from troth.protocol.address import parse_address
+from troth.cli.workers import worker_problem
 from troth.sdk.context import NO_DEADLINE
 
 
@@ -115,30 +114,10 @@ def _say_it_exists(promise: dict[str, Any]) -> None:
 
 
 def _check_workers(client: Client, address: str, func: str) -> None:
-    """Warn when no connected worker would run the call: no worker of the group is connected, or none of
-    them registered ``func`` (as far as they announced it; see docs/operations/cli.md)."""
-    parsed = parse_address(address)
-    if parsed is None or parsed.scheme != "poll" or not parsed.group:
-        return
-    group = parsed.group
-    answer = client.get(f"/groups/{quote(group, safe='')}")
-    workers = answer.get("workers") if isinstance(answer, dict) else None
-    if not isinstance(workers, dict):
-        return  # a server that cannot tell (an older troth, the official server): say nothing
-    if parsed.cast == "uni" and parsed.id:
-        workers = {pid: fns for pid, fns in workers.items() if pid == parsed.id}
-    if not workers:
-        who = f"worker {parsed.id}" if parsed.cast == "uni" and parsed.id else "worker"
-        note(f"warning: no {who} of group {group} is connected; the task waits until one connects")
-        return
-    announced = [fns for fns in workers.values() if isinstance(fns, list)]
-    if len(announced) == len(workers) and not any(func in fns for fns in announced):
-        known = sorted({name for fns in announced for name in fns})
-        listed = ", ".join(known[:10]) + (", …" if len(known) > 10 else "") if known else "none"
-        note(
-            f"warning: no connected worker of group {group} has registered {func!r} (they have: {listed}); "
-            "the task stays pending until a worker that has it connects"
-        )
+    """Warn (stderr) when no connected worker would run the call (``troth.cli.workers``)."""
+    problem = worker_problem(client, address, func)
+    if problem is not None:
+        note(f"warning: {problem}")
 
 
 COMMANDS = [invoke]

@@ -6,17 +6,20 @@ from typing import Any
 
 import click
 
-from troth.cli.client import client_command, client_for, search_pages
+from troth.cli.client import client_command, client_for, record, search_pages
 from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_value, now_ms
 from troth.cli.render import (
     PROMISE_COLUMNS,
     emit_json,
+    invocation,
     print_more,
+    print_promise,
     promise_row,
     response_json,
     show_promise,
     table,
 )
+from troth.cli.workers import worker_problem
 
 PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
@@ -31,13 +34,23 @@ def promises() -> None:
 @client_command
 @click.pass_context
 def promises_get(ctx: click.Context, id: str, as_json: bool) -> None:
-    """Show one promise.
+    """Show one promise (a pending call no connected worker can take says so).
 
     \b
     Example:
       troth promises get greet-1
     """
-    show_promise(client_for(ctx).call("promise.get", {"id": id}), as_json)
+    client = client_for(ctx)
+    data = client.call("promise.get", {"id": id})
+    if as_json:
+        show_promise(data, as_json)
+        return
+    promise = record(data, "promise")
+    call, target = invocation(promise), (promise.get("tags") or {}).get("resonate:target")
+    problem = None
+    if promise.get("state") == "pending" and call is not None and isinstance(target, str):
+        problem = worker_problem(client, target, call["func"])
+    print_promise(promise, workers=problem)
 
 
 @promises.command("create")

@@ -269,7 +269,7 @@ def took(p: Mapping[str, Any]) -> int | None:
 # ─── records ────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def print_promise(p: Mapping[str, Any]) -> None:
+def print_promise(p: Mapping[str, Any], workers: str | None = None) -> None:
     rows: list[tuple[str, str | Text]] = [("id", str(p.get("id"))), ("state", state_text(p.get("state")))]
     call = invocation(p)
     tags = p.get("tags") or {}
@@ -289,6 +289,8 @@ def print_promise(p: Mapping[str, Any]) -> None:
         if spent is not None:
             rows.append(("took", show_duration(spent)))
     rows.append(("timeout", show_time(p.get("timeoutAt"))))
+    if workers is not None:
+        rows.append(("workers", Text(workers, style="yellow")))
     fields(rows)
 
 
