@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="Measure an open page's load instead.")
     parser.add_argument("--pairs", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args: Any = parser.parse_args()
     asyncio.run(main_async(args))
 

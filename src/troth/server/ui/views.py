@@ -31,6 +31,7 @@ ENV: Final = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # templates are package data: read once, never checked again
 )
 ENV.filters["when"] = values.when
 ENV.filters["duration"] = values.duration
