@@ -1002,3 +1002,24 @@ def test_colour_only_on_a_terminal(cli: CLI, server: ServerProcess, uid: str) ->
     plain = on_a_terminal({"NO_COLOR": "1"})
     assert f"tty-{uid}".encode() in plain and b"\x1b[3" not in plain  # no colour codes
     assert "\x1b" not in ok(cli("promises", "search", "--tags", json.dumps({"tty": uid}))).out  # piped
+
+
+def test_shell_completion() -> None:
+    script = ok(troth("completion", "bash")).out
+    assert "_troth_completion" in script and "_TROTH_COMPLETE=bash_complete" in script
+    assert "compdef" in ok(troth("completion", "zsh")).out
+    assert "complete" in ok(troth("completion", "fish")).out
+    # what the script asks the command for: the subcommands, and an option's choices
+    words = troth(env={"_TROTH_COMPLETE": "bash_complete", "COMP_WORDS": "troth prom", "COMP_CWORD": "1"})
+    assert ok(words).out.split() == ["plain,promises"]
+    env = {
+        "_TROTH_COMPLETE": "bash_complete",
+        "COMP_WORDS": "troth promises search --state rej",
+        "COMP_CWORD": "4",
+    }
+    assert ok(troth(env=env)).out.split() == [
+        "plain,rejected",
+        "plain,rejected_canceled",
+        "plain,rejected_timedout",
+    ]
+    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in one_line_error(troth("completion", "tcsh"), code=2)
