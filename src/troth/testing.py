@@ -27,20 +27,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from troth.protocol.messages import Execute, Message, Unblock
 from troth.sdk.client import Handle, Troth
 from troth.sdk.context import NO_DEADLINE, Info
-from troth.sdk.transport import LocalTransport
+from troth.sdk.errors import ConnectorError
+from troth.sdk.transport import LocalTransport, Transport
 from troth.server.clock import ManualClock
 from troth.server.engine import Engine, EngineConfig
 from troth.server.store.sqlite import SqliteStore
 
-__all__ = ["CrashReport", "Harness", "crash_test", "troth_harness"]
+__all__ = ["CrashReport", "Exchange", "Harness", "RecordingTransport", "crash_test", "troth_harness"]
 
 START_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z, where a harness clock starts unless told otherwise."""
@@ -56,6 +59,159 @@ _DURABLE = frozenset(
         "task.release",
     }
 )
+
+
+class Exchange:
+    """One request a ``RecordingTransport`` saw: its ``kind`` and ``data``, and the answer (``status`` and
+    ``body``; both ``None`` for a dropped request), at ``at`` (``time.monotonic()``)."""
+
+    __slots__ = ("at", "body", "data", "kind", "status")
+
+    def __init__(self, kind: str, data: dict[str, Any], status: int | None, body: Any, at: float) -> None:
+        self.kind = kind
+        self.data = data
+        self.status = status
+        self.body = body
+        self.at = at
+
+    @property
+    def id(self) -> str | None:
+        """The id the request is about (the task id for ``task.*``, the promise for ``promise.*``)."""
+        if self.kind == "task.create":
+            return self.data["action"]["data"]["id"]  # type: ignore[no-any-return]
+        if self.kind == "promise.register_listener":
+            return self.data.get("awaited")
+        return self.data.get("id")
+
+    @property
+    def action(self) -> dict[str, Any]:
+        """The nested action of a ``task.create``, ``task.fence`` or ``task.fulfill`` (else ``{}``)."""
+        return self.data.get("action") or {}
+
+    @property
+    def inner_status(self) -> int | None:
+        """For ``task.fence``: the status of the nested action's answer."""
+        if not isinstance(self.body, dict):
+            return None
+        status = (self.body.get("action") or {}).get("head", {}).get("status")
+        return status if isinstance(status, int) else None
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.kind == "task.fence":
+            extra = f" {self.action.get('kind')} {self.action.get('data', {}).get('id')}"
+        return f"<{self.kind} {self.id}{extra} v={self.data.get('version')} → {self.status}>"
+
+
+Responder = Callable[[str, dict[str, Any]], "tuple[int, Any] | None"]
+
+
+class RecordingTransport:
+    """A transport for tests: it records every request the SDK sends with its answer (``exchanges``) and
+    every message pushed to it (``messages``), so a test can assert the protocol traffic a workflow makes
+    (docs/sdk/replay.md#wire-mapping).
+
+    It wraps a real transport (``Troth(transport=RecordingTransport(LocalTransport()))``, or an
+    ``HttpTransport``), or stands alone as a mock: ``respond(kind, data)`` answers a request with
+    ``(status, body)`` before it reaches ``inner`` (``None`` lets it through), and ``inject(message)`` hands
+    the SDK a message as if the server had pushed it. Requests of a kind in ``drop_kinds`` never leave
+    (answered ``200``, recorded with no status): a worker whose heartbeats are lost, say. A request that
+    neither ``respond`` nor an ``inner`` transport answers raises ``ConnectorError``, as an unreachable
+    server does.
+    """
+
+    def __init__(self, inner: Transport | None = None, *, respond: Responder | None = None) -> None:
+        self.inner = inner
+        self.respond = respond
+        self.exchanges: list[Exchange] = []
+        self.messages: list[Message] = []
+        self.drop_kinds: set[str] = set()
+        self._deliver: Callable[[Message], None] | None = None
+
+    async def start(self, group: str, pid: str, on_message: Callable[[Message], None]) -> None:
+        def seen(message: Message) -> None:
+            self.messages.append(message)
+            on_message(message)
+
+        self._deliver = seen
+        if self.inner is not None:
+            await self.inner.start(group, pid, seen)
+
+    def inject(self, message: Message) -> None:
+        """Hand the SDK a pushed message as if the server had sent it."""
+        if self._deliver is None:
+            raise RuntimeError("the transport is not started")
+        self._deliver(message)
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        if kind in self.drop_kinds:
+            self.exchanges.append(Exchange(kind, data, None, None, time.monotonic()))
+            return 200, {}
+        answer = self.respond(kind, data) if self.respond is not None else None
+        if answer is None:
+            if self.inner is None:
+                raise ConnectorError(f"{kind}: no answer (a RecordingTransport without inner or respond)")
+            answer = await self.inner.request(kind, data)
+        status, body = answer
+        at = time.monotonic()
+        if kind == "task.fence_batch":  # recorded as the task.fence requests it stands for, in order
+            answers = body.get("actions") if status == 200 and isinstance(body, dict) else None
+            for i, action in enumerate(data["actions"]):
+                one = {"id": data["id"], "version": data["version"], "action": action}
+                reply = {"action": answers[i], "preload": []} if answers is not None else body
+                self.exchanges.append(Exchange("task.fence", one, status, reply, at))
+            return status, body
+        self.exchanges.append(Exchange(kind, data, status, body, at))
+        return status, body
+
+    async def stop(self) -> None:
+        self._deliver = None
+        if self.inner is not None:
+            await self.inner.stop()
+
+    def idle(self) -> bool:
+        return self.inner.idle() if self.inner is not None else True
+
+    @property
+    def in_process(self) -> bool:
+        return self.inner.in_process if self.inner is not None else False
+
+    def has_worker(self, group: str) -> bool | None:
+        return self.inner.has_worker(group) if self.inner is not None else None
+
+    async def raw(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        """A request of the test's own to ``inner``, not recorded."""
+        if self.inner is None:
+            raise ConnectorError(f"{kind}: no inner transport")
+        return await self.inner.request(kind, data)
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    def of(self, kind: str, id: str | None = None) -> list[Exchange]:
+        """The requests of ``kind`` (about ``id`` if given), in order."""
+        return [e for e in self.exchanges if e.kind == kind and (id is None or e.id == id)]
+
+    def fenced(self, action_kind: str, id: str | None = None) -> list[Exchange]:
+        """``task.fence`` requests carrying ``action_kind`` (for the promise ``id`` if given)."""
+        return [
+            e
+            for e in self.exchanges
+            if e.kind == "task.fence"
+            and e.action.get("kind") == action_kind
+            and (id is None or e.action.get("data", {}).get("id") == id)
+        ]
+
+    def fenced_ids(self, action_kind: str = "promise.create") -> list[str]:
+        """The promise ids of the fenced ``action_kind`` requests, in order."""
+        return [e.action["data"]["id"] for e in self.fenced(action_kind)]
+
+    def executes(self, id: str | None = None) -> list[Execute]:
+        """The ``execute`` messages pushed (for the task ``id`` if given)."""
+        return [m for m in self.messages if isinstance(m, Execute) and (id is None or m.task.id == id)]
+
+    def unblocks(self, id: str | None = None) -> list[Unblock]:
+        """The ``unblock`` messages pushed (for the promise ``id`` if given)."""
+        return [m for m in self.messages if isinstance(m, Unblock) and (id is None or m.promise.id == id)]
 
 
 class _ClockTime:
@@ -153,19 +309,7 @@ class Harness:
     # ------------------------------------------------------------------------------------------- time
 
     def _busy(self) -> bool:
-        for troth in self.workers:
-            worker = troth._worker
-            if worker.stopping:
-                continue
-            if worker._held or any(not t.done() for t in worker._running):
-                return True
-            transport = worker.transport
-            if isinstance(transport, LocalTransport) and transport.busy:
-                return True
-        timers = self.engine.timers._running
-        if timers is not None and not timers.done():
-            return True
-        return bool(self.engine.store._queue) if isinstance(self.engine.store, SqliteStore) else False
+        return not (self.engine.idle() and all(troth.idle() for troth in self.workers))
 
     async def idle(self) -> None:
         """Return once nothing is running: every worker waits, no message is in flight."""
@@ -236,8 +380,8 @@ class _CrashingTransport:
         self.crashed = asyncio.Event()
         self.on_crash: Callable[[], None] | None = None
 
-    async def start(self, group: str, pid: str, on_message: Callable[[dict[str, Any]], None]) -> None:
-        def guarded(message: dict[str, Any]) -> None:
+    async def start(self, group: str, pid: str, on_message: Callable[[Message], None]) -> None:
+        def guarded(message: Message) -> None:
             if not self.crashed.is_set():
                 on_message(message)
 
@@ -259,9 +403,15 @@ class _CrashingTransport:
     async def stop(self) -> None:
         await self.inner.stop()
 
+    def idle(self) -> bool:
+        return self.inner.idle()
+
     @property
-    def busy(self) -> bool:
-        return self.inner.busy
+    def in_process(self) -> bool:
+        return True
+
+    def has_worker(self, group: str) -> bool | None:
+        return self.inner.has_worker(group)
 
 
 async def _promise_states(h: Harness) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Test support for the SDK behaviour suite: a recording transport, async waiting, worker processes.
 
-* ``Recording`` wraps the transport a ``Troth`` talks through (``LocalTransport`` or ``HttpTransport``) and
-  keeps every request with its answer, and every pushed message, so a test can assert the protocol traffic
-  the SDK produced (docs/sdk/replay.md#wire-mapping) in local mode and in remote mode alike. ``raw(kind,
-  data)`` sends a request that is not recorded (for the test's own look-ups).
+* ``Recording`` is ``troth.testing.RecordingTransport`` wrapped around the transport a ``Troth`` talks
+  through (``LocalTransport`` or ``HttpTransport``): every request with its answer (a ``task.fence_batch`` as
+  the ``task.fence`` requests it stands for), and every pushed message, so a test can assert the protocol
+  traffic the SDK produced (docs/sdk/replay.md#wire-mapping) in local mode and in remote mode alike.
+  ``raw(kind, data)`` sends a request that is not recorded (for the test's own look-ups).
 * ``until(probe, timeout, what)`` polls a (sync or async) condition until a deadline, never a fixed sleep.
 * ``WorkerProcess`` runs ``tests/sdk/workers.py`` as a real process joined to a worker group; the
   functions it executes append lines to an effects file, and its traffic goes to a JSON-lines file.
@@ -24,6 +25,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from troth.testing import Exchange, RecordingTransport
+
+__all__ = ["Exchange", "Recording", "WorkerProcess", "b64json", "count", "lines", "unb64json", "until"]
+
 T = TypeVar("T")
 
 WORKER_SCRIPT = Path(__file__).with_name("workers.py")
@@ -38,115 +43,8 @@ def unb64json(data: str | None) -> Any:
     return None if not data else json.loads(base64.b64decode(data))
 
 
-class Exchange:
-    """One request the SDK sent and the answer it got."""
-
-    __slots__ = ("at", "body", "data", "kind", "status")
-
-    def __init__(self, kind: str, data: dict[str, Any], status: int | None, body: Any, at: float) -> None:
-        self.kind = kind
-        self.data = data
-        self.status = status
-        self.body = body
-        self.at = at
-
-    @property
-    def id(self) -> str | None:
-        """The id the request is about (the task id for ``task.*``, the promise for ``promise.*``)."""
-        if self.kind == "task.create":
-            return self.data["action"]["data"]["id"]  # type: ignore[no-any-return]
-        if self.kind == "promise.register_listener":
-            return self.data.get("awaited")
-        return self.data.get("id")
-
-    @property
-    def action(self) -> dict[str, Any]:
-        return self.data.get("action") or {}
-
-    @property
-    def inner_status(self) -> int | None:
-        """For ``task.fence``: the status of the nested action's answer."""
-        if not isinstance(self.body, dict):
-            return None
-        return (self.body.get("action") or {}).get("head", {}).get("status")
-
-    def __repr__(self) -> str:
-        extra = ""
-        if self.kind == "task.fence":
-            extra = f" {self.action.get('kind')} {self.action.get('data', {}).get('id')}"
-        return f"<{self.kind} {self.id}{extra} v={self.data.get('version')} → {self.status}>"
-
-
-class Recording:
-    """A transport wrapper that records the SDK's requests, their answers, and the pushed messages."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.exchanges: list[Exchange] = []
-        self.messages: list[dict[str, Any]] = []
-        self.drop_kinds: set[str] = set()
-        self._deliver: Callable[[dict[str, Any]], None] | None = None
-
-    async def start(self, group: str, pid: str, on_message: Callable[[dict[str, Any]], None]) -> None:
-        def seen(message: dict[str, Any]) -> None:
-            self.messages.append(message)
-            on_message(message)
-
-        self._deliver = seen
-        await self.inner.start(group, pid, seen)
-
-    def inject(self, message: dict[str, Any]) -> None:
-        """Hand the SDK a pushed message as if the server had sent it."""
-        assert self._deliver is not None, "not started"
-        self._deliver(message)
-
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        if kind in self.drop_kinds:  # e.g. a "stalled" worker whose heartbeats never leave the process
-            self.exchanges.append(Exchange(kind, data, None, None, time.monotonic()))
-            return 200, {}
-        status, body = await self.inner.request(kind, data)
-        at = time.monotonic()
-        if kind == "task.fence_batch":  # recorded as the task.fence requests it stands for, in order
-            answers = body.get("actions") if status == 200 and isinstance(body, dict) else None
-            for i, action in enumerate(data["actions"]):
-                one = {"id": data["id"], "version": data["version"], "action": action}
-                answer = {"action": answers[i], "preload": []} if answers is not None else body
-                self.exchanges.append(Exchange("task.fence", one, status, answer, at))
-            return status, body
-        self.exchanges.append(Exchange(kind, data, status, body, at))
-        return status, body
-
-    async def stop(self) -> None:
-        await self.inner.stop()
-
-    async def raw(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        """A request of the test's own, not recorded."""
-        return await self.inner.request(kind, data)  # type: ignore[no-any-return]
-
-    # ------------------------------------------------------------------------------------------ queries
-
-    def of(self, kind: str, id: str | None = None) -> list[Exchange]:
-        return [e for e in self.exchanges if e.kind == kind and (id is None or e.id == id)]
-
-    def fenced(self, action_kind: str, id: str | None = None) -> list[Exchange]:
-        """``task.fence`` requests carrying ``action_kind`` (for the promise ``id`` if given)."""
-        return [
-            e
-            for e in self.exchanges
-            if e.kind == "task.fence"
-            and e.action.get("kind") == action_kind
-            and (id is None or e.action.get("data", {}).get("id") == id)
-        ]
-
-    def fenced_ids(self, action_kind: str = "promise.create") -> list[str]:
-        return [e.action["data"]["id"] for e in self.fenced(action_kind)]
-
-    def executes(self, id: str | None = None) -> list[dict[str, Any]]:
-        return [
-            m
-            for m in self.messages
-            if m.get("kind") == "execute" and (id is None or m["data"]["task"]["id"] == id)
-        ]
+class Recording(RecordingTransport):
+    """The public recording transport, with look-ups of promises and tasks that are not recorded."""
 
     async def promise(self, id: str) -> dict[str, Any]:
         status, body = await self.raw("promise.get", {"id": id})

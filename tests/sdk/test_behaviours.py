@@ -23,6 +23,7 @@ from troth import (
     Never,
     TrothTimeoutError,
 )
+from troth.protocol.messages import Execute
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -254,7 +255,7 @@ async def test_09_timer_task_is_dropped_not_settled(env: Env) -> None:
         await until(
             lambda: [e for e in rec.fenced("promise.create", timer) if e.status == 200], 60, "the timer"
         )
-        rec.inject({"kind": "execute", "head": {}, "data": {"task": {"id": timer, "version": 0}}})
+        rec.inject(Execute.of(timer, 0))
         assert await handle == "ok"
         elapsed = time.monotonic() - started
         assert elapsed >= 0.6, f"the 0.6 s timer fired after {elapsed:.2f} s"

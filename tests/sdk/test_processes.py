@@ -50,8 +50,7 @@ async def test_04_same_id_twice_two_processes(remote_env: Env) -> None:
             (env.tmp / "effects.log.dup.open").touch()  # let A finish
             assert await handle == "dup-done-dup"  # B's handle settles from the unblock
             assert await first == "dup-done-dup"
-            unblocks = [m for m in rec.messages if m["kind"] == "unblock"]
-            assert [m["data"]["promise"]["id"] for m in unblocks] == [root]
+            assert [m.promise.id for m in rec.unblocks()] == [root]
     assert count(a.effects, "dup_wf body") == 1
     assert b_bodies == []
 
@@ -79,7 +78,7 @@ async def test_07_crash_mid_leaf(remote_env: Env) -> None:
             if create.status == 409:
                 # A's lease was still held: B listens, and gets the task by execute once it is released.
                 executes = rec.executes(root)
-                assert executes and executes[0]["data"]["task"]["version"] == 1, executes
+                assert executes and executes[0].task.version == 1, executes
                 acquired = [e for e in rec.of("task.acquire", root) if e.status == 200]
                 assert len(acquired) == 1 and acquired[0].body["task"]["version"] == 2
             else:

@@ -276,6 +276,16 @@ class TrafficLog:
     async def start(self, group: str, pid: str, on_message: Any) -> None:
         await self.inner.start(group, pid, on_message)
 
+    def idle(self) -> bool:
+        return bool(self.inner.idle())
+
+    @property
+    def in_process(self) -> bool:
+        return bool(self.inner.in_process)
+
+    def has_worker(self, group: str) -> bool | None:
+        return self.inner.has_worker(group)  # type: ignore[no-any-return]
+
     async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
         status, body = await self.inner.request(kind, data)
         if kind == "task.fence_batch":  # logged as the task.fence requests it stands for, in order

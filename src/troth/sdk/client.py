@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from troth.protocol.address import parse_address
+from troth.protocol.messages import request_envelope
 from troth.sdk.codec import Codec, Encryptor
 from troth.sdk.context import FOREVER_MS, NO_DEADLINE, AsyncFn, GenFn, Options, P, R, SyncFn, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
@@ -358,7 +359,7 @@ class Troth:
                 "troth: local mode (no TROTH_URL, RESONATE_URL or TROTH_HOST is set): an in-process server "
                 "in memory serves this process alone; set TROTH_URL to share work with other processes",
             )
-        elif (transport is None and not resolved_url) or isinstance(transport, LocalTransport):
+        elif (transport is None and not resolved_url) or (transport is not None and transport.in_process):
             self._local_line = (logging.INFO, "troth: local mode: an in-process server serves this process")
         if transport is None:
             transport = (
@@ -391,7 +392,7 @@ class Troth:
             clock=clock or now_ms,
             send_only=send_only,
         )
-        if send_only and isinstance(transport, LocalTransport):
+        if send_only and transport.in_process:
             raise ValueError("send_only needs a server URL: in local mode the client is its own worker")
         self._opts = Options()
         self._life = _Lifecycle()
@@ -444,6 +445,11 @@ class Troth:
                 if self._local_line is not None:
                     log.log(*self._local_line)
         return self
+
+    def idle(self) -> bool:
+        """Whether this process has nothing in progress: no task held, no background work running, no
+        pushed message waiting (what ``troth.testing.Harness`` waits for before it moves the clock)."""
+        return self._worker.idle()
 
     async def stop(self) -> None:
         """Release held tasks, close the connections. Idempotent."""
@@ -701,11 +707,7 @@ class Troth:
                 {
                     "pid": worker.pid,
                     "ttl": worker.ttl_ms,
-                    "action": {
-                        "kind": "promise.create",
-                        "head": {"corrId": uuid.uuid4().hex, "version": "2026-04-01"},
-                        "data": data,
-                    },
+                    "action": request_envelope("promise.create", data),
                 },
             )
             if status == 200:
@@ -730,13 +732,10 @@ class Troth:
 
     def _warn_if_nobody_serves(self, target: str) -> None:
         """In local mode the in-process server knows only this process: say so when nobody can serve."""
-        transport = self._worker.transport
-        if not isinstance(transport, LocalTransport):
-            return
         address = parse_address(target)
         if address is None or address.scheme != "poll":
             return
-        if not transport.engine.delivery.has_group(address.group):
+        if self._worker.transport.has_worker(address.group) is False:
             log.warning(
                 "local mode: no worker of group %r is connected to this process's in-process server, so "
                 "the call waits until one is; set TROTH_URL to use a shared server",

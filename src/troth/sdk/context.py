@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, T
 
 import msgspec
 
+from troth.protocol.messages import request_envelope
 from troth.sdk import tracing
 from troth.sdk.errors import (
     CanceledError,
@@ -254,9 +255,7 @@ class Execution:
     async def _send_one(
         self, kind: str, data: dict[str, Any], future: asyncio.Future[dict[str, Any]]
     ) -> None:
-        from troth.sdk.transport import envelope
-
-        action = envelope(kind, data, self.worker.token)
+        action = request_envelope(kind, data, self.worker.token)
         answer = await self._request(
             "task.fence",
             {"id": self.task_id, "version": self.version, "action": action},
@@ -273,9 +272,7 @@ class Execution:
         self._accept(kind, body.get("action", {}), future)
 
     async def _send_batch(self, batch: list[_Queued]) -> None:
-        from troth.sdk.transport import envelope
-
-        actions = [envelope(kind, data, self.worker.token) for kind, data, _ in batch]
+        actions = [request_envelope(kind, data, self.worker.token) for kind, data, _ in batch]
         answer = await self._request(
             "task.fence_batch", {"id": self.task_id, "version": self.version, "actions": actions}, batch
         )

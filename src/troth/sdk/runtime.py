@@ -23,6 +23,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import msgspec
+
+from troth.protocol.messages import Execute, Message, request_envelope
 from troth.sdk.codec import Codec
 from troth.sdk.context import Execution, Info, _Blocked, now_ms, run_function
 from troth.sdk.errors import (
@@ -155,6 +158,15 @@ class Worker:
                 fut.cancel()
         await self.transport.stop()
 
+    def idle(self) -> bool:
+        """Whether this worker holds no task, runs nothing in the background and has no pushed message
+        waiting (a stopping worker counts as idle)."""
+        if self.stopping:
+            return True
+        if self._held or any(not t.done() for t in self._running):
+            return False
+        return self.transport.idle()
+
     def mark_stopping(self) -> None:
         """From now on, failures of background work are expected (the worker is going away)."""
         self.stopping = True
@@ -175,25 +187,12 @@ class Worker:
 
     # ------------------------------------------------------------------------------------- messages
 
-    def on_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        data = message.get("data")
-        if not isinstance(data, dict):
-            return
-        if kind == "execute" and not self.stopping:
-            task = data.get("task")
-            if (
-                isinstance(task, dict)
-                and isinstance(task.get("id"), str)
-                and isinstance(task.get("version"), int)
-            ):
-                self.spawn(self._acquire_and_run(task["id"], task["version"]))
-        elif kind == "unblock":
-            promise = data.get("promise")
-            if isinstance(promise, dict) and isinstance(promise.get("id"), str):
-                self.settled(promise)
+    def on_message(self, message: Message) -> None:
+        if isinstance(message, Execute):
+            if not self.stopping:
+                self.spawn(self._acquire_and_run(message.task.id, message.task.version))
         else:
-            log.debug("ignored a %r message", kind)
+            self.settled(msgspec.to_builtins(message.promise))
 
     async def _acquire_and_run(self, id: str, version: int) -> None:
         backoff = self._backoff.get(id)
@@ -312,11 +311,11 @@ class Worker:
                         "id": id,
                         "version": version,
                         "actions": [
-                            {
-                                "kind": "promise.register_callback",
-                                "head": {"corrId": f"{id}-{i}", "version": "2026-04-01"},
-                                "data": {"awaited": a, "awaiter": id},
-                            }
+                            request_envelope(
+                                "promise.register_callback",
+                                {"awaited": a, "awaiter": id},
+                                corr_id=f"{id}-{i}",
+                            )
                             for i, a in enumerate(awaited)
                         ],
                     },
@@ -339,11 +338,9 @@ class Worker:
                 {
                     "id": id,
                     "version": version,
-                    "action": {
-                        "kind": "promise.settle",
-                        "head": {"corrId": f"{id}-fulfill", "version": "2026-04-01"},
-                        "data": {"id": id, "state": state, "value": value},
-                    },
+                    "action": request_envelope(
+                        "promise.settle", {"id": id, "state": state, "value": value}, corr_id=f"{id}-fulfill"
+                    ),
                 },
             )
             if status == 200:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
@@ -21,7 +20,7 @@ from urllib.parse import urlencode
 import aiohttp
 import msgspec
 
-from troth.protocol.records import PROTOCOL_VERSION
+from troth.protocol.messages import BadReply, Message, decode_message, parse_reply, request_envelope
 from troth.sdk.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -30,10 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("troth.sdk")
 
-OnMessage = Callable[[dict[str, Any]], None]
+OnMessage = Callable[[Message], None]
 
 _encode = msgspec.json.encode
-_decode = msgspec.json.decode
 
 
 _REFUSED = {
@@ -49,6 +47,19 @@ class _Refused(ConnectorError):
 
 
 class Transport(Protocol):
+    """What the SDK needs from a server connection (``LocalTransport``, ``HttpTransport``,
+    ``troth.testing.RecordingTransport``). Every failure to reach the server is a ``ConnectorError``."""
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the server runs inside this process (local mode), serving this process alone."""
+        ...
+
+    def has_worker(self, group: str) -> bool | None:
+        """Whether a worker of ``group`` is connected, when this transport can tell without a request
+        (``None`` when it cannot: a remote server)."""
+        ...
+
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
         """Open the push channel for ``(group, pid)``; returns once messages can arrive."""
         ...
@@ -59,23 +70,26 @@ class Transport(Protocol):
 
     async def stop(self) -> None: ...
 
-
-def envelope(kind: str, data: dict[str, Any], auth: str | None = None) -> dict[str, Any]:
-    head: dict[str, Any] = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
-    if auth is not None:
-        head["auth"] = auth
-    return {"kind": kind, "head": head, "data": data}
+    def idle(self) -> bool:
+        """Whether no pushed message waits to be handed to the worker."""
+        ...
 
 
 def _check(kind: str, corr: str, body: bytes) -> tuple[int, Any]:
     try:
-        reply = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise ConnectorError(f"{kind}: undecodable response: {exc}") from None
-    head = reply.get("head") if isinstance(reply, dict) else None
-    if not isinstance(head, dict) or reply.get("kind") != kind or head.get("corrId") != corr:
-        raise ConnectorError(f"{kind}: response does not match the request")
-    return int(head.get("status", 500)), reply.get("data")
+        return parse_reply(kind, corr, body)
+    except BadReply as exc:
+        raise ConnectorError(str(exc)) from None
+
+
+def _deliver(on_message: OnMessage, payload: bytes) -> None:
+    """Hand one pushed message to the worker; a malformed one, or one of a kind it does not know, is
+    dropped with a line (a newer server may send kinds this SDK does not know)."""
+    message = decode_message(payload)
+    if message is None:
+        log.warning("dropped an unreadable message: %.200r", payload)
+        return
+    on_message(message)
 
 
 class LocalTransport:
@@ -96,10 +110,16 @@ class LocalTransport:
         self._conn: Connection | None = None
         self._started = False
 
+    def idle(self) -> bool:
+        """Whether no pushed message waits to be handled."""
+        return self._conn is None or self._conn.pending == 0
+
     @property
-    def busy(self) -> bool:
-        """Whether pushed messages wait to be handled."""
-        return self._conn is not None and self._conn.pending > 0
+    def in_process(self) -> bool:
+        return True
+
+    def has_worker(self, group: str) -> bool | None:
+        return self.engine.delivery.has_group(group)
 
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
         if self._owns:
@@ -117,15 +137,18 @@ class LocalTransport:
                     return
                 for frame in frames:
                     try:
-                        on_message(_decode(frame[6:]))
+                        _deliver(on_message, frame[6:])
                     except Exception:
                         log.exception("message handler failed")
 
         self._reader = asyncio.get_running_loop().create_task(read(), name="troth-local-messages")
 
     async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        env = envelope(kind, data)
-        _, body = await self.engine.handle(_encode(env))
+        env = request_envelope(kind, data)
+        try:
+            _, body = await self.engine.handle(_encode(env))
+        except Exception as exc:  # what HttpTransport raises when the server cannot answer
+            raise ConnectorError(f"{kind}: the in-process server failed: {exc}") from exc
         return _check(kind, env["head"]["corrId"], body)
 
     async def stop(self) -> None:
@@ -197,6 +220,17 @@ class HttpTransport:
         self.functions: Callable[[], Iterable[str]] | None = None
         """The worker's registered function names, announced when the stream opens (``?functions=``), so
         ``troth invoke`` can say when no connected worker has the function it names."""
+
+    def idle(self) -> bool:
+        """Messages are handed over as they are read from the stream: none ever waits here."""
+        return True
+
+    @property
+    def in_process(self) -> bool:
+        return False
+
+    def has_worker(self, group: str) -> bool | None:
+        return None
 
     @property
     def url(self) -> str:
@@ -298,13 +332,7 @@ class HttpTransport:
                             data.append(line[6:] if line.startswith(b"data: ") else line[5:])
                         elif not line and data:
                             payload, data = b"\n".join(data), []
-                            try:
-                                message = _decode(payload)
-                            except msgspec.DecodeError:
-                                log.warning("dropped an unparsable message: %.200r", payload)
-                                continue
-                            if isinstance(message, dict):
-                                on_message(message)
+                            _deliver(on_message, payload)
                     raise ConnectorError("SSE stream ended")
             except (TimeoutError, aiohttp.ClientError, ConnectorError, OSError) as exc:
                 if self._stopping:
@@ -325,7 +353,7 @@ class HttpTransport:
                     return
 
     async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        env = envelope(kind, data, self.token)
+        env = request_envelope(kind, data, self.token)
         body = _encode(env)
         delay = 1.0
         while True:

@@ -26,6 +26,7 @@ from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
 from troth.protocol.cron import parse_cron, render_promise_id
 from troth.protocol.limits import MAX_ID_LENGTH, MAX_TREE, SEARCH_SCAN_WINDOW
+from troth.protocol.messages import Execute, Unblock
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
@@ -990,17 +991,12 @@ async def snapshot(tx: Tx) -> dict[str, Any]:
         if t.timeout_at is not None:
             timeouts.append({"id": t.id, "type": t.timeout_type, "timeout": t.timeout_at})
     messages: list[dict[str, Any]] = [
-        {
-            "address": e.address,
-            "message": {"kind": "execute", "head": {}, "data": {"task": {"id": e.id, "version": e.version}}},
-        }
-        for e in raw["executes"]
+        {"address": e.address, "message": Execute.of(e.id, e.version)} for e in raw["executes"]
     ]
     for u in raw["unblocks"]:
         p = await tx.get_promise(u.promise_id)
-        messages.append(
-            {"address": u.address, "message": {"kind": "unblock", "head": {}, "data": {"promise": p}}}
-        )
+        if p is not None:  # an unblock is only ever queued for a promise that exists
+            messages.append({"address": u.address, "message": Unblock.of(p)})
     return {
         "promises": raw["promises"],
         "promiseTimeouts": raw["promiseTimeouts"],

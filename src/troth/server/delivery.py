@@ -41,6 +41,7 @@ import aiohttp
 import msgspec
 
 from troth.protocol.address import Address, parse_address
+from troth.protocol.messages import Execute, Unblock, encode_message
 from troth.server.core import Outgoing
 from troth.server.metrics import Metrics
 from troth.server.push import PushPolicy, VettedResolver
@@ -416,14 +417,8 @@ class Delivery:
 
     def _encode(self, m: Outgoing) -> bytes:
         if m.promise is None:
-            return _encode(
-                {
-                    "kind": "execute",
-                    "head": {"serverUrl": self.server_url},
-                    "data": {"task": {"id": m.task_id, "version": m.version}},
-                }
-            )
-        return _encode({"kind": "unblock", "head": {}, "data": {"promise": m.promise}})
+            return encode_message(Execute.of(m.task_id, m.version, self.server_url))
+        return encode_message(Unblock.of(m.promise))
 
     def local_streams(self) -> tuple[list[str], list[str]]:
         """The groups with a stream here, and their ``group/pid`` keys."""

@@ -19,7 +19,7 @@ import msgspec
 
 from troth.protocol import requests as rq
 from troth.protocol.limits import PROTOCOL_BOUNDS
-from troth.protocol.records import PROTOCOL_VERSION
+from troth.protocol.messages import reply_envelope
 from troth.server.auth import Auth, Principal, Refusal
 from troth.server.clock import Clock, SystemClock
 from troth.server.core import Core, CoreConfig, Outgoing, Reclaimed, Reply
@@ -55,7 +55,6 @@ class Replicas(Protocol):
         ...
 
 
-_encoder: Final = msgspec.json.Encoder()
 _SEARCHES: Final = {"promise.search": "promises", "task.search": "tasks", "schedule.search": "schedules"}
 
 SCRAPE_CACHE_SECONDS: Final = 1.0
@@ -85,16 +84,6 @@ class EngineConfig(msgspec.Struct, frozen=True):
     """This process alone uses the store (the SDK's local mode): every lease found in it at start belonged
     to a process that is gone, so it ends at once instead of at its ttl
     (docs/getting-started.md#local-restart)."""
-
-
-def envelope(kind: str, corr_id: str, status: int, data: Any) -> bytes:
-    return _encoder.encode(
-        {
-            "kind": kind,
-            "head": {"corrId": corr_id, "status": status, "version": PROTOCOL_VERSION},
-            "data": data,
-        }
-    )
 
 
 def outbox_key(m: Outgoing) -> tuple[str, str, str | int]:
@@ -217,6 +206,11 @@ class Engine:
     async def ready(self) -> bool:
         return await self.store.ping()
 
+    def idle(self) -> bool:
+        """Whether no timer pass runs and no unit of work waits in the store: with a manual clock and
+        its workers idle too, nothing will happen until the clock moves (``troth.testing.Harness``)."""
+        return self.timers.idle() and self.store.idle()
+
     # --------------------------------------------------------------------------------------- requests
 
     async def handle(
@@ -233,7 +227,7 @@ class Engine:
         started = time.perf_counter()
         env = rq.parse_envelope(body)
         if isinstance(env, rq.Invalid):
-            return env.status, envelope(env.kind, env.corr_id, env.status, env.message)
+            return env.status, reply_envelope(env.kind, env.corr_id, env.status, env.message)
         principal: Principal | None = None
         auth = self.auth
         if auth is not None:
@@ -243,7 +237,7 @@ class Engine:
             principal = who
         parsed = rq.parse_data(env, debug=self.config.debug, lineage=self.lineage)
         if isinstance(parsed, rq.Invalid):
-            return parsed.status, envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
+            return parsed.status, reply_envelope(parsed.kind, parsed.corr_id, parsed.status, parsed.message)
         if auth is not None and principal is not None:
             refusal = auth.authorize(principal, parsed)
             if refusal is not None:
@@ -253,11 +247,11 @@ class Engine:
                 parsed.id_prefix = id_prefix
             elif not parsed.id_prefix.startswith(id_prefix):  # disjoint from the token's prefix: nothing
                 key = _SEARCHES[parsed.kind]
-                return 200, envelope(parsed.kind, parsed.corr_id, 200, {key: []})
+                return 200, reply_envelope(parsed.kind, parsed.corr_id, 200, {key: []})
         refused = self._refused_address(parsed)
         if refused is not None:
             self.metrics.observe_request(parsed.kind, 400, time.perf_counter() - started)
-            return 400, envelope(parsed.kind, parsed.corr_id, 400, refused)
+            return 400, reply_envelope(parsed.kind, parsed.corr_id, 400, refused)
         try:
             status, data = await self.execute(parsed)
         except StoreUnavailable as exc:
@@ -277,7 +271,7 @@ class Engine:
         if auth is not None and principal is not None and status < 400:
             data = auth.filter_reply(principal, data)
         self.metrics.observe_request(parsed.kind, status, time.perf_counter() - started)
-        return status, envelope(parsed.kind, parsed.corr_id, status, data)
+        return status, reply_envelope(parsed.kind, parsed.corr_id, status, data)
 
     def _refused_address(self, req: rq.Request) -> str | None:
         """The 400 message when the request names an HTTP push address the policy refuses."""
@@ -289,7 +283,7 @@ class Engine:
 
     def _refused(self, kind: str, corr_id: str, refusal: Refusal) -> tuple[int, bytes]:
         self.metrics.refused.labels("unauthorized" if refusal.status == 401 else "forbidden").inc()
-        return refusal.status, envelope(kind, corr_id, refusal.status, refusal.message)
+        return refusal.status, reply_envelope(kind, corr_id, refusal.status, refusal.message)
 
     async def execute(self, req: rq.Request) -> tuple[int, Any]:
         """Run a validated request; returns its status and response data."""

@@ -34,6 +34,10 @@ class Timers:
         self.paused = False
         self._stopped = False
 
+    def idle(self) -> bool:
+        """Whether no timer pass is running."""
+        return self._running is None or self._running.done()
+
     def arm(self, when: int) -> None:
         """Make sure a pass runs at or soon after ``when``."""
         if self._stopped:

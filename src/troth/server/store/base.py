@@ -207,3 +207,7 @@ class Store(Protocol):
     def stats(self) -> dict[str, float]:
         """Measures for ``/metrics`` (pool use, retries), by name; may be empty."""
         ...
+
+    def idle(self) -> bool:
+        """Whether no unit of work waits for its turn (the test kit's quiet check)."""
+        ...

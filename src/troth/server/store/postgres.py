@@ -424,6 +424,9 @@ class PostgresStore:
             "batches_split": self.batches["split"],
         }
 
+    def idle(self) -> bool:
+        return not self._queue
+
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         if self._pool is None:
             raise StoreError("store is closed")

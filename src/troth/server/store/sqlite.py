@@ -232,6 +232,9 @@ class SqliteStore:
     def stats(self) -> dict[str, float]:
         return {}
 
+    def idle(self) -> bool:
+        return not self._queue
+
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         if self._conn is None:
             raise StoreError("store is closed")
