@@ -15,30 +15,25 @@ from sdk.conftest import Env
 from sdk.support import Recording
 from troth import Context, Troth
 from troth.sdk.transport import HttpTransport, LocalTransport
+from troth.testing import RecordingTransport
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class Counting:
+class Counting(RecordingTransport):
     """Counts the requests that reach the server by kind; with ``refuse_batches`` it answers
     ``task.fence_batch`` as a server without that kind does (``400``, nothing applied)."""
 
     def __init__(self, inner: Any, *, refuse_batches: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner, respond=self._count)
         self.refuse_batches = refuse_batches
         self.kinds: Counter[str] = Counter()
 
-    async def start(self, group: str, pid: str, on_message: Any) -> None:
-        await self.inner.start(group, pid, on_message)
-
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    def _count(self, kind: str, data: dict[str, Any]) -> tuple[int, Any] | None:
         self.kinds[kind] += 1
         if kind == "task.fence_batch" and self.refuse_batches:
             return 400, f"Unknown operation: {kind}"
-        return await self.inner.request(kind, data)  # type: ignore[no-any-return]
-
-    async def stop(self) -> None:
-        await self.inner.stop()
+        return None
 
 
 def client(env: Env, *, refuse_batches: bool = False) -> tuple[Troth, Recording, Counting]:

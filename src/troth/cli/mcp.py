@@ -30,10 +30,12 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import click
+import msgspec
 
 from troth.cli.client import ClientError, client_for, connection_options
 from troth.cli.params import encode_value
 from troth.cli.render import decode_data, error_text
+from troth.protocol.messages import Message, Unblock
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -91,13 +93,11 @@ class Promises:
             raise ValueError(f"{kind} answered {status}: {answer}")
         return answer
 
-    def on_message(self, message: dict[str, Any]) -> None:
-        if message.get("kind") != "unblock":
+    def on_message(self, message: Message) -> None:
+        if not isinstance(message, Unblock) or message.promise.id not in self.listened:
             return
-        promise = (message.get("data") or {}).get("promise")
-        if isinstance(promise, dict) and promise.get("id") in self.listened:
-            self.listened.discard(promise["id"])
-            asyncio.get_running_loop().create_task(self._settled(promise))
+        self.listened.discard(message.promise.id)
+        asyncio.get_running_loop().create_task(self._settled(msgspec.to_builtins(message.promise)))
 
     async def _settled(self, promise: dict[str, Any]) -> None:
         if self.on_settled is not None:

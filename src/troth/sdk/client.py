@@ -26,9 +26,9 @@ from troth.sdk.codec import Codec, Encryptor
 from troth.sdk.context import FOREVER_MS, NO_DEADLINE, AsyncFn, GenFn, Options, P, R, SyncFn, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
 from troth.sdk.ids import check_root_id
-from troth.sdk.registry import Registry
+from troth.sdk.registry import Dependencies, Registry
 from troth.sdk.retry import RetryPolicy, to_wire
-from troth.sdk.runtime import Dependencies, Sleeper, Worker
+from troth.sdk.runtime import Sleeper, Worker
 from troth.sdk.transport import HttpTransport, LocalTransport, Transport
 
 T = TypeVar("T")
@@ -110,7 +110,7 @@ class Handle(Generic[T]):
         """The value, or the error: the function's exception, ``TrothTimeoutError``, ``CanceledError``."""
         await self.created()
         record = await asyncio.shield(self._settled)
-        return self._troth._worker.outcome(record, self._hint)  # type: ignore[no-any-return]
+        return self._troth.codec.outcome(record, self._hint)  # type: ignore[no-any-return]
 
     def done(self) -> bool:
         """Whether the promise has settled (or failing to create it ended the handle); never blocks."""
@@ -532,7 +532,7 @@ class Troth:
         self, id: str, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[dict[str, Any], Any]:
         check_root_id(id)
-        name, version, hint = self._worker.dispatch_name(fn, self._opts.version)
+        name, version, hint = self.registry.dispatch(fn, self._opts.version)
         if not isinstance(fn, str):  # a call that cannot bind fails here, at once (by name: where it runs)
             self.registry.require(name, version).check_arguments(args, kwargs)
         retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
@@ -770,7 +770,7 @@ class Troth:
         """A cron schedule that invokes ``fn`` at every tick as root ``{id}-{timestamp}``."""
         check_root_id(id)
         await self.start()
-        name, version, _ = self._worker.dispatch_name(fn, self._opts.version)
+        name, version, _ = self.registry.dispatch(fn, self._opts.version)
         tags = {"resonate:target": self._worker.resolve_target(self._opts.target)}
         if self._opts.tags:
             tags.update(self._opts.tags)

@@ -75,7 +75,13 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from troth.sdk.errors import ApplicationError, DecodingError, SerializationError
+from troth.sdk.errors import (
+    ApplicationError,
+    CanceledError,
+    DecodingError,
+    SerializationError,
+    TrothTimeoutError,
+)
 from troth.sdk.trust import ErrorTypes, PickleSigner, full_name, pickled_class_name
 
 __all__ = ["Codec", "Encryptor", "Invocation"]
@@ -428,6 +434,19 @@ class Codec:
                 pass
         minimal["message"] = message[: self.max_bytes // 8] + "… (truncated)"
         return self._encode(minimal, "error")
+
+    def outcome(self, record: Mapping[str, Any], hint: Any = Any) -> Any:
+        """The value of a settled promise record, or raise the error it was rejected with
+        (``CanceledError`` when canceled, ``TrothTimeoutError`` when it timed out)."""
+        state = record["state"]
+        data = record.get("value", {}).get("data")
+        if state == "resolved":
+            return self.decode(data, hint)
+        if state == "rejected_canceled":
+            raise CanceledError(f"promise {record['id']!r} was canceled")
+        if state == "rejected_timedout":
+            raise TrothTimeoutError(f"promise {record['id']!r} timed out")
+        raise self.decode_error(data)
 
     def decode_error(self, data: str | None) -> BaseException:
         """The exception a rejection value stands for (see the module docstring for the order tried).

@@ -1,58 +1,42 @@
-"""The ``Context`` a durable function receives, its eager ``DurableFuture``s, and one execution's replay.
+"""What a durable function sees: its ``Context``, the eager ``DurableFuture``s its calls return, and the
+interfaces it runs against (``Scope``, ``Services``).
 
-Replay is re-execution (docs/sdk/replay.md#replay): every time a task is acquired its body runs from the first
-line. Each durable operation mints its child id synchronously at call time (so completion order never changes
-ids), then, in call order, *creates-or-gets* its promise: a settled record (from the task's preload or an
-earlier answer) returns the recorded outcome without a request; otherwise ``task.fence`` creates it under
-the current lease and returns the existing record if it was made before. A pending local child runs here
-and is settled with a fenced settle; a pending remote child (``rpc``, ``sleep``, ``promise``) blocks
-whoever awaits it: awaiting raises ``Suspended``, a ``BaseException`` that unwinds the body.
+Each durable operation mints its child id synchronously at call time (so completion order never changes
+ids), then, in call order, *creates-or-gets* its promise through the execution it belongs to (``Scope``):
+a settled record returns the recorded outcome; a pending local child runs here (``Scope.run_local``); a
+pending remote child (``rpc``, ``sleep``, ``promise``) blocks whoever awaits it: awaiting raises
+``Suspended``, a ``BaseException`` that unwinds the body. ``Body`` is one attempt of one function as the
+replay core drives it: it joins the children the body started (structured concurrency) and counts its
+durable calls (a body with any is a workflow, never retried).
 
-Structured concurrency (§10.4): when a body ends, every child it started is joined; if any of them is
-still pending remotely, the function is *blocked* and its promise is not settled, whatever the body
-returned. The task then suspends on every pending remote child of the execution.
-
-The rules this keeps (docs/sdk/replay.md#invariants, checked by ``tests/sdk/test_replay_properties.py``):
-finished steps never run again; ids are deterministic; a suspended body resumes to the same result;
-outcomes are recorded once; children settle before their parents; one ``ctx.logger`` line per logical
-execution.
-
-Rejected designs: keeping suspended coroutines in memory to continue them in place (they do not survive a
-crash, so replay is needed anyway, and two mechanisms would have to agree); an event history on the
-server (the promises are the history).
+This module does not know the worker or the replay core (``troth.sdk.replay``, which implements ``Scope``
+and imports this one): a context reaches the process only through ``Services`` — the codec, the registry,
+the dependencies, the clock and the default target. Rejected: handing the worker itself to every context
+(the two modules imported each other, and a context could reach anything).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random as _random
 import time as _time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Final, Generic, ParamSpec, Protocol, TypeVar, overload
 
-import msgspec
-
-from troth.protocol.messages import request_envelope
-from troth.sdk import tracing
+from troth.sdk.codec import Codec
 from troth.sdk.errors import (
-    CanceledError,
     ContextError,
     DeadlineError,
     PlatformError,
     SerializationError,
     Suspended,
-    TrothTimeoutError,
 )
 from troth.sdk.ids import check_root_id, child_id, detached_id
-from troth.sdk.registry import Kind, Registered
-from troth.sdk.retry import Never, RetryPolicy, to_wire
-
-if TYPE_CHECKING:
-    from troth.sdk.runtime import Worker
+from troth.sdk.registry import Dependencies, Registered, Registry
+from troth.sdk.retry import RetryPolicy, to_wire
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -74,22 +58,15 @@ FOREVER_MS: Final = 2**52
 ``promiseTimeout``): a tick plus this stays below ``NO_DEADLINE``."""
 log = logging.getLogger("troth.sdk")
 
-_Queued = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
-"""A fenced action waiting to go out: its kind, its data, and who waits for its record."""
-_encode: Final = msgspec.json.encode
-BATCH_ACTIONS: Final = 500
-"""Most fenced actions in one ``task.fence_batch``."""
-BATCH_BYTES: Final = 1024 * 1024
-"""About the most JSON one ``task.fence_batch`` carries (a single larger action still goes alone)."""
 
-
-class _Blocked:
+class Blocked:
     """The outcome of a function that cannot finish yet: something it depends on is pending remotely."""
 
     __repr__ = lambda self: "BLOCKED"  # noqa: E731
 
 
-BLOCKED: Final = _Blocked()
+BLOCKED: Final = Blocked()
+"""The one ``Blocked`` value."""
 
 
 def _when(ms: int) -> str:
@@ -149,181 +126,54 @@ class Options:
     id: str | None = None
 
 
-class Execution:
-    """One run of a task's body under one lease: its promise cache, its fenced requests, its todos."""
+class Services(Protocol):
+    """What a ``Context`` uses of the process it runs in (a ``Worker`` has all of it)."""
 
-    def __init__(self, worker: Worker, task_id: str, version: int, cache: dict[str, dict[str, Any]]) -> None:
-        self.worker = worker
-        self.task_id = task_id
-        self.version = version
-        self.cache = cache
-        self.remote_pending: dict[str, None] = {}
-        self.broken: BaseException | None = None
-        self.replaying = False
-        # Where replay ends (see ``DurableFuture._resumed``): the futures whose awaits suspended the previous
-        # execution, when this worker ran it; else the latest creation time among the records seen so far.
-        self.frontier: frozenset[str] | None = None
-        self.blocked: set[str] = set()
-        self.latest_created = 0
-        self._queue: list[_Queued] = []
-        self._sender: asyncio.Task[None] | None = None
+    codec: Codec
+    registry: Registry
+    dependencies: Dependencies
+    clock: Callable[[], int]
 
-    def remember(self, records: Iterable[dict[str, Any]]) -> None:
-        for record in records:
-            self.cache[record["id"]] = record
+    def resolve_target(self, target: str | None) -> str:
+        """The address a remote call with ``target`` goes to (``None``: this process's group)."""
+        ...
 
-    def _begin(self, kind: str, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Queue a fenced ``kind`` action; it resolves to the promise record the server answered.
 
-        Actions go out in the order they were begun: every action begun while the previous request is
-        on its way (or in the same step of the event loop) goes out together in one ``task.fence_batch``,
-        one round trip and one transaction for a whole fan-out (docs/sdk/replay.md#durable-operations).
-        A server without that kind (an official one) answers ``400`` and applies nothing; the worker then
-        sends one ``task.fence`` per action, one after another, from then on.
-        """
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        if self.broken is not None:
-            future.set_exception(PlatformError(self.broken))
-            return future
-        self._queue.append((kind, data, future))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send())
-        return future
+class Scope(Protocol):
+    """What a ``Context`` needs from the execution it belongs to (``troth.sdk.replay.Execution``): its
+    process, create-or-get of child promises, running a local child, and where replay ends."""
 
-    async def _send(self) -> None:
-        try:
-            while self._queue:
-                await asyncio.sleep(0)  # actions begun in this step of the loop join the batch
-                batch = self._take()
-                if self.broken is not None:
-                    self._fail(batch)
-                elif len(batch) > 1 and self.worker.fence_batch:
-                    await self._send_batch(batch)
-                else:
-                    for kind, data, future in batch:
-                        if self.broken is not None:
-                            self._fail([(kind, data, future)])
-                        else:
-                            await self._send_one(kind, data, future)
-        finally:
-            self._sender = None
-            if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
-                self._fail(self._queue)
-                self._queue = []
-
-    def _take(self) -> list[_Queued]:
-        """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
-        ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request)."""
-        size = 0
-        count = 0
-        for _, data, _ in self._queue:
-            size += len(_encode(data)) + 200
-            if count == BATCH_ACTIONS or (count and size > BATCH_BYTES):
-                break
-            count += 1
-        batch, self._queue = self._queue[:count], self._queue[count:]
-        return batch
-
-    def _fail(self, batch: list[_Queued]) -> None:
-        error = self.broken or RuntimeError("the execution stopped")
-        for _, _, future in batch:
-            if not future.done():
-                future.set_exception(PlatformError(error))
-                future.exception()
-
-    def _accept(self, kind: str, inner: Any, future: asyncio.Future[dict[str, Any]]) -> None:
-        """One fenced action's answer envelope: its record into the cache and to its caller."""
-        inner_status = inner.get("head", {}).get("status") if isinstance(inner, dict) else None
-        if inner_status != 200:
-            data = inner.get("data") if isinstance(inner, dict) else inner
-            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {data}")
-            self._fail([(kind, {}, future)])
-            return
-        record: dict[str, Any] = inner["data"]["promise"]
-        self.cache[record["id"]] = record
-        if not future.done():
-            future.set_result(record)
-
-    async def _request(self, kind: str, data: dict[str, Any], batch: list[_Queued]) -> tuple[int, Any] | None:
-        try:
-            return await self.worker.transport.request(kind, data)
-        except Exception as exc:
-            self.broken = exc
-            self._fail(batch)
-            return None
-
-    async def _send_one(
-        self, kind: str, data: dict[str, Any], future: asyncio.Future[dict[str, Any]]
-    ) -> None:
-        action = request_envelope(kind, data, self.worker.token)
-        answer = await self._request(
-            "task.fence",
-            {"id": self.task_id, "version": self.version, "action": action},
-            [(kind, data, future)],
-        )
-        if answer is None:
-            return
-        status, body = answer
-        if status != 200 or not isinstance(body, dict):
-            self.broken = RuntimeError(f"task.fence answered {status}: {body}")
-            self._fail([(kind, data, future)])
-            return
-        self.remember(body.get("preload") or ())
-        self._accept(kind, body.get("action", {}), future)
-
-    async def _send_batch(self, batch: list[_Queued]) -> None:
-        actions = [request_envelope(kind, data, self.worker.token) for kind, data, _ in batch]
-        answer = await self._request(
-            "task.fence_batch", {"id": self.task_id, "version": self.version, "actions": actions}, batch
-        )
-        if answer is None:
-            return
-        status, body = answer
-        if status == 400 and self.worker.fence_batch:
-            # Not a kind this server knows (nothing was applied): one task.fence at a time from now on.
-            log.debug("the server refused task.fence_batch (%s); sending one task.fence per action", body)
-            self.worker.fence_batch = False
-            for kind, data, future in batch:
-                if self.broken is not None:
-                    self._fail([(kind, data, future)])
-                else:
-                    await self._send_one(kind, data, future)
-            return
-        answers = body.get("actions") if isinstance(body, dict) else None
-        if status != 200 or not isinstance(answers, list) or len(answers) != len(batch):
-            self.broken = RuntimeError(f"task.fence_batch answered {status}: {body}")
-            self._fail(batch)
-            return
-        for (kind, _, future), inner in zip(batch, answers, strict=True):
-            if self.broken is not None:
-                self._fail([(kind, {}, future)])
-            else:
-                self._accept(kind, inner, future)
+    services: Services
+    task_id: str
+    """The task whose body this is part of (its root function's promise id)."""
+    remote_pending: dict[str, None]
+    """The pending remote promises this execution waits on (the task suspends on them)."""
+    blocked: set[str]
+    """The futures whose awaits suspended this execution."""
+    frontier: frozenset[str] | None
+    latest_created: int
+    replaying: bool
 
     def begin_create(self, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Create-or-get a child promise; cached records answer without a request when they can."""
-        cached = self.cache.get(data["id"])
-        if cached is not None and (
-            cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
-        ):
-            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            done.set_result(cached)
-            return done
-        return self._begin("promise.create", data)
+        """Begin create-or-get of a child promise (requests go out in the order they were begun)."""
+        ...
 
     def created(self, record: dict[str, Any]) -> dict[str, Any]:
-        created = record.get("createdAt")
-        if isinstance(created, int) and created > self.latest_created:
-            self.latest_created = created
-        return record
+        """Note a child's record once its create-or-get answered; returns it."""
+        ...
 
-    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Create-or-get a child promise; cached records answer without a request when they can."""
-        return self.created(await self.begin_create(data))
-
-    async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
-        value: dict[str, Any] = {} if data is None else {"data": data}
-        return await self._begin("promise.settle", {"id": id, "state": state, "value": value})
+    async def run_local(
+        self,
+        info: Info,
+        entry: Registered,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy | None,
+        non_retryable: tuple[type[BaseException], ...],
+        replaying: bool,
+    ) -> dict[str, Any] | Blocked:
+        """Run a local child whose promise is pending, settle it; its settled record, or ``BLOCKED``."""
+        ...
 
 
 class _State:
@@ -379,7 +229,7 @@ class DurableFuture(Generic[T]):
             self.ctx._state.replaying = False
         if self.detached:
             return self.id  # type: ignore[return-value]
-        return self.ctx._worker.outcome(outcome, self._hint)  # type: ignore[no-any-return]
+        return self.ctx._host.codec.outcome(outcome, self._hint)  # type: ignore[no-any-return]
 
     def _resumed(self, record: dict[str, Any]) -> bool:
         """Whether the previous execution stopped at this await, so that what follows is new code.
@@ -476,14 +326,14 @@ class Context:
 
     def __init__(
         self,
-        execution: Execution,
+        execution: Scope,
         info: Info,
         *,
         state: _State | None = None,
         opts: Options | None = None,
     ) -> None:
         self._execution = execution
-        self._worker: Worker = execution.worker
+        self._host = execution.services
         self.info = info
         self._state = state if state is not None else _State(execution.replaying)
         self._opts = opts or Options()
@@ -512,7 +362,7 @@ class Context:
 
     def get_dependency(self, key: Any, default: Any = ...) -> Any:
         """A dependency registered by type or by name; ``default`` when missing, else ``KeyError``."""
-        return self._worker.dependencies.get(key, default)
+        return self._host.dependencies.get(key, default)
 
     def options(
         self,
@@ -626,11 +476,11 @@ class Context:
             ms = to_ms(duration)
             if ms < 0:
                 raise ValueError(f"cannot sleep for a negative duration ({duration!r})")
-            deadline = self._worker.clock() + ms
+            deadline = self._host.clock() + ms
             asked = f"for {timedelta(milliseconds=ms)}"
         id = self._next_id()
         tags = self._global_tags(id)
-        tags["resonate:target"] = self._worker.resolve_target(self._opts.target)
+        tags["resonate:target"] = self._host.resolve_target(self._opts.target)
         tags["resonate:timer"] = "true"
         limit = self.info.timeout_at
         data = {"id": id, "timeoutAt": min(deadline, limit), "param": {}, "tags": tags}
@@ -661,7 +511,7 @@ class Context:
         all_tags = self._global_tags(own_id, explicit=child is not None)
         all_tags["resonate:external"] = "true"
         all_tags.update(tags or {})
-        param = {} if data is None else {"data": self._worker.codec.encode(data)}
+        param = {} if data is None else {"data": self._host.codec.encode(data)}
         request = {"id": own_id, "timeoutAt": self._child_timeout(timeout), "param": param, "tags": all_tags}
         return self._remote(own_id, request, hint=Any)
 
@@ -692,7 +542,7 @@ class Context:
         ms = to_ms(chosen)
         if ms < 0:
             raise ValueError(f"a timeout must not be negative ({chosen!r})")
-        deadline = min(self._worker.clock() + ms, NO_DEADLINE)
+        deadline = min(self._host.clock() + ms, NO_DEADLINE)
         return min(deadline, self.info.timeout_at) if clamp else deadline
 
     def _global_tags(self, id: str, explicit: bool = False) -> dict[str, str]:
@@ -784,13 +634,13 @@ class Context:
         detached: bool,
     ) -> DurableFuture[Any]:
         self._check_live()
-        worker = self._worker
-        name, version, hint = worker.dispatch_name(fn, self._opts.version)
+        host = self._host
+        name, version, hint = host.registry.dispatch(fn, self._opts.version)
         if not isinstance(fn, str):
-            worker.registry.require(name, version).check_arguments(args, kwargs)
+            host.registry.require(name, version).check_arguments(args, kwargs)
         try:
             retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
-            param = worker.codec.encode_invocation(name, list(args), kwargs, version, retry)
+            param = host.codec.encode_invocation(name, list(args), kwargs, version, retry)
         except SerializationError as exc:
             raise SerializationError(f"arguments of {name!r}: {exc}") from None
         explicit = self._opts.id
@@ -811,7 +661,7 @@ class Context:
                 id = self._next_id()
             tags = self._global_tags(id, explicit=bool(explicit))
             timeout_at = self._child_timeout(None)
-        tags["resonate:target"] = worker.resolve_target(self._opts.target)
+        tags["resonate:target"] = host.resolve_target(self._opts.target)
         data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
         return self._remote(id, data, hint=hint, detached=detached)
 
@@ -819,8 +669,8 @@ class Context:
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], *, begin: bool
     ) -> DurableFuture[Any]:
         self._check_live()
-        worker = self._worker
-        entry = worker.local_function(fn, self._opts.version)
+        host = self._host
+        entry = host.registry.local(fn, self._opts.version)
         entry.check_arguments(args, kwargs)  # a call that cannot bind fails here, never retried
         explicit = self._opts.id
         if explicit:
@@ -842,7 +692,7 @@ class Context:
             }
         if self._opts.tags:
             tags.update(self._opts.tags)
-        param = {"data": worker.codec.encode({"func": entry.name, "version": entry.version})}
+        param = {"data": host.codec.encode({"func": entry.name, "version": entry.version})}
         data = {"id": id, "timeoutAt": self._child_timeout(None), "param": param, "tags": tags}
         policy = self._opts.retry_policy or entry.retry_policy
         non_retryable = (
@@ -868,13 +718,7 @@ class Context:
                 version=entry.version,
                 tags=record.get("tags", {}),
             )
-            outcome = await run_function(
-                execution, info, entry, args, kwargs, policy, non_retryable, replaying
-            )
-            if isinstance(outcome, _Blocked):
-                return BLOCKED
-            state, encoded = outcome
-            return await execution.settle(id, state, encoded)
+            return await execution.run_local(info, entry, args, kwargs, policy, non_retryable, replaying)
 
         future: DurableFuture[Any] = DurableFuture(
             self, id, runner(), created, hint=entry.return_hint, begin=begin
@@ -882,12 +726,31 @@ class Context:
         self._state.children.append(future)
         return future
 
-    async def _join(self) -> bool:
-        """Wait for every child this function started; ``True`` when one of them is still pending."""
+
+class Body:
+    """One attempt of one function body as the replay core drives it: the ``Context`` handed to it, and
+    what the body did with it (the children it started, whether it made durable calls)."""
+
+    def __init__(self, scope: Scope, info: Info, replaying: bool) -> None:
+        self._state = _State(replaying)
+        self.context = Context(scope, info, state=self._state)
+
+    @property
+    def durable_calls(self) -> int:
+        """How many durable operations the body started (a body with any is a workflow: never retried)."""
+        return self._state.ops
+
+    def close(self) -> None:
+        """The body has returned: its context refuses new durable operations from now on."""
+        self._state.done = True
+
+    async def join(self) -> bool:
+        """Wait for every child the body started; ``True`` when one of them is still pending."""
         blocked = False
         index = 0
-        while index < len(self._state.children):
-            child = self._state.children[index]
+        children = self._state.children
+        while index < len(children):
+            child = children[index]
             index += 1
             try:
                 outcome = await asyncio.shield(child._task)
@@ -897,162 +760,9 @@ class Context:
                 blocked = True
         return blocked
 
-    def _cancel_children(self) -> None:
+    def cancel_children(self) -> None:
         for child in self._state.children:
             child._task.cancel()
 
 
-async def invoke(entry: Registered, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call a durable function in the way its kind needs (inside its span when tracing is on)."""
-    if tracing.ACTIVE is not None:
-        return await tracing.ACTIVE.run(ctx, call(entry.fn, entry.kind, ctx, args, kwargs))
-    return await call(entry.fn, entry.kind, ctx, args, kwargs)
-
-
-async def call(
-    fn: Callable[..., Any], kind: Kind, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if kind == "async":
-        return await fn(ctx, *args, **kwargs)
-    if kind == "generator":
-        return await drive(fn(ctx, *args, **kwargs))
-    result = await asyncio.to_thread(fn, ctx, *args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-async def drive(gen: Generator[Any, Any, Any]) -> Any:
-    """Run a generator workflow: each yielded durable future is awaited (or handed back, for ``begin_*``)."""
-    to_send: Any = None
-    to_throw: BaseException | None = None
-    while True:
-        try:
-            yielded = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
-        except StopIteration as stop:
-            return stop.value
-        to_send, to_throw = None, None
-        if not isinstance(yielded, DurableFuture):
-            to_throw = TypeError(
-                f"a generator workflow must yield durable futures, not {type(yielded).__name__}"
-            )
-            continue
-        if yielded._begin:
-            # ``fut = yield ctx.begin_run(…)`` hands the future back once; yielding it again awaits it.
-            yielded._begin = False
-            to_send = yielded
-            continue
-        try:
-            to_send = await yielded
-        except (Suspended, PlatformError):
-            gen.close()
-            raise
-        except Exception as exc:
-            to_throw = exc
-
-
-def _retryable(exc: BaseException, non_retryable: tuple[type[BaseException], ...]) -> bool:
-    return not isinstance(exc, non_retryable) and not isinstance(exc, CanceledError | TrothTimeoutError)
-
-
-async def run_function(
-    execution: Execution,
-    info: Info,
-    entry: Registered,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    policy: RetryPolicy | None,
-    non_retryable: tuple[type[BaseException], ...],
-    replaying: bool,
-) -> tuple[str, str | None] | _Blocked:
-    """Run one durable function to its outcome: the settle state and encoded value, or ``BLOCKED``.
-
-    A pure leaf (no durable operation in the failed attempt) is retried in-process by its policy; a
-    function that performed a durable operation is a workflow and is never retried (docs/sdk/retries.md).
-    """
-    worker = execution.worker
-    effective = policy or worker.retry_policy
-    try:
-        if info.id == execution.task_id:  # arguments from the wire; local calls were checked where made
-            entry.check_arguments(args, kwargs)
-    except TypeError as exc:
-        _log_failure(info, entry, 1, "its arguments do not fit, so it is not retried", exc)
-        return "rejected", worker.codec.encode_error(exc)
-    attempt = 1
-    while True:
-        state = _State(replaying)
-        ctx = Context(execution, replace(info, attempt=attempt), state=state)
-        if worker.observer is not None:
-            worker.observer(ctx.info)
-        error: BaseException | None = None
-        value: Any = None
-        suspended = False
-        try:
-            value = await invoke(entry, ctx, args, kwargs)
-        except Suspended:
-            suspended = True
-        except (PlatformError, asyncio.CancelledError):
-            ctx._cancel_children()
-            raise
-        except Exception as exc:
-            error = exc
-        finally:
-            state.done = True
-        try:
-            blocked = await ctx._join()
-        except BaseException:
-            ctx._cancel_children()
-            raise
-        if blocked or suspended:
-            if suspended and not execution.remote_pending:
-                log.warning("%s awaited something that is not durable and raised Suspended", info.id)
-            return BLOCKED
-        if error is None:
-            try:
-                return "resolved", worker.codec.encode(value)
-            except SerializationError as exc:
-                log.error("the return value of %s cannot be stored: %s", info.id, exc)
-                raise PlatformError(exc) from exc
-        if state.ops > 0:
-            why = "it made durable calls (a workflow), so it is not retried"
-        elif not _retryable(error, non_retryable):
-            why = f"{type(error).__name__} is not retryable"
-        else:
-            chosen = effective if entry.kind != "generator" or policy is not None else Never()
-            delay = chosen.next(attempt)
-            if delay is not None:
-                log.warning(
-                    "%s %s: attempt %d failed: %s: %s; retrying in %g s",
-                    entry.name,
-                    info.id,
-                    attempt,
-                    type(error).__name__,
-                    error,
-                    delay,
-                )
-                await worker.sleeper(delay)
-                attempt += 1
-                continue
-            why = (
-                "its retry policy allows no more attempts" if attempt > 1 else "its retry policy allows none"
-            )
-        _log_failure(info, entry, attempt, why, error)
-        state_name = "rejected_canceled" if isinstance(error, CanceledError) else "rejected"
-        return state_name, worker.codec.encode_error(error)
-
-
-def _log_failure(info: Info, entry: Registered, attempt: int, why: str, error: BaseException) -> None:
-    """The final failure of a durable function, with its traceback (its promise is rejected with it)."""
-    log.warning(
-        "%s %s failed on attempt %d (%s): %s: %s",
-        entry.name,
-        info.id,
-        attempt,
-        why,
-        type(error).__name__,
-        error,
-        exc_info=(type(error), error, error.__traceback__),
-    )
-
-
-__all__ = ["Context", "DurableFuture", "Info", "Options"]
+__all__ = ["Body", "Context", "DurableFuture", "Info", "Options", "Scope", "Services"]

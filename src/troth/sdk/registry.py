@@ -1,4 +1,5 @@
-"""Registered durable functions: ``(name, version)`` → function, kind and retry policy.
+"""Registered durable functions: ``(name, version)`` → function, kind and retry policy; and the process's
+dependencies (``Troth.with_dependency``, ``ctx.get_dependency``).
 
 A function's kind decides how it runs: ``async`` (a coroutine function, awaited on the loop), ``generator``
 (driven step by step, docs/sdk/replay.md#generators), or ``sync`` (a plain ``def``, run in a worker thread so
@@ -7,13 +8,14 @@ it cannot block heartbeats). Async generators are refused: they can neither retu
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from troth.sdk.errors import AlreadyRegisteredError, FunctionNotFoundError, RegistrationError
+from troth.sdk.errors import AlreadyRegisteredError, ContextError, FunctionNotFoundError, RegistrationError
 from troth.sdk.retry import RetryPolicy
 
 Kind = Literal["async", "generator", "sync"]
@@ -96,6 +98,7 @@ class Registry:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], Registered] = {}
         self._by_fn: dict[Any, Registered] = {}
+        self._adhoc: dict[Any, Registered] = {}
 
     def add(
         self,
@@ -152,3 +155,63 @@ class Registry:
             return self._by_fn.get(fn)
         except TypeError:
             return None
+
+    def dispatch(self, fn: Callable[..., Any] | str, version: int | None) -> tuple[str, int, Any]:
+        """Name, version and result type hint for a remote call of ``fn`` (a registered function or a
+        name)."""
+        if isinstance(fn, str):
+            entry = self.get(fn, version)
+            return fn, version or (entry.version if entry else 1), entry.return_hint if entry else Any
+        entry = self.of(fn)
+        if entry is None:
+            raise FunctionNotFoundError(
+                f"{getattr(fn, '__qualname__', fn)!r} is not registered; register it or call it by name"
+            )
+        return entry.name, entry.version, entry.return_hint
+
+    def local(self, fn: Callable[..., Any] | str, version: int | None) -> Registered:
+        """The function ``ctx.run`` executes: a registered one, or an unregistered local leaf (remembered,
+        not registered: it cannot be called by name)."""
+        if isinstance(fn, str):
+            return self.require(fn, version)
+        entry = self.of(fn)
+        if entry is not None:
+            return entry
+        if not callable(fn):
+            raise ContextError(f"ctx.run needs a function or a registered name, not {fn!r}")
+        try:
+            cached = self._adhoc.get(fn)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", "anonymous"))
+        entry = Registered(fn, name, 1, kind_of(fn))
+        with contextlib.suppress(TypeError):
+            self._adhoc[fn] = entry
+        return entry
+
+
+_MISSING: Any = ...
+
+
+class Dependencies:
+    """Process-local objects for durable functions: by type or by name (docs/sdk/index.md#dependencies)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Any, Any] = {}
+
+    def add(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+
+    def get(self, key: Any, default: Any = _MISSING) -> Any:
+        if key in self._items:
+            return self._items[key]
+        if isinstance(key, type):
+            for value in self._items.values():
+                if type(value) is key:
+                    return value
+        if default is not _MISSING:
+            return default
+        shown = key.__name__ if isinstance(key, type) else repr(key)
+        raise KeyError(f"no dependency {shown}; register it with Troth.with_dependency / set_dependency")

@@ -1,11 +1,11 @@
-"""The worker runtime: take tasks, run their bodies with replay, finish them; heartbeats; handles.
+"""The worker: take tasks, hold their leases, hand them to replay; heartbeats; handles.
 
 A task arrives either from ``task.create`` (a top-level ``run`` that won its own task) or as an ``execute``
-message (acquired with ``task.acquire``). Its body runs from the top (``context.run_function``) and the
-task ends with exactly one of: ``task.fulfill`` (the body finished), ``task.suspend`` on every pending
-remote child (``300`` means one already settled: run again under the same lease), or ``task.release`` (a
-platform failure: lease lost, server unreachable, an unknown function version). Held tasks are heartbeated
-every ``ttl/2``, one request per lineage origin so that a strict server accepts them too.
+message (acquired with ``task.acquire``). ``troth.sdk.replay.execute`` runs its body and fulfils or
+suspends it; when replay says so (a platform failure: server unreachable, lease lost, an unknown function
+version) the worker releases it, and stays away from it for a while. Held tasks are heartbeated every
+``ttl/2``, one request per lineage origin so that a strict server accepts them too. The worker is replay's
+``Host``: the process's codec, registry, clock and one door to the server.
 
 A held task whose promise is canceled (``tree.cancel``: an ``unblock`` of it arrives) or whose lease the
 heartbeat answer lists as ``lost`` stops at once: its execution is an asyncio task of its own, canceled, so
@@ -25,52 +25,22 @@ from typing import Any
 
 import msgspec
 
-from troth.protocol.messages import Execute, Message, request_envelope
+from troth.protocol.messages import Execute, Message
 from troth.sdk.codec import Codec
-from troth.sdk.context import Execution, Info, _Blocked, now_ms, run_function
-from troth.sdk.errors import (
-    CanceledError,
-    ContextError,
-    FunctionNotFoundError,
-    PlatformError,
-    ServerError,
-    TrothTimeoutError,
-)
+from troth.sdk.context import Info, now_ms
+from troth.sdk.errors import ServerError
 from troth.sdk.ids import origin_of
-from troth.sdk.registry import Registered, Registry, kind_of
-from troth.sdk.retry import Exponential, RetryPolicy, from_wire
+from troth.sdk.registry import Dependencies, Registry
+from troth.sdk.replay import execute
+from troth.sdk.retry import Exponential, RetryPolicy
 from troth.sdk.transport import Transport
 
 log = logging.getLogger("troth.sdk")
 
 Sleeper = Callable[[float], Awaitable[None]]
 
-_MISSING: Any = ...
-
 #: Suspended tasks whose replay frontier a worker remembers (see ``Worker._remember_frontier``).
 _MAX_FRONTIERS = 10_000
-
-
-class Dependencies:
-    """Process-local objects for durable functions: by type or by name (docs/sdk/index.md#dependencies)."""
-
-    def __init__(self) -> None:
-        self._items: dict[Any, Any] = {}
-
-    def add(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-
-    def get(self, key: Any, default: Any = _MISSING) -> Any:
-        if key in self._items:
-            return self._items[key]
-        if isinstance(key, type):
-            for value in self._items.values():
-                if type(value) is key:
-                    return value
-        if default is not _MISSING:
-            return default
-        shown = key.__name__ if isinstance(key, type) else repr(key)
-        raise KeyError(f"no dependency {shown}; register it with Troth.with_dependency / set_dependency")
 
 
 class Worker:
@@ -120,7 +90,6 @@ class Worker:
         self._heartbeat: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._listener_refresh = listener_refresh
-        self._adhoc: dict[Any, Registered] = {}
         self._backoff: dict[str, tuple[int, int]] = {}
         self._frontiers: dict[str, tuple[int, frozenset[str]]] = {}
         self.stopping = False
@@ -253,101 +222,19 @@ class Worker:
         if promise["state"] != "pending":
             self.settled(promise)
             return
-        try:
-            invocation = self.codec.decode_invocation(promise.get("param", {}).get("data"))
-            entry = self.registry.require(invocation.func, invocation.version)
-        except Exception as exc:
-            log.warning("releasing %s: %s", id, exc)
-            await self._release(id, version)
-            return
-        tags: dict[str, str] = promise.get("tags", {})
-        info = Info(
-            id=id,
-            parent_id=tags.get("resonate:parent", id),
-            origin_id=tags.get("resonate:origin", origin_of(id)),
-            branch_id=tags.get("resonate:branch", id),
-            timeout_at=promise["timeoutAt"],
-            func_name=entry.name,
-            version=entry.version,
-            tags=tags,
-        )
-        cache = {p["id"]: p for p in preload}
-        try:
-            args, kwargs = self.coerce_arguments(entry, invocation.args, invocation.kwargs)
-        except Exception as exc:
-            log.warning("releasing %s: its arguments do not fit %s: %s", id, entry.name, exc)
-            await self._release(id, version)
-            return
-        replaying = version > 1
-        # The caller's retry policy travels in the param (as the TypeScript client writes it); else ours.
-        policy = from_wire(invocation.retry) if invocation.retry is not None else None
-        policy = policy or entry.retry_policy
         remembered = self._frontiers.pop(id, None)
         # Only the execution right before this one counts: another worker may have gone further since.
         frontier = remembered[1] if remembered is not None and remembered[0] + 1 == version else None
-        while True:
-            execution = Execution(self, id, version, cache)
-            execution.replaying = replaying
-            execution.frontier = frontier if replaying else None
-            try:
-                outcome = await run_function(
-                    execution, info, entry, args, kwargs, policy, entry.non_retryable, replaying
-                )
-            except PlatformError as exc:
-                log.warning("releasing %s after a platform failure: %s", id, exc)
-                await self._release(id, version)
-                return
-            except asyncio.CancelledError:
-                raise
-            if isinstance(outcome, _Blocked):
-                awaited = list(execution.remote_pending)
-                if not awaited:
-                    log.error("%s is blocked on nothing; releasing", id)
-                    await self._release(id, version)
-                    return
-                status, data = await self.transport.request(
-                    "task.suspend",
-                    {
-                        "id": id,
-                        "version": version,
-                        "actions": [
-                            request_envelope(
-                                "promise.register_callback",
-                                {"awaited": a, "awaiter": id},
-                                corr_id=f"{id}-{i}",
-                            )
-                            for i, a in enumerate(awaited)
-                        ],
-                    },
-                )
-                frontier = frozenset(execution.blocked)
-                if status == 300:
-                    for record in data.get("preload") or []:
-                        cache[record["id"]] = record
-                    replaying = True
-                    continue
-                if status == 200:
-                    self._remember_frontier(id, version, frontier)
-                else:
-                    log.warning("task.suspend %s answered %s: %s", id, status, data)
-                return
-            state, encoded = outcome
-            value: dict[str, Any] = {} if encoded is None else {"data": encoded}
-            status, data = await self.transport.request(
-                "task.fulfill",
-                {
-                    "id": id,
-                    "version": version,
-                    "action": request_envelope(
-                        "promise.settle", {"id": id, "state": state, "value": value}, corr_id=f"{id}-fulfill"
-                    ),
-                },
-            )
-            if status == 200:
-                self.settled(data["promise"])
-            else:
-                log.info("task.fulfill %s answered %s (lease lost): %s", id, status, data)
-            return
+        end = await execute(self, id, version, promise, preload, frontier)
+        if end.kind == "fulfilled" and end.promise is not None:
+            self.settled(end.promise)
+        elif end.kind == "suspended":
+            self._remember_frontier(id, version, end.frontier)
+        elif end.kind == "release":
+            log.warning("releasing %s: %s", id, end.reason)
+            await self._release(id, version)
+        else:
+            log.info("%s: %s (the lease was lost)", id, end.reason)
 
     def _remember_frontier(self, id: str, version: int, frontier: frozenset[str]) -> None:
         """Which awaits suspended ``id``'s last execution here (under lease ``version``), so that its
@@ -472,28 +359,9 @@ class Worker:
 
     # --------------------------------------------------------------------------------------- helpers
 
-    def outcome(self, record: dict[str, Any], hint: Any = Any) -> Any:
-        """The value of a settled promise, or raise its error."""
-        state = record["state"]
-        data = record.get("value", {}).get("data")
-        if state == "resolved":
-            return self.codec.decode(data, hint)
-        if state == "rejected_canceled":
-            raise CanceledError(f"promise {record['id']!r} was canceled")
-        if state == "rejected_timedout":
-            raise TrothTimeoutError(f"promise {record['id']!r} timed out")
-        raise self.codec.decode_error(data)
-
-    def coerce_arguments(
-        self, entry: Registered, args: list[Any], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Decoded JSON arguments turned into the types the function's annotations ask for."""
-        coerced = tuple(
-            self.codec.coerce(a, entry.param_hints[i]) if i < len(entry.param_hints) else a
-            for i, a in enumerate(args)
-        )
-        named = {k: self.codec.coerce(v, entry.kwarg_hints.get(k, Any)) for k, v in kwargs.items()}
-        return coerced, named
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        """One protocol request through this worker's transport."""
+        return await self.transport.request(kind, data)
 
     def resolve_target(self, target: str | None) -> str:
         if target is None:
@@ -501,36 +369,3 @@ class Worker:
         if "://" in target:
             return target
         return f"poll://any@{target}"
-
-    def dispatch_name(self, fn: Callable[..., Any] | str, version: int | None) -> tuple[str, int, Any]:
-        """Name, version and result type hint for a remote call of ``fn``."""
-        if isinstance(fn, str):
-            entry = self.registry.get(fn, version)
-            return fn, version or (entry.version if entry else 1), entry.return_hint if entry else Any
-        entry = self.registry.of(fn)
-        if entry is None:
-            raise FunctionNotFoundError(
-                f"{getattr(fn, '__qualname__', fn)!r} is not registered; register it or call it by name"
-            )
-        return entry.name, entry.version, entry.return_hint
-
-    def local_function(self, fn: Callable[..., Any] | str, version: int | None) -> Registered:
-        """The function ``ctx.run`` executes: a registered one, or an unregistered local leaf."""
-        if isinstance(fn, str):
-            return self.registry.require(fn, version)
-        entry = self.registry.of(fn)
-        if entry is not None:
-            return entry
-        if not callable(fn):
-            raise ContextError(f"ctx.run needs a function or a registered name, not {fn!r}")
-        try:
-            cached = self._adhoc.get(fn)
-        except TypeError:
-            cached = None
-        if cached is not None:
-            return cached
-        name = getattr(fn, "__qualname__", getattr(fn, "__name__", "anonymous"))
-        entry = Registered(fn, name, 1, kind_of(fn))
-        with contextlib.suppress(TypeError):
-            self._adhoc[fn] = entry
-        return entry

@@ -16,7 +16,7 @@ tracer provider you set up, e.g. an OTLP exporter to Jaeger or a collector):
   one (``troth invoke``, an official SDK) gets a trace id derived from its id, so its resumptions, run by
   whichever workers, still share one trace.
 
-The hooks are the fewest that see both ends: ``troth.sdk.context.invoke`` calls ``ACTIVE.run`` around the
+The hooks are the fewest that see both ends: ``troth.sdk.replay.invoke`` calls ``ACTIVE.run`` around the
 function's body (it knows the start, the end and the exception), and the worker's transport is wrapped
 to add the tag (every promise the SDK creates goes through it). Rejected: spans from the transport alone
 (the function's body would not run inside its span, so nested calls could not join it); the
@@ -171,7 +171,7 @@ class TracingTransport:
 
 
 ACTIVE: Tracing | None = None
-"""The tracing in force in this process (``instrument``), read by ``troth.sdk.context.invoke``."""
+"""The tracing in force in this process (``instrument``), read by ``troth.sdk.replay.invoke``."""
 
 
 def instrument(app: Troth, tracer_provider: TracerProvider | None = None) -> None:

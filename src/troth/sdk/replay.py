@@ -1,0 +1,529 @@
+"""Replay: one execution of a task's body, from the lease to exactly one of fulfil, suspend or release.
+
+Replay is re-execution (docs/sdk/replay.md#replay): every time a task is acquired its body runs from the
+first line, with a fresh ``Context`` (``troth.sdk.context``). This module owns what happens around the
+body:
+
+- ``Execution``: one run under one lease — the promise cache (seeded by the task's preload), create-or-get
+  of children through ``task.fence``, or ``task.fence_batch`` for the actions begun together (a failed
+  fenced request is a platform failure: the execution stops), and the pending remote promises it waits on;
+- ``run_function``: one durable function to its outcome — the driver for generator bodies, retries of pure
+  leaves by their policy, the join of every child (structured concurrency: a body that returns while a
+  child is pending remotely is *blocked*, whatever it returned), and logged failures;
+- ``execute``: a task's whole turn — decode the invocation, run the body, then ``task.fulfill``, or
+  ``task.suspend`` on every pending remote child (a ``300`` answer means one settled meanwhile: run again
+  under the same lease), or tell the caller to release it.
+
+It depends on ``Host``, the few things it needs from the process (a request to the server, the codec, the
+registry, the clock, sleeping, the default retry policy), never on the worker itself; the worker (taking
+tasks, leases, heartbeats, handles) lives in ``troth.sdk.runtime`` and the body's view in
+``troth.sdk.context``: runtime → replay → context, nothing the other way.
+
+The rules this keeps are stated once in docs/sdk/replay.md#invariants and checked by
+``tests/sdk/test_replay_properties.py``: finished steps never run again; ids are deterministic; a suspended
+body resumes to the same result; outcomes are recorded once; children settle before their parents; one
+``ctx.logger`` line per logical execution.
+
+Rejected designs: keeping suspended coroutines in memory to continue them in place (they do not survive a
+crash, so replay is needed anyway, and two mechanisms would have to agree); an event history on the
+server (the promises are the history); the worker object passed down into every context (the cycle
+context ↔ runtime this module replaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+
+from troth.protocol.messages import request_envelope
+from troth.sdk import tracing
+from troth.sdk.context import BLOCKED, Blocked, Body, Context, DurableFuture, Info, Services
+from troth.sdk.errors import CanceledError, PlatformError, SerializationError, Suspended, TrothTimeoutError
+from troth.sdk.ids import origin_of
+from troth.sdk.registry import Kind, Registered
+from troth.sdk.retry import Never, RetryPolicy, from_wire
+
+log = logging.getLogger("troth.sdk")
+
+_Queued = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
+"""A fenced action waiting to go out: its kind, its data, and who waits for its record."""
+_encode: Final = msgspec.json.encode
+BATCH_ACTIONS: Final = 500
+"""Most fenced actions in one ``task.fence_batch``."""
+BATCH_BYTES: Final = 1024 * 1024
+"""About the most JSON one ``task.fence_batch`` carries (a single larger action still goes alone)."""
+
+
+class Host(Services, Protocol):
+    """What replay needs from the process it runs in (``troth.sdk.runtime.Worker`` is one)."""
+
+    token: str | None
+    fence_batch: bool
+    """Whether the server takes ``task.fence_batch`` (set to ``False`` when it answers ``400`` to one)."""
+    retry_policy: RetryPolicy
+    """For leaves that name none, and whose caller sent none."""
+    sleeper: Callable[[float], Awaitable[None]]
+    """Waits between retries (the test kit's moves its clock)."""
+    observer: Callable[[Info], None] | None
+    """Told of every body start (every attempt, every replay); the test kit counts them."""
+
+    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+        """One protocol request to the server: ``head.status`` and the response ``data``."""
+        ...
+
+
+class Execution:
+    """One run of a task's body under one lease: its promise cache, its fenced requests, its todos."""
+
+    def __init__(self, host: Host, task_id: str, version: int, cache: dict[str, dict[str, Any]]) -> None:
+        self.host = host
+        self.services: Services = host
+        self.task_id = task_id
+        self.version = version
+        self.cache = cache
+        self.remote_pending: dict[str, None] = {}
+        self.broken: BaseException | None = None
+        self.replaying = False
+        # Where replay ends (see ``DurableFuture._resumed``): the futures whose awaits suspended the previous
+        # execution, when this worker ran it; else the latest creation time among the records seen so far.
+        self.frontier: frozenset[str] | None = None
+        self.blocked: set[str] = set()
+        self.latest_created = 0
+        self._queue: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    def remember(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self.cache[record["id"]] = record
+
+    def _begin(self, kind: str, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Queue a fenced ``kind`` action; it resolves to the promise record the server answered.
+
+        Actions go out in the order they were begun: every action begun while the previous request is
+        on its way (or in the same step of the event loop) goes out together in one ``task.fence_batch``,
+        one round trip and one transaction for a whole fan-out (docs/sdk/replay.md#durable-operations).
+        A server without that kind (an official one) answers ``400`` and applies nothing; the worker then
+        sends one ``task.fence`` per action, one after another, from then on.
+        """
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if self.broken is not None:
+            future.set_exception(PlatformError(self.broken))
+            return future
+        self._queue.append((kind, data, future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return future
+
+    async def _send(self) -> None:
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # actions begun in this step of the loop join the batch
+                batch = self._take()
+                if self.broken is not None:
+                    self._fail(batch)
+                elif len(batch) > 1 and self.host.fence_batch:
+                    await self._send_batch(batch)
+                else:
+                    for kind, data, future in batch:
+                        if self.broken is not None:
+                            self._fail([(kind, data, future)])
+                        else:
+                            await self._send_one(kind, data, future)
+        finally:
+            self._sender = None
+            if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
+                self._fail(self._queue)
+                self._queue = []
+
+    def _take(self) -> list[_Queued]:
+        """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
+        ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request)."""
+        size = 0
+        count = 0
+        for _, data, _ in self._queue:
+            size += len(_encode(data)) + 200
+            if count == BATCH_ACTIONS or (count and size > BATCH_BYTES):
+                break
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
+
+    def _fail(self, batch: list[_Queued]) -> None:
+        error = self.broken or RuntimeError("the execution stopped")
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(PlatformError(error))
+                future.exception()
+
+    def _accept(self, kind: str, inner: Any, future: asyncio.Future[dict[str, Any]]) -> None:
+        """One fenced action's answer envelope: its record into the cache and to its caller."""
+        inner_status = inner.get("head", {}).get("status") if isinstance(inner, dict) else None
+        if inner_status != 200:
+            data = inner.get("data") if isinstance(inner, dict) else inner
+            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {data}")
+            self._fail([(kind, {}, future)])
+            return
+        record: dict[str, Any] = inner["data"]["promise"]
+        self.cache[record["id"]] = record
+        if not future.done():
+            future.set_result(record)
+
+    async def _request(self, kind: str, data: dict[str, Any], batch: list[_Queued]) -> tuple[int, Any] | None:
+        try:
+            return await self.host.request(kind, data)
+        except Exception as exc:
+            self.broken = exc
+            self._fail(batch)
+            return None
+
+    async def _send_one(
+        self, kind: str, data: dict[str, Any], future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        action = request_envelope(kind, data, self.host.token)
+        answer = await self._request(
+            "task.fence",
+            {"id": self.task_id, "version": self.version, "action": action},
+            [(kind, data, future)],
+        )
+        if answer is None:
+            return
+        status, body = answer
+        if status != 200 or not isinstance(body, dict):
+            self.broken = RuntimeError(f"task.fence answered {status}: {body}")
+            self._fail([(kind, data, future)])
+            return
+        self.remember(body.get("preload") or ())
+        self._accept(kind, body.get("action", {}), future)
+
+    async def _send_batch(self, batch: list[_Queued]) -> None:
+        actions = [request_envelope(kind, data, self.host.token) for kind, data, _ in batch]
+        answer = await self._request(
+            "task.fence_batch", {"id": self.task_id, "version": self.version, "actions": actions}, batch
+        )
+        if answer is None:
+            return
+        status, body = answer
+        if status == 400 and self.host.fence_batch:
+            # Not a kind this server knows (nothing was applied): one task.fence at a time from now on.
+            log.debug("the server refused task.fence_batch (%s); sending one task.fence per action", body)
+            self.host.fence_batch = False
+            for kind, data, future in batch:
+                if self.broken is not None:
+                    self._fail([(kind, data, future)])
+                else:
+                    await self._send_one(kind, data, future)
+            return
+        answers = body.get("actions") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(answers, list) or len(answers) != len(batch):
+            self.broken = RuntimeError(f"task.fence_batch answered {status}: {body}")
+            self._fail(batch)
+            return
+        for (kind, _, future), inner in zip(batch, answers, strict=True):
+            if self.broken is not None:
+                self._fail([(kind, {}, future)])
+            else:
+                self._accept(kind, inner, future)
+
+    def begin_create(self, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Create-or-get a child promise; cached records answer without a request when they can."""
+        cached = self.cache.get(data["id"])
+        if cached is not None and (
+            cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
+        ):
+            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            done.set_result(cached)
+            return done
+        return self._begin("promise.create", data)
+
+    def created(self, record: dict[str, Any]) -> dict[str, Any]:
+        created = record.get("createdAt")
+        if isinstance(created, int) and created > self.latest_created:
+            self.latest_created = created
+        return record
+
+    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create-or-get a child promise; cached records answer without a request when they can."""
+        return self.created(await self.begin_create(data))
+
+    async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
+        value: dict[str, Any] = {} if data is None else {"data": data}
+        return await self._begin("promise.settle", {"id": id, "state": state, "value": value})
+
+    async def run_local(
+        self,
+        info: Info,
+        entry: Registered,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy | None,
+        non_retryable: tuple[type[BaseException], ...],
+        replaying: bool,
+    ) -> dict[str, Any] | Blocked:
+        """Run a local child whose promise is pending, here, and settle it with a fenced settle."""
+        outcome = await run_function(self, info, entry, args, kwargs, policy, non_retryable, replaying)
+        if isinstance(outcome, Blocked):
+            return BLOCKED
+        state, encoded = outcome
+        return await self.settle(info.id, state, encoded)
+
+
+async def invoke(entry: Registered, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call a durable function in the way its kind needs (inside its span when tracing is on)."""
+    if tracing.ACTIVE is not None:
+        return await tracing.ACTIVE.run(ctx, call(entry.fn, entry.kind, ctx, args, kwargs))
+    return await call(entry.fn, entry.kind, ctx, args, kwargs)
+
+
+async def call(
+    fn: Callable[..., Any], kind: Kind, ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if kind == "async":
+        return await fn(ctx, *args, **kwargs)
+    if kind == "generator":
+        return await drive(fn(ctx, *args, **kwargs))
+    result = await asyncio.to_thread(fn, ctx, *args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def drive(gen: Generator[Any, Any, Any]) -> Any:
+    """Run a generator workflow: each yielded durable future is awaited (or handed back, for ``begin_*``)."""
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        try:
+            yielded = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
+        except StopIteration as stop:
+            return stop.value
+        to_send, to_throw = None, None
+        if not isinstance(yielded, DurableFuture):
+            to_throw = TypeError(
+                f"a generator workflow must yield durable futures, not {type(yielded).__name__}"
+            )
+            continue
+        if yielded._begin:
+            # ``fut = yield ctx.begin_run(…)`` hands the future back once; yielding it again awaits it.
+            yielded._begin = False
+            to_send = yielded
+            continue
+        try:
+            to_send = await yielded
+        except (Suspended, PlatformError):
+            gen.close()
+            raise
+        except Exception as exc:
+            to_throw = exc
+
+
+def _retryable(exc: BaseException, non_retryable: tuple[type[BaseException], ...]) -> bool:
+    return not isinstance(exc, non_retryable) and not isinstance(exc, CanceledError | TrothTimeoutError)
+
+
+async def run_function(
+    execution: Execution,
+    info: Info,
+    entry: Registered,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy | None,
+    non_retryable: tuple[type[BaseException], ...],
+    replaying: bool,
+) -> tuple[str, str | None] | Blocked:
+    """Run one durable function to its outcome: the settle state and encoded value, or ``BLOCKED``.
+
+    A pure leaf (no durable operation in the failed attempt) is retried in-process by its policy; a
+    function that performed a durable operation is a workflow and is never retried (docs/sdk/retries.md).
+    """
+    host = execution.host
+    effective = policy or host.retry_policy
+    try:
+        if info.id == execution.task_id:  # arguments from the wire; local calls were checked where made
+            entry.check_arguments(args, kwargs)
+    except TypeError as exc:
+        _log_failure(info, entry, 1, "its arguments do not fit, so it is not retried", exc)
+        return "rejected", host.codec.encode_error(exc)
+    attempt = 1
+    while True:
+        body = Body(execution, replace(info, attempt=attempt), replaying)
+        ctx = body.context
+        if host.observer is not None:
+            host.observer(ctx.info)
+        error: BaseException | None = None
+        value: Any = None
+        suspended = False
+        try:
+            value = await invoke(entry, ctx, args, kwargs)
+        except Suspended:
+            suspended = True
+        except (PlatformError, asyncio.CancelledError):
+            body.cancel_children()
+            raise
+        except Exception as exc:
+            error = exc
+        finally:
+            body.close()
+        try:
+            blocked = await body.join()
+        except BaseException:
+            body.cancel_children()
+            raise
+        if blocked or suspended:
+            if suspended and not execution.remote_pending:
+                log.warning("%s awaited something that is not durable and raised Suspended", info.id)
+            return BLOCKED
+        if error is None:
+            try:
+                return "resolved", host.codec.encode(value)
+            except SerializationError as exc:
+                log.error("the return value of %s cannot be stored: %s", info.id, exc)
+                raise PlatformError(exc) from exc
+        if body.durable_calls > 0:
+            why = "it made durable calls (a workflow), so it is not retried"
+        elif not _retryable(error, non_retryable):
+            why = f"{type(error).__name__} is not retryable"
+        else:
+            chosen = effective if entry.kind != "generator" or policy is not None else Never()
+            delay = chosen.next(attempt)
+            if delay is not None:
+                log.warning(
+                    "%s %s: attempt %d failed: %s: %s; retrying in %g s",
+                    entry.name,
+                    info.id,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                await host.sleeper(delay)
+                attempt += 1
+                continue
+            why = (
+                "its retry policy allows no more attempts" if attempt > 1 else "its retry policy allows none"
+            )
+        _log_failure(info, entry, attempt, why, error)
+        state_name = "rejected_canceled" if isinstance(error, CanceledError) else "rejected"
+        return state_name, host.codec.encode_error(error)
+
+
+def _log_failure(info: Info, entry: Registered, attempt: int, why: str, error: BaseException) -> None:
+    """The final failure of a durable function, with its traceback (its promise is rejected with it)."""
+    log.warning(
+        "%s %s failed on attempt %d (%s): %s: %s",
+        entry.name,
+        info.id,
+        attempt,
+        why,
+        type(error).__name__,
+        error,
+        exc_info=(type(error), error, error.__traceback__),
+    )
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """How a task's turn ended (``execute``)."""
+
+    kind: Literal["fulfilled", "suspended", "release", "lost"]
+    """``fulfilled``: its promise settled (``promise``); ``suspended``: it waits on callbacks
+    (``frontier``: the awaits that suspended it); ``release``: give it back (``reason``), a platform
+    failure; ``lost``: the server refused the fulfil or suspend (the lease was lost), nothing to do."""
+    promise: dict[str, Any] | None = None
+    frontier: frozenset[str] = frozenset()
+    reason: str = ""
+
+
+def _coerce(
+    host: Host, entry: Registered, args: list[Any], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Decoded JSON arguments turned into the types the function's annotations ask for."""
+    coerced = tuple(
+        host.codec.coerce(a, entry.param_hints[i]) if i < len(entry.param_hints) else a
+        for i, a in enumerate(args)
+    )
+    named = {k: host.codec.coerce(v, entry.kwarg_hints.get(k, Any)) for k, v in kwargs.items()}
+    return coerced, named
+
+
+async def execute(
+    host: Host,
+    id: str,
+    version: int,
+    promise: dict[str, Any],
+    preload: list[dict[str, Any]],
+    frontier: frozenset[str] | None,
+) -> TaskEnd:
+    """Run the pending task ``id`` (held under ``version``) to its end: fulfil or suspend it here, or say
+    why it must be released. ``frontier``: the awaits that suspended the previous execution, when this
+    process ran it (``ctx.logger`` is quiet exactly up to there)."""
+    try:
+        invocation = host.codec.decode_invocation(promise.get("param", {}).get("data"))
+        entry = host.registry.require(invocation.func, invocation.version)
+        args, kwargs = _coerce(host, entry, invocation.args, invocation.kwargs)
+    except Exception as exc:
+        return TaskEnd("release", reason=str(exc))
+    tags: dict[str, str] = promise.get("tags", {})
+    info = Info(
+        id=id,
+        parent_id=tags.get("resonate:parent", id),
+        origin_id=tags.get("resonate:origin", origin_of(id)),
+        branch_id=tags.get("resonate:branch", id),
+        timeout_at=promise["timeoutAt"],
+        func_name=entry.name,
+        version=entry.version,
+        tags=tags,
+    )
+    cache = {p["id"]: p for p in preload}
+    replaying = version > 1
+    # The caller's retry policy travels in the param (as the TypeScript client writes it); else ours.
+    policy = from_wire(invocation.retry) if invocation.retry is not None else None
+    policy = policy or entry.retry_policy
+    while True:
+        execution = Execution(host, id, version, cache)
+        execution.replaying = replaying
+        execution.frontier = frontier if replaying else None
+        try:
+            outcome = await run_function(
+                execution, info, entry, args, kwargs, policy, entry.non_retryable, replaying
+            )
+        except PlatformError as exc:
+            return TaskEnd("release", reason=f"a platform failure: {exc}")
+        if not isinstance(outcome, Blocked):
+            return await _fulfill(host, id, version, outcome)
+        if not execution.remote_pending:
+            return TaskEnd("release", reason="it is blocked on nothing")
+        status, data = await _suspend(host, id, version, list(execution.remote_pending))
+        frontier = frozenset(execution.blocked)
+        if status == 300:  # one of them settled meanwhile: run again, under the same lease
+            execution.remember(data.get("preload") or ())
+            replaying = True
+            continue
+        if status == 200:
+            return TaskEnd("suspended", frontier=frontier)
+        return TaskEnd("lost", reason=f"task.suspend answered {status}: {data}")
+
+
+async def _suspend(host: Host, id: str, version: int, awaited: list[str]) -> tuple[int, Any]:
+    actions = [
+        request_envelope("promise.register_callback", {"awaited": a, "awaiter": id}, corr_id=f"{id}-{i}")
+        for i, a in enumerate(awaited)
+    ]
+    return await host.request("task.suspend", {"id": id, "version": version, "actions": actions})
+
+
+async def _fulfill(host: Host, id: str, version: int, outcome: tuple[str, str | None]) -> TaskEnd:
+    state, encoded = outcome
+    value: dict[str, Any] = {} if encoded is None else {"data": encoded}
+    action = request_envelope(
+        "promise.settle", {"id": id, "state": state, "value": value}, corr_id=f"{id}-fulfill"
+    )
+    status, data = await host.request("task.fulfill", {"id": id, "version": version, "action": action})
+    if status == 200:
+        return TaskEnd("fulfilled", promise=data["promise"])
+    return TaskEnd("lost", reason=f"task.fulfill answered {status}: {data}")
