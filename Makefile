@@ -99,7 +99,7 @@ bench-cluster: $(STAMP)
 
 # Thousands of mixed workflows (steps, fan-out, sleeps, latent promises) against one server while workers
 # are SIGKILLed: throughput, p99 and RSS over time (a PNG), lost or repeated steps (must be zero).
-SOAK_ARGS ?= --seconds 180 --plot benchmarks/soak.png
+SOAK_ARGS ?= --seconds 180 --plot docs/images/soak.png
 bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
