@@ -264,28 +264,35 @@ class HttpTransport:
             self._stopping = False
             raise
 
+    def _reason(self, exc: BaseException) -> str:
+        """Why a request failed, never blank (a timeout's own text is empty)."""
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return f"no answer within {self._timeout:g} s"
+        return str(exc) or type(exc).__name__
+
     async def _unreachable(self, exc: BaseException, delay: float, *, bounded: bool = True) -> float:
         """One line when the server becomes unreachable (not one per attempt), then wait ``delay``; returns
         the next delay (doubling up to 60 s). ``ConnectorError`` once the server has been unreachable for
         ``unreachable_timeout`` seconds, when that is set and ``bounded``."""
+        reason = self._reason(exc)
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
             log.warning(
                 "troth: cannot reach the server at %s (%s); retrying with backoff %s",
                 self.url,
-                exc,
+                reason,
                 "until it answers"
                 if self.unreachable_timeout is None
                 else f"for up to {self.unreachable_timeout:g} s (unreachable_timeout)",
             )
         else:
-            log.debug("troth: the server at %s is still unreachable (%s)", self.url, exc)
+            log.debug("troth: the server at %s is still unreachable (%s)", self.url, reason)
         if bounded and self.unreachable_timeout is not None:
             left = self._down_since + self.unreachable_timeout - now
             if left <= 0:
                 raise ConnectorError(
-                    f"cannot reach the server at {self.url} for {now - self._down_since:.0f} s: {exc}"
+                    f"cannot reach the server at {self.url} for {now - self._down_since:.0f} s: {reason}"
                 )
             delay = min(delay, left)
         await asyncio.sleep(delay)
@@ -368,9 +375,13 @@ class HttpTransport:
                 ) from None
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if self._stopping:
-                    raise ConnectorError(f"{kind}: server unreachable at {base}: {exc}") from None
+                    raise ConnectorError(
+                        f"{kind}: server unreachable at {base}: {self._reason(exc)}"
+                    ) from None
                 if not self._next_url(base):
-                    log.warning("troth: %s: %s unreachable (%s); trying %s", kind, base, exc, self.url)
+                    log.warning(
+                        "troth: %s: %s unreachable (%s); trying %s", kind, base, self._reason(exc), self.url
+                    )
                     continue
                 try:
                     delay = await self._unreachable(exc, delay)
