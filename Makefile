@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 ARGS ?=
 
-.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-peers bench-soak docs docs-serve clean
+.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-limits bench-peers bench-soak docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -105,6 +105,9 @@ bench-soak: $(STAMP)
 
 bench-retention: $(STAMP)
 	$(BIN)/python -m benchmarks.retention
+
+bench-limits: $(STAMP)
+	$(BIN)/python -m benchmarks.limits
 
 # troth beside DBOS, Restate and the official resonate-sdk: the same five workloads, interleaved rounds,
 # a table of ratios (benchmarks/peers; results in benchmarks/peers/results/). Peers are installed on first

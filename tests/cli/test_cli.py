@@ -691,6 +691,30 @@ async def test_fork_a_failed_workflow(server: ServerProcess, uid: str) -> None:
     assert line.startswith(f"troth: tree.fork answered 422: {root}:1 is not a root")
 
 
+# ─── limits and queues (docs/operations/limits-by-key.md) ───────────────────────────────────────────────
+
+
+def test_limits_and_queues(cli: CLI, uid: str) -> None:
+    name = f"fn{uid}"
+    tags = json.dumps(
+        {"troth:limit": f"{name}/k", "troth:concurrency": "1", "resonate:target": f"poll://any@none-{uid}"}
+    )
+    for n in range(3):  # tasks of one limit key, as an SDK registered with concurrency=1 writes them
+        ok(cli("promises", "create", f"lq-{uid}-{n}", "--timeout", "1h", "--tags", tags))
+    assert f"{name}/k  running 1  queued 2" in ok(cli("queues")).out
+    out = ok(cli("limits", "set", name, "--concurrency", "3")).out
+    assert out == f"{name}  concurrency 3  (2 waiting task(s) started)\n"
+    assert f"{name}/k  running 3  queued 0" in ok(cli("queues")).out
+    assert f"{name}  concurrency 3" in ok(cli("limits", "list")).out
+    assert ok(cli("limits", "clear", name)).out == f"{name}  cleared\n"
+    assert name not in ok(cli("limits", "list")).out
+    assert one_line_error(cli("limits", "set", name), 2).startswith(
+        "troth: give --concurrency, --rate or both (limits clear removes a limit)"
+    )
+    line = one_line_error(cli("limits", "set", name, "--rate", "fast"))
+    assert line.startswith("troth: limit.set answered 400: rate must be")
+
+
 # ─── bad input and connection failures ──────────────────────────────────────────────────────────────────
 
 

@@ -43,6 +43,19 @@ BRANCH = "resonate:branch"
 ORIGIN = "resonate:origin"
 PARENT = "resonate:parent"
 FORKED_FROM = "troth:forked-from"
+LIMIT = "troth:limit"
+CONCURRENCY = "troth:concurrency"
+RATE = "troth:rate"
+
+
+def rate_of(text: str | None) -> float | None:
+    """``20/s``, ``100/m``, ``5/h`` as dispatches per second (the generator only sends valid ones)."""
+    if text is None:
+        return None
+    n, unit = text.split("/")
+    return float(n) / {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
 DETACHED = re.compile(r":d[0-9a-f]{16}$")
 
 Reply = tuple[int, Any]
@@ -156,6 +169,11 @@ class Model:
     out_execute: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (version, address)
     out_unblock: set[tuple[str, str]] = field(default_factory=set)  # (promise, address)
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    # limits by key (docs/operations/limits-by-key.md)
+    limits: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)  # function -> limit
+    limit_keys: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (running, next_at)
+    slots: dict[str, str] = field(default_factory=dict)  # task -> key it holds a slot of
+    queue: dict[str, tuple[str, int]] = field(default_factory=dict)  # task -> (key, enqueued at)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -185,6 +203,84 @@ class Model:
 
     def _lease(self, task_id: str, now: int, pid: str, ttl: int) -> None:
         self.task_timeouts[task_id] = TaskTimeout(1, now + ttl, pid, ttl)
+
+    # ------------------------------------------------------- limits by key (docs/operations/limits-by-key.md)
+
+    def _limit_of(self, key: str, tags: dict[str, str]) -> tuple[int | None, float | None]:
+        name = key.split("/", 1)[0]
+        if name in self.limits:
+            return self.limits[name]
+        conc = tags.get(CONCURRENCY)
+        return (int(conc) if conc is not None else None), rate_of(tags.get(RATE))
+
+    def _head(self, key: str) -> str | None:
+        waiting = sorted((at, tid) for tid, (k, at) in self.queue.items() if k == key)
+        return waiting[0][1] if waiting else None
+
+    def _dispatch(self, tid: str, now: int) -> None:
+        """Queue the execute of a task that became pending, unless its limit key has no free slot (then it
+        waits in the key's queue, behind older ones) or its rate puts its turn later (then its retry
+        timer dispatches it at its turn)."""
+        if self._admitted(tid, now):
+            self._exec(tid)
+
+    def _admitted(self, tid: str, now: int) -> bool:
+        tags = self.promises[tid].tags
+        key = tags.get(LIMIT)
+        if key is None or tid in self.slots:
+            return True
+        conc, rate = self._limit_of(key, tags)
+        if conc is None and rate is None:
+            return True
+        running, next_at = self.limit_keys.get(key, (0, 0))
+        head = self._head(key)
+        if (conc is not None and running >= conc) or (head is not None and head != tid):
+            self.queue.setdefault(tid, (key, now))
+            return False
+        at = now
+        if rate is not None:
+            at = max(now, next_at)
+            next_at = at + max(1, round(1000 / rate))
+        self.limit_keys[key] = (running + 1, next_at)
+        self.slots[tid] = key
+        self.queue.pop(tid, None)
+        if at > now:
+            self.task_timeouts[tid] = TaskTimeout(0, at)
+            return False
+        return True
+
+    def _free_slot(self, tid: str) -> list[str]:
+        """The task leaves its key's queue and slot; the key whose slot it freed, if any."""
+        if LIMIT not in self.promises[tid].tags:
+            return []
+        self.queue.pop(tid, None)
+        key = self.slots.pop(tid, None)
+        if key is None:
+            return []
+        running, next_at = self.limit_keys[key]
+        self.limit_keys[key] = (max(running - 1, 0), next_at)
+        return [key]
+
+    def _leave(self, tid: str, now: int) -> None:
+        for key in self._free_slot(tid):
+            self._admit(key, now, 1)
+
+    def _admit(self, key: str, now: int, most: int) -> int:
+        admitted = 0
+        while admitted < most:
+            head = self._head(key)
+            if head is None:
+                break
+            t = self.tasks.get(head)
+            p = self.promises.get(head)
+            if t is None or p is None or TARGET not in p.tags or t.state != "pending":
+                self.queue.pop(head, None)
+                continue
+            self._dispatch(head, now)
+            if head not in self.slots:
+                break
+            admitted += 1
+        return admitted
 
     def _clear_ready(self, task_id: str) -> None:
         for key in [k for k, ready in self.callbacks.items() if ready and k[1] == task_id]:
@@ -226,12 +322,15 @@ class Model:
                 p.value = _value(value)
             p.settled_at = at
             ids.append(pid)
-        # 2. tasks of the settled promises are fulfilled; callbacks they await are dropped
+        # 2. tasks of the settled promises are fulfilled; callbacks they await are dropped; each leaves
+        # its limit key's queue or slot
+        freed: list[str] = []
         for pid in ids:
             t = self.tasks.get(pid)
             if t is not None and t.state != "fulfilled":
                 t.state = "fulfilled"
                 self.task_timeouts.pop(pid, None)
+                freed += self._free_slot(pid)
                 for key in [k for k in self.callbacks if k[1] == pid]:
                     del self.callbacks[key]
         # 3. callbacks on the settled promises become ready; suspended awaiters resume
@@ -242,7 +341,10 @@ class Model:
                 if awaiter is not None and awaiter.state == "suspended":
                     awaiter.state = "pending"
                     self._retry(awaiter.id, now)
-                    self._exec(awaiter.id)
+                    self._dispatch(awaiter.id, now)
+        # 3b. slots the fulfilled tasks held go to the next waiting task of their key
+        for key in freed:
+            self._admit(key, now, 1)
         # 4. listeners produce one unblock each and are removed
         for pid in ids:
             for key in sorted(k for k in self.listeners if k[0] == pid):
@@ -268,7 +370,9 @@ class Model:
             for pid in dict.fromkeys(ids):
                 self._timeout_batch([pid], now)
 
-    def _create(self, d: dict[str, Any], now: int, *, created_at: int | None = None) -> Promise:
+    def _create(
+        self, d: dict[str, Any], now: int, *, created_at: int | None = None, dispatch: bool = True
+    ) -> Promise:
         """Insert a new promise (§4.2 step 3); the id must be absent."""
         pid = d["id"]
         tags = dict(d.get("tags") or {})
@@ -294,7 +398,8 @@ class Model:
                 self.task_timeouts[pid] = TaskTimeout(0, int(delay))
             else:
                 self._retry(pid, now)
-                self._exec(pid)
+                if dispatch:
+                    self._dispatch(pid, now)
         return p
 
     def _create_op(self, d: dict[str, Any], now: int) -> Promise:
@@ -351,7 +456,7 @@ class Model:
             if task.state == "suspended":
                 task.state = "pending"
                 self._retry(awaiter_id, now)
-                self._exec(awaiter_id)
+                self._dispatch(awaiter_id, now)
             elif task.state in ("pending", "acquired"):
                 self.callbacks[(awaited_id, awaiter_id)] = True
         return 200, {"promise": awaited.record()}
@@ -391,9 +496,11 @@ class Model:
         self._try_timeout([pid], now)
         p = self.promises.get(pid)
         if p is None:
-            p = self._create(a, now)
+            p = self._create(a, now, dispatch=False)
             t = self.tasks[pid]
             if t.state == "fulfilled":
+                return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
+            if LIMIT in p.tags and not self._admitted(pid, now):  # it waits for its turn, pending
                 return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
             # born acquired at version 1 (§4.8), no execute message
             t.state = "acquired"
@@ -444,7 +551,7 @@ class Model:
             return 409, "Task version mismatch or invalid state"
         self.tasks[tid].state = "pending"
         self._retry(tid, now)
-        self._exec(tid)
+        self._dispatch(tid, now)
         return 200, {}
 
     def op_task_fulfill(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -475,6 +582,7 @@ class Model:
                 self.callbacks.setdefault((a, tid), False)
             self.tasks[tid].state = "suspended"
             self.task_timeouts.pop(tid, None)
+            self._leave(tid, now)
             return 200, {}
         return 300, {"preload": self._preload(tid)}
 
@@ -534,8 +642,10 @@ class Model:
             return 404, "Task not found"
         if t.state == "fulfilled":
             return 409, "Task is fulfilled"
-        t.state = "halted"
-        self.task_timeouts.pop(tid, None)
+        if t.state != "halted":
+            t.state = "halted"
+            self.task_timeouts.pop(tid, None)
+            self._leave(tid, now)
         return 200, {}
 
     def op_task_continue(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -548,7 +658,7 @@ class Model:
             return 409, "Task is not halted"
         t.state = "pending"
         self._retry(tid, now)
-        self._exec(tid)
+        self._dispatch(tid, now)
         return 200, {}
 
     def op_task_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -718,6 +828,50 @@ class Model:
         root = self._create({"id": new_id, "timeoutAt": timeout_at, "param": old.param, "tags": tags}, now)
         return 200, {"promise": root.record(), "copied": len(copies)}
 
+    def op_limit_set(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        name = d["name"]
+        conc, rate = d.get("concurrency"), rate_of(d.get("rate"))
+        if conc is None and rate is None:
+            self.limits.pop(name, None)
+        else:
+            self.limits[name] = (conc, rate)
+        admitted = 0
+        for key in sorted({k for k, _ in self.queue.values()}):
+            if key == name or key.startswith(name + "/"):
+                admitted += self._admit(key, now, 1000 - admitted)
+        record: dict[str, Any] = {"name": name}
+        if conc is not None:
+            record["concurrency"] = conc
+        if rate is not None:
+            record["rate"] = rate
+        return 200, {"limit": record, "admitted": admitted}
+
+    def op_limit_get(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        if d["name"] not in self.limits:
+            return 404, "Limit not found"
+        conc, rate = self.limits[d["name"]]
+        record: dict[str, Any] = {"name": d["name"]}
+        if conc is not None:
+            record["concurrency"] = conc
+        if rate is not None:
+            record["rate"] = rate
+        return 200, {"limit": record}
+
+    def op_queue_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
+        keys = sorted(
+            {k for k, (running, _) in self.limit_keys.items() if running > 0}
+            | {k for k, _ in self.queue.values()}
+        )
+        rows = [
+            {
+                "key": k,
+                "running": self.limit_keys.get(k, (0, 0))[0],
+                "queued": sum(1 for kk, _ in self.queue.values() if kk == k),
+            }
+            for k in keys
+        ]
+        return 200, {"queues": rows}
+
     # ----------------------------------------------------------------------------------------- debug
 
     def op_debug_reclaim(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -775,14 +929,14 @@ class Model:
             to = self.task_timeouts[tid]
             if to.type == 0 and to.at <= t and self.tasks[tid].state == "pending":
                 self._retry(tid, t)
-                self._exec(tid)
+                self._dispatch(tid, t)
         # 3. lease timeouts of acquired tasks
         for tid in sorted(self.task_timeouts):
             to = self.task_timeouts[tid]
             if to.type == 1 and to.at <= t and self.tasks[tid].state == "acquired":
                 self.tasks[tid].state = "pending"
                 self._retry(tid, t)
-                self._exec(tid)
+                self._dispatch(tid, t)
         # 4. schedules (§5.7), every due occurrence
         for sid in sorted(self.schedules):
             s = self.schedules[sid]

@@ -246,6 +246,12 @@ class ServerVersusModel(RuleBasedStateMachine):
             tags["resonate:parent"] = parent_of(pid)
         if data.draw(st.integers(0, 3)) == 0:
             tags["color"] = data.draw(st.sampled_from(COLORS))
+        if "resonate:target" in tags and data.draw(st.integers(0, 2)) == 0:  # limits by key
+            tags["troth:limit"] = data.draw(st.sampled_from(["f/a", "f/b", "g"]))
+            if data.draw(st.integers(0, 3)) > 0:
+                tags["troth:concurrency"] = data.draw(st.sampled_from(["1", "2"]))
+            if data.draw(st.integers(0, 3)) == 0:
+                tags["troth:rate"] = data.draw(st.sampled_from(["1/s", "30/m"]))
         if not task and "resonate:target" in tags and data.draw(st.integers(0, 3)) == 0:
             delay = max(self.now + data.draw(st.sampled_from([-5_000, 0, 10_000, 45_000, 120_000])), 0)
             if delay < timeout_at:
@@ -440,6 +446,22 @@ class ServerVersusModel(RuleBasedStateMachine):
     def tree_fork(self, data: st.DataObject) -> None:
         id = self.any_id(data)
         self.step("tree.fork", {"id": id, "to": data.draw(st.sampled_from([f for f in FORKS if f != id]))})
+
+    @rule(data=st.data())
+    def limit_set(self, data: st.DataObject) -> None:
+        d: dict[str, Any] = {"name": data.draw(st.sampled_from(["f", "g"]))}
+        if data.draw(st.integers(0, 2)) > 0:
+            d["concurrency"] = data.draw(st.integers(1, 3))
+        if data.draw(st.integers(0, 3)) == 0:
+            d["rate"] = data.draw(st.sampled_from(["2/s", "60/m"]))
+        self.step("limit.set", d)
+
+    @rule(data=st.data())
+    def limit_views(self, data: st.DataObject) -> None:
+        if data.draw(st.booleans()):
+            self.step("queue.search", {})
+        else:
+            self.step("limit.get", {"name": data.draw(st.sampled_from(["f", "g"]))})
 
     @rule(data=st.data())
     def task_halt(self, data: st.DataObject) -> None:

@@ -232,6 +232,29 @@ async def five_steps(ctx: Context, order: str) -> list[str]:
     return done
 
 
+# ── docs/operations/limits-by-key.md ───────────────────────────────────────────────────────────────────
+
+
+async def limited_job(ctx: Context, customer: str, n: int) -> int:
+    """Registered with concurrency 2 per customer; records when it runs (wall clock, across processes)."""
+    effect(ctx, f"job-start {customer} {n} {time.time():.6f}")
+    await asyncio.sleep(0.05)
+    effect(ctx, f"job-end {customer} {n} {time.time():.6f}")
+    return n
+
+
+async def rated_job(ctx: Context, n: int) -> int:
+    """Registered with a rate of 20/s."""
+    effect(ctx, f"rated-start {n} {time.time():.6f}")
+    return n
+
+
+LIMITED = {
+    limited_job: {"concurrency": 2, "key": lambda customer, n: customer},
+    rated_job: {"rate": "20/s"},
+}
+
+
 FUNCTIONS = [
     compute,
     gate,
@@ -261,6 +284,8 @@ NEVER_RETRIED = (bad_age, detailed_failure)
 def register_all(r: Troth, effects: str | Path, me: str) -> Troth:
     for fn in FUNCTIONS:
         r.register(fn, retry_policy=Never() if fn in NEVER_RETRIED else None)
+    for fn, limits in LIMITED.items():
+        r.register(fn, **limits)  # type: ignore[call-overload]
     r.set_dependency("effects", str(effects))
     r.set_dependency("me", me)
     return r

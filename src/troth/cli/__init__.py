@@ -3,7 +3,7 @@
 Each command group is a module of this package that declares ``COMMANDS`` (the ``click`` commands it adds
 to ``troth``) and optionally ``ALIASES`` (hidden names, e.g. ``promise`` for ``promises``): ``serve``
 (``serve``, ``dev``), ``promises``, ``tasks``, ``schedules``, ``invoke``, ``tree``, ``trees`` (``cancel``,
-``fork``), ``token``. They share the
+``fork``), ``limits`` (``limits``, ``queues``), ``token``. They share the
 HTTP client (``troth.cli.client``), the option parsers (``troth.cli.params``) and the renderer
 (``troth.cli.render``). Adding a command group is adding one module: the modules are found by
 ``pkgutil`` at start-up.

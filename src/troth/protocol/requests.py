@@ -237,6 +237,23 @@ class TreeFork(msgspec.Struct):
     to: str
 
 
+class LimitSet(msgspec.Struct):
+    """The server's limit for function ``name`` (docs/operations/limits-by-key.md); both unset: removed."""
+
+    name: str
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    rate: str | None = None
+
+
+class LimitGet(msgspec.Struct):
+    name: str
+
+
+class PageSearch(msgspec.Struct):
+    limit: Int64 | None = None
+    cursor: str | None = None
+
+
 class Empty(msgspec.Struct):
     pass
 
@@ -270,6 +287,10 @@ DATA_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "schedule.search": ScheduleSearch,
     "tree.cancel": TreeCancel,
     "tree.fork": TreeFork,
+    "limit.set": LimitSet,
+    "limit.get": LimitGet,
+    "limit.search": PageSearch,
+    "queue.search": PageSearch,
     "debug.start": Empty,
     "debug.stop": Empty,
     "debug.reset": Empty,
@@ -499,6 +520,7 @@ def validate_create(d: PromiseCreate, lineage: LineagePolicy, errors: list[str])
     if not tags:
         return
     _check_tags(tags, "tags", errors)
+    _check_limit_tags(tags, errors)
     target = tags.get("resonate:target")
     if target is not None:
         _check_address(target, "resonate:target", errors)
@@ -803,6 +825,61 @@ def _v_tree_fork(d: TreeFork, lineage: LineagePolicy) -> None:
     _raise(errors)
 
 
+LIMIT_TAG: Final = "troth:limit"
+"""A task's limit key, ``<function>/<key>`` (docs/operations/limits-by-key.md)."""
+CONCURRENCY_TAG: Final = "troth:concurrency"
+"""Most tasks of the key running at once (1–1,000,000)."""
+RATE_TAG: Final = "troth:rate"
+"""Most dispatches of the key per second, minute or hour: ``20/s``, ``100/m``, ``5/h``."""
+
+_RATE: Final = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)/(s|m|h)")
+_PER_S: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str | None) -> float | None:
+    """Dispatches per second of a rate like ``20/s`` (``None`` for none or one that does not parse)."""
+    if text is None:
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None or float(match.group(1)) <= 0:
+        return None
+    return float(match.group(1)) / _PER_S[match.group(2)]
+
+
+def _check_limit_tags(tags: dict[str, str], errors: list[str]) -> None:
+    key = tags.get(LIMIT_TAG)
+    if key is not None and not key:
+        errors.append(f"{LIMIT_TAG} must not be empty")
+    concurrency = tags.get(CONCURRENCY_TAG)
+    if concurrency is not None and not (concurrency.isdigit() and 1 <= int(concurrency) <= 1_000_000):
+        errors.append(f"{CONCURRENCY_TAG} must be a whole number from 1 to 1000000")
+    rate = tags.get(RATE_TAG)
+    if rate is not None and parse_rate(rate) is None:
+        errors.append(f"{RATE_TAG} must be a positive rate like 20/s, 100/m or 5/h")
+
+
+def _v_limit_set(d: LimitSet, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.name, "name", errors)
+    if "/" in d.name:
+        errors.append("name must be a function name (no '/')")
+    if d.rate is not None and parse_rate(d.rate) is None:
+        errors.append("rate must be a positive rate like 20/s, 100/m or 5/h")
+    _raise(errors)
+
+
+def _v_limit_get(d: LimitGet, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_id(d.name, "name", errors)
+    _raise(errors)
+
+
+def _v_page(d: PageSearch, lineage: LineagePolicy) -> None:
+    errors: list[str] = []
+    _check_search(None, d.cursor, d.limit, errors)
+    _raise(errors)
+
+
 def _v_none(d: Any, lineage: LineagePolicy) -> None:
     return None
 
@@ -832,6 +909,10 @@ _VALIDATORS: Final[dict[str, Any]] = {
     "schedule.search": _v_schedule_search,
     "tree.cancel": _v_tree_cancel,
     "tree.fork": _v_tree_fork,
+    "limit.set": _v_limit_set,
+    "limit.get": _v_limit_get,
+    "limit.search": _v_page,
+    "queue.search": _v_page,
     "debug.start": _v_none,
     "debug.stop": _v_none,
     "debug.reset": _v_none,

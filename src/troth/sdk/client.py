@@ -477,6 +477,9 @@ class Troth:
         version: int = 1,
         retry_policy: RetryPolicy | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        rate: str | None = None,
+        key: Callable[..., Any] | None = None,
     ) -> F: ...
     @overload
     def register(
@@ -486,6 +489,9 @@ class Troth:
         version: int = 1,
         retry_policy: RetryPolicy | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        rate: str | None = None,
+        key: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]: ...
     def register(  # type: ignore[misc]  # mypy cannot match a decorator-or-factory overload pair
         self,
@@ -496,12 +502,26 @@ class Troth:
         version: int = 1,
         retry_policy: RetryPolicy | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        rate: str | None = None,
+        key: Callable[..., Any] | None = None,
     ) -> Any:
-        """Register a durable function (also as ``@troth.register`` or ``@troth.register(name=…)``)."""
+        """Register a durable function (also as ``@troth.register`` or ``@troth.register(name=…)``).
+
+        ``concurrency`` (tasks running at once), ``rate`` (``"20/s"``, ``"100/m"``) and ``key`` (computed
+        from the call's arguments, e.g. ``key=lambda order: order.customer``) limit its remote calls per
+        key, on the server, across every worker (docs/operations/limits-by-key.md)."""
 
         def add(f: F) -> F:
             self.registry.add(
-                f, name=name, version=version, retry_policy=retry_policy, non_retryable=non_retryable
+                f,
+                name=name,
+                version=version,
+                retry_policy=retry_policy,
+                non_retryable=non_retryable,
+                concurrency=concurrency,
+                rate=rate,
+                limit_key=key,
             )
             return f
 
@@ -533,6 +553,7 @@ class Troth:
     ) -> tuple[dict[str, Any], Any]:
         check_root_id(id)
         name, version, hint = self.registry.dispatch(fn, self._opts.version)
+        entry = self.registry.get(name, version)
         if not isinstance(fn, str):  # a call that cannot bind fails here, at once (by name: where it runs)
             self.registry.require(name, version).check_arguments(args, kwargs)
         retry = to_wire(self._opts.retry_policy) if self._opts.retry_policy is not None else None
@@ -548,6 +569,8 @@ class Troth:
             "resonate:scope": "global",
             "resonate:target": self._worker.resolve_target(self._opts.target),
         }
+        if entry is not None:
+            tags.update(entry.limit_tags(args, kwargs))
         if self._opts.tags:
             tags.update(self._opts.tags)
         return {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}, hint

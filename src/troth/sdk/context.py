@@ -662,6 +662,9 @@ class Context:
             tags = self._global_tags(id, explicit=bool(explicit))
             timeout_at = self._child_timeout(None)
         tags["resonate:target"] = host.resolve_target(self._opts.target)
+        limited = host.registry.get(name, version)
+        if limited is not None:  # docs/operations/limits-by-key.md
+            tags.update(limited.limit_tags(args, kwargs))
         data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
         return self._remote(id, data, hint=hint, detached=detached)
 

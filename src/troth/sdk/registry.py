@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from troth.protocol.requests import parse_rate
 from troth.sdk.errors import AlreadyRegisteredError, ContextError, FunctionNotFoundError, RegistrationError
 from troth.sdk.retry import RetryPolicy
 
@@ -47,6 +48,22 @@ class Registered:
     param_hints: tuple[Any, ...] = field(default=())
     kwarg_hints: dict[str, Any] = field(default_factory=dict)
     signature: inspect.Signature | None = field(default=None, compare=False)
+    concurrency: int | None = None
+    rate: str | None = None
+    limit_key: Callable[..., Any] | None = field(default=None, compare=False)
+
+    def limit_tags(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> dict[str, str]:
+        """The tags that put a call of this function under its limit (docs/operations/limits-by-key.md):
+        the key ``<name>/<limit_key(*args, **kwargs)>`` (or ``<name>``), and the declared numbers."""
+        if self.concurrency is None and self.rate is None and self.limit_key is None:
+            return {}
+        key = self.name if self.limit_key is None else f"{self.name}/{self.limit_key(*args, **kwargs)}"
+        tags = {"troth:limit": key}
+        if self.concurrency is not None:
+            tags["troth:concurrency"] = str(self.concurrency)
+        if self.rate is not None:
+            tags["troth:rate"] = self.rate
+        return tags
 
     def __post_init__(self) -> None:
         if self.signature is None:
@@ -108,6 +125,9 @@ class Registry:
         version: int = 1,
         retry_policy: RetryPolicy | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        rate: str | None = None,
+        limit_key: Callable[..., Any] | None = None,
     ) -> Registered:
         if not callable(fn) or isinstance(fn, type):
             raise RegistrationError(f"only functions can be registered, not {fn!r}")
@@ -116,6 +136,13 @@ class Registry:
         resolved = name if name is not None else getattr(fn, "__name__", None)
         if not resolved or not isinstance(resolved, str):
             raise RegistrationError(f"cannot derive a name for {fn!r}; pass name=")
+        whole = isinstance(concurrency, int) and not isinstance(concurrency, bool)
+        if concurrency is not None and not (whole and 1 <= concurrency <= 1_000_000):
+            raise RegistrationError(f"concurrency must be an integer from 1 to 1000000, not {concurrency!r}")
+        if rate is not None and parse_rate(rate) is None:
+            raise RegistrationError(f"rate must be like '20/s', '100/m' or '5/h', not {rate!r}")
+        if "/" in resolved and (concurrency is not None or rate is not None or limit_key is not None):
+            raise RegistrationError(f"a limited function's name must not contain '/': {resolved!r}")
         kind = kind_of(fn)
         key = (resolved, version)
         existing = self._by_key.get(key)
@@ -127,7 +154,18 @@ class Registry:
             )
         returns, positional, by_name = _hints(fn)
         entry = Registered(
-            fn, resolved, version, kind, retry_policy, non_retryable, returns, positional, by_name
+            fn,
+            resolved,
+            version,
+            kind,
+            retry_policy,
+            non_retryable,
+            returns,
+            positional,
+            by_name,
+            concurrency=concurrency,
+            rate=rate,
+            limit_key=limit_key,
         )
         self._by_key[key] = entry
         self._by_fn[fn] = entry

@@ -369,7 +369,7 @@ class Auth:
         prefix = principal.prefix
         if prefix is None:
             return FORBIDDEN
-        if req.kind in rq.DEBUG_KINDS:
+        if req.kind in rq.DEBUG_KINDS or req.kind in _OPERATOR:
             return None if prefix == "" else FORBIDDEN
         if prefix == "":
             return None
@@ -410,6 +410,8 @@ class Auth:
 # Each rule lists every name (id, pid, or poll address part) a request touches.
 
 _SEARCHES: Final = frozenset({"promise.search", "task.search", "schedule.search"})
+_OPERATOR: Final = frozenset({"limit.set", "limit.get", "limit.search", "queue.search"})
+"""Server-wide settings and views (limits by function, queues by key): admin tokens, or prefix ``""``."""
 
 
 def _address_names(address: str | None) -> Iterator[str]:

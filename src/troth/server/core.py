@@ -25,9 +25,10 @@ import msgspec
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
 from troth.protocol.cron import parse_cron, render_promise_id
-from troth.protocol.limits import MAX_ID_LENGTH, MAX_TREE, SEARCH_SCAN_WINDOW
+from troth.protocol.limits import MAX_BATCH, MAX_ID_LENGTH, MAX_TREE, SEARCH_SCAN_WINDOW
 from troth.protocol.messages import Execute, Unblock
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
+from troth.protocol.requests import CONCURRENCY_TAG, LIMIT_TAG, RATE_TAG, parse_rate
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
 INT64_MAX: Final = 2**63 - 1
@@ -91,7 +92,7 @@ class CoreConfig(msgspec.Struct, frozen=True):
 class _Effects:
     """What a unit of work produced besides its answer."""
 
-    __slots__ = ("done", "executes", "fired", "lateness", "unblocks", "wake")
+    __slots__ = ("done", "executes", "fired", "freed", "lateness", "unblocks", "wake")
 
     def __init__(self) -> None:
         self.done: list[str] = []
@@ -101,6 +102,8 @@ class _Effects:
         self.wake: int | None = None
         self.fired = 0
         self.lateness: list[int] = []
+        self.freed: list[str] = []
+        """Limit keys whose slot a settled task freed; the next waiting task of each goes at the cascade."""
 
     def at(self, when: int) -> None:
         if self.wake is None or when < self.wake:
@@ -163,6 +166,10 @@ class Core:
             "schedule.search": self._schedule_search,
             "tree.cancel": self._tree_cancel,
             "tree.fork": self._tree_fork,
+            "limit.set": self._limit_set,
+            "limit.get": self._limit_get,
+            "limit.search": self._limit_search,
+            "queue.search": self._queue_search,
             "debug.reset": self._debug_reset,
             "debug.reclaim": self._debug_reclaim,
             "debug.snap": self._debug_snap,
@@ -222,6 +229,8 @@ class Core:
                 await tx.put_task(task)
                 await tx.delete_callbacks_of(p.id)
                 fx.done.append(task.id)
+                if LIMIT_TAG in p.tags:  # its slot frees now; the next task goes once the batch settled
+                    await self._free_slot(tx, task.id, fx)
         return _settled(p, state, value, settled_at)
 
     async def _notify(self, tx: Tx, p: Promise, now: int, fx: _Effects) -> None:
@@ -231,6 +240,8 @@ class Core:
                 await self._make_pending(tx, task, now, fx)
         for address in await tx.pop_listeners(p.id):
             await self._unblock(tx, p, address, fx)
+        while fx.freed:
+            await self._admit(tx, fx.freed.pop(0), now, fx, 1)
 
     async def _make_pending(self, tx: Tx, task: TaskRow, now: int, fx: _Effects, avoid: str = "") -> None:
         """Task → pending at the same version, retry timer armed, ``execute`` queued to its target."""
@@ -242,8 +253,102 @@ class Core:
         fx.at(task.timeout_at)
         p = await tx.get_promise(task.id)
         target = None if p is None else p.tags.get("resonate:target")
-        if target is not None:
+        if p is not None and target is not None:
+            await self._dispatch(tx, task, p.tags, target, now, fx, avoid)
+
+    async def _dispatch(
+        self,
+        tx: Tx,
+        task: TaskRow,
+        tags: dict[str, str],
+        target: str,
+        now: int,
+        fx: _Effects,
+        avoid: str = "",
+    ) -> None:
+        """Queue the pending task's ``execute``, unless its limit says wait
+        (docs/operations/limits-by-key.md): a task of a limit key takes one of the key's slots first — or
+        waits in the key's queue (FIFO) while every slot is taken, keeping its retry timer as a safety
+        re-check — and, with a rate, is dispatched no earlier than the key's next free time. A task without
+        a ``troth:limit`` tag costs one dictionary lookup."""
+        if LIMIT_TAG not in tags or await self._admitted(tx, task, tags, now, fx):
             await self._queue_execute(tx, task.id, task.version, target, fx, avoid)
+
+    async def _admitted(self, tx: Tx, task: TaskRow, tags: dict[str, str], now: int, fx: _Effects) -> bool:
+        """Whether the task of a limit key may run now: it holds (or just took) one of the key's slots
+        and its rate allows it now. Otherwise it waits — in the key's queue, or (a slot taken, its turn
+        under the rate later) for its retry timer, set to its turn."""
+        key = tags[LIMIT_TAG]
+        if await tx.holds_slot(task.id):
+            return True
+        concurrency, rate = await self._limit_of(tx, key, tags)
+        if concurrency is None and rate is None:
+            return True
+        running, next_at = await tx.limit_key(key)
+        head = await tx.queue_head(key)
+        full = concurrency is not None and running >= concurrency
+        if full or (head is not None and head != task.id):
+            await tx.enqueue(task.id, key, now)
+            return False
+        at = now
+        if rate is not None:
+            at = max(now, next_at)
+            next_at = at + max(1, round(1000 / rate))
+        await tx.put_limit_key(key, running + 1, next_at)
+        await tx.take_slot(task.id, key)
+        if at > now:  # its turn under the rate: the retry timer dispatches it then
+            task.timeout_type = RETRY
+            task.timeout_at = at
+            await tx.put_task(task)
+            fx.at(at)
+            return False
+        return True
+
+    async def _limit_of(self, tx: Tx, key: str, tags: dict[str, str]) -> tuple[int | None, float | None]:
+        """The limit of ``key``: the server's for its function (the key up to ``/``), else the tags'."""
+        override = await tx.get_limit(key.split("/", 1)[0])
+        if override is not None:
+            return override
+        concurrency = tags.get(CONCURRENCY_TAG)
+        limit = int(concurrency) if concurrency is not None and concurrency.isdigit() else None
+        return (limit if limit else None), parse_rate(tags.get(RATE_TAG))
+
+    async def _leave_limits(self, tx: Tx, task_id: str, tags: dict[str, str], now: int, fx: _Effects) -> None:
+        """The task stopped running (suspended, halted): free its slot, and let the next task of its key
+        go."""
+        if LIMIT_TAG not in tags:
+            return
+        await self._free_slot(tx, task_id, fx)
+        while fx.freed:
+            await self._admit(tx, fx.freed.pop(0), now, fx, 1)
+
+    async def _free_slot(self, tx: Tx, task_id: str, fx: _Effects) -> None:
+        """The task leaves its key's queue or slot; a freed slot is noted for admission (``fx.freed``)."""
+        key = await tx.leave_limits(task_id)
+        if key is None:
+            return
+        running, next_at = await tx.limit_key(key)
+        await tx.put_limit_key(key, max(running - 1, 0), next_at)
+        fx.freed.append(key)
+
+    async def _admit(self, tx: Tx, key: str, now: int, fx: _Effects, most: int) -> int:
+        """Dispatch up to ``most`` waiting tasks of ``key``, oldest first, while its limit allows."""
+        admitted = 0
+        while admitted < most:
+            head = await tx.queue_head(key)
+            if head is None:
+                break
+            task = await tx.get_task(head)
+            p = await tx.get_promise(head)
+            target = None if p is None else p.tags.get("resonate:target")
+            if task is None or p is None or target is None or task.state != "pending":
+                await tx.leave_limits(head)  # a stray queue entry
+                continue
+            await self._dispatch(tx, task, p.tags, target, now, fx)
+            if not await tx.holds_slot(head):
+                break
+            admitted += 1
+        return admitted
 
     async def _queue_execute(
         self, tx: Tx, id: str, version: int, target: str, fx: _Effects, avoid: str = ""
@@ -318,7 +423,7 @@ class Core:
                 task = TaskRow(id, "pending", 0, RETRY, now + self.config.retry_timeout)
                 await tx.put_task(task)
                 fx.at(now + self.config.retry_timeout)
-                await self._queue_execute(tx, id, 0, target, fx)
+                await self._dispatch(tx, task, tags, target, now, fx)
         return p
 
     async def _acquire(self, tx: Tx, task: TaskRow, pid: str, ttl: int, now: int, fx: _Effects) -> None:
@@ -414,6 +519,15 @@ class Core:
                 await tx.put_task(TaskRow(a.id, "fulfilled", 0))
                 return 200, {"task": Task(a.id, "fulfilled", 0, 0), "promise": p, "preload": []}
             task = TaskRow(a.id, "pending", 0)
+            if LIMIT_TAG in a.tags:
+                # Born acquired only when its limit lets it run now; else it waits like a dispatched task,
+                # and the caller gets it pending (an execute comes when its turn does).
+                task.timeout_type = RETRY
+                task.timeout_at = now + self.config.retry_timeout
+                await tx.put_task(task)
+                fx.at(task.timeout_at)
+                if not await self._admitted(tx, task, a.tags, now, fx):
+                    return 200, {"task": await task_record(tx, task), "promise": p, "preload": []}
         else:
             found = await tx.get_task(p.id)
             if found is None:
@@ -492,6 +606,9 @@ class Core:
             task.state = "suspended"
             _leased(task)
             await tx.put_task(task)
+            own = loaded[d.id]
+            if own is not None:
+                await self._leave_limits(tx, task.id, own.tags, now, fx)
             return 200, {}
         own = await tx.get_promise(task.id)
         return 300, {"preload": [] if own is None else await self._preload(tx, own)}
@@ -556,7 +673,7 @@ class Core:
         return 200, ({"lost": lost} if lost else {})
 
     async def _task_halt(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
-        await self._load(tx, req.data.id, now, fx)
+        p = await self._load(tx, req.data.id, now, fx)
         task = await tx.get_task(req.data.id)
         if task is None:
             return 404, "Task not found"
@@ -567,6 +684,8 @@ class Core:
             _leased(task)
             await tx.put_task(task)
             fx.done.append(task.id)
+            if p is not None:
+                await self._leave_limits(tx, task.id, p.tags, now, fx)
         return 200, {}
 
     async def _task_continue(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -709,6 +828,47 @@ class Core:
         timeout_at = min(now + max(old.timeoutAt - old.createdAt, 0), INT64_MAX)
         root = await self._insert(tx, d.to, timeout_at, old.param, tags, now, now, fx)
         return 200, {"promise": root, "copied": len(copies)}
+
+    # ------------------------------------------------------------------------------------------- limits
+
+    async def _limit_set(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        """The server's limit for a function, for every key of it; takes effect at once: waiting tasks
+        that the new limit lets run are dispatched in this unit (at most ``MAX_BATCH``)."""
+        d: rq.LimitSet = req.data
+        rate = parse_rate(d.rate)
+        await tx.set_limit(d.name, d.concurrency, rate)
+        admitted = 0
+        for key in await tx.queue_keys(d.name):
+            if key != d.name and not key.startswith(d.name + "/"):
+                continue
+            admitted += await self._admit(tx, key, now, fx, MAX_BATCH - admitted)
+            if admitted >= MAX_BATCH:
+                break
+        return 200, {"limit": _limit_record(d.name, d.concurrency, rate), "admitted": admitted}
+
+    async def _limit_get(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        found = await tx.get_limit(req.data.name)
+        if found is None:
+            return 404, "Limit not found"
+        return 200, {"limit": _limit_record(req.data.name, *found)}
+
+    async def _limit_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.PageSearch = req.data
+        limit = d.limit or 100
+        rows = await tx.search_limits(limit + 1, d.cursor)
+        found = [_limit_record(*r) for r in rows]
+        if len(found) > limit:
+            return 200, {"limits": found[:limit], "cursor": found[limit - 1]["name"]}
+        return 200, {"limits": found}
+
+    async def _queue_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
+        d: rq.PageSearch = req.data
+        limit = d.limit or 100
+        rows = await tx.queue_stats(limit + 1, d.cursor)
+        found = [{"key": k, "running": r, "queued": q} for k, r, q in rows]
+        if len(found) > limit:
+            return 200, {"queues": found[:limit], "cursor": found[limit - 1]["key"]}
+        return 200, {"queues": found}
 
     # --------------------------------------------------------------------------------------------- debug
 
@@ -878,10 +1038,21 @@ class Core:
                     continue
                 if p.tags.get("resonate:timer") == "true" and task.timeout_at is None:
                     continue
+                if LIMIT_TAG in p.tags and not await tx.holds_slot(task.id):
+                    continue  # waiting for a slot of its limit key
                 out.append(Outgoing(p.tags["resonate:target"], task.id, task.version))
             if len(page) < 1000:
                 return out
             cursor = page[-1].id
+
+
+def _limit_record(name: str, concurrency: int | None, rate: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if concurrency is not None:
+        out["concurrency"] = concurrency
+    if rate is not None:
+        out["rate"] = rate
+    return out
 
 
 def _under_detached(id: str) -> bool:

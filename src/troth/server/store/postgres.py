@@ -173,7 +173,18 @@ _V4: Final = [
     "WHERE settled_at IS NOT NULL AND (origin = id OR origin IS NULL)",
 ]
 
-MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4]
+_V5: Final = [
+    # Limits by key (docs/operations/limits-by-key.md).
+    'CREATE TABLE limits (name TEXT COLLATE "C" PRIMARY KEY, concurrency INTEGER, rate DOUBLE PRECISION)',
+    'CREATE TABLE limit_keys (key TEXT COLLATE "C" PRIMARY KEY, running INTEGER NOT NULL, '
+    "next_at BIGINT NOT NULL)",
+    'CREATE TABLE limit_slots (task_id TEXT COLLATE "C" PRIMARY KEY, key TEXT COLLATE "C" NOT NULL)',
+    'CREATE TABLE limit_queue (task_id TEXT COLLATE "C" PRIMARY KEY, key TEXT COLLATE "C" NOT NULL, '
+    "at BIGINT NOT NULL)",
+    "CREATE INDEX limit_queue_order ON limit_queue (key, at, task_id)",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4, _V5]
 """PostgreSQL's schema, one list of statements per version, applied in order at start-up."""
 
 _MIGRATION_LOCK: Final = 0x7407_7407

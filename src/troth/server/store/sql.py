@@ -28,6 +28,10 @@ TABLES: Final = (
     "outbox_execute",
     "outbox_unblock",
     "schedules",
+    "limits",
+    "limit_keys",
+    "limit_slots",
+    "limit_queue",
 )
 
 _encode = msgspec.json.encode
@@ -480,6 +484,85 @@ class SqlTx(ABC):
             (fired, fired if next_run_at is None else next_run_at, next_run_at, id, fired),
         )
         return changed > 0
+
+    # ------------------------------------------------------------------------------------------- limits
+
+    async def get_limit(self, name: str) -> tuple[int | None, float | None] | None:
+        row = await self._one("SELECT concurrency, rate FROM limits WHERE name = ?", (name,))
+        return None if row is None else (row[0], row[1])
+
+    async def set_limit(self, name: str, concurrency: int | None, rate: float | None) -> None:
+        if concurrency is None and rate is None:
+            await self._exec("DELETE FROM limits WHERE name = ?", (name,))
+            return
+        await self._exec(
+            "INSERT INTO limits (name, concurrency, rate) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET concurrency = excluded.concurrency, rate = excluded.rate",
+            (name, concurrency, rate),
+        )
+
+    async def search_limits(
+        self, limit: int, cursor: str | None
+    ) -> list[tuple[str, int | None, float | None]]:
+        rows = await self._all(
+            "SELECT name, concurrency, rate FROM limits WHERE name > ? ORDER BY name LIMIT ?",
+            ("" if cursor is None else cursor, limit),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def limit_key(self, key: str) -> tuple[int, int]:
+        row = await self._one("SELECT running, next_at FROM limit_keys WHERE key = ?", (key,))
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def put_limit_key(self, key: str, running: int, next_at: int) -> None:
+        await self._exec(
+            "INSERT INTO limit_keys (key, running, next_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET running = excluded.running, next_at = excluded.next_at",
+            (key, running, next_at),
+        )
+
+    async def holds_slot(self, task_id: str) -> bool:
+        return await self._one("SELECT 1 FROM limit_slots WHERE task_id = ?", (task_id,)) is not None
+
+    async def take_slot(self, task_id: str, key: str) -> None:
+        await self._exec("INSERT INTO limit_slots (task_id, key) VALUES (?, ?)", (task_id, key))
+        await self._exec("DELETE FROM limit_queue WHERE task_id = ?", (task_id,))
+
+    async def enqueue(self, task_id: str, key: str, at: int) -> None:
+        await self._exec(
+            "INSERT INTO limit_queue (task_id, key, at) VALUES (?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+            (task_id, key, at),
+        )
+
+    async def leave_limits(self, task_id: str) -> str | None:
+        await self._exec("DELETE FROM limit_queue WHERE task_id = ?", (task_id,))
+        rows = await self._all("DELETE FROM limit_slots WHERE task_id = ? RETURNING key", (task_id,))
+        return str(rows[0][0]) if rows else None
+
+    async def queue_head(self, key: str) -> str | None:
+        row = await self._one(
+            "SELECT task_id FROM limit_queue WHERE key = ? ORDER BY at, task_id LIMIT 1", (key,)
+        )
+        return None if row is None else str(row[0])
+
+    async def queue_keys(self, prefix: str) -> list[str]:
+        rows = await self._all(
+            "SELECT DISTINCT key FROM limit_queue WHERE substr(key, 1, ?) = ? ORDER BY key LIMIT 1000",
+            (len(prefix), prefix),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def queue_stats(self, limit: int, cursor: str | None) -> list[tuple[str, int, int]]:
+        after = "" if cursor is None else cursor
+        rows = await self._all(
+            "SELECT key, sum(running), sum(queued) FROM ("
+            "SELECT key, running, 0 AS queued FROM limit_keys WHERE key > ? AND running > 0 "
+            "UNION ALL SELECT key, 0 AS running, count(*) AS queued FROM limit_queue WHERE key > ? "
+            "GROUP BY key"
+            ") AS s GROUP BY key ORDER BY key LIMIT ?",
+            (after, after, limit),
+        )
+        return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     # ------------------------------------------------------------------------------------- housekeeping
 

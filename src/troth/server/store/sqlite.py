@@ -105,6 +105,17 @@ MIGRATIONS: Final[list[list[str]]] = [
         "CREATE INDEX IF NOT EXISTS promises_root_settled ON promises (settled_at, id) "
         "WHERE settled_at IS NOT NULL AND (origin = id OR origin IS NULL)",
     ],
+    [  # limits by key (docs/operations/limits-by-key.md)
+        # WITHOUT ROWID: one b-tree a table, so an admission writes as few pages as it can
+        "CREATE TABLE IF NOT EXISTS limits (name TEXT PRIMARY KEY, concurrency INTEGER, rate REAL) "
+        "WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS limit_keys (key TEXT PRIMARY KEY, running INTEGER NOT NULL, "
+        "next_at BIGINT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS limit_slots (task_id TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS limit_queue (task_id TEXT PRIMARY KEY, key TEXT NOT NULL, "
+        "at BIGINT NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX IF NOT EXISTS limit_queue_order ON limit_queue (key, at, task_id)",
+    ],
 ]
 """The schema, one list of statements per version; a store applies the ones its file lacks at open."""
 

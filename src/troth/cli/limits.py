@@ -1,0 +1,105 @@
+"""``troth limits`` and ``troth queues``: the server's limits by function and the queues by key
+(docs/operations/limits-by-key.md).
+
+``limits set`` overrides what the functions' registrations declare, for every key of the function, at
+once and without a restart (waiting tasks the new limit lets run are dispatched by the same request);
+``queues`` shows how many tasks of each key run and wait. Both need an admin token when authentication
+is on (they are server-wide).
+
+Rejected: limits kept in each worker's memory (they would not hold across workers and replicas, and a
+restart would forget a change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from troth.cli.client import client_command, client_for, search_pages
+from troth.cli.params import fail
+from troth.cli.render import emit_json
+
+
+def _describe(limit: dict[str, Any]) -> str:
+    parts = []
+    if "concurrency" in limit:
+        parts.append(f"concurrency {limit['concurrency']}")
+    if "rate" in limit:
+        parts.append(f"rate {limit['rate']:g}/s")
+    return ", ".join(parts) or "no limit"
+
+
+@click.group("limits")
+def limits() -> None:
+    """The server's limits by function (concurrency and rate per key)."""
+
+
+@limits.command("set")
+@click.argument("name")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1_000_000), default=None, help="Tasks running at once per key."
+)
+@click.option("--rate", default=None, help="Dispatches per key, e.g. 20/s, 100/m, 5/h.")
+@client_command
+@click.pass_context
+def limits_set(
+    ctx: click.Context, name: str, concurrency: int | None, rate: str | None, as_json: bool
+) -> None:
+    """Limit every key of function NAME (overrides what its registration declares)."""
+    if concurrency is None and rate is None:
+        fail("give --concurrency, --rate or both (limits clear removes a limit)")
+    data: dict[str, Any] = {"name": name}
+    if concurrency is not None:
+        data["concurrency"] = concurrency
+    if rate is not None:
+        data["rate"] = rate
+    answer = client_for(ctx).call("limit.set", data)
+    if as_json:
+        emit_json(answer)
+        return
+    click.echo(f"{name}  {_describe(answer['limit'])}  ({answer.get('admitted', 0)} waiting task(s) started)")
+
+
+@limits.command("clear")
+@click.argument("name")
+@client_command
+@click.pass_context
+def limits_clear(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove the server's limit of NAME (its registration's own limit applies again)."""
+    answer = client_for(ctx).call("limit.set", {"name": name})
+    if as_json:
+        emit_json(answer)
+        return
+    click.echo(f"{name}  cleared")
+
+
+@limits.command("list")
+@client_command
+@click.pass_context
+def limits_list(ctx: click.Context, as_json: bool) -> None:
+    """Every limit set at the server."""
+    found, _ = search_pages(client_for(ctx), "limit.search", "limits", {"limit": 100}, None, True)
+    if as_json:
+        emit_json(found)
+        return
+    for limit in found:
+        click.echo(f"{limit['name']}  {_describe(limit)}")
+
+
+@click.command("queues")
+@client_command
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """Tasks running and waiting, per limit key."""
+    found, _ = search_pages(client_for(ctx), "queue.search", "queues", {"limit": 100}, None, True)
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("no limited task runs or waits")
+    for q in found:
+        click.echo(f"{q['key']}  running {q['running']}  queued {q['queued']}")
+
+
+COMMANDS = [limits, queues]
