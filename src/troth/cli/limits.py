@@ -46,7 +46,12 @@ def limits() -> None:
 def limits_set(
     ctx: click.Context, name: str, concurrency: int | None, rate: str | None, as_json: bool
 ) -> None:
-    """Limit every key of function NAME (overrides what its registration declares)."""
+    """Limit every key of function NAME (overrides what its registration declares).
+
+    \b
+    Example:
+      troth limits set charge --concurrency 5 --rate 50/s
+    """
     if concurrency is None and rate is None:
         fail("give --concurrency, --rate or both (limits clear removes a limit)")
     data: dict[str, Any] = {"name": name}
@@ -66,7 +71,12 @@ def limits_set(
 @client_command
 @click.pass_context
 def limits_clear(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Remove the server's limit of NAME (its registration's own limit applies again)."""
+    """Remove the server's limit of NAME (its registration's own limit applies again).
+
+    \b
+    Example:
+      troth limits clear charge
+    """
     answer = client_for(ctx).call("limit.set", {"name": name})
     if as_json:
         emit_json(answer)
@@ -78,7 +88,12 @@ def limits_clear(ctx: click.Context, name: str, as_json: bool) -> None:
 @client_command
 @click.pass_context
 def limits_list(ctx: click.Context, as_json: bool) -> None:
-    """Every limit set at the server."""
+    """Every limit set at the server.
+
+    \b
+    Example:
+      troth limits list
+    """
     found, _ = search_pages(client_for(ctx), "limit.search", "limits", {"limit": 100}, None, True)
     if as_json:
         emit_json(found)
@@ -91,7 +106,12 @@ def limits_list(ctx: click.Context, as_json: bool) -> None:
 @client_command
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool) -> None:
-    """Tasks running and waiting, per limit key."""
+    """Tasks running and waiting, per limit key.
+
+    \b
+    Example:
+      troth queues
+    """
     found, _ = search_pages(client_for(ctx), "queue.search", "queues", {"limit": 100}, None, True)
     if as_json:
         emit_json(found)
