@@ -1,0 +1,79 @@
+"""Limits by key across two ``troth serve`` replicas on one PostgreSQL (docs/operations/limits-by-key.md):
+two worker processes, each attached to a different replica, and clients sending through both replicas;
+80 tasks for 4 customers with ``concurrency=2`` per customer never run more than 2 at once per customer
+(recorded by the workers), and all complete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sdk import workers
+from sdk.support import WorkerProcess, lines
+from stores import new_database, require_postgres
+from troth import Troth
+
+from .replicas import Replicas
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def two() -> Iterator[Replicas]:
+    require_postgres()
+    with Replicas(2, new_database()) as replicas:
+        yield replicas
+
+
+def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path) -> None:
+    urls = [s.url for s in two.servers]
+    group = "limited"
+    procs = [
+        WorkerProcess(",".join(urls[n:] + urls[:n]), group, f"w{n}", tmp_path, ttl=30).start() for n in (0, 1)
+    ]
+    try:
+
+        async def main() -> None:
+            for w in procs:
+                await w.ready(90)
+            clients = [Troth(",".join(urls[k:] + urls[:k]), group=f"client-{k}") for k in (0, 1)]
+            for c in clients:
+                workers.register_all(c, procs[0].effects, "client")
+            try:
+                handles = [
+                    await clients[n % 2]
+                    .options(target=group)
+                    .begin_rpc(f"lim-{n}", workers.limited_job, f"rc{n % 4}", n)
+                    for n in range(80)
+                ]
+                results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 300)
+                assert sorted(results) == list(range(80))
+            finally:
+                for c in clients:
+                    await c.stop()
+
+        asyncio.run(main())
+    finally:
+        for w in procs:
+            w.close()
+    spans: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for line in lines(procs[0].effects):
+        parts = line.split()
+        if parts[0] in ("job-start", "job-end") and parts[1].startswith("rc"):
+            spans[(parts[1], int(parts[2]))].append(float(parts[3]))
+    assert len(spans) == 80
+    by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for (customer, _), (start, end) in spans.items():
+        by_key[customer] += [(start, 1), (end, -1)]
+    for customer, events in by_key.items():
+        running = peak = 0
+        for _, delta in sorted(events):
+            running += delta
+            peak = max(peak, running)
+        assert peak <= 2, (customer, peak)
+    ran_on = {line.split()[-1] for line in lines(procs[0].effects) if line.startswith("job-start rc")}
+    assert ran_on == {"w0", "w1"}, ran_on
