@@ -114,6 +114,38 @@ def test_latent_promise_settled_from_another_process(
     assert server.promise(root)["state"] == "resolved"
 
 
+def test_a_canceled_tree_is_rejected_canceled_to_the_official_client(
+    procs: ProcessGroup, sdk_python: Path, server: Server, tmp_path: Path
+) -> None:
+    """troth's ``tree.cancel`` (docs/sdk/trees.md) on a workflow of the official SDK waiting on a latent
+    promise: both become ``rejected_canceled``, the official handle fails with an error instead of
+    hanging, and the same client library runs the next workflow as before."""
+    import os
+
+    if os.environ.get("TROTH_COMPAT_SERVER", "troth") != "troth" or os.environ.get("TROTH_COMPAT_SERVER_URL"):
+        pytest.skip("tree.cancel is troth's own request kind")
+    root = new_id("cancel")
+    announce = tmp_path / "latent-id"
+    argv = scenario(sdk_python, server, "latent", "--id", root, "--announce", str(announce), "--expect-error")
+    waiter = procs.start("latent", argv)
+    latent_id = wait_until(
+        lambda: announce.read_text(encoding="utf-8") if announce.exists() else None,
+        90,
+        "the latent promise's id",
+        lambda: waiter.describe() + server.describe(),
+    )
+    status, envelope = server.request("tree.cancel", {"id": root})
+    assert status == 200, envelope
+    assert set(envelope["data"]["canceled"]) == {root, latent_id}
+    outcome = waiter.result(150, server.describe)
+    assert "error" in outcome, outcome
+    assert server.promise(root)["state"] == "rejected_canceled"
+    assert server.promise(latent_id)["state"] == "rejected_canceled"
+    again = new_id("hello")
+    proc = procs.start("hello", scenario(sdk_python, server, "hello", "--id", again, "--name", "World"))
+    assert proc.result(150, server.describe) == "Hello, World!"
+
+
 def test_fan_out_fan_in(procs: ProcessGroup, sdk_python: Path, server: Server) -> None:
     root = new_id("fan")
     proc = procs.start("fanout", scenario(sdk_python, server, "fanout", "--id", root, "--n", "5"))

@@ -203,6 +203,11 @@ async def run_latent(args: argparse.Namespace) -> Any:
             latent_id = Path(args.announce).read_text(encoding="utf-8")
             emit("EVENT", {"promise": latent_id})
             await resonate.promises.resolve(latent_id, Value(data=json.loads(args.self_resolve)))
+        if args.expect_error:  # the tree is canceled from outside (troth's tree.cancel)
+            try:
+                return {"unexpected": await handle.result()}
+            except Exception as exc:
+                return {"error": type(exc).__name__, "message": str(exc)[:300]}
         return await handle.result()
     finally:
         await resonate.stop()
@@ -316,6 +321,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--id", required=True)
     p.add_argument("--announce", required=True, help="file the latent promise's id is written to")
     p.add_argument("--self-resolve", default=None, help="JSON value; local mode settles it in-process")
+    p.add_argument("--expect-error", action="store_true", help="report the handle's error as the result")
 
     p = sub.add_parser("latent-timeout")
     p.add_argument("--id", required=True)
