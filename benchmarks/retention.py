@@ -8,7 +8,12 @@ every 50 ms. The server's retention pass (every 10 s) deletes the seeded trees m
 promises reclaimed per second (from the first to the last change of the counter) and the p50/p99 latency
 of the requests that ran during the pass and of those outside it.
 
-Run: ``make bench-retention`` (or ``python -m benchmarks.retention --trees 4000 --size 5``).
+With ``--soak SECONDS`` it instead runs the server with ``--retention 5s`` under a steady create+settle
+load (trees of ``--size`` promises) for that long, and samples the store's size on disk (database and
+WAL) and the number of promises every 5 s: with retention on, both level off instead of growing.
+
+Run: ``make bench-retention`` (or ``python -m benchmarks.retention --trees 4000 --size 5``;
+``--soak 120`` for the soak).
 """
 
 from __future__ import annotations
@@ -127,13 +132,84 @@ async def measure(port: int, clients: int, seconds: float, expected: int) -> dic
     }
 
 
+async def soak(
+    port: int, db: Path, seconds: float, size: int, clients: int
+) -> list[tuple[float, int, float]]:
+    """``(elapsed s, bytes on disk, promises)`` every 5 s while ``clients`` create and settle trees."""
+    far = int(time.time() * 1000) + 3_600_000
+    stop = time.perf_counter() + seconds
+    samples: list[tuple[float, int, float]] = []
+    started = time.perf_counter()
+
+    async def client(c: int) -> None:
+        conn = await Conn.open("127.0.0.1", port)
+        n = 0
+        while time.perf_counter() < stop:
+            root = f"soak-{c}-{n}"
+            n += 1
+            ids = [root] + [f"{root}:{i}" for i in range(1, size)]
+            for id in ids:
+                tags = {"resonate:origin": root, "resonate:parent": root}
+                status, _ = await conn.post(
+                    body("promise.create", {"id": id, "timeoutAt": far, "tags": tags})
+                )
+                assert status == 200, status
+            for id in reversed(ids):
+                status, _ = await conn.post(body("promise.settle", {"id": id, "state": "resolved"}))
+                assert status == 200, status
+        await conn.close()
+
+    async def sample() -> None:
+        conn = await Conn.open("127.0.0.1", port)
+        while time.perf_counter() < stop:
+            on_disk = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+            samples.append((time.perf_counter() - started, on_disk, await promises_count(conn)))
+            await asyncio.sleep(5)
+        await conn.close()
+
+    await asyncio.gather(sample(), *(client(c) for c in range(clients)))
+    return samples
+
+
+async def promises_count(conn: Conn) -> float:
+    conn.writer.write(f"GET /metrics HTTP/1.1\r\nHost: {conn.host}\r\n\r\n".encode())
+    await conn.reader.readline()
+    length = 0
+    while True:
+        line = await conn.reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    text = (await conn.reader.readexactly(length)).decode()
+    return sum(float(v) for v in re.findall(r'troth_promises\{state="[a-z_]+"\} ([0-9.e+]+)', text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", type=int, default=4000)
     parser.add_argument("--size", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=25.0)
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args()
+    if args.soak is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "troth.db"
+            proc, port = start_server(str(db), "--retention", "5s")
+            try:
+                series = asyncio.run(soak(port, db, args.soak, args.size, args.clients))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        print("elapsed s | store on disk MB | promises stored")
+        for elapsed, on_disk, count in series:
+            print(f"{elapsed:9.0f} | {on_disk / 1e6:16.2f} | {count:15.0f}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(str(Path(tmp) / "troth.db"), "--retention", "1d", "--debug")
         try:
