@@ -7,7 +7,9 @@ Starts a real ``troth serve`` on a fresh SQLite file with one SSE worker connect
    limit and for tasks of 5 keys with ``troth:concurrency`` (never full, so every task is dispatched at
    once: the cost measured is the admission itself);
 2. throughput of create+fulfil work — C clients each create a task, acquire and fulfil it, without limit
-   tags and with them (``concurrency`` 1,000 per key: the slot is taken at create and freed at fulfil).
+   tags and with them (``concurrency`` 1,000 per key: the slot is taken at create and freed at fulfil);
+3. how closely a rate holds — 60 tasks of one key with ``troth:rate`` 20/s, the dispatches per second the
+   worker receives.
 
 Run: ``make bench-limits`` (or ``python -m benchmarks.limits --count 400 --rounds 3``).
 """
@@ -56,6 +58,29 @@ async def dispatch(port: int, count: int, limited: bool) -> list[float]:
     return samples
 
 
+async def rate_held(port: int, count: int, rate: str = "20/s") -> float:
+    """Dispatches per second the worker receives for ``count`` tasks of one key with ``troth:rate``."""
+    group = f"r{random.randrange(1 << 30)}"
+    worker = SseWorker()
+    await worker.connect(port, group, "w1")
+    conn = await Conn.open("127.0.0.1", port)
+    far = int(time.time() * 1000) + 3_600_000
+    limit = {"troth:limit": f"bench/{group}", "troth:rate": rate, "resonate:target": f"poll://any@{group}"}
+    for i in range(count):
+        status, _ = await conn.post(
+            body("promise.create", {"id": f"{group}-{i}", "timeoutAt": far, "tags": limit})
+        )
+        assert status == 200
+    arrivals = []
+    for _ in range(count):
+        arrived, message = await asyncio.wait_for(worker.frames.get(), 60)
+        assert message["kind"] == "execute"
+        arrivals.append(arrived)
+    await conn.close()
+    await worker.close()
+    return (count - 1) / (arrivals[-1] - arrivals[0])
+
+
 async def work(port: int, count: int, clients: int, limited: bool) -> float:
     """Tasks per second created, acquired and fulfilled by ``clients`` keep-alive clients."""
     group = f"t{random.randrange(1 << 30)}"
@@ -96,6 +121,7 @@ def main() -> None:
     plain: list[float] = []
     limited: list[float] = []
     rates: dict[bool, list[float]] = {False: [], True: []}
+    held: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(str(Path(tmp) / "troth.db"))
         try:
@@ -103,6 +129,7 @@ def main() -> None:
                 for on in (False, True):
                     (limited if on else plain).extend(asyncio.run(dispatch(port, args.count, on)))
                     rates[on].append(asyncio.run(work(port, args.count * 2, args.clients, on)))
+                held.append(asyncio.run(rate_held(port, 60)))
         finally:
             proc.terminate()
             try:
@@ -115,6 +142,10 @@ def main() -> None:
     print(
         f"dispatch with limits:    p50 {pct(limited, 0.5) * 1000:.2f} ms, "
         f"p99 {pct(limited, 0.99) * 1000:.2f} ms"
+    )
+    print(
+        "a rate of 20/s, as received by the worker (60 tasks of one key): "
+        + ", ".join(f"{r:.2f}/s" for r in held)
     )
     for on in (False, True):
         shown = ", ".join(f"{r:.0f}" for r in rates[on])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sdk import workers
-from sdk.support import WorkerProcess, lines
+from sdk.support import WorkerProcess, limit_used, lines
 from stores import new_database, require_postgres
 from troth import Troth
 
@@ -50,6 +50,7 @@ def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path
                     .begin_rpc(f"lim-{n}", workers.limited_job, f"rc{n % 4}", n)
                     for n in range(80)
                 ]
+                await limit_used(procs[0].effects, "rc", 4, 2)
                 results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 300)
                 assert sorted(results) == list(range(80))
             finally:

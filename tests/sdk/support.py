@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,6 +90,28 @@ def lines(path: Path) -> list[str]:
 def count(path: Path, prefix: str) -> int:
     """How many effect lines are ``prefix``, or ``prefix`` + space + more (so "step a" is not "step ab")."""
     return sum(1 for line in lines(path) if line == prefix or line.startswith(prefix + " "))
+
+
+async def limit_used(effects: Path, prefix: str, customers: int, concurrency: int) -> None:
+    """While every job waits for ``<effects>.limited.open`` (``workers.limited_job``): wait until each
+    customer's first ``concurrency`` jobs have started — the limit is used, not just respected — check that
+    no customer has more, then let them all go on."""
+
+    def started() -> dict[str, int]:
+        seen: dict[str, int] = defaultdict(int)
+        for line in lines(effects):
+            parts = line.split()
+            if parts[0] == "job-start" and parts[1].startswith(prefix):
+                seen[parts[1]] += 1
+        return seen
+
+    await until(
+        lambda: len(started()) == customers and all(n >= concurrency for n in started().values()),
+        120,
+        f"{concurrency} jobs started for each of {customers} customers",
+    )
+    assert all(n == concurrency for n in started().values()), dict(started())
+    Path(f"{effects}.limited.open").touch()
 
 
 class WorkerProcess:

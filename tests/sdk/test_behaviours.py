@@ -67,15 +67,21 @@ async def test_01_hello_world_request_sequence(env: Env) -> None:
 
 async def test_01b_a_run_that_suspends_subscribes_its_handle(env: Env) -> None:
     r, rec = env.client()
+    wanted = env.id("nap-until")
 
     @r.register
     async def napper(ctx: Context) -> str:
-        await ctx.sleep(0.2)
+        # a latent promise, not a short sleep: a sleep's timer can fire before a loaded machine's first
+        # execution ends, and then the task never suspends
+        await ctx.promise(id=wanted)
         return "rested"
 
     root = env.id("nap")
     async with r:
-        assert await r.run(root, napper) == "rested"
+        handle = r.run(root, napper)
+        await until(lambda: rec.of("promise.register_listener", root), 60, "the handle's subscription")
+        await r.promises.resolve(wanted, None)
+        assert await handle == "rested"
         assert len(rec.of("promise.register_listener", root)) == 1, rec.exchanges
 
 

@@ -236,8 +236,12 @@ async def five_steps(ctx: Context, order: str) -> list[str]:
 
 
 async def limited_job(ctx: Context, customer: str, n: int) -> int:
-    """Registered with concurrency 2 per customer; records when it runs (wall clock, across processes)."""
+    """Registered with concurrency 2 per customer; records when it runs (wall clock, across processes). Every
+    job waits for the file ``<effects>.limited.open`` first, so the test sees the first admissions while they
+    hold their slots."""
     effect(ctx, f"job-start {customer} {n} {time.time():.6f}")
+    # the jobs admitted first hold their slots until the test has seen who runs (``<effects>.limited.open``)
+    await wait_for_file(f"{ctx.get_dependency('effects')}.limited.open", 300)
     await asyncio.sleep(0.05)
     effect(ctx, f"job-end {customer} {n} {time.time():.6f}")
     return n
