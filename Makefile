@@ -41,6 +41,7 @@ BENCH_TYPED := benchmarks/*.py benchmarks/peers/*.py benchmarks/peers/drivers/tr
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests/typing
+	$(BIN)/mypy examples
 	$(BIN)/mypy $(BENCH_TYPED)
 
 # pytest-xdist workers: most real-process tests wait on timers and other processes, so four workers

@@ -16,40 +16,23 @@ picks a free one). The startup line is ``Gateway listening on http://127.0.0.1:<
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from examples._common import line_buffered
+from examples._gateway import error, serve, server_timeout
 from troth import InvalidIdError, ServerError, Troth
 
 GROUP = "gateway"
 TARGET = "poll://any@worker"
-DEFAULT_PORT = 5001
 DEFAULT_DATA = {"foo": "bar"}
-
-
-def server_timeout() -> float:
-    """How long a request waits for the troth server (the SDK retries an unreachable one forever)."""
-    return float(os.environ.get("GATEWAY_SERVER_TIMEOUT_S", "10"))
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def begin(request: Request) -> Response:
@@ -103,45 +86,13 @@ async def wait(request: Request) -> Response:
     return JSONResponse({"status": "resolved", "promise_id": id, "result": result})
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error(exc.status_code, exc.detail, headers=exc.headers)
-
-
-@asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    async with Troth(group=GROUP) as troth:
-        app.state.troth = troth
-        yield
-
-
-def make_app() -> Starlette:
-    return Starlette(
-        routes=[Route("/begin", begin, methods=["POST"]), Route("/wait", wait, methods=["GET"])],
-        exception_handlers={HTTPException: http_error},
-        lifespan=lifespan,
-    )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, printing the startup line once it accepts connections."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            port = self.servers[0].sockets[0].getsockname()[1]
-            print(f"Gateway listening on http://127.0.0.1:{port}", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    line_buffered()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", DEFAULT_PORT)))
-    args = parser.parse_args(argv)
-    config = uvicorn.Config(
-        make_app(), host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=3
+    serve(
+        [Route("/begin", begin, methods=["POST"]), Route("/wait", wait, methods=["GET"])],
+        GROUP,
+        __doc__.splitlines()[0],
+        argv,
     )
-    _Server(config).run()
 
 
 if __name__ == "__main__":

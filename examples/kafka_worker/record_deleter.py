@@ -158,7 +158,7 @@ async def consume(troth: Troth, consumer: AIOKafkaConsumer) -> None:
             log.error("could not start the workflow of record %s: %s", record_id, exc)
 
 
-class AnnounceAssignments(ConsumerRebalanceListener):
+class AnnounceAssignments(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Prints each assignment: the consumer reads nothing until the group's first rebalance is done."""
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
