@@ -88,6 +88,7 @@ def strip_duration(line: str) -> str:
     return re.sub(DURATION + "(?=  |$)", "", line, count=1)
 
 
+LEASE_LEFT = r" \((in [\dhms.]+|[\dhms.]+ ago)\)"  # ago only on a machine slower than the lease
 TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
 
 
@@ -263,7 +264,11 @@ def test_task_commands(cli: CLI, uid: str) -> None:
         "resumes": 0,
         "ttl": 60000,
         "pid": "me",
+        "expiresAt": claimed["task"]["expiresAt"],
     }
+    # the lease's end, as the server holds it (no heartbeat has moved it yet)
+    assert ok(cli("tasks", "get", root, "--json")).json()["task"]["expiresAt"] == claimed["task"]["expiresAt"]
+    assert re.fullmatch(TIME + LEASE_LEFT, fields(ok(cli("tasks", "get", root)).out)["lease expires"])
     assert claimed["promise"]["param"]["json"]["func"] == "nobody_runs_this"
     assert (
         "heartbeat sent for 1 task(s)"
@@ -298,10 +303,17 @@ def test_task_commands(cli: CLI, uid: str) -> None:
     pending = ok(cli("tasks", "search", "--state", "pending", "--limit", "1000", "--json")).json()
     assert root in [t["id"] for t in pending["tasks"]]
     table = rows(ok(cli("tasks", "search", "--state", "pending", "--limit", "1000")).out)
-    assert table[0] == ["ID", "STATE", "VERSION", "PID", "TTL"]
-    assert [root, "pending", "2", "-", "-"] in table
+    assert table[0] == ["ID", "STATE", "VERSION", "PID", "TTL", "LEASE EXPIRES"]
+    assert [root, "pending", "2", "-", "-", "-"] in table
 
     ok(cli("tasks", "claim", root, "--pid", "me", "--version", "2", "--ttl", "1m"))
+    held = [
+        r
+        for r in rows(ok(cli("tasks", "search", "--state", "acquired", "--limit", "1000")).out)
+        if r[0] == root
+    ]
+    assert held and held[0][1:5] == ["acquired", "3", "me", "1m"]
+    assert re.fullmatch(TIME + LEASE_LEFT, held[0][5])
     done = ok(cli("tasks", "complete", root, "--version", "3", "--value", '"finished"', "--json")).json()
     assert done["promise"]["state"] == "resolved"
     assert done["promise"]["value"]["json"] == "finished"

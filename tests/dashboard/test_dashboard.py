@@ -9,6 +9,7 @@ import re
 from playwright.sync_api import Page, expect
 
 from helpers import ServerProcess, now_ms
+from troth.server.ui import values
 
 from .conftest import Worker, shot, start_review
 
@@ -116,3 +117,30 @@ def test_delete_a_schedule(page: Page, server: ServerProcess) -> None:
     expect(page.locator("#schedules tbody tr")).to_have_count(1)
     status, body = server.post("schedule.get", {"id": "nightly"})
     assert status == 404
+
+
+def test_the_tasks_page_shows_each_lease_holder_and_when_its_lease_expires(
+    page: Page, server: ServerProcess
+) -> None:
+    target = {"resonate:target": "poll://any@nobody"}
+    for id in ("lease-1", "lease-2"):
+        status, body = server.post(
+            "promise.create", {"id": id, "timeoutAt": now_ms() + 3_600_000, "tags": target}
+        )
+        assert status == 200, body
+    # lease-1 held by hand for an hour (no heartbeat moves it); lease-2 stays pending
+    status, body = server.post(
+        "task.acquire", {"id": "lease-1", "version": 0, "pid": "hand-7", "ttl": 3_600_000}
+    )
+    assert status == 200, body
+    expires = body["data"]["task"]["expiresAt"]
+    status, body = server.post("task.get", {"id": "lease-1"})
+    assert body["data"]["task"]["expiresAt"] == expires  # the store's lease expiry, on the wire
+    page.goto(f"{server.url}/ui/tasks?q=lease-")
+    held = page.locator("#tasks tbody tr").filter(has_text="lease-1")
+    expect(held).to_contain_text("hand-7")
+    expect(held.locator("time.expires")).to_have_text(values.when(expires))
+    waiting = page.locator("#tasks tbody tr").filter(has_text="lease-2")
+    expect(waiting).to_contain_text("pending")
+    expect(waiting.locator("time.expires")).to_have_count(0)
+    shot(page, "tasks")

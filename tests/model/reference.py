@@ -192,6 +192,7 @@ class Model:
         if t.state == "acquired" and to is not None and to.type == 1:
             out["ttl"] = to.ttl
             out["pid"] = to.pid
+            out["expiresAt"] = to.at
         return out
 
     def _exec(self, task_id: str) -> None:

@@ -48,6 +48,7 @@ async def test_acquire(h: Harness) -> None:
         "resumes": 0,
         "ttl": 5000,
         "pid": "w9",
+        "expiresAt": START + 3 + 5000,
     }
     assert r.data["promise"] == p
     assert r.data["preload"] == []
@@ -148,6 +149,7 @@ async def test_task_create_new(h: Harness) -> None:
         "resumes": 0,
         "ttl": 7000,
         "pid": "w1",
+        "expiresAt": START + 7000,
     }
     p = r.data["promise"]
     assert p["state"] == "pending"
@@ -175,6 +177,7 @@ async def test_task_create_paths(h: Harness) -> None:
         "resumes": 0,
         "ttl": 1234,
         "pid": "w2",
+        "expiresAt": (await h.task_timeouts())["t"][1],
     }
     assert (await h.fulfill("t", 2, "resolved", {"data": "done"})).status == 200
     r = await h.task_create("t")
@@ -374,7 +377,15 @@ async def test_suspend_when_awaited_settled(h: Harness) -> None:
     assert set(r.data) == {"preload"}
     assert [p["id"] for p in r.data["preload"]] == ["t:1"]
     task = await h.task("t")
-    assert task == {"id": "t", "state": "acquired", "version": 1, "resumes": 0, "ttl": 10_000, "pid": "w1"}
+    assert task == {
+        "id": "t",
+        "state": "acquired",
+        "version": 1,
+        "resumes": 0,
+        "ttl": 10_000,
+        "pid": "w1",
+        "expiresAt": lease["t"][1],
+    }
     assert await h.task_timeouts() == lease
     assert (await h.snap())["callbacks"] == []
 
@@ -780,6 +791,7 @@ async def test_task_search(h: Harness) -> None:
         "resumes": 0,
         "ttl": 99,
         "pid": "w",
+        "expiresAt": (await h.task_timeouts())["t1"][1],
     }
     out = await h.ok("task.search", {"limit": 2, "cursor": "t1"})
     assert [t["id"] for t in out["tasks"]] == ["t2", "t3"]
@@ -804,9 +816,9 @@ async def test_task_search_shows_resumes(h: Harness) -> None:
 
 
 def _check_task(t: dict[str, Any]) -> None:
-    assert TASK_KEYS <= set(t) <= TASK_KEYS | {"ttl", "pid"}
+    assert TASK_KEYS <= set(t) <= TASK_KEYS | {"ttl", "pid", "expiresAt"}
     assert isinstance(t["resumes"], int)
-    assert ("ttl" in t) == ("pid" in t) == (t["state"] == "acquired")
+    assert ("ttl" in t) == ("pid" in t) == ("expiresAt" in t) == (t["state"] == "acquired")
 
 
 async def test_task_records_carry_lease_only_when_acquired(h: Harness) -> None:

@@ -330,10 +330,12 @@ def print_task(t: Mapping[str, Any]) -> None:
         rows.append(("pid", str(t["pid"])))
     if "ttl" in t:
         rows.append(("ttl", show_duration(t["ttl"])))
+    if "expiresAt" in t:  # troth's server says when the lease ends (docs/protocol/records.md#task-record)
+        rows.append(("lease expires", show_time(t["expiresAt"])))
     fields(rows)
 
 
-TASK_COLUMNS = ["ID", "STATE", "VERSION", "PID", "TTL"]
+TASK_COLUMNS = ["ID", "STATE", "VERSION", "PID", "TTL", "LEASE EXPIRES"]
 
 
 def task_row(t: Mapping[str, Any]) -> list[str | Text]:
@@ -343,6 +345,7 @@ def task_row(t: Mapping[str, Any]) -> list[str | Text]:
         str(t.get("version")),
         str(t.get("pid", "-")),
         show_duration(t.get("ttl")),
+        show_time(t.get("expiresAt")),
     ]
 
 

@@ -2,8 +2,9 @@
 
 Every record encodes exactly as the official clients expect (docs/protocol/clients.md#record-shapes): a
 promise always carries
-``param`` and ``value`` objects, ``settledAt`` only once settled; a task carries ``ttl``/``pid`` only while
-leased; a schedule carries ``lastRunAt`` only after its first run.
+``param`` and ``value`` objects, ``settledAt`` only once settled; a task carries ``ttl``/``pid`` (and
+troth's ``expiresAt``, which the official clients ignore) only while leased; a schedule carries
+``lastRunAt`` only after its first run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Task(msgspec.Struct, omit_defaults=True):
     resumes: int
     ttl: int | None = None
     pid: str | None = None
+    expiresAt: int | None = None
+    """When the lease ends unless a heartbeat extends it (ms since the epoch); troth's addition, present
+    with ``ttl`` and ``pid`` (docs/protocol/records.md#task-record)."""
 
 
 class Schedule(msgspec.Struct, omit_defaults=True):

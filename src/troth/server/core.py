@@ -540,7 +540,7 @@ class Core:
         resumed_by = await tx.ready_awaited(task.id)
         await self._acquire(tx, task, d.pid, d.ttl, now, fx)
         return 200, {
-            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
+            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid, task.timeout_at),
             "promise": p,
             "preload": await self._preload(tx, p, resumed_by),
         }
@@ -558,7 +558,7 @@ class Core:
         resumed_by = await tx.ready_awaited(task.id)
         await self._acquire(tx, task, d.pid, d.ttl, now, fx)
         return 200, {
-            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid),
+            "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid, task.timeout_at),
             "promise": p,
             "preload": await self._preload(tx, p, resumed_by),
         }
@@ -1131,7 +1131,7 @@ async def task_record(tx: Tx, t: TaskRow) -> Task:
     """The wire record of a task: its ready-callback count, and its lease while acquired."""
     resumes = await tx.count_ready(t.id) if t.state != "fulfilled" else 0
     if t.state == "acquired":
-        return Task(t.id, t.state, t.version, resumes, t.ttl, t.pid)
+        return Task(t.id, t.state, t.version, resumes, t.ttl, t.pid, t.timeout_at)
     return Task(t.id, t.state, t.version, resumes)
 
 
