@@ -267,6 +267,39 @@ async def test_info_fields(env: Env) -> None:
         assert (xi.id, xi.parent_id, xi.origin_id) == (f"{root}:2", root, root)
         assert xi.branch_id == f"{root}:2"
         assert (xi.func_name, xi.version) == ("remote_child", 3)
+        # a task's function (the workflow, an rpc'd function) against a step of its caller's task
+        assert (ri.step, ci.step, gi.step, xi.step) == (False, True, True, False)
+
+
+async def test_wrap_transport_sees_every_request_and_only_before_start(env: Env) -> None:
+    r, _ = env.client()
+    seen: list[str] = []
+
+    class Seeing:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+            seen.append(kind)
+            result: tuple[int, Any] = await self.inner.request(kind, data)
+            return result
+
+    @r.register
+    async def hello(ctx: Context) -> str:
+        return "hi"
+
+    inner = r.transport
+    r.wrap_transport(Seeing)
+    assert isinstance(r.transport, Seeing) and r.transport.inner is inner
+    async with r:
+        assert await r.run(env.id("wrapped"), hello) == "hi"
+        with pytest.raises(RuntimeError, match="before start"):
+            r.wrap_transport(Seeing)
+    assert "task.create" in seen or "promise.create" in seen
+    assert "task.fulfill" in seen or "promise.settle" in seen
 
 
 # ── schedules ───────────────────────────────────────────────────────────────────────────────────────────

@@ -433,6 +433,21 @@ class Troth:
 
     # -------------------------------------------------------------------------------------- lifecycle
 
+    @property
+    def transport(self) -> Transport:
+        """The connection to the server that this client and its worker send every request through."""
+        return self._worker.transport
+
+    def wrap_transport(self, wrap: Callable[[Transport], Transport]) -> None:
+        """Put ``wrap(transport)`` between this client (and its worker) and the server, before ``start``.
+
+        The seam for instrumentation: the wrapper sees every request the SDK sends and may change it
+        (``troth.sdk.tracing`` adds a trace-context tag to the promises it creates) before handing it on
+        to the transport it wraps. Views made by ``options`` share the wrapped transport."""
+        if self._life.started:
+            raise RuntimeError("wrap_transport() must be called before start()")
+        self._worker.transport = wrap(self._worker.transport)
+
     async def start(self) -> Troth:
         """Open the connections; returns once this worker can receive tasks. Idempotent."""
         life = self._life

@@ -111,6 +111,9 @@ class Info:
     """Which attempt this is, from 1 (leaf retries count up)."""
     tags: dict[str, str] = field(default_factory=dict)
     """The promise's tags."""
+    step: bool = False
+    """Whether it runs as a step of its caller's task (``ctx.run``) rather than as the function of a task of
+    its own (a workflow run, or a function called with ``rpc``)."""
 
 
 @dataclass(frozen=True)
@@ -720,6 +723,7 @@ class Context:
                 func_name=entry.name,
                 version=entry.version,
                 tags=record.get("tags", {}),
+                step=True,
             )
             return await execution.run_local(info, entry, args, kwargs, policy, non_retryable, replaying)
 

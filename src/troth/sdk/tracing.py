@@ -16,9 +16,11 @@ tracer provider you set up, e.g. an OTLP exporter to Jaeger or a collector):
   one (``troth invoke``, an official SDK) gets a trace id derived from its id, so its resumptions, run by
   whichever workers, still share one trace.
 
-The hooks are the fewest that see both ends: ``troth.sdk.replay.invoke`` calls ``ACTIVE.run`` around the
-function's body (it knows the start, the end and the exception), and the worker's transport is wrapped
-to add the tag (every promise the SDK creates goes through it). Rejected: spans from the transport alone
+The hooks are the fewest that see both ends, and public: ``troth.sdk.replay.invoke`` calls ``ACTIVE.run``
+around the function's body (it knows the start, the end and the exception; ``ctx.info.step`` tells a task's
+function from a local step), and ``Troth.wrap_transport`` puts ``TracingTransport`` between the client and
+the server to add the tag (every promise the SDK creates goes through it). Nothing here reads a private
+attribute of the SDK. Rejected: spans from the transport alone
 (the function's body would not run inside its span, so nested calls could not join it); the
 ``observer`` hook of the test kit (it sees an attempt start, not its end); a tag per span attribute (tags
 are the promise's, kept forever; one ``traceparent`` is enough to join).
@@ -58,7 +60,7 @@ class Tracing:
         from opentelemetry.trace import Status, StatusCode
 
         info = ctx.info
-        root = info.id == ctx._execution.task_id
+        root = not info.step
         parent = None if not root else _parent_of(info.tags, info.origin_id, info.id)
         name = f"troth.{'run' if root else 'step'} {info.func_name}"
         attributes = {
@@ -185,9 +187,8 @@ def instrument(app: Troth, tracer_provider: TracerProvider | None = None) -> Non
         raise ImportError("tracing needs OpenTelemetry: pip install 'troth[otel]'") from None
     if ACTIVE is None or tracer_provider is not None:
         ACTIVE = Tracing(tracer_provider)
-    worker = app._worker
-    if not isinstance(worker.transport, TracingTransport):
-        worker.transport = TracingTransport(worker.transport)
+    if not isinstance(app.transport, TracingTransport):
+        app.wrap_transport(TracingTransport)
 
 
 def uninstrument() -> None:
