@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,9 +31,12 @@ def server() -> Iterator[ServerProcess]:
         yield proc
 
 
-def parameters(url: str) -> StdioServerParameters:
+def parameters(url: str, *extra: str, token_env: str | None = None) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if k not in ("TROTH_URL", "RESONATE_URL", "TROTH_TOKEN")}
-    return StdioServerParameters(command=sys.executable, args=["-m", "troth.cli", "mcp", "-S", url], env=env)
+    if token_env is not None:
+        env["TROTH_TOKEN"] = token_env
+    args = ["-m", "troth.cli", "mcp", "-S", url, *extra]
+    return StdioServerParameters(command=sys.executable, args=args, env=env)
 
 
 def data(result: Any) -> Any:
@@ -157,3 +161,80 @@ def test_without_a_server_it_says_so() -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines()[-1].startswith(f"troth: cannot listen at the server at {url}: ")
+
+
+# ─── with authentication on ─────────────────────────────────────────────────────────────────────────────
+
+ADMIN = "mcp-admin-token-0123456789abcdef"
+TEAM = "mcp-team-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tokens = Path(tmp_path_factory.mktemp("mcp")) / "tokens"
+    tokens.write_text(f"{ADMIN} role=admin name=admin\n{TEAM} prefix=team-a name=team-a\n")
+    with ServerProcess(":memory:", args=["--auth-tokens", str(tokens)]) as proc:
+        yield proc
+
+
+async def _round_trip(params: StdioServerParameters, id: str) -> None:
+    """Create, listen to, settle from outside and read one promise through the tools."""
+    async with Client(params) as client:
+        made = data(await client.call_tool("create_promise", {"id": id, "param": {"n": 1}}))
+        assert made["state"] == "pending"
+        uri = f"troth://promises/{id}"
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            data(await client.call_tool("listen_promise", {"id": id}))
+            settled = data(
+                await client.call_tool("settle_promise", {"id": id, "state": "resolve", "value": 7})
+            )
+            assert settled["value"] == 7
+            with anyio.fail_after(DEADLINE):
+                async for event in subscription:
+                    assert event.uri == uri
+                    break
+        assert data(await client.call_tool("get_promise", {"id": id}))["state"] == "resolved"
+
+
+async def test_with_auth_the_token_from_the_flag_or_the_environment_works(auth_server: ServerProcess) -> None:
+    uid = uuid.uuid4().hex[:8]
+    await _round_trip(parameters(auth_server.url, "-T", ADMIN), f"flag-{uid}")
+    await _round_trip(parameters(auth_server.url, token_env=ADMIN), f"env-{uid}")
+    # a prefix token: its promises and a listener stream inside its prefix
+    await _round_trip(parameters(auth_server.url, "-T", TEAM, "--group", "team-a-mcp"), f"team-a-{uid}")
+    status, body = auth_server.post("promise.get", {"id": f"env-{uid}"}, {"auth": ADMIN})
+    assert status == 200 and body["data"]["promise"]["state"] == "resolved"
+
+
+def _refusal(url: str, *args: str) -> str:
+    """Run ``troth mcp`` as an agent's host would (stdio) and return its one line on stderr; it must exit
+    1 before writing any MCP frame."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TROTH_URL", "RESONATE_URL", "TROTH_TOKEN")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "troth.cli", "mcp", "-S", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.returncode == 1, proc
+    assert proc.stdout == ""
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_with_auth_no_token_or_a_bad_one_is_refused_with_a_clear_message(auth_server: ServerProcess) -> None:
+    url = auth_server.url
+    assert _refusal(url) == (
+        f"troth: the server at {url} needs a token (401 Unauthorized): give -T/--token or set TROTH_TOKEN"
+    )
+    assert _refusal(url, "-T", "not-a-token-of-this-server") == (
+        f"troth: the server at {url} refused the token (401): check -T/--token or TROTH_TOKEN"
+    )
+    line = _refusal(url, "-T", TEAM)  # the default group troth-mcp is outside the token's prefix team-a
+    assert line.startswith(
+        "troth: the token's prefix does not cover this process's listener stream (troth-mcp/"
+    )
+    assert line.endswith("give --group a name inside the token's prefix")

@@ -12,6 +12,11 @@ the resource ``troth://promises/{id}`` is announced as updated: to clients of th
 through ``subscriptions/listen`` (``Client.listen(resource_subscriptions=[uri])``), to older ones through
 ``notifications/resources/updated``. A promise already settled is announced at once.
 
+With authentication on, the token (``-T``/``--token``, or ``TROTH_TOKEN``) goes with every request and the
+stream; a missing or refused token stops start-up with one line that says which flag to give, before any
+MCP frame. The stream's pid starts with its group, so a prefix token works with a ``--group`` inside its
+prefix.
+
 Stdout carries only MCP frames; anything else goes to stderr. Bounds: ``search_promises`` returns at most
 100 promises a call (with the cursor for more), and one process listens to at most ``MAX_LISTENED``
 promises at once (an error beyond it), so an agent cannot make it hold an unbounded set.
@@ -114,6 +119,18 @@ class Promises:
         else:
             await self._settled(promise)
         return promise
+
+
+async def _check_token(promises: Promises, url: str, token: str | None) -> None:
+    """Fail at start-up, in one line, when the server refuses the token (or its absence): an agent's tool
+    calls would otherwise all fail with the same ``401``."""
+    status, _ = await promises.transport.request("promise.search", {"limit": 1})
+    if status == 401:
+        if token:
+            raise ClientError(f"the server at {url} refused the token (401): check -T/--token or TROTH_TOKEN")
+        raise ClientError(
+            f"the server at {url} needs a token (401 Unauthorized): give -T/--token or set TROTH_TOKEN"
+        )
 
 
 def build_server(promises: Promises) -> "MCPServer":
@@ -250,7 +267,8 @@ def build_server(promises: Promises) -> "MCPServer":
 def mcp(ctx: click.Context, group: str) -> None:
     """Serve the server's promises as MCP tools over stdio (for AI agents).
 
-    Needs the optional extra: pip install 'troth[mcp]'.
+    Needs the optional extra: pip install 'troth[mcp]'. With authentication on, give the token with
+    -T/--token or TROTH_TOKEN; a token with a prefix needs a --group inside that prefix.
 
     \b
     Example:
@@ -273,12 +291,23 @@ def mcp(ctx: click.Context, group: str) -> None:
             client_cert=client.client_cert,
             unreachable_timeout=START_TIMEOUT_S,
         )
-        promises = Promises(transport, group, f"mcp-{uuid.uuid4().hex[:12]}")
+        # The pid starts with the group, so a token whose prefix covers the group covers the stream too.
+        promises = Promises(transport, group, f"{group}-{uuid.uuid4().hex[:12]}")
         try:
+            await _check_token(promises, client.url, client.token)
             await transport.start(group, promises.pid, promises.on_message)
+        except ClientError:
+            await transport.stop()
+            raise
         except Exception as exc:
             await transport.stop()
-            raise ClientError(f"cannot listen at the server at {client.url}: {exc}") from None
+            message = f"cannot listen at the server at {client.url}: {exc}"
+            if "HTTP 403" in str(exc):
+                message = (
+                    "the token's prefix does not cover this process's listener stream "
+                    f"({group}/{promises.pid}): give --group a name inside the token's prefix"
+                )
+            raise ClientError(message) from None
         try:
             await build_server(promises).run_stdio_async()
         finally:
