@@ -713,10 +713,10 @@ def test_limits_and_queues(cli: CLI, uid: str) -> None:
     )
     for n in range(3):  # tasks of one limit key, as an SDK registered with concurrency=1 writes them
         ok(cli("promises", "create", f"lq-{uid}-{n}", "--timeout", "1h", "--tags", tags))
-    assert f"{name}/k  running 1  queued 2" in ok(cli("queues")).out
+    assert f"{name}/k  running 1  queued 2  retrying 0" in ok(cli("queues")).out
     out = ok(cli("limits", "set", name, "--concurrency", "3")).out
     assert out == f"{name}  concurrency 3  (2 waiting task(s) started)\n"
-    assert f"{name}/k  running 3  queued 0" in ok(cli("queues")).out
+    assert f"{name}/k  running 3  queued 0  retrying 0" in ok(cli("queues")).out
     assert f"{name}  concurrency 3" in ok(cli("limits", "list")).out
     assert ok(cli("limits", "clear", name)).out == f"{name}  cleared\n"
     assert name not in ok(cli("limits", "list")).out
@@ -725,6 +725,23 @@ def test_limits_and_queues(cli: CLI, uid: str) -> None:
     )
     line = one_line_error(cli("limits", "set", name, "--rate", "fast"))
     assert line.startswith("troth: limit.set answered 400: rate must be")
+    assert one_line_error(cli("limits", "set", "--concurrency", "1"), 2).startswith(
+        "troth: give a function NAME or --group GROUP"
+    )
+
+
+def test_a_group_limit_applies_to_tasks_that_declared_none(cli: CLI, uid: str) -> None:
+    group = f"grp-{uid}"
+    out = ok(cli("limits", "set", "--group", group, "--concurrency", "1")).out
+    assert out == f"group {group}  concurrency 1  (0 waiting task(s) started)\n"
+    tags = json.dumps({"resonate:target": f"poll://any@{group}"})  # as any client writes them
+    for n in range(3):
+        ok(cli("promises", "create", f"gq-{uid}-{n}", "--timeout", "1h", "--tags", tags))
+    assert f"@{group}  running 1  queued 2  retrying 0" in ok(cli("queues")).out
+    assert f"group {group}  concurrency 1" in ok(cli("limits", "list")).out
+    assert ok(cli("limits", "clear", "--group", group)).out == f"group {group}  cleared\n"
+    # cleared: the waiting ones go at once, no longer counted (they hold no slot); the first still does
+    assert f"@{group}  running 1  queued 0  retrying 0" in ok(cli("queues")).out
 
 
 # ─── bad input and connection failures ──────────────────────────────────────────────────────────────────

@@ -27,7 +27,9 @@ Where the spec leaves a choice open, the model's choice is stated at the point i
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +175,7 @@ class Model:
     limits: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)  # function -> limit
     limit_keys: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (running, next_at)
     slots: dict[str, str] = field(default_factory=dict)  # task -> key it holds a slot of
+    retrying: set[str] = field(default_factory=set)  # tasks holding a slot on a later attempt
     queue: dict[str, tuple[str, int]] = field(default_factory=dict)  # task -> (key, enqueued at)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -207,6 +210,22 @@ class Model:
 
     # ------------------------------------------------------- limits by key (docs/operations/limits-by-key.md)
 
+    def _default_key(self, tags: dict[str, str], param: dict[str, Any]) -> str | None:
+        """A new task's key when its caller declared none: its function's (the invocation param's
+        ``func``) if the server limits that function, else ``@<group>`` if it limits the group it targets."""
+        if LIMIT in tags or tags.get(TIMER) == "true" or not self.limits:
+            return None
+        try:
+            func = json.loads(base64.b64decode(param.get("data") or "", validate=True)).get("func")
+        except (ValueError, AttributeError):
+            func = None
+        if isinstance(func, str) and func in self.limits:
+            return func
+        match = re.fullmatch(r"poll://(?:any|uni)@([^/]+)(?:/.*)?", tags.get(TARGET, ""))
+        if match is not None and "@" + match.group(1) in self.limits:
+            return "@" + match.group(1)
+        return None
+
     def _limit_of(self, key: str, tags: dict[str, str]) -> tuple[int | None, float | None]:
         name = key.split("/", 1)[0]
         if name in self.limits:
@@ -231,7 +250,8 @@ class Model:
         if key is None or tid in self.slots:
             return True
         conc, rate = self._limit_of(key, tags)
-        if conc is None and rate is None:
+        if conc is None and rate is None:  # no limit (any more): it leaves the queue
+            self.queue.pop(tid, None)
             return True
         running, next_at = self.limit_keys.get(key, (0, 0))
         head = self._head(key)
@@ -250,11 +270,17 @@ class Model:
             return False
         return True
 
+    def _mark_retrying(self, tid: str) -> None:
+        """An attempt ended without a result (lease lapsed, released): a task holding a slot is retrying."""
+        if tid in self.slots:
+            self.retrying.add(tid)
+
     def _free_slot(self, tid: str) -> list[str]:
         """The task leaves its key's queue and slot; the key whose slot it freed, if any."""
         if LIMIT not in self.promises[tid].tags:
             return []
         self.queue.pop(tid, None)
+        self.retrying.discard(tid)
         key = self.slots.pop(tid, None)
         if key is None:
             return []
@@ -278,7 +304,7 @@ class Model:
                 self.queue.pop(head, None)
                 continue
             self._dispatch(head, now)
-            if head not in self.slots:
+            if self._head(key) == head:
                 break
             admitted += 1
         return admitted
@@ -387,6 +413,10 @@ class Model:
             if target is not None:
                 self.tasks[pid] = Task(pid, "fulfilled", 0)
             return p
+        if TARGET in tags:
+            key = self._default_key(tags, param)
+            if key is not None:
+                tags[LIMIT] = key
         p = Promise(pid, "pending", param, {}, tags, timeout_at, now if created_at is None else created_at)
         self.promises[pid] = p
         if target is not None:
@@ -553,6 +583,7 @@ class Model:
         self.tasks[tid].state = "pending"
         self._retry(tid, now)
         self._dispatch(tid, now)
+        self._mark_retrying(tid)
         return 200, {}
 
     def op_task_fulfill(self, d: dict[str, Any], now: int, corr: str) -> Reply:
@@ -829,8 +860,21 @@ class Model:
         root = self._create({"id": new_id, "timeoutAt": timeout_at, "param": old.param, "tags": tags}, now)
         return 200, {"promise": root.record(), "copied": len(copies)}
 
+    @staticmethod
+    def _limit_name(d: dict[str, Any]) -> str:
+        return d["name"] if "name" in d else "@" + d["group"]
+
+    @staticmethod
+    def _limit_record(name: str, conc: int | None, rate: float | None) -> dict[str, Any]:
+        record: dict[str, Any] = {"group": name[1:]} if name.startswith("@") else {"name": name}
+        if conc is not None:
+            record["concurrency"] = conc
+        if rate is not None:
+            record["rate"] = rate
+        return record
+
     def op_limit_set(self, d: dict[str, Any], now: int, corr: str) -> Reply:
-        name = d["name"]
+        name = self._limit_name(d)
         conc, rate = d.get("concurrency"), rate_of(d.get("rate"))
         if conc is None and rate is None:
             self.limits.pop(name, None)
@@ -840,23 +884,13 @@ class Model:
         for key in sorted({k for k, _ in self.queue.values()}):
             if key == name or key.startswith(name + "/"):
                 admitted += self._admit(key, now, 1000 - admitted)
-        record: dict[str, Any] = {"name": name}
-        if conc is not None:
-            record["concurrency"] = conc
-        if rate is not None:
-            record["rate"] = rate
-        return 200, {"limit": record, "admitted": admitted}
+        return 200, {"limit": self._limit_record(name, conc, rate), "admitted": admitted}
 
     def op_limit_get(self, d: dict[str, Any], now: int, corr: str) -> Reply:
-        if d["name"] not in self.limits:
+        name = self._limit_name(d)
+        if name not in self.limits:
             return 404, "Limit not found"
-        conc, rate = self.limits[d["name"]]
-        record: dict[str, Any] = {"name": d["name"]}
-        if conc is not None:
-            record["concurrency"] = conc
-        if rate is not None:
-            record["rate"] = rate
-        return 200, {"limit": record}
+        return 200, {"limit": self._limit_record(name, *self.limits[name])}
 
     def op_queue_search(self, d: dict[str, Any], now: int, corr: str) -> Reply:
         keys = sorted(
@@ -868,6 +902,7 @@ class Model:
                 "key": k,
                 "running": self.limit_keys.get(k, (0, 0))[0],
                 "queued": sum(1 for kk, _ in self.queue.values() if kk == k),
+                "retrying": sum(1 for t in self.retrying if self.slots.get(t) == k),
             }
             for k in keys
         ]
@@ -938,6 +973,7 @@ class Model:
                 self.tasks[tid].state = "pending"
                 self._retry(tid, t)
                 self._dispatch(tid, t)
+                self._mark_retrying(tid)
         # 4. schedules (§5.7), every due occurrence
         for sid in sorted(self.schedules):
             s = self.schedules[sid]

@@ -63,8 +63,11 @@ VALUES: list[dict[str, Any]] = [
     {"data": "eyJ4IjoxfQ=="},
     {"headers": {"h": "1"}, "data": "InYi"},
     {"headers": {}},
+    {"data": "eyJmdW5jIjogImYiLCAiYXJncyI6IFsxXX0="},  # an invocation of f: a function limit applies
+    {"data": "eyJmdW5jIjogImgiLCAiYXJncyI6IFtdfQ=="},  # of h: none does
 ]
 COLORS = ["red", "blue", ""]
+LIMIT_NAMES: list[dict[str, str]] = [{"name": "f"}, {"name": "g"}, {"group": "g1"}]
 
 # time jumps of 0-50 s; hypothesis favours small integers, so name some large ones explicitly
 AHEAD = st.one_of(st.sampled_from([30_000, 60_000, 90_000]), st.integers(30_000, 300_000))
@@ -449,7 +452,7 @@ class ServerVersusModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def limit_set(self, data: st.DataObject) -> None:
-        d: dict[str, Any] = {"name": data.draw(st.sampled_from(["f", "g"]))}
+        d: dict[str, Any] = dict(data.draw(st.sampled_from(LIMIT_NAMES)))
         if data.draw(st.integers(0, 2)) > 0:
             d["concurrency"] = data.draw(st.integers(1, 3))
         if data.draw(st.integers(0, 3)) == 0:
@@ -461,7 +464,7 @@ class ServerVersusModel(RuleBasedStateMachine):
         if data.draw(st.booleans()):
             self.step("queue.search", {})
         else:
-            self.step("limit.get", {"name": data.draw(st.sampled_from(["f", "g"]))})
+            self.step("limit.get", data.draw(st.sampled_from(LIMIT_NAMES)))
 
     @rule(data=st.data())
     def task_halt(self, data: st.DataObject) -> None:

@@ -1,10 +1,11 @@
-"""``troth limits`` and ``troth queues``: the server's limits by function and the queues by key
-(docs/operations/limits-by-key.md).
+"""``troth limits`` and ``troth queues``: the server's limits by function or worker group and the queues
+by key (docs/operations/limits-by-key.md).
 
 ``limits set`` overrides what the functions' registrations declare, for every key of the function, at
-once and without a restart (waiting tasks the new limit lets run are dispatched by the same request);
-``queues`` shows how many tasks of each key run and wait. Both need an admin token when authentication
-is on (they are server-wide).
+once and without a restart (waiting tasks the new limit lets run are dispatched by the same request); a
+limit for a function or a group also applies to calls whose caller declared none. ``queues`` shows how
+many tasks of each key run, wait and are on a later attempt. Both need an admin token when
+authentication is on (they are server-wide).
 
 Rejected: limits kept in each worker's memory (they would not hold across workers and replicas, and a
 restart would forget a change).
@@ -21,6 +22,16 @@ from troth.cli.params import fail
 from troth.cli.render import emit_json
 
 
+def _target(name: str | None, group: str | None) -> dict[str, Any]:
+    if (name is None) == (group is None):
+        fail("give a function NAME or --group GROUP")
+    return {"name": name} if name is not None else {"group": group}
+
+
+def _label(limit: dict[str, Any]) -> str:
+    return f"group {limit['group']}" if "group" in limit else str(limit.get("name"))
+
+
 def _describe(limit: dict[str, Any]) -> str:
     parts = []
     if "concurrency" in limit:
@@ -32,11 +43,15 @@ def _describe(limit: dict[str, Any]) -> str:
 
 @click.group("limits")
 def limits() -> None:
-    """The server's limits by function (concurrency and rate per key)."""
+    """The server's limits by function or worker group (concurrency and rate per key)."""
+
+
+_GROUP = click.option("--group", default=None, help="A worker group instead of a function.")
 
 
 @limits.command("set")
-@click.argument("name")
+@click.argument("name", required=False)
+@_GROUP
 @click.option(
     "--concurrency", type=click.IntRange(1, 1_000_000), default=None, help="Tasks running at once per key."
 )
@@ -44,17 +59,25 @@ def limits() -> None:
 @client_command
 @click.pass_context
 def limits_set(
-    ctx: click.Context, name: str, concurrency: int | None, rate: str | None, as_json: bool
+    ctx: click.Context,
+    name: str | None,
+    group: str | None,
+    concurrency: int | None,
+    rate: str | None,
+    as_json: bool,
 ) -> None:
-    """Limit every key of function NAME (overrides what its registration declares).
+    """Limit every key of function NAME (overrides what its registration declares), or with --group
+    the tasks sent to a worker group. Calls whose caller declared no limit are limited too (one key for
+    the function, or for the group), from the next one created.
 
     \b
-    Example:
+    Examples:
       troth limits set charge --concurrency 5 --rate 50/s
+      troth limits set --group billing --concurrency 3
     """
+    data: dict[str, Any] = _target(name, group)
     if concurrency is None and rate is None:
         fail("give --concurrency, --rate or both (limits clear removes a limit)")
-    data: dict[str, Any] = {"name": name}
     if concurrency is not None:
         data["concurrency"] = concurrency
     if rate is not None:
@@ -63,25 +86,30 @@ def limits_set(
     if as_json:
         emit_json(answer)
         return
-    click.echo(f"{name}  {_describe(answer['limit'])}  ({answer.get('admitted', 0)} waiting task(s) started)")
+    limit = answer["limit"]
+    click.echo(f"{_label(limit)}  {_describe(limit)}  ({answer.get('admitted', 0)} waiting task(s) started)")
 
 
 @limits.command("clear")
-@click.argument("name")
+@click.argument("name", required=False)
+@_GROUP
 @client_command
 @click.pass_context
-def limits_clear(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Remove the server's limit of NAME (its registration's own limit applies again).
+def limits_clear(ctx: click.Context, name: str | None, group: str | None, as_json: bool) -> None:
+    """Remove the server's limit of function NAME or of --group (a registration's own limit applies
+    again).
 
     \b
-    Example:
+    Examples:
       troth limits clear charge
+      troth limits clear --group billing
     """
-    answer = client_for(ctx).call("limit.set", {"name": name})
+    data = _target(name, group)
+    answer = client_for(ctx).call("limit.set", data)
     if as_json:
         emit_json(answer)
         return
-    click.echo(f"{name}  cleared")
+    click.echo(f"{_label(data)}  cleared")
 
 
 @limits.command("list")
@@ -99,14 +127,14 @@ def limits_list(ctx: click.Context, as_json: bool) -> None:
         emit_json(found)
         return
     for limit in found:
-        click.echo(f"{limit['name']}  {_describe(limit)}")
+        click.echo(f"{_label(limit)}  {_describe(limit)}")
 
 
 @click.command("queues")
 @client_command
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool) -> None:
-    """Tasks running and waiting, per limit key.
+    """Tasks running, waiting and retrying, per limit key (a group's key is @GROUP).
 
     \b
     Example:
@@ -119,7 +147,9 @@ def queues(ctx: click.Context, as_json: bool) -> None:
     if not found:
         click.echo("no limited task runs or waits")
     for q in found:
-        click.echo(f"{q['key']}  running {q['running']}  queued {q['queued']}")
+        click.echo(
+            f"{q['key']}  running {q['running']}  queued {q['queued']}  retrying {q.get('retrying', 0)}"
+        )
 
 
 COMMANDS = [limits, queues]

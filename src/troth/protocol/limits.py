@@ -49,6 +49,10 @@ MAX_TREE: Final = 1000
 """Most promises one ``tree.cancel`` settles and one ``tree.fork`` copies in one transaction; a larger
 cancel answers with a cursor to continue from, a larger fork is refused (docs/sdk/trees.md)."""
 
+MAX_LIMITS: Final = 1000
+"""Most limits set at the server (``limit.set``, by function or worker group;
+docs/operations/limits-by-key.md)."""
+
 SEARCH_SCAN_WINDOW: Final = 10_000
 """Most rows one filtered search page examines; a page that reaches it ends early with a cursor."""
 
@@ -84,4 +88,5 @@ PROTOCOL_BOUNDS: Final = (
     Bound("batch", MAX_BATCH, "items", "heartbeat tasks, suspend actions, search page size"),
     Bound("tree", MAX_TREE, "promises", "promises one tree.cancel settles or one tree.fork copies"),
     Bound("search_scan_window", SEARCH_SCAN_WINDOW, "rows", "rows a filtered search page examines"),
+    Bound("server_limits", MAX_LIMITS, "limits", "limits set at the server (limit.set)"),
 )

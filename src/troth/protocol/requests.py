@@ -238,15 +238,18 @@ class TreeFork(msgspec.Struct):
 
 
 class LimitSet(msgspec.Struct):
-    """The server's limit for function ``name`` (docs/operations/limits-by-key.md); both unset: removed."""
+    """The server's limit for function ``name`` or worker group ``group`` (one of them;
+    docs/operations/limits-by-key.md); both numbers unset: removed."""
 
-    name: str
+    name: str | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     rate: str | None = None
+    group: str | None = None
 
 
 class LimitGet(msgspec.Struct):
-    name: str
+    name: str | None = None
+    group: str | None = None
 
 
 class PageSearch(msgspec.Struct):
@@ -826,7 +829,9 @@ def _v_tree_fork(d: TreeFork, lineage: LineagePolicy) -> None:
 
 
 LIMIT_TAG: Final = "troth:limit"
-"""A task's limit key, ``<function>/<key>`` (docs/operations/limits-by-key.md)."""
+"""A task's limit key, ``<function>/<key>``, ``<function>`` or ``@<group>``
+(docs/operations/limits-by-key.md); the server adds it to a task's promise at creation when a limit
+set at the server for its function or group applies and the caller declared none."""
 CONCURRENCY_TAG: Final = "troth:concurrency"
 """Most tasks of the key running at once (1–1,000,000)."""
 RATE_TAG: Final = "troth:rate"
@@ -858,11 +863,33 @@ def _check_limit_tags(tags: dict[str, str], errors: list[str]) -> None:
         errors.append(f"{RATE_TAG} must be a positive rate like 20/s, 100/m or 5/h")
 
 
+GROUP_KEY: Final = "@"
+"""The limit key of a worker group's server limit is ``@<group>`` (a function's name never starts so)."""
+
+
+def limit_name(d: LimitSet | LimitGet) -> str:
+    """The stored name of a validated ``limit.set``/``limit.get``: the function, or ``@<group>``."""
+    return d.name if d.name is not None else GROUP_KEY + (d.group or "")
+
+
+def _check_limit_target(d: LimitSet | LimitGet, errors: list[str]) -> None:
+    if (d.name is None) == (d.group is None):
+        errors.append("give name (a function) or group (a worker group), not both")
+    elif d.name is not None:
+        _check_id(d.name, "name", errors)
+        if "/" in d.name:
+            errors.append("name must be a function name (no '/')")
+        elif d.name.startswith(GROUP_KEY):
+            errors.append(f"name must not start with {GROUP_KEY!r} (use group for a worker group)")
+    elif d.group is not None:
+        _check_id(d.group, "group", errors)
+        if "/" in d.group:
+            errors.append("group must be a worker group's name (no '/')")
+
+
 def _v_limit_set(d: LimitSet, lineage: LineagePolicy) -> None:
     errors: list[str] = []
-    _check_id(d.name, "name", errors)
-    if "/" in d.name:
-        errors.append("name must be a function name (no '/')")
+    _check_limit_target(d, errors)
     if d.rate is not None and parse_rate(d.rate) is None:
         errors.append("rate must be a positive rate like 20/s, 100/m or 5/h")
     _raise(errors)
@@ -870,7 +897,7 @@ def _v_limit_set(d: LimitSet, lineage: LineagePolicy) -> None:
 
 def _v_limit_get(d: LimitGet, lineage: LineagePolicy) -> None:
     errors: list[str] = []
-    _check_id(d.name, "name", errors)
+    _check_limit_target(d, errors)
     _raise(errors)
 
 

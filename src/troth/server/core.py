@@ -15,6 +15,8 @@ pending promise times out in the background (decision 5), ``resonate:delay`` hol
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 import re
 from collections.abc import Callable
@@ -25,10 +27,10 @@ import msgspec
 from troth.protocol import requests as rq
 from troth.protocol.address import parse_address
 from troth.protocol.cron import parse_cron, render_promise_id
-from troth.protocol.limits import MAX_BATCH, MAX_ID_LENGTH, MAX_TREE, SEARCH_SCAN_WINDOW
+from troth.protocol.limits import MAX_BATCH, MAX_ID_LENGTH, MAX_LIMITS, MAX_TREE, SEARCH_SCAN_WINDOW
 from troth.protocol.messages import Execute, Unblock
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
-from troth.protocol.requests import CONCURRENCY_TAG, LIMIT_TAG, RATE_TAG, parse_rate
+from troth.protocol.requests import CONCURRENCY_TAG, GROUP_KEY, LIMIT_TAG, RATE_TAG, limit_name, parse_rate
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
 INT64_MAX: Final = 2**63 - 1
@@ -49,6 +51,20 @@ RECLAIM_PROMISES: Final = 1000
 
 PASS_LIMIT: Final = 1000
 """Most rows of one kind a background pass handles; a pass that reaches it asks to run again at once."""
+
+LIMITS_FRESH: Final = 1000
+"""ms a replica trusts its copy of the server's limit names before reading them again: a limit set on
+another replica applies here to tasks created that long after it at most
+(docs/operations/limits-by-key.md)."""
+
+
+class _Invocation(msgspec.Struct):
+    """The one field of an invocation param (``{"func", "args", …}``) the server reads: the function."""
+
+    func: str = ""
+
+
+_invocation: Final = msgspec.json.Decoder(_Invocation)
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -141,6 +157,9 @@ def _leased(t: TaskRow) -> None:
 class Core:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
+        self._limit_names: frozenset[str] = frozenset()
+        """The names of the server's limits (functions, ``@<group>``), read at ``_limits_read_at``."""
+        self._limits_read_at: int | None = None
         self._handlers: dict[str, Any] = {
             "promise.get": self._promise_get,
             "promise.create": self._promise_create,
@@ -243,8 +262,12 @@ class Core:
         while fx.freed:
             await self._admit(tx, fx.freed.pop(0), now, fx, 1)
 
-    async def _make_pending(self, tx: Tx, task: TaskRow, now: int, fx: _Effects, avoid: str = "") -> None:
-        """Task → pending at the same version, retry timer armed, ``execute`` queued to its target."""
+    async def _make_pending(
+        self, tx: Tx, task: TaskRow, now: int, fx: _Effects, avoid: str = "", *, retry: bool = False
+    ) -> None:
+        """Task → pending at the same version, retry timer armed, ``execute`` queued to its target.
+        ``retry``: its attempt ended without a result (lease lapsed, released, worker gone); a task of a
+        limit key is then counted as retrying (``queue.search``) until it leaves its slot."""
         task.state = "pending"
         _leased(task)
         task.timeout_type = RETRY
@@ -255,6 +278,8 @@ class Core:
         target = None if p is None else p.tags.get("resonate:target")
         if p is not None and target is not None:
             await self._dispatch(tx, task, p.tags, target, now, fx, avoid)
+            if retry and LIMIT_TAG in p.tags:
+                await tx.mark_retrying(task.id)
 
     async def _dispatch(
         self,
@@ -282,7 +307,8 @@ class Core:
         if await tx.holds_slot(task.id):
             return True
         concurrency, rate = await self._limit_of(tx, key, tags)
-        if concurrency is None and rate is None:
+        if concurrency is None and rate is None:  # no limit (any more): it leaves the queue, if it waited
+            await tx.leave_limits(task.id)
             return True
         running, next_at = await tx.limit_key(key)
         head = await tx.queue_head(key)
@@ -304,8 +330,41 @@ class Core:
             return False
         return True
 
+    async def _default_key(self, tx: Tx, tags: dict[str, str], param: Value, now: int) -> str | None:
+        """The limit key of a new task whose caller declared none, when the server has a limit for its
+        function (the key is the function's name) or else for the worker group it targets (``@<group>``);
+        ``None`` otherwise. Costs a set lookup while the server has no limit at all."""
+        if LIMIT_TAG in tags or tags.get("resonate:timer") == "true":
+            return None
+        names = await self._limit_names_at(tx, now)
+        if not names:
+            return None
+        data = param.data
+        if data:
+            try:
+                func = _invocation.decode(base64.b64decode(data, validate=True)).func
+            except (binascii.Error, ValueError, msgspec.DecodeError):
+                func = ""
+            if func and func in names:
+                return func
+        address = parse_address(tags.get("resonate:target", ""))
+        if address is not None and address.group and GROUP_KEY + address.group in names:
+            return GROUP_KEY + address.group
+        return None
+
+    async def _limit_names_at(self, tx: Tx, now: int) -> frozenset[str]:
+        """The server's limit names, read again when the copy is ``LIMITS_FRESH`` old (another replica
+        may have changed them); this replica's own changes update it at once."""
+        read_at = self._limits_read_at
+        if read_at is None or now - read_at >= LIMITS_FRESH or now < read_at:
+            rows = await tx.search_limits(MAX_LIMITS, None)
+            self._limit_names = frozenset(name for name, _, _ in rows)
+            self._limits_read_at = now
+        return self._limit_names
+
     async def _limit_of(self, tx: Tx, key: str, tags: dict[str, str]) -> tuple[int | None, float | None]:
-        """The limit of ``key``: the server's for its function (the key up to ``/``), else the tags'."""
+        """The limit of ``key``: the server's for its function (the key up to ``/``) or group (``@<group>``),
+        else the tags'."""
         override = await tx.get_limit(key.split("/", 1)[0])
         if override is not None:
             return override
@@ -345,7 +404,7 @@ class Core:
                 await tx.leave_limits(head)  # a stray queue entry
                 continue
             await self._dispatch(tx, task, p.tags, target, now, fx)
-            if not await tx.holds_slot(head):
+            if await tx.queue_head(key) == head:  # still waiting: the limit allows no more now
                 break
             admitted += 1
         return admitted
@@ -405,6 +464,10 @@ class Core:
             if target is not None:
                 await tx.put_task(TaskRow(id, "fulfilled", 0))
             return p
+        if target is not None or "resonate:target" in tags:
+            key = await self._default_key(tx, tags, param, now)
+            if key is not None:
+                tags = {**tags, LIMIT_TAG: key}
         p = Promise(id, "pending", param, EMPTY_VALUE, tags, timeout_at, created_at)
         await tx.insert_promise(p)
         fx.at(timeout_at)
@@ -519,14 +582,14 @@ class Core:
                 await tx.put_task(TaskRow(a.id, "fulfilled", 0))
                 return 200, {"task": Task(a.id, "fulfilled", 0, 0), "promise": p, "preload": []}
             task = TaskRow(a.id, "pending", 0)
-            if LIMIT_TAG in a.tags:
+            if LIMIT_TAG in p.tags:
                 # Born acquired only when its limit lets it run now; else it waits like a dispatched task,
                 # and the caller gets it pending (an execute comes when its turn does).
                 task.timeout_type = RETRY
                 task.timeout_at = now + self.config.retry_timeout
                 await tx.put_task(task)
                 fx.at(task.timeout_at)
-                if not await self._admitted(tx, task, a.tags, now, fx):
+                if not await self._admitted(tx, task, p.tags, now, fx):
                     return 200, {"task": await task_record(tx, task), "promise": p, "preload": []}
         else:
             found = await tx.get_task(p.id)
@@ -571,7 +634,7 @@ class Core:
             return 404, "Task not found"
         if task.state != "acquired" or task.version != d.version:
             return 409, "Task version mismatch or invalid state"
-        await self._make_pending(tx, task, now, fx)
+        await self._make_pending(tx, task, now, fx, retry=True)
         return 200, {}
 
     async def _task_fulfill(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -835,22 +898,29 @@ class Core:
         """The server's limit for a function, for every key of it; takes effect at once: waiting tasks
         that the new limit lets run are dispatched in this unit (at most ``MAX_BATCH``)."""
         d: rq.LimitSet = req.data
+        name = limit_name(d)
         rate = parse_rate(d.rate)
-        await tx.set_limit(d.name, d.concurrency, rate)
+        adds = (d.concurrency is not None or rate is not None) and await tx.get_limit(name) is None
+        if adds and len(await tx.search_limits(MAX_LIMITS, None)) >= MAX_LIMITS:
+            return 422, f"The server has {MAX_LIMITS} limits already; clear one first"
+        await tx.set_limit(name, d.concurrency, rate)
+        self._limit_names = frozenset(n for n, _, _ in await tx.search_limits(MAX_LIMITS, None))
+        self._limits_read_at = now
         admitted = 0
-        for key in await tx.queue_keys(d.name):
-            if key != d.name and not key.startswith(d.name + "/"):
+        for key in await tx.queue_keys(name):
+            if key != name and not key.startswith(name + "/"):
                 continue
             admitted += await self._admit(tx, key, now, fx, MAX_BATCH - admitted)
             if admitted >= MAX_BATCH:
                 break
-        return 200, {"limit": _limit_record(d.name, d.concurrency, rate), "admitted": admitted}
+        return 200, {"limit": _limit_record(name, d.concurrency, rate), "admitted": admitted}
 
     async def _limit_get(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
-        found = await tx.get_limit(req.data.name)
+        name = limit_name(req.data)
+        found = await tx.get_limit(name)
         if found is None:
             return 404, "Limit not found"
-        return 200, {"limit": _limit_record(req.data.name, *found)}
+        return 200, {"limit": _limit_record(name, *found)}
 
     async def _limit_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PageSearch = req.data
@@ -858,14 +928,14 @@ class Core:
         rows = await tx.search_limits(limit + 1, d.cursor)
         found = [_limit_record(*r) for r in rows]
         if len(found) > limit:
-            return 200, {"limits": found[:limit], "cursor": found[limit - 1]["name"]}
+            return 200, {"limits": found[:limit], "cursor": rows[limit - 1][0]}
         return 200, {"limits": found}
 
     async def _queue_search(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PageSearch = req.data
         limit = d.limit or 100
         rows = await tx.queue_stats(limit + 1, d.cursor)
-        found = [{"key": k, "running": r, "queued": q} for k, r, q in rows]
+        found = [{"key": k, "running": r, "queued": q, "retrying": t} for k, r, q, t in rows]
         if len(found) > limit:
             return 200, {"queues": found[:limit], "cursor": found[limit - 1]["key"]}
         return 200, {"queues": found}
@@ -874,6 +944,7 @@ class Core:
 
     async def _debug_reset(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         await tx.reset()
+        self._limits_read_at = None
         return 200, {}
 
     async def _debug_reclaim(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -905,7 +976,7 @@ class Core:
             fx.lateness.append(now - task.timeout_at)
             if task.state in ("pending", "acquired"):
                 # A lapsed lease: the holder may be alive but stuck, so re-offer the task elsewhere first.
-                await self._make_pending(tx, task, now, fx, avoid=task.pid or "")
+                await self._make_pending(tx, task, now, fx, avoid=task.pid or "", retry=True)
             else:  # a stray timeout on a task that needs none
                 _leased(task)
                 await tx.put_task(task)
@@ -1000,7 +1071,7 @@ class Core:
                 address = None if target is None else parse_address(target)
                 if address is None or address.scheme != "poll" or address.group != group:
                     continue
-            await self._make_pending(tx, task, now, fx)
+            await self._make_pending(tx, task, now, fx, retry=True)
         return fx.reply(200, {})
 
     async def end_every_lease(self, tx: Tx, now: int) -> Reply:
@@ -1047,7 +1118,7 @@ class Core:
 
 
 def _limit_record(name: str, concurrency: int | None, rate: float | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name}
+    out: dict[str, Any] = {"group": name[1:]} if name.startswith(GROUP_KEY) else {"name": name}
     if concurrency is not None:
         out["concurrency"] = concurrency
     if rate is not None:

@@ -219,8 +219,13 @@ class Tx(Protocol):
         """Keys starting with ``prefix`` that have waiting tasks (at most 1,000)."""
         ...
 
-    async def queue_stats(self, limit: int, cursor: str | None) -> list[tuple[str, int, int]]:
-        """``(key, running, queued)`` of keys after ``cursor`` with either, ordered by key."""
+    async def mark_retrying(self, task_id: str) -> None:
+        """The task, if it holds a slot, is on a later attempt (its previous one ended without a result)."""
+        ...
+
+    async def queue_stats(self, limit: int, cursor: str | None) -> list[tuple[str, int, int, int]]:
+        """``(key, running, queued, retrying)`` of keys after ``cursor`` with running or queued tasks,
+        ordered by key; ``retrying`` counts the running ones on a later attempt."""
         ...
 
     # housekeeping

@@ -184,7 +184,12 @@ _V5: Final = [
     "CREATE INDEX limit_queue_order ON limit_queue (key, at, task_id)",
 ]
 
-MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4, _V5]
+_V6: Final = [
+    # Retrying counts per limit key (docs/operations/limits-by-key.md#queues).
+    "ALTER TABLE limit_slots ADD COLUMN retrying SMALLINT NOT NULL DEFAULT 0",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 """PostgreSQL's schema, one list of statements per version, applied in order at start-up."""
 
 _MIGRATION_LOCK: Final = 0x7407_7407

@@ -552,17 +552,22 @@ class SqlTx(ABC):
         )
         return [str(r[0]) for r in rows]
 
-    async def queue_stats(self, limit: int, cursor: str | None) -> list[tuple[str, int, int]]:
+    async def mark_retrying(self, task_id: str) -> None:
+        await self._exec("UPDATE limit_slots SET retrying = 1 WHERE task_id = ? AND retrying = 0", (task_id,))
+
+    async def queue_stats(self, limit: int, cursor: str | None) -> list[tuple[str, int, int, int]]:
         after = "" if cursor is None else cursor
         rows = await self._all(
-            "SELECT key, sum(running), sum(queued) FROM ("
-            "SELECT key, running, 0 AS queued FROM limit_keys WHERE key > ? AND running > 0 "
-            "UNION ALL SELECT key, 0 AS running, count(*) AS queued FROM limit_queue WHERE key > ? "
-            "GROUP BY key"
+            "SELECT key, sum(running), sum(queued), sum(retrying) FROM ("
+            "SELECT key, running, 0 AS queued, 0 AS retrying FROM limit_keys WHERE key > ? AND running > 0 "
+            "UNION ALL SELECT key, 0 AS running, count(*) AS queued, 0 AS retrying FROM limit_queue "
+            "WHERE key > ? GROUP BY key "
+            "UNION ALL SELECT key, 0 AS running, 0 AS queued, count(*) AS retrying FROM limit_slots "
+            "WHERE key > ? AND retrying = 1 GROUP BY key"
             ") AS s GROUP BY key ORDER BY key LIMIT ?",
-            (after, after, limit),
+            (after, after, after, limit),
         )
-        return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     # ------------------------------------------------------------------------------------- housekeeping
 

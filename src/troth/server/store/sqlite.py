@@ -116,6 +116,9 @@ MIGRATIONS: Final[list[list[str]]] = [
         "at BIGINT NOT NULL) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS limit_queue_order ON limit_queue (key, at, task_id)",
     ],
+    [  # retrying counts per limit key (docs/operations/limits-by-key.md#queues)
+        "ALTER TABLE limit_slots ADD COLUMN retrying INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 """The schema, one list of statements per version; a store applies the ones its file lacks at open."""
 
