@@ -175,6 +175,12 @@ async def test_retrying_counts_tasks_on_a_later_attempt(h: Harness) -> None:
     assert (await h.ok("queue.search", {}))["queues"] == [
         {"key": "k", "running": 2, "queued": 0, "retrying": 1}
     ]
+    # r2 (never acquired) has its execute sent again by its timer: that is no new attempt
+    await h.tick(START + 40_000)
+    assert ("poll://any@default", "r2", 0) in await h.executes()
+    assert (await h.ok("queue.search", {}, at=START + 40_000))["queues"] == [
+        {"key": "k", "running": 2, "queued": 0, "retrying": 1}
+    ]
 
 
 async def test_server_limit_names_are_checked(h: Harness) -> None:

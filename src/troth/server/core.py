@@ -976,7 +976,9 @@ class Core:
             fx.lateness.append(now - task.timeout_at)
             if task.state in ("pending", "acquired"):
                 # A lapsed lease: the holder may be alive but stuck, so re-offer the task elsewhere first.
-                await self._make_pending(tx, task, now, fx, avoid=task.pid or "", retry=True)
+                # (A pending task's timer only sends its execute again: that is no new attempt.)
+                retry = task.state == "acquired"
+                await self._make_pending(tx, task, now, fx, avoid=task.pid or "", retry=retry)
             else:  # a stray timeout on a task that needs none
                 _leased(task)
                 await tx.put_task(task)
