@@ -144,3 +144,75 @@ def test_the_tasks_page_shows_each_lease_holder_and_when_its_lease_expires(
     expect(waiting).to_contain_text("pending")
     expect(waiting.locator("time.expires")).to_have_count(0)
     shot(page, "tasks")
+
+
+def test_cancel_a_workflow_tree(page: Page, server: ServerProcess, worker: Worker) -> None:
+    start_review(server, "order-5", "o-5")
+    page.goto(f"{server.url}/ui/promise?id=order-5")
+    tree = page.locator("#tree")
+    expect(tree.locator('tr[data-id="order-5:2"]')).to_have_attribute("data-state", "pending")
+    expect(page.get_by_label("also its detached children")).not_to_be_checked()
+    answers = ["dismiss", "accept"]
+    dialogs: list[str] = []
+
+    def answer(dialog: object) -> None:
+        dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        if answers.pop(0) == "dismiss":
+            dialog.dismiss()  # type: ignore[attr-defined]
+        else:
+            dialog.accept()  # type: ignore[attr-defined]
+
+    page.on("dialog", answer)
+    page.get_by_role("button", name="Cancel tree").click()
+    expect(page.get_by_role("button", name="Cancel tree")).to_be_visible()
+    assert answers == ["accept"]
+    _, body = server.post("promise.get", {"id": "order-5"})
+    assert body["data"]["promise"]["state"] == "pending"  # dismissed: nothing happened
+    page.get_by_role("button", name="Cancel tree").click()
+    expect(page.locator("#actions")).to_contain_text(
+        "Canceled the tree of order-5: 2 pending promise(s) canceled."
+    )
+    assert len(dialogs) == 2 and "every pending step below it" in dialogs[0]
+    for id in ("order-5", "order-5:2"):
+        _, body = server.post("promise.get", {"id": id})
+        assert body["data"]["promise"]["state"] == "rejected_canceled", id
+    # the tree on the page follows: both canceled, the finished step left as it was
+    expect(tree.locator('tr[data-id="order-5"]')).to_have_attribute("data-state", "rejected_canceled")
+    expect(tree.locator('tr[data-id="order-5:2"]')).to_have_attribute("data-state", "rejected_canceled")
+    expect(tree.locator('tr[data-id="order-5:1"]')).to_have_attribute("data-state", "resolved")
+    expect(page.get_by_role("button", name="Cancel tree")).to_have_count(0)
+    shot(page, "tree-canceled")
+
+
+def test_queues_show_the_limits_and_running_queued_retrying_live(page: Page, server: ServerProcess) -> None:
+    status, body = server.post("limit.set", {"group": "busy", "concurrency": 1})
+    assert status == 200, body
+    status, body = server.post("limit.set", {"name": "charge", "concurrency": 2, "rate": "30/m"})
+    assert status == 200, body
+    for n in range(3):  # tasks nobody declared a limit for, sent to the limited group
+        data = {
+            "id": f"busy-{n}",
+            "timeoutAt": now_ms() + 3_600_000,
+            "tags": {"resonate:target": "poll://any@busy"},
+        }
+        assert server.post("promise.create", data)[0] == 200
+    page.goto(f"{server.url}/ui/queues")
+    limits = page.locator("#limits")
+    expect(limits.locator('tr[data-name="@busy"]')).to_contain_text("group busy")
+    expect(limits.locator('tr[data-name="charge"]')).to_contain_text("30/m")
+    row = page.locator('#queues tr[data-key="@busy"]')
+    expect(row.locator(".n-running")).to_have_text("1")
+    expect(row.locator(".n-queued")).to_have_text("2")
+    expect(row.locator(".n-retrying")).to_have_text("0")
+    expect(page.locator("#content")).to_have_attribute("data-feed-state", "open")
+    # live: one more waits; the running one is given back by its worker and counts as retrying
+    data = {"id": "busy-3", "timeoutAt": now_ms() + 3_600_000, "tags": {"resonate:target": "poll://any@busy"}}
+    assert server.post("promise.create", data)[0] == 200
+    expect(row.locator(".n-queued")).to_have_text("3")
+    acquired = server.post("task.acquire", {"id": "busy-0", "version": 0, "pid": "w1", "ttl": 60_000})
+    assert acquired[0] == 200, acquired
+    released = server.post("task.release", {"id": "busy-0", "version": 1})
+    assert released[0] == 200, released
+    expect(row.locator(".n-retrying")).to_have_text("1")
+    expect(row.locator(".n-running")).to_have_text("1")
+    shot(page, "queues")

@@ -30,6 +30,14 @@ def test_every_page_has_no_critical_accessibility_issue(
         },
     )
     assert status == 200, body
+    assert server.post("limit.set", {"group": "idle", "concurrency": 1})[0] == 200
+    for n in range(2):
+        data = {
+            "id": f"idle-{n}",
+            "timeoutAt": now_ms() + 60_000,
+            "tags": {"resonate:target": "poll://any@idle"},
+        }
+        assert server.post("promise.create", data)[0] == 200
     axe = Axe()
     found: dict[str, list[dict[str, object]]] = {}
     pages = {
@@ -39,6 +47,7 @@ def test_every_page_has_no_critical_accessibility_issue(
         "/ui/tasks": "order-3",
         "/ui/schedules": "nightly",
         "/ui/workers": "dash",
+        "/ui/queues": "@idle",
     }
     for path, text in pages.items():
         page.goto(f"{server.url}{path}")

@@ -47,6 +47,7 @@ def test_with_auth_on_no_token_is_refused_and_a_token_works(page: Page, auth_ser
             "/ui/tasks",
             "/ui/schedules",
             "/ui/workers",
+            "/ui/queues",
         ):
             page.goto(f"{auth_server.url}{path}")
             refused = page.locator("#content .refused")
@@ -62,6 +63,8 @@ def test_with_auth_on_no_token_is_refused_and_a_token_works(page: Page, auth_ser
                 data={"id": "order-9:2", "action": "resolve", "value": "true"},
                 headers={"HX-Request": "true"},
             )
+            assert answer.status_code == 401
+            answer = client.post("/ui/a/cancel-tree", data={"id": "order-9"}, headers={"HX-Request": "true"})
             assert answer.status_code == 401
             assert (
                 client.post(
@@ -99,6 +102,17 @@ def test_a_prefix_token_sees_only_its_prefix(page: Page, auth_server: ServerProc
     page.goto(f"{auth_server.url}/ui/promises?q=team-b")
     expect(page.locator("#content")).to_contain_text("No promise matches")
     page.goto(f"{auth_server.url}/ui/promise?id=team-b-1")
+    expect(page.locator("#content .refused")).to_have_attribute("data-status", "403")
+    with httpx.Client(base_url=auth_server.url) as client:  # nor cancel another's tree
+        answer = client.post(
+            "/ui/a/cancel-tree",
+            data={"id": "team-b-1"},
+            headers={"HX-Request": "true", "Authorization": f"Bearer {TEAM}"},
+        )
+        assert answer.status_code == 403
+    _, body = auth_server.post("promise.get", {"id": "team-b-1"}, {"auth": ADMIN})
+    assert body["data"]["promise"]["state"] == "pending"
+    page.goto(f"{auth_server.url}/ui/queues")  # limits and queues are server-wide: admin only
     expect(page.locator("#content .refused")).to_have_attribute("data-status", "403")
     page.goto(f"{auth_server.url}/ui")  # the whole server's counts are for an admin token only
     expect(page.locator("#content")).to_contain_text("they need an admin token")

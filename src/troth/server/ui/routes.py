@@ -1,10 +1,12 @@
 """The dashboard's routes under ``/ui``: pages, fragments, actions, the change feed and static assets.
 
 =============================  ===============================================================
-``GET /ui`` and ``/ui/<page>``  a page shell (overview, promises, promise, tasks, schedules, workers)
+``GET /ui`` and ``/ui/<page>``  a page shell (overview, promises, promise, tasks, schedules, workers,
+                                queues)
 ``GET /ui/f/<fragment>``        a fragment, read through the protocol under the page's token
 ``POST /ui/a/<action>``         ``settle`` (resolve, reject or cancel a pending promise) and
-                                ``delete-schedule``: one protocol request each
+                                ``delete-schedule``: one protocol request each; ``cancel-tree``:
+                                ``tree.cancel`` until the tree is done (``MAX_CANCEL_ROUNDS``)
 ``GET /ui/feed?topic=…``        the change feed (Server-Sent Events, ``troth.server.ui.feed``)
 ``GET /ui/static/<name>``       htmx, the page script and the style sheet, shipped in the wheel
 =============================  ===============================================================
@@ -68,7 +70,11 @@ _PAGES: Final = {
     "tasks": ("tasks", "Tasks", "tasks", None),
     "schedules": ("schedules", "Schedules", "schedules", None),
     "workers": ("workers", "Workers", "workers", None),
+    "queues": ("queues", "Queues", "queues", "all"),
 }
+MAX_CANCEL_ROUNDS: Final = 100
+"""``tree.cancel`` requests one Cancel tree button makes (each settles up to 1,000 promises); a larger
+tree says how far it got, and the button can be pressed again."""
 KEEPALIVE: Final = 15.0
 """Seconds between keep-alive comments on an idle feed (a closed tab is then noticed)."""
 
@@ -168,6 +174,8 @@ class Ui:
                 return self.views.refused(answer)
             log.info("dashboard: %s %s", state, id)
             return await self.views.actions(calls, {"id": id, "message": f"{id} is now {state}."})
+        if name == "cancel-tree":
+            return await self._cancel_tree(id, form.get("include_detached") == "on", calls)
         if name == "delete-schedule":
             answer = await calls.call("schedule.delete", {"id": id})
             if not answer.ok:
@@ -175,6 +183,25 @@ class Ui:
             log.info("dashboard: deleted schedule %s", id)
             return await self.views.schedules(calls, {"message": f"Schedule {id} deleted."})
         return 404, render("refused.html", status=404, message=f"Unknown action {name!r}")
+
+    async def _cancel_tree(self, id: str, detached: bool, calls: Calls) -> Html:
+        """``tree.cancel`` of ``id`` (docs/sdk/trees.md#cancel), following its cursor: the promise and
+        every pending one below it, under the page's token (a prefix token cancels only its part)."""
+        data: dict[str, Any] = {"id": id, "includeDetached": detached}
+        canceled = 0
+        for _ in range(MAX_CANCEL_ROUNDS):
+            answer = await calls.call("tree.cancel", data)
+            if not answer.ok:
+                return self.views.refused(answer)
+            canceled += len(answer.data.get("canceled") or [])
+            cursor = answer.data.get("cursor")
+            if not cursor:
+                log.info("dashboard: canceled the tree of %s (%d promises)", id, canceled)
+                message = f"Canceled the tree of {id}: {canceled} pending promise(s) canceled."
+                return await self.views.actions(calls, {"id": id, "message": message})
+            data["cursor"] = cursor
+        message = f"Canceled {canceled} promises of the tree of {id} so far; Cancel tree again for the rest."
+        return await self.views.actions(calls, {"id": id, "message": message})
 
     # --------------------------------------------------------------------------------------------- feed
 

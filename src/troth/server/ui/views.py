@@ -75,6 +75,7 @@ class Views:
             "tasks": self.tasks,
             "schedules": self.schedules,
             "workers": self.workers,
+            "queues": self.queues,
         }
 
     # --------------------------------------------------------------------------------------- refusals
@@ -279,8 +280,51 @@ class Views:
             groups.setdefault(group, []).append((pid, held))
         return 200, render("workers.html", groups=groups, replicas=cluster is not None, here=here)
 
+    async def queues(self, calls: Calls, query: Query) -> Html:
+        """The server's limits and its queues by key (docs/operations/limits-by-key.md#queues): both are
+        server-wide, so with authentication only an admin token reads them (others get the ``403``)."""
+        limits, found_limits, _ = await calls.search("limit.search", "limits", {}, PAGE_SIZE)
+        if not limits.ok:
+            return self.refused(limits)
+        data: dict[str, Any] = {}
+        if query.get("cursor"):
+            data["cursor"] = query["cursor"]
+        answer, found, cursor = await calls.search("queue.search", "queues", data, PAGE_SIZE)
+        if not answer.ok:
+            return self.refused(answer)
+        rows = []
+        for q in found:
+            key = str(q.get("key", ""))
+            group = key[1:] if key.startswith("@") else None
+            rows.append({**q, "group": group, "function": key.split("/", 1)[0]})
+        shown = [
+            {
+                "name": limit.get("name"),
+                "group": limit.get("group"),
+                "label": limit.get("name") or "@" + str(limit.get("group")),
+                "concurrency": limit.get("concurrency"),
+                "rate": _rate(limit.get("rate")),
+            }
+            for limit in found_limits
+        ]
+        following = None
+        if cursor is not None:
+            following = "/ui/queues?" + urlencode({"cursor": cursor})
+        return 200, render("queues.html", limits=shown, queues=rows, following=following)
+
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _rate(per_second: Any) -> str | None:
+    """A rate in dispatches per second, as the CLI takes it: ``20/s``, ``30/m`` below one a second."""
+    if not isinstance(per_second, int | float) or per_second <= 0:
+        return None
+    if per_second >= 1:
+        return f"{per_second:g}/s"
+    if per_second * 60 >= 1:
+        return f"{per_second * 60:g}/m"
+    return f"{per_second * 3600:g}/h"
 
 
 def _tags(text: str) -> dict[str, str] | None:
