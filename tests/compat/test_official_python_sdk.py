@@ -11,9 +11,13 @@ interpreter the tests skip, unless ``TROTH_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,6 +175,58 @@ def test_rpc_to_another_worker_group(procs: ProcessGroup, sdk_python: Path, serv
         record = server.promise(child)
         assert record["state"] == "resolved"
         assert record["tags"]["resonate:target"] == "poll://any@workers"
+
+
+def test_a_limit_set_at_the_server_holds_back_the_official_clients_calls(
+    procs: ProcessGroup, sdk_python: Path, server: Server
+) -> None:
+    """A limit set at the server for a function (docs/operations/limits-by-key.md#server-limits) applies
+    to the official SDK's rpc calls, which declare nothing: while the one slot of ``shout`` is held, the
+    orchestrator's first call waits in the queue (its ``execute`` simply comes later), and once the slot
+    frees the workflow finishes as before, each call carrying the key the server gave it."""
+    import os
+
+    if os.environ.get("TROTH_COMPAT_SERVER", "troth") != "troth" or os.environ.get("TROTH_COMPAT_SERVER_URL"):
+        pytest.skip("limit.set is troth's own request kind")
+    status, envelope = server.request("limit.set", {"name": "shout", "concurrency": 1})
+    assert status == 200, envelope
+    # the slot is taken by a call of shout this test holds (created and acquired before any worker runs)
+    hold = new_id("hold")
+    param = base64.b64encode(json.dumps({"func": "shout", "args": ["x"], "version": 1}).encode()).decode()
+    data = {
+        "id": hold,
+        "timeoutAt": int(time.time() * 1000) + 3_600_000,
+        "param": {"data": param},
+        "tags": {"resonate:target": "poll://any@workers"},
+    }
+    status, envelope = server.request("promise.create", data)
+    assert status == 200 and envelope["data"]["promise"]["tags"]["troth:limit"] == "shout", envelope
+    status, envelope = server.request(
+        "task.acquire", {"id": hold, "version": 0, "pid": "test", "ttl": 600_000}
+    )
+    assert status == 200, envelope
+
+    worker = procs.start("worker", scenario(sdk_python, server, "rpc-worker", "--group", "workers"))
+    worker.wait_line("READY", 90, server.describe)
+    root = new_id("orch")
+    orchestrator = procs.start("orchestrate", scenario(sdk_python, server, "rpc-orchestrate", "--id", root))
+
+    def waiting() -> dict[str, Any] | None:
+        _, found = server.request("queue.search", {})
+        rows = [q for q in found["data"]["queues"] if q["key"] == "shout"]
+        return rows[0] if rows and rows[0]["queued"] == 1 else None
+
+    row = wait_until(waiting, 90, "the official client's call waiting", server.describe)
+    assert row == {"key": "shout", "running": 1, "queued": 1, "retrying": 0}
+    assert server.promise(f"{root}:1")["state"] == "pending"
+    status, envelope = server.request("promise.settle", {"id": hold, "state": "resolved", "value": {}})
+    assert status == 200, envelope  # the slot frees: the waiting call goes
+
+    value = orchestrator.result(150, lambda: worker.describe() + server.describe())
+    assert value["first"] == {"text": "HI", "pid": worker.pid, "group": "workers"}
+    assert value["second"] == {"text": "HI!", "pid": worker.pid, "group": "workers"}
+    for child in (f"{root}:1", f"{root}:2"):
+        assert server.promise(child)["tags"]["troth:limit"] == "shout"
 
 
 def test_worker_crash_resumes_without_rerunning_finished_steps(
