@@ -13,6 +13,13 @@ the running step sees ``asyncio.CancelledError`` and its ``finally`` blocks run 
 
 Handles: every promise this process waits on has one shared future, settled by an ``unblock`` message, by
 a local fulfill, or by a periodic ``promise.register_listener`` refresh (a guard against lost messages).
+
+What a worker keeps (docs/sdk/replay.md#what-a-worker-keeps): an ``execute`` waits for a free slot as one
+queue entry (task id → version; the server's re-sends replace it), taken by at most
+``max_concurrent_tasks`` runners; a suspended task leaves only its replay frontier (a tuple of ids).
+Rejected: one asyncio task per ``execute`` waiting on a semaphore — a burst of 10,000 was 10,000 coroutines
+(and the server's re-sends every 30 s added more), memory the process kept after they were gone
+(``benchmarks/worker_memory.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ Sleeper = Callable[[float], Awaitable[None]]
 
 #: Suspended tasks whose replay frontier a worker remembers (see ``Worker._remember_frontier``).
 _MAX_FRONTIERS = 10_000
+
+#: ``execute`` messages a worker keeps waiting for a free slot (see ``Worker._enqueue``).
+_MAX_QUEUED = 10_000
 
 
 class Worker:
@@ -80,7 +90,13 @@ class Worker:
         self.send_only = send_only
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self.unicast = f"poll://uni@{group}/{pid}"
-        self._slots = asyncio.Semaphore(max_concurrent_tasks)
+        self._max_runners = max_concurrent_tasks
+        self._runners = 0
+        self._queued: dict[str, int] = {}
+        """Tasks an ``execute`` announced, waiting for a runner: id → the newest version announced."""
+        self._backing_off: dict[str, int] = {}
+        """Tasks released here a moment ago, announced again: id → the newest version, queued once
+        their backoff has passed."""
         self._held: dict[str, int] = {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
         """The running execution of each held task, so that a canceled one can be stopped."""
@@ -91,7 +107,7 @@ class Worker:
         self._refresh: asyncio.Task[None] | None = None
         self._listener_refresh = listener_refresh
         self._backoff: dict[str, tuple[int, int]] = {}
-        self._frontiers: dict[str, tuple[int, frozenset[str]]] = {}
+        self._frontiers: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.stopping = False
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -112,6 +128,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         held = dict(self._held)
+        self._queued.clear()
         running = [*self._running, *self._pollers.values()]
         for task in running:
             task.cancel()
@@ -159,25 +176,69 @@ class Worker:
     def on_message(self, message: Message) -> None:
         if isinstance(message, Execute):
             if not self.stopping:
-                self.spawn(self._acquire_and_run(message.task.id, message.task.version))
+                self._enqueue(message.task.id, message.task.version)
         else:
             self.settled(msgspec.to_builtins(message.promise))
 
-    async def _acquire_and_run(self, id: str, version: int) -> None:
+    def _enqueue(self, id: str, version: int) -> None:
+        """Queue an ``execute`` until a slot is free: one entry per task (a re-send, every 30 s while the
+        task waits, or a newer version replaces it), at most ``max_concurrent_tasks`` runners. Beyond
+        ``_MAX_QUEUED`` waiting tasks the message is dropped: the server sends it again while the task is
+        pending (docs/protocol/delivery.md), so nothing is lost but the wait."""
         backoff = self._backoff.get(id)
         if backoff is not None and self.clock() < backoff[0]:
             # Released here after a failure a moment ago: try again once the backoff has passed.
-            await self.sleeper((backoff[0] - self.clock()) / 1000)
-        async with self._slots:
-            if self.stopping or id in self._held:
+            waiting = self._backing_off.get(id)
+            self._backing_off[id] = version if waiting is None else max(waiting, version)
+            if waiting is None:
+                self.spawn(self._after_backoff(id, backoff[0]))
+            return
+        queued = self._queued.get(id)
+        if queued is None:
+            if len(self._queued) >= _MAX_QUEUED:
+                log.debug("execute %s v%d dropped: %d tasks wait already", id, version, len(self._queued))
                 return
-            status, data = await self.transport.request(
-                "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}
-            )
-            if status != 200:
-                log.debug("task.acquire %s v%d answered %d", id, version, status)
-                return
-            await self.run_task(data["task"], data["promise"], data.get("preload") or [])
+            self._queued[id] = version
+        elif version > queued:
+            self._queued[id] = version
+        if self._runners < self._max_runners:
+            self._runners += 1
+            self.spawn(self._run_queued())
+
+    async def _after_backoff(self, id: str, until: int) -> None:
+        try:
+            await self.sleeper(max(0, until - self.clock()) / 1000)
+        finally:
+            version = self._backing_off.pop(id)
+        if not self.stopping:
+            self._enqueue(id, version)
+
+    async def _run_queued(self) -> None:
+        """A runner: acquire and run queued tasks, oldest first, until none waits."""
+        try:
+            while self._queued and not self.stopping:
+                id = next(iter(self._queued))
+                version = self._queued.pop(id)
+                if not self._queued:
+                    self._queued = {}  # a dict never shrinks: let a burst's table go
+                if id in self._held:
+                    continue
+                try:
+                    await self._acquire_and_run(id, version)
+                except Exception as exc:
+                    if not self.stopping:
+                        log.error("background work failed: %r", exc, exc_info=exc)
+        finally:
+            self._runners -= 1
+
+    async def _acquire_and_run(self, id: str, version: int) -> None:
+        status, data = await self.transport.request(
+            "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}
+        )
+        if status != 200:
+            log.debug("task.acquire %s v%d answered %d", id, version, status)
+            return
+        await self.run_task(data["task"], data["promise"], data.get("preload") or [])
 
     # ----------------------------------------------------------------------------------------- tasks
 
@@ -224,8 +285,12 @@ class Worker:
             return
         remembered = self._frontiers.pop(id, None)
         # Only the execution right before this one counts: another worker may have gone further since.
-        frontier = remembered[1] if remembered is not None and remembered[0] + 1 == version else None
+        frontier = (
+            frozenset(remembered[1]) if remembered is not None and remembered[0] + 1 == version else None
+        )
         end = await execute(self, id, version, promise, preload, frontier)
+        if end.kind in ("fulfilled", "suspended"):
+            self._backoff.pop(id, None)  # it ran here: an earlier failure's backoff is over
         if end.kind == "fulfilled" and end.promise is not None:
             self.settled(end.promise)
         elif end.kind == "suspended":
@@ -239,8 +304,9 @@ class Worker:
     def _remember_frontier(self, id: str, version: int, frontier: frozenset[str]) -> None:
         """Which awaits suspended ``id``'s last execution here (under lease ``version``), so that its
         resumption knows exactly where replay ends (``ctx.logger`` stays quiet before it). Bounded: the
-        oldest entries go first."""
-        self._frontiers[id] = (version, frontier)
+        oldest entries go first. Kept as a tuple, not the frozenset (a quarter of its size): one entry per
+        suspended task is the largest thing a worker keeps for it."""
+        self._frontiers[id] = (version, tuple(frontier))
         if len(self._frontiers) > _MAX_FRONTIERS:
             del self._frontiers[next(iter(self._frontiers))]
 
