@@ -168,6 +168,7 @@ def test_dropped_worker_task_goes_to_another_worker(server: ServerProcess) -> No
         "resumes": 0,
         "ttl": 60_000,
         "pid": "w2",
+        "expiresAt": body["data"]["task"]["expiresAt"],  # when the new lease ends (troth's addition)
     }
     # the old holder is fenced off
     status, body = server.fulfill("drop-any", 1)
