@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ BRANCH = "resonate:branch"
 ORIGIN = "resonate:origin"
 PARENT = "resonate:parent"
 FORKED_FROM = "troth:forked-from"
+SEQ = "troth:seq"
 LIMIT = "troth:limit"
 CONCURRENCY = "troth:concurrency"
 RATE = "troth:rate"
@@ -819,12 +821,40 @@ class Model:
                 return 200, {"promise": existing.record(), "copied": 0}
             return 409, f"promise {new_id} already exists"
 
+        # A detached child old:d<h(seq)> is carried over as new:d<h(seq renamed)> when it carries its call's
+        # sequence id (troth:seq), as the troth SDK's replay of the fork will name it; else it is left out.
+        seqs = {
+            pid: p.tags[SEQ]
+            for pid, p in self.promises.items()
+            if p.tags.get(ORIGIN) == old_id
+            and SEQ in p.tags
+            and re.fullmatch(re.escape(old_id) + r":d[0-9a-f]{16}", pid)
+        }
+
+        def moved(x: str, depth: int = 0) -> str | None:
+            if x == old_id:
+                return new_id
+            if not x.startswith(old_id + ":"):
+                return x
+            first = x.split(".", 1)[0]
+            tail = x[len(first) :]
+            if not DETACHED.search(first):
+                return new_id + x[len(old_id) :]
+            seq = seqs.get(first)
+            if seq is None or depth > 64:
+                return None
+            new_seq = moved(seq, depth + 1)
+            if new_seq is None:
+                return None
+            return f"{new_id}:d{hashlib.blake2b(new_seq.encode(), digest_size=8).hexdigest()}{tail}"
+
         def renamed(tags: dict[str, str]) -> dict[str, str]:
             out = dict(tags)
-            for key in (ORIGIN, PARENT, BRANCH, "resonate:prefix"):
+            for key in (ORIGIN, PARENT, BRANCH, "resonate:prefix", SEQ):
                 v = out.get(key)
                 if v is not None and (v == old_id or v.startswith(old_id + ":")):
-                    out[key] = new_id + v[len(old_id) :]
+                    m = moved(v)
+                    out[key] = m if m is not None else new_id + v[len(old_id) :]
             return out
 
         copies = []
@@ -832,9 +862,9 @@ class Model:
             p = self.promises[pid]
             if p.tags.get(ORIGIN) != old_id or p.state != "resolved" or not pid.startswith(old_id + ":"):
                 continue
-            if any(DETACHED.search(part) for part in pid.split(".")):
+            cid = moved(pid)
+            if cid is None:
                 continue
-            cid = new_id + pid[len(old_id) :]
             if cid in self.promises:
                 return 409, f"promise {cid} already exists"
             copies.append(

@@ -16,6 +16,7 @@ import pytest
 from sdk.conftest import Env
 from sdk.support import count, lines, until
 from troth import CanceledError, Troth
+from troth.sdk.ids import detached_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -108,3 +109,34 @@ async def test_fork_reuses_the_steps_that_succeeded(remote_env: Env) -> None:
         assert count(effects, "charge o 4 v2") == 1 and count(effects, "charge-bug o 4") == 1
         record = await client.promises.get(f"{root}-fixed")
         assert record["tags"]["troth:forked-from"] == root
+
+
+async def test_fork_reuses_a_detached_child_that_finished(remote_env: Env) -> None:
+    env = remote_env
+    buggy = env.worker("v1", ttl=30)
+    await buggy.ready()
+    effects = buggy.effects
+    root = env.id("notify")
+    child = detached_id(root, f"{root}:1")
+    client, _ = env.client(group=f"{env.group}-client")
+    async with client:
+        failed = await client.options(target=env.group).begin_rpc(root, "notify_then_charge", "n")
+        with pytest.raises(Exception, match="bug in step 4"):
+            await failed.result()
+
+        async def notified() -> bool:
+            return bool((await client.promises.get(child))["state"] == "resolved")
+
+        await until(notified, 90, "the detached notification to finish")
+        buggy.close()
+        effects.with_name(effects.name + ".fixed").touch()
+        fixed = env.worker("v2", ttl=30)
+        await fixed.ready()
+
+        handle = await client.fork(root, to=f"{root}-fixed")
+        assert await handle.result() == "charged-4"
+        assert count(effects, "notify n") == 1  # the fork found its notification done
+        copy = await client.promises.get(detached_id(f"{root}-fixed", f"{root}-fixed:1"))
+        original = await client.promises.get(child)
+        # the fork's copy (made when the fork began, with the original's record), not a second run
+        assert (copy["state"], copy["createdAt"]) == ("resolved", original["createdAt"])

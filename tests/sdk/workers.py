@@ -232,6 +232,18 @@ async def five_steps(ctx: Context, order: str) -> list[str]:
     return done
 
 
+async def notify(ctx: Context, order: str) -> str:
+    effect(ctx, f"notify {order}")
+    return f"notified {order}"
+
+
+async def notify_then_charge(ctx: Context, order: str) -> str:
+    """A detached notification (``<root>:1``), then step 4 of ``charge``, which has the bug until the fix
+    is deployed: a fork must not send the notification again."""
+    await ctx.detached(notify, order)
+    return await ctx.options(retry_policy=Never()).run(charge, order, 4)
+
+
 # ── docs/operations/limits-by-key.md ───────────────────────────────────────────────────────────────────
 
 
@@ -281,6 +293,8 @@ FUNCTIONS = [
     compensate,
     charge,
     five_steps,
+    notify,
+    notify_then_charge,
 ]
 NEVER_RETRIED = (bad_age, detailed_failure)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from engine_harness import START, TARGET, Harness
@@ -178,6 +179,45 @@ async def test_fork_copies_resolved_steps_and_dispatches_the_new_root(h: Harness
     # and the fork's preload (its branch) carries the copied steps to the worker
     acquired = await h.acquire("w2", 0)
     assert {p["id"] for p in acquired.data["preload"]} >= {"w2:1"}
+
+
+def detached(root: str, seq: str) -> str:
+    """The troth SDK's id for a detached child called at ``seq`` (``troth.sdk.ids.detached_id``)."""
+    return f"{root}:d{hashlib.blake2b(seq.encode(), digest_size=8).hexdigest()}"
+
+
+async def test_fork_reuses_detached_children_named_by_their_call(h: Harness) -> None:
+    """w:2 started a detached child (resolved, with a resolved step of its own), which started another
+    (resolved); w:4 one that failed. The fork copies the resolved ones under the ids the fork's replay will
+    give them, renamed all the way down; the failed one is not reused, nor one without its ``troth:seq``."""
+    await h.pause()
+    await h.create("w", target=TARGET, tags=lineage("w", "w", "w"))
+    d1, d2, d3 = detached("w", "w:2"), detached("w", "w:3"), detached("w", "x")
+    inner = detached("w", f"{d1}.2")  # started by the detached child's own second call
+    await h.create(d1, target=TARGET, tags={**lineage("w", d1, "w"), "troth:seq": "w:2"})
+    await h.create(f"{d1}.1", tags=lineage("w", d1, d1))
+    await h.settle(f"{d1}.1", value={"data": "MQ=="})
+    await h.create(inner, target=TARGET, tags={**lineage("w", inner, "w"), "troth:seq": f"{d1}.2"})
+    await h.settle(inner, value={"data": "Mg=="})
+    await h.settle(d1, value={"data": "Mw=="})
+    await h.create(d2, target=TARGET, tags={**lineage("w", d2, "w"), "troth:seq": "w:3"})
+    await h.settle(d2, "rejected")
+    await h.create(d3, target=TARGET, tags=lineage("w", d3, "w"))  # no troth:seq: an older SDK's
+    await h.settle(d3)
+    await h.settle("w", "rejected")
+    data = await h.ok("tree.fork", {"id": "w", "to": "v"})
+    assert data["copied"] == 3
+    n1, n_inner = detached("v", "v:2"), detached("v", f"{detached('v', 'v:2')}.2")
+    copy = await h.promise(n1)
+    assert (copy["state"], copy["value"]) == ("resolved", {"data": "Mw=="})
+    assert copy["tags"]["troth:seq"] == "v:2" and copy["tags"]["resonate:branch"] == n1
+    assert copy["tags"]["resonate:origin"] == "v" and (await h.task(n1))["state"] == "fulfilled"
+    step = await h.promise(f"{n1}.1")
+    assert (step["value"], step["tags"]["resonate:parent"]) == ({"data": "MQ=="}, n1)
+    moved = await h.promise(n_inner)
+    assert (moved["value"], moved["tags"]["troth:seq"]) == ({"data": "Mg=="}, f"{n1}.2")
+    for gone in (detached("v", "v:3"), detached("v", "x")):
+        assert (await h.call("promise.get", {"id": gone})).status == 404
 
 
 async def test_fork_refusals(h: Harness) -> None:

@@ -34,7 +34,7 @@ from troth.sdk.errors import (
     SerializationError,
     Suspended,
 )
-from troth.sdk.ids import check_root_id, child_id, detached_id
+from troth.sdk.ids import DETACHED_SEQ_TAG, check_root_id, child_id, detached_id
 from troth.sdk.registry import Dependencies, Registered, Registry
 from troth.sdk.retry import RetryPolicy, to_wire
 
@@ -653,6 +653,8 @@ class Context:
             tags = {"resonate:scope": "global", "resonate:branch": id}
             tags["resonate:parent"] = id if explicit else self.info.origin_id
             tags["resonate:origin"] = id if explicit else self.info.origin_id
+            if not explicit:  # what its id is made from: a fork renames it (docs/sdk/trees.md#fork)
+                tags[DETACHED_SEQ_TAG] = seq_id
             if self._opts.tags:
                 tags.update(self._opts.tags)
             timeout_at = self._child_timeout(None, clamp=False)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Final
 
 from troth.sdk.errors import InvalidIdError
 
@@ -13,6 +14,11 @@ MAX_ID_LENGTH = 1024
 def child_id(parent: str, n: int) -> str:
     """The ``n``-th child of ``parent``: ``root:n`` below a root, ``parent.n`` deeper down."""
     return f"{parent}.{n}" if ":" in parent else f"{parent}:{n}"
+
+
+DETACHED_SEQ_TAG: Final = "troth:seq"
+"""A detached child's tag: the call's sequence id its own id is made from (``detached_id``), so a fork can
+name its copy the way the forked workflow's replay will (docs/sdk/trees.md#fork)."""
 
 
 def detached_id(origin: str, seq_id: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import random
 import re
 from collections.abc import Callable
@@ -34,6 +35,10 @@ from troth.protocol.requests import CONCURRENCY_TAG, GROUP_KEY, LIMIT_TAG, RATE_
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
 INT64_MAX: Final = 2**63 - 1
+
+DETACHED_SEQ_TAG: Final = "troth:seq"
+"""A detached child's call sequence id, which its id is made from (``troth.sdk.ids``; the server does not
+import the SDK)."""
 
 FORKED_FROM: Final = "troth:forked-from"
 """The tag a forked root carries: the id of the root it was forked from (docs/sdk/trees.md)."""
@@ -868,16 +873,19 @@ class Core:
         members = await tx.lineage_promises(d.id, MAX_TREE + 2)
         if len(members) > MAX_TREE + 1:
             return 422, f"{d.id} has more than {MAX_TREE} promises in its tree: too many to fork in one unit"
+        rename = _Renamer(d.id, d.to, members)
         copies: list[Promise] = []
         for m in members:
-            if m.state != "resolved" or not m.id.startswith(d.id + ":") or _under_detached(m.id):
+            if m.state != "resolved" or not m.id.startswith(d.id + ":"):
                 continue
-            new_id = d.to + m.id[len(d.id) :]
+            new_id = rename.id(m.id)
+            if new_id is None:  # below a detached child whose id cannot be carried over
+                continue
             if len(new_id) > MAX_ID_LENGTH:
                 return 422, f"the copy of {m.id} would have an id longer than {MAX_ID_LENGTH} characters"
             if await tx.get_promise(new_id) is not None:
                 return 409, f"promise {new_id} already exists"
-            tags = _renamed(m.tags, d.id, d.to)
+            tags = rename.tags(m.tags)
             copies.append(
                 Promise(new_id, "resolved", m.param, m.value, tags, m.timeoutAt, m.createdAt, m.settledAt)
             )
@@ -1128,9 +1136,56 @@ def _limit_record(name: str, concurrency: int | None, rate: float | None) -> dic
     return out
 
 
-def _under_detached(id: str) -> bool:
-    """Whether ``id`` is a detached child of the troth SDK, or below one."""
-    return any(_DETACHED.search(part) for part in id.split("."))
+class _Renamer:
+    """The ids and lineage tags of a forked tree moved from root ``old`` to root ``new``
+    (docs/sdk/trees.md#fork): ``old:1.2`` becomes ``new:1.2``; a detached child ``old:d<hash of its
+    call's sequence id>`` becomes ``new:d<hash of that sequence id under new>``, as the troth SDK names it
+    (``troth.sdk.ids.detached_id``) when the fork's replay makes the same call — it can, because the child
+    carries the sequence id as its ``troth:seq`` tag. A detached child without that tag (written by an
+    older SDK, or by hand) has no known new id: it and everything below it are not carried over."""
+
+    def __init__(self, old: str, new: str, members: list[Promise]) -> None:
+        self.old = old
+        self.new = new
+        self._seq = {
+            m.id: m.tags[DETACHED_SEQ_TAG]
+            for m in members
+            if DETACHED_SEQ_TAG in m.tags and _DETACHED.search(m.id) and m.id.count(":") == 1
+        }
+        self._done: dict[str, str | None] = {}
+
+    def id(self, id: str, depth: int = 0) -> str | None:
+        """The new id of ``id`` (``None``: not carried over)."""
+        if id == self.old:
+            return self.new
+        if not id.startswith(self.old + ":"):
+            return id
+        head, dot, rest = id.partition(".")
+        if not _DETACHED.search(head):
+            return self.new + id[len(self.old) :]
+        if head not in self._done:
+            seq = self._seq.get(head)
+            # the sequence id names the caller (root, a step, or a step of another detached child)
+            moved = None if seq is None or depth > 64 else self.id(seq, depth + 1)
+            digest = None if moved is None else hashlib.blake2b(moved.encode(), digest_size=8).hexdigest()
+            self._done[head] = None if digest is None else f"{self.new}:d{digest}"
+        new_head = self._done[head]
+        return None if new_head is None else new_head + dot + rest
+
+    def tags(self, tags: dict[str, str]) -> dict[str, str]:
+        out = dict(tags)
+        for key in (
+            "resonate:origin",
+            "resonate:parent",
+            "resonate:branch",
+            "resonate:prefix",
+            DETACHED_SEQ_TAG,
+        ):
+            value = out.get(key)
+            if value is not None and (value == self.old or value.startswith(self.old + ":")):
+                moved = self.id(value)
+                out[key] = moved if moved is not None else self.new + value[len(self.old) :]
+        return out
 
 
 def _renamed(tags: dict[str, str], old: str, new: str) -> dict[str, str]:
