@@ -265,6 +265,15 @@ async def rated_job(ctx: Context, n: int) -> int:
     return n
 
 
+async def group_job(ctx: Context, n: int) -> int:
+    """Registered with no limit: a limit set at the server for its group holds it back. Records when it runs
+    and waits for ``<effects>.group.open`` first, so the test sees the first admissions hold their slots."""
+    effect(ctx, f"gjob-start {n} {time.time():.6f}")
+    await wait_for_file(f"{ctx.get_dependency('effects')}.group.open", 300)
+    effect(ctx, f"gjob-end {n} {time.time():.6f}")
+    return n
+
+
 LIMITED = {
     limited_job: {"concurrency": 2, "key": lambda customer, n: customer},
     rated_job: {"rate": "20/s"},
@@ -295,6 +304,7 @@ FUNCTIONS = [
     five_steps,
     notify,
     notify_then_charge,
+    group_job,
 ]
 NEVER_RETRIED = (bad_age, detailed_failure)
 
