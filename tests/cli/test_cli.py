@@ -1015,6 +1015,24 @@ async def test_invoke_warns_about_an_unregistered_function(server: ServerProcess
         assert response.status_code == 200
         assert response.json() == {"group": group, "workers": {worker.pid: ["greet", "greet_leaf"]}}
 
+        # a function registered after the worker started is announced too: no warning for it
+        async def late(ctx: Context) -> str:
+            return "late"
+
+        worker.register(late)
+
+        def announced() -> bool:
+            workers = server.get(f"/groups/{group}").json()["workers"]
+            return workers.get(worker.pid) == ["greet", "greet_leaf", "late"]
+
+        await asyncio.to_thread(wait_until, announced, 60, "the late registration announced")
+        later = ok(
+            await asyncio.to_thread(
+                troth, "invoke", f"late-{uid}", "--func", "late", "--target", group, server=server.url
+            )
+        )
+        assert later.err == ""
+
 
 def test_colour_only_on_a_terminal(cli: CLI, server: ServerProcess, uid: str) -> None:
     import pty

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from authkit import Keys
@@ -287,3 +288,32 @@ def test_groups_endpoint_needs_a_token_covering_the_group(
         "group": "t-g",
         "workers": {},
     }
+
+
+def test_announcing_functions_follows_the_stream_rules(
+    auth_server: ServerProcess, keys: Keys, admin: str
+) -> None:
+    """``PUT /groups/{group}/{pid}`` (a worker's names after a late registration): a token that may open the
+    stream; ``404`` when no replica holds it."""
+    tenant = keys.token(TENANT, aud=AUDIENCE)
+
+    def put(group: str, pid: str, token: str | None, body: Any = None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return auth_server.client.put(
+            f"/groups/{group}/{pid}", json={"functions": ["a"]} if body is None else body, headers=headers
+        )
+
+    assert put("t-g", "t-w", None).status_code == 401
+    assert put("t-g", "t-w", "not-a-token").status_code == 401
+    assert put("x-g", "t-w", tenant).status_code == 403
+    assert put("t-g", "x-w", tenant).status_code == 403
+    assert put("t-g", "t-w", tenant).status_code == 404  # no stream
+    with auth_server.sse("t-g", "t-w", headers={"authorization": f"Bearer {tenant}"}):
+        answer = put("t-g", "t-w", tenant, {"functions": ["b", "a"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"group": "t-g", "pid": "t-w", "functions": ["a", "b"]}
+        shown = auth_server.get("/groups/t-g", headers={"authorization": f"Bearer {tenant}"}).json()
+        assert shown == {"group": "t-g", "workers": {"t-w": ["a", "b"]}}
+        assert put("t-g", "t-w", admin).status_code == 200
+        assert put("t-g", "t-w", tenant, {"functions": "a"}).status_code == 400
+        assert put("t-g", "t-w", tenant, {"functions": ["x" * 70_000]}).status_code == 413

@@ -376,6 +376,7 @@ class Troth:
             )
         if isinstance(transport, HttpTransport) and transport.functions is None:
             transport.functions = self.registry.names
+            self.registry.on_add = transport.announce  # registered after start: announced again
         self.url = resolved_url
         self._worker = Worker(
             transport=transport,

@@ -116,6 +116,8 @@ class Registry:
         self._by_key: dict[tuple[str, int], Registered] = {}
         self._by_fn: dict[Any, Registered] = {}
         self._adhoc: dict[Any, Registered] = {}
+        self.on_add: Callable[[], None] | None = None
+        """Called after a new function is registered (the worker announces its names again)."""
 
     def add(
         self,
@@ -169,6 +171,8 @@ class Registry:
         )
         self._by_key[key] = entry
         self._by_fn[fn] = entry
+        if self.on_add is not None:
+            self.on_add()
         return entry
 
     def names(self) -> list[str]:

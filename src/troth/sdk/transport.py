@@ -15,7 +15,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import msgspec
@@ -219,7 +219,13 @@ class HttpTransport:
         self._stopping = False
         self.functions: Callable[[], Iterable[str]] | None = None
         """The worker's registered function names, announced when the stream opens (``?functions=``), so
-        ``troth invoke`` can say when no connected worker has the function it names."""
+        ``troth invoke`` can say when no connected worker has the function it names; names registered
+        later are announced with ``PUT /groups/{group}/{pid}`` (``announce``)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stream_at: tuple[str, str, str] | None = None
+        """(base URL, group, pid) of the open stream."""
+        self._announcing: asyncio.Task[None] | None = None
+        self._announce_wanted = False
 
     def idle(self) -> bool:
         """Messages are handed over as they are read from the stream: none ever waits here."""
@@ -252,8 +258,43 @@ class HttpTransport:
             )
         return self._session
 
+    def announce(self) -> None:
+        """The worker registered another function: tell the server its names again, soon (callable from
+        any thread; one ``PUT`` at a time, each with every name registered by then). Before the stream
+        opens there is nothing to do: opening it announces them."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._want_announce()
+        else:
+            loop.call_soon_threadsafe(self._want_announce)
+
+    def _want_announce(self) -> None:
+        self._announce_wanted = True
+        if self._stream_at is not None and (self._announcing is None or self._announcing.done()):
+            self._announcing = asyncio.get_running_loop().create_task(self._announce(), name="troth-announce")
+
+    async def _announce(self) -> None:
+        while self._announce_wanted and self._stream_at is not None and self.functions is not None:
+            self._announce_wanted = False
+            base, group, pid = self._stream_at
+            url = f"{base}/groups/{quote(group, safe='')}/{quote(pid, safe='')}"
+            body = {"functions": list(self.functions())}
+            try:
+                async with self._client().put(url, json=body) as response:
+                    if response.status != 200:  # e.g. 404 while reconnecting: the new stream announces
+                        log.debug("troth: announcing functions answered HTTP %d", response.status)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.debug("troth: could not announce functions (the next stream will): %s", exc)
+
     async def start(self, group: str, pid: str, on_message: OnMessage) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._stopping = False
         opened: asyncio.Future[None] = loop.create_future()
         self._sse = loop.create_task(self._stream(group, pid, on_message, opened), name="troth-sse")
@@ -330,6 +371,9 @@ class HttpTransport:
                     backoff = 1.0
                     self._reachable()
                     tried = 0
+                    self._stream_at = (base, group, pid)
+                    if self._announce_wanted:  # registered while it connected: maybe not in its URL
+                        self._want_announce()
                     if not opened.done():
                         opened.set_result(None)
                     data: list[bytes] = []
@@ -342,6 +386,7 @@ class HttpTransport:
                             _deliver(on_message, payload)
                     raise ConnectorError("SSE stream ended")
             except (TimeoutError, aiohttp.ClientError, ConnectorError, OSError) as exc:
+                self._stream_at = None
                 if self._stopping:
                     return
                 if isinstance(exc, _Refused | aiohttp.ClientConnectorCertificateError) and not opened.done():
@@ -406,6 +451,12 @@ class HttpTransport:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stream_at = None
+        if self._announcing is not None:
+            self._announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._announcing
+            self._announcing = None
         if self._sse is not None:
             self._sse.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -7,6 +7,9 @@ Replicas share nothing but the database. What one replica does for the others:
   per (group, pid) it holds SSE streams for, written whenever that count changes and announced on the
   channel ``troth_streams``. Each replica keeps the live map of who holds what in memory (reloaded on
   every announcement and every second), so routing a message costs no query.
+  The row also holds the function names the worker announced (when its stream opened, or later by
+  ``PUT /groups/{group}/{pid}``, which a replica not holding the stream hands to the holder through its
+  channel), so ``GET /groups/{group}`` on any replica names them.
 * **Forwarding.** A message for a stream held by another replica is sent there as a ``NOTIFY`` on that
   replica's channel (``troth_r_<id>``: the message itself, under 7,000 bytes, else its key). The holder
   claims the outbox row (deletes it) and pushes the message only if it got the row — the row was written
@@ -21,13 +24,22 @@ Replicas share nothing but the database. What one replica does for the others:
   every write is guarded).
 * **Leases.** When a pid's last stream of a group closes here, its leases on that group's tasks end only
   if no live replica holds a stream of it in that group.
+* **Changes, for the dashboard.** With the dashboard on, each replica tells the others which promises it
+  created or settled (``publish_changes``), so a page open on replica A sees a workflow grow whose steps
+  run on replica B: one ``NOTIFY`` on ``troth_changes`` per ``CHANGES_MS`` at most while something changed
+  (the ids of that period, or their roots, under ``MAX_PAYLOAD`` bytes; beyond, a flag that makes every
+  open page fetch again), however busy the replica. A lost notification costs a page one live refresh,
+  never data: the page always reads the database.
 
 Routing prefers this replica's own streams (``any`` addresses; a preferred or unicast pid wherever it is).
 
 Rejected: NOTIFY as the only path (PostgreSQL drops notifications of a listener whose connection broke,
 and a replica can die between its commit and its notify); a per-message lookup of the holder (a query
 per dispatch, where the map changes only when workers connect); advisory-lock leadership for timers
-(one replica doing all the background work, and a failover delay on its death).
+(one replica doing all the background work, and a failover delay on its death). For the dashboard, a
+notification per committed unit (thousands a second under load, for pages that only fetch again) and
+broadcasting only while some replica has a page open (it would need a registry of open pages, and a page
+that opens would miss the changes made before the others heard of it).
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
@@ -51,6 +64,7 @@ from troth.server.store.base import Tx
 from troth.server.store.postgres import PostgresStore
 
 if TYPE_CHECKING:
+    from troth.server.counts import Delta
     from troth.server.engine import Engine
 
 log = logging.getLogger("troth.cluster")
@@ -68,13 +82,19 @@ HANDOVER_MS: Final = 100
 """A stream that opens takes the rows for it older than this (younger ones are still being delivered)."""
 MAX_PAYLOAD: Final = 7000
 CLAIM_LIMIT: Final = 500
+CHANGES_CHANNEL: Final = "troth_changes"
+CHANGES_MS: Final = 200
+"""Changes are shared with the other replicas at most once per this many ms (and only when there are any)."""
+MAX_CHANGED_IDS: Final = 200
+"""Changed ids kept between two shares; beyond it only their roots are kept (then only a flag)."""
 
 _encode = msgspec.json.encode
 _promise_decoder = msgspec.json.Decoder(Promise)
 
 
 class _Forward(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A forwarded message: an execute (``t`` task id, ``v``, ``k`` token) or an unblock (``p``)."""
+    """A forwarded message: an execute (``t`` task id, ``v``, ``k`` token) or an unblock (``p``); or a
+    worker's new function names for the replica holding its stream (``g``, ``d``, ``n``)."""
 
     a: str
     t: str = ""
@@ -83,9 +103,26 @@ class _Forward(msgspec.Struct, frozen=True, omit_defaults=True):
     x: str = ""
     p: str = ""
     promise: Promise | None = None
+    g: str = ""
+    """An announcement instead: the worker ``d`` of group ``g`` now has the function names ``n``."""
+    d: str = ""
+    n: list[str] | None = None
 
 
 _forward_decoder = msgspec.json.Decoder(_Forward)
+
+
+class Changes(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What another replica changed in one period: ids (``i``; roots only when there were many), promises
+    settled (``s``), and ``x`` when the ids did not fit (every open page fetches again)."""
+
+    r: str
+    i: list[str] = []
+    s: int = 0
+    x: bool = False
+
+
+_changes_decoder = msgspec.json.Decoder(Changes)
 
 
 def _now() -> int:
@@ -126,6 +163,7 @@ class Cluster:
         self._writing = False
         self._stale = False
         self._pids: dict[tuple[str, str], set[str]] = {}
+        self._functions: dict[tuple[str, str], list[str] | None] = {}
         self._groups: dict[str, dict[str, set[str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_wanted = False
@@ -134,12 +172,22 @@ class Cluster:
         self._counts: dict[str, dict[str, int]] | None = None
         self._mine_at_count: dict[str, dict[str, int]] | None = None
         self._stopping = False
+        self._changed: dict[str, None] = {}
+        self._changed_roots: dict[str, None] = {}
+        self._changed_settled = 0
+        self._changed_overflow = False
+        self._sharing = False
+        self.on_remote_changes: Callable[[list[str], int, bool], None] | None = None
+        """Called with each period of another replica's changes: the ids, how many promises settled, and
+        whether ids were left out (set by the dashboard's change feed)."""
         self.counts: dict[str, int] = {
             "notifications_sent": 0,
             "notifications_received": 0,
             "claimed_sweep": 0,
             "claimed_handover": 0,
             "forward_failures": 0,
+            "changes_shared": 0,
+            "changes_received": 0,
         }
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -221,6 +269,7 @@ class Cluster:
         )
         await conn.add_listener(self.channel, self._on_message)
         await conn.add_listener(STREAMS_CHANNEL, self._on_streams)
+        await conn.add_listener(CHANGES_CHANNEL, self._on_changes)
         self._listener = conn
 
     def _on_streams(self, *_: object) -> None:
@@ -233,7 +282,12 @@ class Cluster:
         except msgspec.DecodeError:
             log.warning("ignored an unreadable notification: %.200r", payload)
             return
-        if f.t:
+        if f.g:
+            conn = self.engine.delivery.holder(f.g, f.d)
+            if conn is not None:  # (gone meanwhile: its next stream announces afresh)
+                conn.functions = frozenset(f.n) if f.n is not None else None
+                self.streams_changed(f.g, f.d, 1)
+        elif f.t:
             self._deliver([Outgoing(f.a, f.t, f.v, token=f.k, avoid=f.x)])
         elif f.promise is not None:
             self._deliver([Outgoing(f.a, promise=f.promise)])
@@ -271,13 +325,83 @@ class Cluster:
         if taken.endswith(" 1") and not self.engine.delivery.deliver_here(m):
             log.debug("took %s for %s but its stream left", m.task_id or "an unblock", m.address)
 
+    # ------------------------------------------------------------------------- changes (the dashboard)
+
+    def publish_changes(self, delta: Delta) -> None:
+        """Remember what a committed unit changed; share it with the other replicas within ``CHANGES_MS``
+        (one notification for everything changed meanwhile)."""
+        if self._changed_overflow:
+            pass
+        elif len(self._changed) < MAX_CHANGED_IDS:
+            self._changed.update(dict.fromkeys(delta.ids))
+        else:
+            roots = self._changed_roots
+            roots.update(dict.fromkeys(id.split(":", 1)[0] for id in delta.ids))
+            self._changed_overflow = len(roots) > MAX_CHANGED_IDS
+        self._changed_overflow = self._changed_overflow or delta.reset
+        self._changed_settled += sum(n for state, n in delta.promises.items() if state != "pending")
+        if not self._sharing and not self._stopping:
+            self._sharing = True
+            self._spawn(self._share_changes())
+
+    async def _share_changes(self) -> None:
+        try:
+            await asyncio.sleep(CHANGES_MS / 1000)
+        finally:
+            self._sharing = False
+        ids = list(self._changed) + [r for r in self._changed_roots if r not in self._changed]
+        settled, overflow = self._changed_settled, self._changed_overflow
+        self._changed, self._changed_roots, self._changed_settled = {}, {}, 0
+        self._changed_overflow = False
+        if self._stopping or not (ids or settled or overflow):
+            return
+        kept: list[str] = []
+        size = 0
+        for id in ids:
+            size += len(id.encode()) + 3
+            if size > MAX_PAYLOAD - 200:
+                overflow = True
+                break
+            kept.append(id)
+        payload = _encode(Changes(self.id, [] if overflow else kept, settled, overflow)).decode()
+        self.counts["changes_shared"] += 1
+        self._outgoing.append((CHANGES_CHANNEL, payload))
+        if not self._send_lock.locked():
+            self._spawn(self._send())
+
+    def _on_changes(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            changes = _changes_decoder.decode(str(payload))
+        except msgspec.DecodeError:
+            log.warning("ignored an unreadable change notification: %.200r", payload)
+            return
+        if changes.r == self.id:
+            return  # our own, delivered back to us
+        self.counts["changes_received"] += 1
+        if self.on_remote_changes is not None:
+            self.on_remote_changes(changes.i, changes.s, changes.x)
+
     # ------------------------------------------------------------------------------- routing (Remote)
 
     def holds(self, group: str, pid: str) -> bool:
         return bool(self._pids.get((group, pid)))
 
-    def pids(self, group: str) -> set[str]:
-        return {pid for held in self._groups.get(group, {}).values() for pid in held}
+    def workers(self, group: str) -> dict[str, list[str] | None]:
+        pids = {pid for held in self._groups.get(group, {}).values() for pid in held}
+        return {pid: self._functions.get((group, pid)) for pid in sorted(pids)}
+
+    def announce(self, group: str, pid: str, functions: list[str] | None) -> bool:
+        holders = self._pids.get((group, pid))
+        if not holders:
+            return False
+        payload = _encode(_Forward("", g=group, d=pid, n=functions))
+        if len(payload) > MAX_PAYLOAD:  # too many names for a notification: shown as unknown
+            payload = _encode(_Forward("", g=group, d=pid))
+        for replica in sorted(holders):
+            self._outgoing.append((f"troth_r_{replica}", payload.decode()))
+        if not self._send_lock.locked():
+            self._spawn(self._send())
+        return True
 
     def forward(self, m: Outgoing, address: Address) -> bool:
         if address.id and (address.cast == "uni" or address.id != m.avoid):
@@ -334,6 +458,13 @@ class Cluster:
             self._writing = True
             self._spawn(self._write_streams())
 
+    def _names_of(self, group: str, pid: str) -> str | None:
+        """The function names this replica's stream of ``(group, pid)`` announced, as stored."""
+        conn = self.engine.delivery.holder(group, pid)
+        if conn is None or conn.functions is None:
+            return None
+        return _encode(sorted(conn.functions)).decode()
+
     async def _write_streams(self) -> None:
         """Record stream counts as they change, one at a time (in order); a stream that opens then
         takes the outbox rows waiting for it."""
@@ -345,13 +476,14 @@ class Cluster:
                     async with self._conn() as conn, conn.transaction():
                         if count > 0:
                             await conn.execute(
-                                "INSERT INTO connections (replica, grp, pid, streams) "
-                                "VALUES ($1, $2, $3, $4) ON CONFLICT (replica, grp, pid) "
-                                "DO UPDATE SET streams = excluded.streams",
+                                "INSERT INTO connections (replica, grp, pid, streams, functions) "
+                                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (replica, grp, pid) "
+                                "DO UPDATE SET streams = excluded.streams, functions = excluded.functions",
                                 self.id,
                                 group,
                                 pid,
                                 count,
+                                self._names_of(group, pid),
                             )
                         else:
                             await conn.execute(
@@ -381,12 +513,13 @@ class Cluster:
         async with self._conn() as conn, conn.transaction():
             await conn.execute("DELETE FROM connections WHERE replica = $1", self.id)
             await conn.execute(
-                "INSERT INTO connections (replica, grp, pid, streams) "
-                "SELECT $1, g, p, n FROM unnest($2::text[], $3::text[], $4::int[]) AS t(g, p, n)",
+                "INSERT INTO connections (replica, grp, pid, streams, functions) SELECT $1, g, p, n, f "
+                "FROM unnest($2::text[], $3::text[], $4::int[], $5::text[]) AS t(g, p, n, f)",
                 self.id,
                 [g for g, _ in counts],
                 [p for _, p in counts],
                 list(counts.values()),
+                [self._names_of(g, p) for g, p in counts],
             )
             await conn.execute(f"NOTIFY {STREAMS_CHANNEL}")
         self._stale = False
@@ -418,17 +551,19 @@ class Cluster:
                 self._reload_wanted = False
                 async with self._conn() as conn:
                     rows = await conn.fetch(
-                        "SELECT c.replica, c.grp, c.pid FROM connections c JOIN replicas r "
+                        "SELECT c.replica, c.grp, c.pid, c.functions FROM connections c JOIN replicas r "
                         "ON r.id = c.replica WHERE c.replica <> $1 AND r.heartbeat_at >= $2",
                         self.id,
                         _now() - ALIVE_MS,
                     )
                 pids: dict[tuple[str, str], set[str]] = {}
                 groups: dict[str, dict[str, set[str]]] = {}
-                for replica, group, pid in rows:
+                functions: dict[tuple[str, str], list[str] | None] = {}
+                for replica, group, pid, names in rows:
                     pids.setdefault((group, pid), set()).add(replica)
                     groups.setdefault(group, {}).setdefault(replica, set()).add(pid)
-                self._pids, self._groups = pids, groups
+                    functions[(group, pid)] = _names(names)
+                self._pids, self._groups, self._functions = pids, groups, functions
         except Exception as exc:
             log.warning("could not load the cluster's streams: %s", exc)
         finally:
@@ -506,6 +641,17 @@ class Cluster:
             if not delivery.deliver_here(m):
                 log.debug("claimed %s for %s but its stream left", m.task_id or "unblock", m.address)
         return len(messages)
+
+
+def _names(stored: str | None) -> list[str] | None:
+    """Function names as stored in ``connections.functions`` (a JSON array; ``None``: not announced)."""
+    if stored is None:
+        return None
+    try:
+        names = msgspec.json.decode(stored)
+    except msgspec.DecodeError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _short(exc: BaseException) -> str:

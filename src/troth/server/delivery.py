@@ -201,8 +201,13 @@ class Remote(Protocol):
         """This process now holds ``count`` streams (0 or 1) of ``pid`` in ``group``."""
         ...
 
-    def pids(self, group: str) -> set[str]:
-        """The pids of ``group`` with a stream on another live replica."""
+    def workers(self, group: str) -> dict[str, list[str] | None]:
+        """The pids of ``group`` with a stream on another live replica, each with the function names it
+        announced (``None``: unknown)."""
+        ...
+
+    def announce(self, group: str, pid: str, functions: list[str] | None) -> bool:
+        """Send a worker's new function names to the replica holding its stream; ``False``: none does."""
         ...
 
 
@@ -312,13 +317,28 @@ class Delivery:
     def workers(self, group: str) -> dict[str, list[str] | None]:
         """The pids with an open stream of ``group`` (here and, with replicas, on the others), each with
         the function names it announced (``None``: unknown, e.g. an official SDK's worker or another
-        replica's)."""
+        replica's when it announced none)."""
         found: dict[str, list[str] | None] = {}
         if self.remote is not None:
-            found.update(dict.fromkeys(self.remote.pids(group)))
+            found.update(self.remote.workers(group))
         for conn in self._groups.get(group, ()):
             found[conn.id] = sorted(conn.functions) if conn.functions is not None else None
         return dict(sorted(found.items()))
+
+    def announce(self, group: str, id: str, functions: frozenset[str] | None) -> str | None:
+        """A worker's function names changed (it registered more after its stream opened): record them on
+        its stream here (``"here"``), or hand them to the replica that holds it (``"elsewhere"``);
+        ``None``: no replica holds a stream of ``(group, id)``."""
+        conn = self._by_id.get((group, id))
+        if conn is not None:
+            conn.functions = functions
+            if self.remote is not None:
+                self.remote.streams_changed(group, id, 1)  # rewrites its row, names included
+            return "here"
+        names = sorted(functions) if functions is not None else None
+        if self.remote is not None and self.remote.announce(group, id, names):
+            return "elsewhere"
+        return None
 
     def holder(self, group: str, id: str) -> Connection | None:
         """The open stream of ``(group, id)``, if any (which a new one would replace)."""

@@ -54,6 +54,13 @@ class Replicas(Protocol):
         """Promises and tasks by state for ``/metrics``: the whole database's, not this process's view."""
         ...
 
+    on_remote_changes: Callable[[list[str], int, bool], None] | None
+    """Called with what other replicas changed (ids, promises settled, ids left out), for the dashboard."""
+
+    def publish_changes(self, delta: Delta) -> None:
+        """Tell the other replicas what a committed unit changed (the dashboard's live pages)."""
+        ...
+
 
 _SEARCHES: Final = {"promise.search": "promises", "task.search": "tasks", "schedule.search": "schedules"}
 

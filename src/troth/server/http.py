@@ -19,7 +19,9 @@ one.
 
 ``GET /groups/{group}`` answers ``{"group": …, "workers": {pid: [function names] | null}}``: who holds a
 stream of the group now (on every replica) and the function names each worker announced when it opened its
-stream (``/poll/{group}/{id}?functions=a,b``; troth's SDK does, ``null`` when a worker did not). ``troth
+stream (``/poll/{group}/{id}?functions=a,b``; troth's SDK does, ``null`` when a worker did not) or later,
+after registering more, with ``PUT /groups/{group}/{pid}`` ``{"functions": [names]}`` (``404`` when no
+replica holds that stream; the same token rules as opening the stream). ``troth
 invoke`` uses it to warn that no worker would run the call. With authentication on it needs a token whose
 prefix covers the group (as a stream of the group would). Announced names are kept only up to
 ``MAX_ANNOUNCED`` bytes (beyond that: ``null``), so a stream cannot make the server hold more.
@@ -161,8 +163,15 @@ class App:
                 return
             await self._poll(scope, receive, send)
         elif path.startswith("/groups/"):
+            if method == "PUT":
+                if not is_json(content_type):
+                    self._refuse("content_type")
+                    await _respond(send, 415, b"PUT /groups/{group}/{pid} requires application/json", _TEXT)
+                    return
+                await self._announce(scope, receive, send)
+                return
             if method not in ("GET", "HEAD"):
-                await _respond(send, 405, headers=[(b"allow", b"GET")])
+                await _respond(send, 405, headers=[(b"allow", b"GET, PUT")])
                 return
             await self._group(scope, send)
         elif path in ("/health", "/ready", "/metrics"):
@@ -240,6 +249,55 @@ class App:
                 return
         body = {"group": group, "workers": self.engine.delivery.workers(group)}
         await _respond(send, 200, msgspec.json.encode(body), _JSON)
+
+    async def _announce(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``PUT /groups/{group}/{pid}`` ``{"functions": [names]}``: a worker registered functions after
+        its stream opened; the stream's names are replaced (on whichever replica holds it)."""
+        raw_path: bytes | None = scope.get("raw_path")
+        text = raw_path.decode("latin-1") if raw_path else scope["path"]
+        parts = text.split("?", 1)[0].split("/")
+        if len(parts) < 4 or not parts[2] or not parts[3]:
+            await _respond(send, 404)
+            return
+        group, ident = unquote(parts[2]), unquote("/".join(parts[3:]))
+        problem = _stream_name_problem(group, "group") or _stream_name_problem(ident, "id")
+        if problem is not None:
+            await _respond(send, 400, problem.encode(), _TEXT)
+            return
+        auth = self.engine.auth
+        if auth is not None:
+            principal = auth.authenticate(bearer(scope["headers"]))
+            if principal is None:
+                self._refuse("unauthorized")
+                await _respond(send, 401, b"Unauthorized", _TEXT)
+                return
+            held = self.engine.delivery.holder(group, ident)
+            other = held is not None and held.principal is not None and held.principal.name != principal.name
+            if not auth.may_subscribe(principal, group, ident) or (other and not principal.admin):
+                self._refuse("forbidden")
+                await _respond(send, 403, b"Forbidden", _TEXT)
+                return
+        body = await _read_body(receive, MAX_ANNOUNCED * 2)
+        if body is None:
+            await _respond(send, 413, b"Payload Too Large", _TEXT)
+            return
+        try:
+            announced = msgspec.json.decode(body, type=_Announcement)
+        except msgspec.ValidationError as exc:
+            await _respond(send, 400, f'Expected {{"functions": [names]}}: {exc}'.encode(), _TEXT)
+            return
+        except msgspec.DecodeError:
+            await _respond(send, 400, b"The body is not JSON", _TEXT)
+            return
+        names = frozenset(n for n in announced.functions if n)
+        functions = names if sum(len(n.encode()) + 1 for n in names) <= MAX_ANNOUNCED else None
+        where = self.engine.delivery.announce(group, ident, functions)
+        if where is None:
+            await _respond(send, 404, b"No open stream of this group and pid", _TEXT)
+            return
+        shown = sorted(functions) if functions is not None else None
+        answer = {"group": group, "pid": ident, "functions": shown}
+        await _respond(send, 200, msgspec.json.encode(answer), _JSON)
 
     async def _poll(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes | None = scope.get("raw_path")
@@ -391,6 +449,28 @@ def quiet_cut_off() -> None:
     logger = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _CutOffFilter) for f in logger.filters):
         logger.addFilter(_CutOffFilter())
+
+
+class _Announcement(msgspec.Struct):
+    functions: list[str]
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """A request body of at most ``limit`` bytes (``None``: larger)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def _announced(scope: Scope) -> frozenset[str] | None:

@@ -189,7 +189,12 @@ _V6: Final = [
     "ALTER TABLE limit_slots ADD COLUMN retrying SMALLINT NOT NULL DEFAULT 0",
 ]
 
-MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+_V7: Final = [
+    # The function names each worker announced, so every replica can show them (GET /groups/{group}).
+    "ALTER TABLE connections ADD COLUMN functions TEXT",
+]
+
+MIGRATIONS: Final[list[list[str]]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 """PostgreSQL's schema, one list of statements per version, applied in order at start-up."""
 
 _MIGRATION_LOCK: Final = 0x7407_7407

@@ -13,9 +13,11 @@ and a busy server sends an open dashboard at most a few small events per second.
 With authentication on, a subscription sees only ids inside its token's prefix. At most ``max_open``
 subscriptions are open at once (``503`` beyond: see ``troth.server.ui.routes``).
 
-Limit: the feed sees the changes made by this process. With several replicas on one PostgreSQL, a page
-connected to replica A is not told of a step that replica B settled until A makes a change of its own in
-that workflow; reloading the page shows the current state.
+With several replicas on one PostgreSQL, each replica also hears what the others changed
+(``Feed.publish_remote``, from ``troth.server.cluster``: at most one notification per replica per 200 ms,
+ids or roots, or a flag that wakes every page when they would not fit), so a page on replica A sees a
+workflow grow whose steps replica B runs, and the overview's running workflows and settle rate are the
+cluster's.
 
 Rejected: polling from the page (the issue asks for none, and a poll per open tab per second costs more
 than a wake-up per change); sending the changed records themselves (their values may be large, and the
@@ -124,12 +126,22 @@ class Feed:
         for sub in self._subs:
             sub.offer(delta.ids, delta.reset)
 
+    def publish_remote(self, ids: list[str], settled: int, reset: bool) -> None:
+        """Another replica's changes (``troth.server.cluster``): ``ids`` (or their roots), how many promises
+        it settled, and ``reset`` when ids were left out (every open page then fetches again)."""
+        delta = Delta()
+        delta.ids = ids
+        delta.reset = reset
+        if settled:
+            delta.promises["resolved"] = settled  # only the total counts here (the settle rate)
+        self.publish(delta)
+
     def recent_roots(self) -> list[str]:
         """Root ids (the id before the first ``:``) of the workflows that changed last, newest first."""
         return list(reversed(self._recent))
 
     def settle_rate(self) -> float:
-        """Promises settled per second over the last minute (this process's view)."""
+        """Promises settled per second over the last minute (with replicas: by all of them)."""
         now = int(time.monotonic())
         total = sum(n for second, n in self._settled if second > now - _RATE_WINDOW)
         return total / _RATE_WINDOW

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import bearer
+from troth.server.counts import Delta
 from troth.server.engine import Engine
 from troth.server.ui import values
 from troth.server.ui.calls import Calls
@@ -95,7 +96,18 @@ class Ui:
     def __init__(self, engine: Engine, feed: Feed | None = None) -> None:
         self.engine = engine
         self.feed = feed or Feed()
-        engine.on_change = self.feed.publish
+        cluster = engine.cluster
+        if cluster is None:
+            engine.on_change = self.feed.publish
+        else:  # replicas: pages here hear of the others' changes too (troth.server.ui.feed)
+            publish = self.feed.publish
+
+            def changed(delta: Delta) -> None:
+                publish(delta)
+                cluster.publish_changes(delta)
+
+            engine.on_change = changed
+            cluster.on_remote_changes = self.feed.publish_remote
         self.views = Views(engine, self.feed)
         self._fragments = self.views.fragments()
         self._assets: dict[str, bytes] = {}
