@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 ARGS ?=
 
-.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-limits bench-peers bench-soak bench-worker-memory docs docs-serve clean
+.PHONY: install services run dev test test-stress test-postgres lint typecheck unit bench bench-sdk bench-security bench-cluster bench-retention bench-limits bench-limits-unused bench-peers bench-soak bench-worker-memory docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -116,6 +116,10 @@ bench-retention: $(STAMP)
 
 bench-limits: $(STAMP)
 	$(BIN)/python -m benchmarks.limits
+
+# workload B with and without the limits code (the commit before it), interleaved: what unused limits cost
+bench-limits-unused: $(STAMP)
+	$(BIN)/python -m benchmarks.limits_unused
 
 # troth beside DBOS, Restate and the official resonate-sdk: the same five workloads, interleaved rounds,
 # a table of ratios (benchmarks/peers; results in benchmarks/peers/results/). Peers are installed on first
