@@ -191,3 +191,16 @@ async def test_server_limit_names_are_checked(h: Harness) -> None:
         {"group": "a/b", "concurrency": 1},
     ]:
         assert (await h.call("limit.set", data)).status == 400, data
+
+
+async def test_a_limit_another_replica_set_applies_here_within_a_second(h: Harness) -> None:
+    """The server's limited names are read again once a second (``LIMITS_FRESH``): a limit written to the
+    store by another replica (here: straight into the store, past this engine's core) applies to tasks
+    created here from one second after this replica last read them."""
+    await h.pause()
+    await h.create("first", target=TARGET, param=call_of("charge"), at=START)  # reads the names: none
+    await h.engine.store.run(lambda tx: tx.set_limit("charge", 1, None))
+    early = await h.create("early", target=TARGET, param=call_of("charge"), at=START + 999)
+    assert "troth:limit" not in early["tags"]
+    late = await h.create("late", target=TARGET, param=call_of("charge"), at=START + 1_000)
+    assert late["tags"]["troth:limit"] == "charge"
