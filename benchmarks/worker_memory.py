@@ -60,6 +60,7 @@ if __package__ in (None, ""):  # run as a script (the worker): make ``benchmarks
 
 from benchmarks.server import start_server
 from troth import Context, Troth
+from troth.protocol.messages import Request
 
 GROUP = "wmem"
 SLEEP_S = 3600.0
@@ -240,9 +241,10 @@ async def count_suspended(client: Troth, prefix: str) -> int:
     count = 0
     data: dict[str, Any] = {"state": "suspended", "limit": 1000}
     while True:
-        status, body = await client._worker.transport.request("task.search", data)
-        if status != 200:
-            raise RuntimeError(f"task.search answered {status}: {body}")
+        answer = await client.transport.request(Request.raw("task.search", data))
+        body = answer.data
+        if answer.status != 200 or body is None:
+            raise RuntimeError(f"task.search answered {answer.status}: {answer.error}")
         count += sum(1 for t in body["tasks"] if str(t["id"]).startswith(prefix))
         if not body.get("cursor"):
             return count

@@ -16,6 +16,11 @@ that no other plugin claims, each on a fresh event loop. So a fresh project need
 pytest-asyncio (any mode) or anyio, when installed and asked to, run the tests instead: a test that
 carries their marker is left to them.
 
+The kit drives the SDK through its public hooks only (docs/testing.md#hooks): ``Troth.worker.observer``
+counts body starts, ``Harness.new_worker(transport=…)`` puts the crash harness's failing transport in
+place, ``Troth.kill()`` stops a worker as SIGKILL would. Rejected: reaching into the worker's private
+fields (held leases, background tasks), which tied the kit to the worker's insides.
+
 Rejected: a real-time autojump driven by wall-clock idleness (slow and flaky); patching ``time`` globally
 (leaks into user code and libraries). Time flows only through the clock handed to the engine and the SDK
 (and ``ctx.time``, through the ``resonate:time`` dependency). An async fixture for the harness was rejected:
@@ -32,9 +37,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from troth.protocol.messages import Execute, Message, Unblock
+from troth.protocol.messages import (
+    Answer,
+    BadReply,
+    Execute,
+    FenceBatchReply,
+    FenceReply,
+    Message,
+    Request,
+    Unblock,
+    answer_of,
+)
 from troth.sdk.client import Handle, Troth
 from troth.sdk.context import NO_DEADLINE, Info
 from troth.sdk.errors import ConnectorError
@@ -44,6 +59,8 @@ from troth.server.engine import Engine, EngineConfig
 from troth.server.store.sqlite import SqliteStore
 
 __all__ = ["CrashReport", "Exchange", "Harness", "RecordingTransport", "crash_test", "troth_harness"]
+
+R = TypeVar("R")
 
 START_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z, where a harness clock starts unless told otherwise."""
@@ -62,17 +79,36 @@ _DURABLE = frozenset(
 
 
 class Exchange:
-    """One request a ``RecordingTransport`` saw: its ``kind`` and ``data``, and the answer (``status`` and
-    ``body``; both ``None`` for a dropped request), at ``at`` (``time.monotonic()``)."""
+    """One request a ``RecordingTransport`` saw (``request``: its ``kind`` and ``data``) and its ``answer``
+    (``None`` for a dropped request), at ``at`` (``time.monotonic()``). ``status`` and ``body`` read the
+    answer: ``body`` is the typed reply (``troth.protocol.messages``, e.g. ``body.task.state`` of a
+    ``task.create``) or, for a status of 400 and above, the server's reason."""
 
-    __slots__ = ("at", "body", "data", "kind", "status")
+    __slots__ = ("answer", "at", "request")
 
-    def __init__(self, kind: str, data: dict[str, Any], status: int | None, body: Any, at: float) -> None:
-        self.kind = kind
-        self.data = data
-        self.status = status
-        self.body = body
+    def __init__(self, request: Request[Any], answer: Answer[Any] | None, at: float) -> None:
+        self.request = request
+        self.answer = answer
         self.at = at
+
+    @property
+    def kind(self) -> str:
+        return self.request.kind
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The request's data, as sent."""
+        return self.request.data
+
+    @property
+    def status(self) -> int | None:
+        return None if self.answer is None else self.answer.status
+
+    @property
+    def body(self) -> Any:
+        if self.answer is None:
+            return None
+        return self.answer.data if self.answer.data is not None else self.answer.error
 
     @property
     def id(self) -> str | None:
@@ -91,10 +127,8 @@ class Exchange:
     @property
     def inner_status(self) -> int | None:
         """For ``task.fence``: the status of the nested action's answer."""
-        if not isinstance(self.body, dict):
-            return None
-        status = (self.body.get("action") or {}).get("head", {}).get("status")
-        return status if isinstance(status, int) else None
+        body = self.body
+        return body.action.status if isinstance(body, FenceReply) else None
 
     def __repr__(self) -> str:
         extra = ""
@@ -113,8 +147,9 @@ class RecordingTransport:
 
     It wraps a real transport (``Troth(transport=RecordingTransport(LocalTransport()))``, or an
     ``HttpTransport``), or stands alone as a mock: ``respond(kind, data)`` answers a request with
-    ``(status, body)`` before it reaches ``inner`` (``None`` lets it through), and ``inject(message)`` hands
-    the SDK a message as if the server had pushed it. Requests of a kind in ``drop_kinds`` never leave
+    ``(status, body)`` before it reaches ``inner`` (``None`` lets it through; ``body`` is plain JSON, typed
+    as a server's answer would be), and ``inject(message)`` hands the SDK a message as if the server had
+    pushed it. Requests of a kind in ``drop_kinds`` never leave
     (answered ``200``, recorded with no status): a worker whose heartbeats are lost, say. A request that
     neither ``respond`` nor an ``inner`` transport answers raises ``ConnectorError``, as an unreachable
     server does.
@@ -143,26 +178,35 @@ class RecordingTransport:
             raise RuntimeError("the transport is not started")
         self._deliver(message)
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    async def request(self, request: Request[R]) -> Answer[R]:
+        kind, data = request.kind, request.data
         if kind in self.drop_kinds:
-            self.exchanges.append(Exchange(kind, data, None, None, time.monotonic()))
-            return 200, {}
-        answer = self.respond(kind, data) if self.respond is not None else None
-        if answer is None:
-            if self.inner is None:
-                raise ConnectorError(f"{kind}: no answer (a RecordingTransport without inner or respond)")
-            answer = await self.inner.request(kind, data)
-        status, body = answer
+            self.exchanges.append(Exchange(request, None, time.monotonic()))
+            return answer_of(request, 200, {})
+        mocked = self.respond(kind, data) if self.respond is not None else None
+        if mocked is not None:
+            try:
+                answer = answer_of(request, *mocked)
+            except BadReply as exc:
+                raise ConnectorError(str(exc)) from None
+        elif self.inner is None:
+            raise ConnectorError(f"{kind}: no answer (a RecordingTransport without inner or respond)")
+        else:
+            answer = await self.inner.request(request)
         at = time.monotonic()
         if kind == "task.fence_batch":  # recorded as the task.fence requests it stands for, in order
-            answers = body.get("actions") if status == 200 and isinstance(body, dict) else None
+            reply = answer.data
             for i, action in enumerate(data["actions"]):
-                one = {"id": data["id"], "version": data["version"], "action": action}
-                reply = {"action": answers[i], "preload": []} if answers is not None else body
-                self.exchanges.append(Exchange("task.fence", one, status, reply, at))
-            return status, body
-        self.exchanges.append(Exchange(kind, data, status, body, at))
-        return status, body
+                fence = {"id": data["id"], "version": data["version"], "action": action}
+                one: Request[FenceReply] = Request("task.fence", fence, FenceReply)
+                if isinstance(reply, FenceBatchReply) and answer.status == 200:
+                    split: Answer[Any] = Answer(200, FenceReply(reply.actions[i]))
+                else:
+                    split = Answer(answer.status, None, answer.data or answer.error)
+                self.exchanges.append(Exchange(one, split, at))
+            return answer
+        self.exchanges.append(Exchange(request, answer, at))
+        return answer
 
     async def stop(self) -> None:
         self._deliver = None
@@ -179,11 +223,11 @@ class RecordingTransport:
     def has_worker(self, group: str) -> bool | None:
         return self.inner.has_worker(group) if self.inner is not None else None
 
-    async def raw(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    async def raw(self, request: Request[R]) -> Answer[R]:
         """A request of the test's own to ``inner``, not recorded."""
         if self.inner is None:
-            raise ConnectorError(f"{kind}: no inner transport")
-        return await self.inner.request(kind, data)
+            raise ConnectorError(f"{request.kind}: no inner transport")
+        return await self.inner.request(request)
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -256,17 +300,20 @@ class Harness:
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def new_worker(self, pid: str | None = None, group: str | None = None) -> Troth:
-        """Another worker process on the same server (not started yet)."""
+    def new_worker(
+        self, pid: str | None = None, group: str | None = None, *, transport: Transport | None = None
+    ) -> Troth:
+        """Another worker process on the same server (not started yet); ``transport``: one that wraps a
+        ``LocalTransport(engine=harness.engine)`` (a recording or failing one), instead of that one itself."""
         worker = Troth(
-            transport=LocalTransport(engine=self.engine),
+            transport=transport or LocalTransport(engine=self.engine),
             pid=pid,
             group=group or self._group,
             ttl=self._ttl,
             clock=self.clock.now,
             sleeper=self._sleep,
         )
-        worker._worker.observer = self._observe
+        worker.worker.observer = self._observe
         worker.set_dependency("resonate:time", _ClockTime(self.clock))  # ctx.time follows the clock
         self.workers.append(worker)
         return worker
@@ -376,7 +423,7 @@ class CrashReport:
 class _CrashingTransport:
     """Wraps a worker's transport: after the ``crash_after``-th durable request, the worker is dead."""
 
-    def __init__(self, inner: LocalTransport, crash_after: int | None) -> None:
+    def __init__(self, inner: Transport, crash_after: int | None) -> None:
         self.inner = inner
         self.crash_after = crash_after
         self.durable = 0
@@ -390,11 +437,11 @@ class _CrashingTransport:
 
         await self.inner.start(group, pid, guarded)
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    async def request(self, request: Request[R]) -> Answer[R]:
         if self.crashed.is_set():
             raise _Crashed()
-        answer = await self.inner.request(kind, data)
-        if kind in _DURABLE:
+        answer = await self.inner.request(request)
+        if request.kind in _DURABLE:
             self.durable += 1
             if self.crash_after is not None and self.durable >= self.crash_after:
                 self.crashed.set()
@@ -423,24 +470,6 @@ async def _promise_states(h: Harness) -> dict[str, str]:
     return {p.id: p.state for p in records}
 
 
-async def _kill(troth: Troth) -> None:
-    """Stop a worker the way SIGKILL would: no release; its connection drops, so its leases end."""
-    worker = troth._worker
-    worker.stopping = True
-    tasks = [t for t in (*worker._running, worker._heartbeat, worker._refresh) if t is not None]
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, _Crashed, Exception):
-            await task
-    worker._held.clear()
-    transport = worker.transport
-    inner = transport.inner if isinstance(transport, _CrashingTransport) else transport
-    if isinstance(inner, LocalTransport):
-        await inner.stop()
-    troth._life.started = False
-
-
 async def crash_test(
     setup: Callable[[Troth], None],
     id: str,
@@ -457,11 +486,11 @@ async def crash_test(
     reference = Harness()
     await reference.start(with_worker=False)
     try:
-        counting = _CrashingTransport(reference.troth._worker.transport, None)  # type: ignore[arg-type]
-        reference.troth._worker.transport = counting
-        setup(reference.troth)
-        await reference.troth.start()
-        expected = await reference.run(id, fn, *args, **kwargs)
+        counting = _CrashingTransport(LocalTransport(engine=reference.engine), None)
+        worker = reference.new_worker(transport=counting)
+        setup(worker)
+        await worker.start()
+        expected = await reference.wait(worker.run(id, fn, *args, **kwargs))
         boundaries = counting.durable
         promises = await _promise_states(reference)
     finally:
@@ -471,10 +500,9 @@ async def crash_test(
         h = Harness()
         await h.start(with_worker=False)
         try:
-            first = h.troth
-            crashing = _CrashingTransport(first._worker.transport, point)  # type: ignore[arg-type]
-            crashing.on_crash = first._worker.mark_stopping
-            first._worker.transport = crashing
+            crashing = _CrashingTransport(LocalTransport(engine=h.engine), point)
+            first = h.new_worker(transport=crashing)
+            crashing.on_crash = first.worker.mark_stopping
             setup(first)
             await first.start()
             doomed = first.run(id, fn, *args, **kwargs)
@@ -491,7 +519,7 @@ async def crash_test(
                 # together in one task.fence_batch there went one by one here, or the other way round):
                 # there is no boundary to crash at, but it must still end the same.
                 report.unreached.append(point)
-            await _kill(first)
+            await first.kill()  # as SIGKILL: no release; its connection drops, so its leases end
             settled = {k for k, state in (await _promise_states(h)).items() if state != "pending"}
             before = h.starts.copy()
             second = h.new_worker()

@@ -4,7 +4,7 @@
   through (``LocalTransport`` or ``HttpTransport``): every request with its answer (a ``task.fence_batch`` as
   the ``task.fence`` requests it stands for), and every pushed message, so a test can assert the protocol
   traffic the SDK produced (docs/sdk/replay.md#wire-mapping) in local mode and in remote mode alike.
-  ``raw(kind, data)`` sends a request that is not recorded (for the test's own look-ups).
+  ``raw(request)`` sends a request that is not recorded (for the test's own look-ups).
 * ``until(probe, timeout, what)`` polls a (sync or async) condition until a deadline, never a fixed sleep.
 * ``WorkerProcess`` runs ``tests/sdk/workers.py`` as a real process joined to a worker group; the
   functions it executes append lines to an effects file, and its traffic goes to a JSON-lines file.
@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from troth.protocol import messages as wire
+from troth.protocol.records import Promise, Task
 from troth.testing import Exchange, RecordingTransport
 
 __all__ = ["Exchange", "Recording", "WorkerProcess", "b64json", "count", "lines", "unb64json", "until"]
@@ -47,17 +49,17 @@ def unb64json(data: str | None) -> Any:
 class Recording(RecordingTransport):
     """The public recording transport, with look-ups of promises and tasks that are not recorded."""
 
-    async def promise(self, id: str) -> dict[str, Any]:
-        status, body = await self.raw("promise.get", {"id": id})
-        assert status == 200, f"promise.get {id}: {status} {body}"
-        return body["promise"]  # type: ignore[no-any-return]
+    async def promise(self, id: str) -> Promise:
+        answer = await self.raw(wire.promise_get(id))
+        assert answer.data is not None, f"promise.get {id}: {answer}"
+        return answer.data.promise
 
-    async def task(self, id: str) -> dict[str, Any] | None:
-        status, body = await self.raw("task.get", {"id": id})
-        if status == 404:
+    async def task(self, id: str) -> Task | None:
+        answer = await self.raw(wire.task_get(id))
+        if answer.status == 404:
             return None
-        assert status == 200, f"task.get {id}: {status} {body}"
-        return body["task"]  # type: ignore[no-any-return]
+        assert answer.data is not None, f"task.get {id}: {answer}"
+        return answer.data.task
 
 
 async def until(

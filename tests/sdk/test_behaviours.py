@@ -57,8 +57,8 @@ async def test_01_hello_world_request_sequence(env: Env) -> None:
         assert len(rec.of("task.fulfill", root)) == 1
         assert len(rec.fenced("promise.create")) == 1  # no other step
         record = await rec.promise(root)
-        assert record["state"] == "resolved"
-        assert record["value"]["data"] == b64json("Hello, World!")
+        assert record.state == "resolved"
+        assert record.value.data == b64json("Hello, World!")
         # docs/sdk/behaviours.md#hello-world-sequence: the official clients send one
         # promise.register_listener; troth's
         # handle needs none when this process finished the task itself (the fulfil answer settles it).
@@ -150,7 +150,7 @@ async def test_03_same_id_twice_in_one_process(env: Env) -> None:
         assert bodies == [1]
         creates = rec.of("task.create", root)
         assert len(creates) == 2
-        acquired = [e for e in creates if e.status == 200 and e.body["task"]["state"] == "acquired"]
+        acquired = [e for e in creates if e.status == 200 and e.body.task.state == "acquired"]
         assert len(acquired) == 1  # the other path saw 409 / the existing promise and only listens
         assert len(rec.of("task.fulfill", root)) == 1
 
@@ -173,7 +173,7 @@ async def test_05_completed_id_short_circuits(env: Env) -> None:
         assert await r.run(root, wf, 999) == 10
         assert bodies == [1]  # the new argument is ignored, the body did not run again
         second = rec.of("task.create", root)[1]
-        assert second.status == 409 or second.body["task"]["state"] == "fulfilled"
+        assert second.status == 409 or second.body.task.state == "fulfilled"
         assert len(rec.of("task.fulfill")) == 1
 
 
@@ -210,7 +210,7 @@ async def test_06_replay_skips_completed_steps(env: Env) -> None:
         assert rec.fenced_ids().count(f"{root}:1") == 1
         acquires = rec.of("task.acquire", root)
         assert len(acquires) == 1
-        assert f"{root}:1" in {p["id"] for p in acquires[0].body["preload"]}
+        assert f"{root}:1" in {p.id for p in acquires[0].body.preload}
 
 
 # ── 8 (in one process; the restart variant is in test_processes.py) ─────────────────────────────────────
@@ -230,14 +230,14 @@ async def test_08_durable_sleep(env: Env) -> None:
         handle = r.run(root, wf)
         await until(lambda: rec.of("task.suspend", root), 60, "the workflow to suspend")
         task = await rec.task(root)
-        assert task is not None and task["state"] == "suspended"  # no lease held during the sleep
-        assert "pid" not in task or not task.get("pid")
+        assert task is not None and task.state == "suspended"  # no lease held during the sleep
+        assert task.pid is None
         assert await handle == "rested"
         assert time.monotonic() - started >= 1.0
         timer = await rec.promise(f"{root}:1")
-        assert timer["state"] == "resolved"
-        assert timer["tags"]["resonate:timer"] == "true"
-        assert timer["tags"]["resonate:target"] == f"poll://any@{env.group}"
+        assert timer.state == "resolved"
+        assert timer.tags["resonate:timer"] == "true"
+        assert timer.tags["resonate:target"] == f"poll://any@{env.group}"
 
 
 # ── 9 ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -269,7 +269,7 @@ async def test_09_timer_task_is_dropped_not_settled(env: Env) -> None:
         assert {e.status for e in rec.of("task.acquire", timer)} <= {200, 409}
         for kind in ("task.fulfill", "task.suspend", "task.release"):
             assert rec.of(kind, timer) == [], f"the worker sent {kind} for the timer's own task"
-        assert (await rec.promise(timer))["state"] == "resolved"
+        assert (await rec.promise(timer)).state == "resolved"
 
 
 # ── 10 ────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -416,7 +416,7 @@ async def test_13_structured_concurrency(env: Env) -> None:
         assert await r.run(root, wf) == 5
         assert sorted(done) == [1, 2]
         for n in (1, 2):
-            assert (await rec.promise(f"{root}:{n}"))["state"] == "resolved"
+            assert (await rec.promise(f"{root}:{n}")).state == "resolved"
         fulfill = rec.of("task.fulfill", root)[0]
         assert all(e.at <= fulfill.at for e in rec.fenced("promise.settle"))
 
@@ -445,13 +445,13 @@ async def test_14_unawaited_remote_child_blocks_completion(env: Env) -> None:
         handle = r.run(root, wf)
         await until(lambda: rec.of("task.suspend", root), 60, "the workflow to suspend on its child")
         assert bodies == [1]
-        assert (await rec.promise(root))["state"] == "pending"
-        assert (await rec.task(root))["state"] == "suspended"  # type: ignore[index]
+        assert (await rec.promise(root)).state == "pending"
+        assert (await rec.task(root)).state == "suspended"  # type: ignore[union-attr]
         assert not handle.done()
         gate.set()
         assert await handle == "returned"
-        assert (await rec.promise(f"{root}:1"))["state"] == "resolved"
-        assert (await rec.promise(root))["value"]["data"] == b64json("returned")
+        assert (await rec.promise(f"{root}:1")).state == "resolved"
+        assert (await rec.promise(root)).value.data == b64json("returned")
 
 
 # ── 15 (own group; the second worker group is in test_processes.py) ─────────────────────────────────────
@@ -472,8 +472,8 @@ async def test_15_rpc_by_name_inside_a_workflow_suspends_and_resumes(env: Env) -
     async with r:
         assert await r.run(root, wf, 20) == 41
         child = await rec.promise(f"{root}:1")
-        assert child["tags"]["resonate:target"] == f"poll://any@{env.group}"
-        assert child["tags"]["resonate:scope"] == "global"
+        assert child.tags["resonate:target"] == f"poll://any@{env.group}"
+        assert child.tags["resonate:scope"] == "global"
         assert len(rec.of("task.suspend", root)) == 1
         assert await r.options(target=env.group).rpc(env.id("rpc-top"), "compute", 21) == 42
 
@@ -519,8 +519,8 @@ async def test_16_leaf_retry_policy(env: Env) -> None:
             "key": 3,
         }
         assert attempts == {"constant": [1, 2, 3], "never": [1], "value": [1], "key": [1, 2, 3]}
-        assert (await rec.promise(f"{root}:2"))["state"] == "rejected"
-        assert (await rec.promise(f"{root}:3"))["state"] == "rejected"
+        assert (await rec.promise(f"{root}:2")).state == "rejected"
+        assert (await rec.promise(f"{root}:3")).state == "rejected"
 
 
 async def test_16_retry_policy_of_a_registered_root_leaf(env: Env) -> None:
@@ -562,7 +562,7 @@ async def test_17_workflows_are_not_retried(env: Env) -> None:
         with pytest.raises(RuntimeError, match="workflow broke"):
             await r.run(root, wf)
         assert counts == {"step": 1, "body": 1}
-        assert (await rec.promise(root))["state"] == "rejected"
+        assert (await rec.promise(root)).state == "rejected"
         assert len(rec.of("task.fulfill", root)) == 1
 
 
@@ -655,9 +655,9 @@ async def test_19_unknown_version_is_released_not_rejected(env: Env) -> None:
     async with r:
         handle = r.options(version=3).rpc(root, "charge", 10)
         await until(lambda: [e for e in rec.of("task.release", root) if e.status == 200], 60, "a release")
-        assert (await rec.promise(root))["state"] == "pending"  # released, not rejected
+        assert (await rec.promise(root)).state == "pending"  # released, not rejected
         assert not handle.done()
-        assert (await rec.task(root))["state"] == "pending"  # type: ignore[index]
+        assert (await rec.task(root)).state == "pending"  # type: ignore[union-attr]
         r.register(charge_v3, name="charge", version=3)  # registration after start is allowed
         # it stayed retryable: once the version exists it runs, and soon (not after the 30 s re-send)
         try:
@@ -684,4 +684,4 @@ async def test_19_unknown_version_does_not_spin(env: Env) -> None:
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))  # an observation window, not a wait
         within = [e for e in rec.of("task.acquire", root) if e.at <= window_end]
         assert len(within) <= 10, f"{len(within)} acquire/release rounds within 0.5 s of the first release"
-        assert (await rec.promise(root))["state"] == "pending"
+        assert (await rec.promise(root)).state == "pending"

@@ -32,14 +32,14 @@ async def test_a_three_day_sleep_with_default_options_is_not_cut(env: Env) -> No
 
         async def suspended() -> bool:
             task = await rec.task(root)
-            return task is not None and task["state"] == "suspended"
+            return task is not None and task.state == "suspended"
 
         await until(suspended, 20, "the workflow to suspend on its timer")
         record = await rec.promise(root)
-        assert record["state"] == "pending" and record["timeoutAt"] == NO_DEADLINE
+        assert record.state == "pending" and record.timeoutAt == NO_DEADLINE
         timer = await rec.promise(f"{root}:1")
-        assert timer["state"] == "pending"
-        assert timer["timeoutAt"] - timer["createdAt"] >= 3 * DAY_MS - 60_000  # not capped at a day
+        assert timer.state == "pending"
+        assert timer.timeoutAt - timer.createdAt >= 3 * DAY_MS - 60_000  # not capped at a day
         assert not handle.done()
 
 
@@ -58,10 +58,10 @@ async def test_children_without_a_timeout_inherit_the_deadline_the_user_set(env:
         free = env.id("free")
         assert await r.run(free, parent) == 2
         for id in (free, f"{free}:1", f"{free}:2"):
-            assert (await rec.promise(id))["timeoutAt"] == NO_DEADLINE
+            assert (await rec.promise(id)).timeoutAt == NO_DEADLINE
         bounded = env.id("bounded")
         assert await r.options(timeout=timedelta(hours=2)).run(bounded, parent) == 2
-        deadline = (await rec.promise(bounded))["timeoutAt"]
+        deadline = (await rec.promise(bounded)).timeoutAt
         assert deadline < NO_DEADLINE
         for id in (f"{bounded}:1", f"{bounded}:2"):
-            assert (await rec.promise(id))["timeoutAt"] == deadline
+            assert (await rec.promise(id)).timeoutAt == deadline

@@ -80,14 +80,14 @@ async def test_07_crash_mid_leaf(remote_env: Env) -> None:
                 executes = rec.executes(root)
                 assert executes and executes[0].task.version == 1, executes
                 acquired = [e for e in rec.of("task.acquire", root) if e.status == 200]
-                assert len(acquired) == 1 and acquired[0].body["task"]["version"] == 2
+                assert len(acquired) == 1 and acquired[0].body.task.version == 2
             else:
                 # The server had already ended A's lease when its connection dropped (docs/design/
                 # decisions.md#dropped-workers), so task.create found the task pending and acquired it at
                 # once: version 1 → 2.
                 assert create.status == 200
-                assert create.body["task"]["state"] == "acquired"
-                assert create.body["task"]["version"] == 2
+                assert create.body.task.state == "acquired"
+                assert create.body.task.version == 2
     assert count(a.effects, "step a") == 1  # completed before the crash: not repeated
     assert count(a.effects, "slow") == 2  # in flight at the crash: executed again (at least once)
     assert count(a.effects, "step c") == 1
@@ -109,17 +109,17 @@ async def test_08_durable_sleep_survives_a_worker_restart(remote_env: Env) -> No
 
         async def suspended() -> bool:
             task = await rec.task(root)
-            return task is not None and task["state"] == "suspended"
+            return task is not None and task.state == "suspended"
 
         await until(suspended, 60, "the workflow to suspend on its timer")
         timer = await rec.promise(f"{root}:1")
-        assert timer["state"] == "pending" and timer["tags"]["resonate:timer"] == "true"
+        assert timer.state == "pending" and timer.tags["resonate:timer"] == "true"
         a.kill()
         b = env.worker("proc-b", ttl=2)
         await b.ready()
         assert await handle == "woke"
         assert time.monotonic() - started >= 1.5
-        assert (await rec.promise(f"{root}:1"))["state"] == "resolved"
+        assert (await rec.promise(f"{root}:1")).state == "resolved"
     assert "sleepy woke proc-b" in lines(a.effects)
     assert count(a.effects, "sleepy woke") == 1
 
@@ -141,14 +141,14 @@ async def test_15_rpc_to_a_worker_group(remote_env: Env) -> None:
     async with r:
         top = env.id("rpc-top")
         assert await r.options(target=worker_group).rpc(top, "compute", 21) == 42
-        assert (await rec.promise(top))["tags"]["resonate:target"] == f"poll://any@{worker_group}"
+        assert (await rec.promise(top)).tags["resonate:target"] == f"poll://any@{worker_group}"
         assert lines(w.effects).count("compute 21 proc-w") == 1
         assert r.registry.get("compute") is None  # only the workers process can execute it
 
         nested = env.id("rpc-nested")
         assert await r.run(nested, caller, 5) == 11
         assert len(rec.of("task.suspend", nested)) == 1  # the caller suspended while the worker computed
-        assert (await rec.promise(f"{nested}:1"))["tags"]["resonate:target"] == f"poll://any@{worker_group}"
+        assert (await rec.promise(f"{nested}:1")).tags["resonate:target"] == f"poll://any@{worker_group}"
         assert lines(w.effects).count("compute 5 proc-w") == 1
 
 
@@ -207,6 +207,6 @@ async def test_20_fencing_against_zombies(remote_env: Env) -> None:
             e for e in zombie_reqs if e.get("action") == "promise.settle" and e.get("inner_status") == 200
         ]
         record = await rec.promise(root)
-        assert record["state"] == "resolved"
+        assert record.state == "resolved"
         assert (await starter.promises.get(root))["value"] == "from-healthy"
         assert (await starter.promises.get(f"{root}:1"))["value"] == "from-healthy"

@@ -23,6 +23,7 @@ import pytest
 
 from sdk.conftest import Env
 from sdk.support import until
+from troth.protocol import messages as wire
 from troth.sdk.trust import PickleSigner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -56,7 +57,7 @@ async def reject_with_crafted_pickle(env: Env, marker: Path, signature_key: str 
         handle = starter.options(target=env.group).rpc(env.id("verdict"), "verdict_wf", latent)
 
         async def latent_exists() -> bool:
-            status, _ = await rec.raw("promise.get", {"id": latent})
+            status = (await rec.raw(wire.promise_get(latent))).status
             return status == 200
 
         await until(latent_exists, 20, "the workflow to create its latent promise")
@@ -109,7 +110,7 @@ async def test_a_crafted_pickle_naming_no_allowed_type_is_an_application_error(r
         handle = starter.options(target=env.group).rpc(env.id("verdict"), "verdict_wf", latent)
 
         async def latent_exists() -> bool:
-            status, _ = await rec.raw("promise.get", {"id": latent})
+            status = (await rec.raw(wire.promise_get(latent))).status
             return status == 200
 
         await until(latent_exists, 20, "the workflow to create its latent promise")

@@ -16,6 +16,7 @@ import pytest
 from sdk.conftest import Env
 from sdk.support import until
 from troth import Constant, Context, DurableFuture
+from troth.protocol.messages import Answer, Request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -282,10 +283,10 @@ async def test_wrap_transport_sees_every_request_and_only_before_start(env: Env)
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-        async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-            seen.append(kind)
-            result: tuple[int, Any] = await self.inner.request(kind, data)
-            return result
+        async def request(self, request: Request[Any]) -> Answer[Any]:
+            seen.append(request.kind)
+            answer: Answer[Any] = await self.inner.request(request)
+            return answer
 
     @r.register
     async def hello(ctx: Context) -> str:

@@ -61,7 +61,7 @@ async def test_cancel_a_three_level_tree(remote_env: Env, workers: int) -> None:
         for id, state in after.items():
             assert state != "pending", (id, state)
             task = await rec.task(id)
-            assert task is None or task["state"] == "fulfilled", (id, task)
+            assert task is None or task.state == "fulfilled", (id, task)
         with pytest.raises(CanceledError):
             await handle.result()
         for what in ("leaf-after x", "sleeper-after x", "mid-after x", "root-after x"):

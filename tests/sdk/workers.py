@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from troth import CanceledError, Context, Never, Troth
+from troth.protocol.messages import ActionAnswer, Answer, FenceBatchReply, FenceReply, Request, TaskReply
+from troth.protocol.records import Task
 from troth.sdk.transport import HttpTransport
 
 
@@ -339,27 +343,36 @@ class TrafficLog:
     def has_worker(self, group: str) -> bool | None:
         return self.inner.has_worker(group)  # type: ignore[no-any-return]
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        status, body = await self.inner.request(kind, data)
+    async def request(self, request: Request[Any]) -> Answer[Any]:
+        answer: Answer[Any] = await self.inner.request(request)
+        kind, data, reply = request.kind, request.data, answer.data
         if kind == "task.fence_batch":  # logged as the task.fence requests it stands for, in order
-            answers = body.get("actions") if status == 200 and isinstance(body, dict) else None
             for i, action in enumerate(data["actions"]):
                 one = {"id": data["id"], "version": data["version"], "action": action}
-                self._log("task.fence", one, status, {"action": answers[i]} if answers is not None else body)
-            return status, body
-        self._log(kind, data, status, body)
-        return status, body
+                inner = reply.actions[i] if isinstance(reply, FenceBatchReply) else None
+                self._log("task.fence", one, answer.status, inner)
+            return answer
+        inner = reply.action if isinstance(reply, FenceReply) else None
+        self._log(kind, data, answer.status, inner, reply.task if isinstance(reply, TaskReply) else None)
+        return answer
 
-    def _log(self, kind: str, data: dict[str, Any], status: int, body: Any) -> None:
+    def _log(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        status: int,
+        inner: ActionAnswer | None,
+        task: Task | None = None,
+    ) -> None:
         entry: dict[str, Any] = {"kind": kind, "status": status, "version": data.get("version")}
         entry["id"] = data["action"]["data"]["id"] if kind == "task.create" else data.get("id")
-        if kind in ("task.create", "task.acquire") and status == 200:
-            entry["task"] = body["task"]
+        if task is not None:
+            entry["task"] = msgspec.to_builtins(task)
         if kind == "task.fence":
             entry["action"] = data["action"]["kind"]
             entry["action_id"] = data["action"]["data"]["id"]
-            if isinstance(body, dict):
-                entry["inner_status"] = body.get("action", {}).get("head", {}).get("status")
+            if inner is not None:
+                entry["inner_status"] = inner.status
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 

@@ -1,4 +1,5 @@
-"""``troth.protocol.messages``: the envelopes and pushed messages, built and parsed in one place."""
+"""``troth.protocol.messages``: the envelopes, requests, typed answers and pushed messages, built and parsed
+in one place."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ import json
 import msgspec
 import pytest
 
+from troth.protocol import messages
 from troth.protocol.messages import (
     PROTOCOL_VERSION,
     BadReply,
+    Empty,
     Execute,
+    PromiseReply,
+    Request,
     Unblock,
+    answer_of,
     decode_message,
     encode_message,
+    parse_answer,
     parse_reply,
     reply_envelope,
     request_envelope,
@@ -81,3 +88,79 @@ def test_parse_reply_checks_kind_and_corr_id() -> None:
         parse_reply("promise.create", "c1", body)
     with pytest.raises(BadReply, match="undecodable"):
         parse_reply("promise.get", "c1", b"<html>")
+
+
+RECORD = json.loads(msgspec.json.encode(PROMISE))
+
+
+def test_an_answer_decodes_into_the_request_s_typed_reply() -> None:
+    request = messages.promise_get("p1")
+    answer = parse_answer(request, "c1", reply_envelope("promise.get", "c1", 200, {"promise": RECORD}))
+    assert answer.status == 200 and answer.error is None
+    assert isinstance(answer.data, PromiseReply) and answer.data.promise == PROMISE
+    acquired = {"task": {"id": "t", "state": "acquired", "version": 2, "resumes": 0}, "promise": RECORD}
+    answer2 = parse_answer(
+        messages.task_acquire("t", 2, "w", 1000), "c", reply_envelope("task.acquire", "c", 200, acquired)
+    )
+    assert answer2.data is not None and answer2.data.task.version == 2 and answer2.data.preload == []
+
+
+def test_an_error_answer_carries_the_server_s_reason() -> None:
+    request = messages.promise_get("p1")
+    answer = parse_answer(request, "c1", reply_envelope("promise.get", "c1", 404, "Promise not found"))
+    assert (answer.status, answer.data, answer.error) == (404, None, "Promise not found")
+    odd = parse_answer(request, "c1", reply_envelope("promise.get", "c1", 500, {"message": "boom"}))
+    assert (odd.data, odd.error) == (None, {"message": "boom"})  # kept as sent, not squeezed into a reply
+
+
+def test_a_successful_answer_of_another_shape_is_a_bad_reply() -> None:
+    request = messages.promise_get("p1")
+    with pytest.raises(BadReply, match="unexpected answer"):
+        parse_answer(request, "c1", reply_envelope("promise.get", "c1", 200, {"promise": {"id": "p1"}}))
+    with pytest.raises(BadReply, match="instead of a reply"):
+        parse_answer(request, "c1", reply_envelope("promise.get", "c1", 200, "ok"))
+    with pytest.raises(BadReply, match="does not match"):
+        parse_answer(request, "c2", reply_envelope("promise.get", "c1", 200, {"promise": RECORD}))
+
+
+def test_a_raw_request_answers_plain_json() -> None:
+    request = Request.raw("debug.snap", {})
+    answer = parse_answer(request, "c", reply_envelope("debug.snap", "c", 200, {"promises": [1]}))
+    assert answer.data == {"promises": [1]}
+
+
+def test_answer_of_types_a_mock_s_plain_answer() -> None:
+    answer = answer_of(messages.promise_get("p1"), 200, {"promise": RECORD})
+    assert answer.data is not None and answer.data.promise == PROMISE
+    assert answer_of(messages.task_release("t", 1), 200, {}).data == Empty()
+    assert answer_of(messages.promise_get("p1"), 404, "nope").error == "nope"
+    with pytest.raises(BadReply):
+        answer_of(messages.promise_get("p1"), 200, {"promise": 1})
+
+
+def test_the_builders_write_the_wire_shapes() -> None:
+    create = messages.promise_create("p", 10, "ZA==", {"a": "b"}, {"h": "v"})
+    assert (create.kind, create.data) == (
+        "promise.create",
+        {"id": "p", "timeoutAt": 10, "param": {"data": "ZA==", "headers": {"h": "v"}}, "tags": {"a": "b"}},
+    )
+    assert messages.promise_create("p", 10).data["param"] == {}
+    assert messages.promise_settle("p", "resolved").data == {"id": "p", "state": "resolved", "value": {}}
+    fulfil = messages.task_fulfill("t", 3, "rejected", "eA==")
+    assert fulfil.data["action"]["kind"] == "promise.settle"
+    assert fulfil.data["action"]["head"]["corrId"] == "t-fulfill"
+    assert fulfil.data["action"]["data"] == {"id": "t", "state": "rejected", "value": {"data": "eA=="}}
+    suspend = messages.task_suspend("t", 3, ["t:1", "t:2"])
+    assert [a["head"]["corrId"] for a in suspend.data["actions"]] == ["t-0", "t-1"]
+    assert [a["data"] for a in suspend.data["actions"]] == [
+        {"awaited": "t:1", "awaiter": "t"},
+        {"awaited": "t:2", "awaiter": "t"},
+    ]
+    fence = messages.task_fence("t", 3, create, "tok")
+    assert fence.data["action"]["head"]["auth"] == "tok" and fence.data["action"]["data"] == create.data
+    batch = messages.task_fence_batch("t", 3, [create, messages.promise_settle("p", "resolved")])
+    assert [a["kind"] for a in batch.data["actions"]] == ["promise.create", "promise.settle"]
+    beat = messages.task_heartbeat("w", [("a", 1), ("b", 2)])
+    assert beat.data == {"pid": "w", "tasks": [{"id": "a", "version": 1}, {"id": "b", "version": 2}]}
+    assert messages.tree_cancel("r", cursor="x").data == {"id": "r", "includeDetached": False, "cursor": "x"}
+    assert messages.promise_search(state="pending", limit=5).data == {"state": "pending", "limit": 5}

@@ -32,15 +32,16 @@ import json
 import logging
 import sys
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import click
-import msgspec
 
 from troth.cli.client import ClientError, client_for, connection_options
 from troth.cli.params import encode_value
 from troth.cli.render import decode_data, error_text
-from troth.protocol.messages import Message, Unblock
+from troth.protocol import messages as wire
+from troth.protocol.messages import Message, Request, Unblock
+from troth.protocol.records import Promise
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -55,6 +56,7 @@ START_TIMEOUT_S = 10.0
 """How long start-up waits for an unreachable server before it gives up (one line, exit 1)."""
 SEARCH_LIMIT = 100
 """Most promises one ``search_promises`` call returns."""
+R = TypeVar("R")
 RESOURCE = "troth://promises/{id}"
 _STATES = {"resolve": "resolved", "reject": "rejected", "cancel": "rejected_canceled"}
 
@@ -63,22 +65,21 @@ def uri_of(id: str) -> str:
     return RESOURCE.format(id=id)
 
 
-def promise_view(p: dict[str, Any]) -> dict[str, Any]:
+def promise_view(p: Promise) -> dict[str, Any]:
     """A promise as an agent reads it: values decoded, an error as ``Type: message``."""
-    out: dict[str, Any] = {"id": p.get("id"), "state": p.get("state")}
-    for key in ("param", "value"):
-        value = p.get(key) or {}
-        ok, decoded = decode_data(value.get("data") if isinstance(value, dict) else None)
+    out: dict[str, Any] = {"id": p.id, "state": p.state}
+    for key, value in (("param", p.param), ("value", p.value)):
+        ok, decoded = decode_data(value.data)
         if ok:
             failure = error_text(decoded) if key == "value" else None
             out[key] = failure if failure is not None else decoded
             if failure is not None:
                 out["error"] = failure
-        elif isinstance(value, dict) and value.get("data"):
-            out[key] = {"raw": value["data"]}
-    for key in ("tags", "timeoutAt", "createdAt", "settledAt"):
-        if key in p:
-            out[key] = p[key]
+        elif value.data:
+            out[key] = {"raw": value.data}
+    out.update(tags=p.tags, timeoutAt=p.timeoutAt, createdAt=p.createdAt)
+    if p.settledAt is not None:
+        out["settledAt"] = p.settledAt
     return out
 
 
@@ -92,29 +93,28 @@ class Promises:
         self.listened: set[str] = set()
         self.on_settled: Any = None  # async (promise) -> None, set by the server
 
-    async def call(self, kind: str, data: dict[str, Any]) -> Any:
-        status, answer = await self.transport.request(kind, data)
-        if not 200 <= status < 300:
-            raise ValueError(f"{kind} answered {status}: {answer}")
-        return answer
+    async def call(self, request: Request[R]) -> R:
+        answer = await self.transport.request(request)
+        if not 200 <= answer.status < 300 or answer.data is None:
+            raise ValueError(f"{request.kind} answered {answer.status}: {answer.error}")
+        return answer.data
 
     def on_message(self, message: Message) -> None:
         if not isinstance(message, Unblock) or message.promise.id not in self.listened:
             return
         self.listened.discard(message.promise.id)
-        asyncio.get_running_loop().create_task(self._settled(msgspec.to_builtins(message.promise)))
+        asyncio.get_running_loop().create_task(self._settled(message.promise))
 
-    async def _settled(self, promise: dict[str, Any]) -> None:
+    async def _settled(self, promise: Promise) -> None:
         if self.on_settled is not None:
             await self.on_settled(promise)
 
-    async def listen(self, id: str) -> dict[str, Any]:
+    async def listen(self, id: str) -> Promise:
         if id not in self.listened and len(self.listened) >= MAX_LISTENED:
             raise ValueError(f"already listening to {MAX_LISTENED} promises (the most one process holds)")
         address = f"poll://uni@{self.group}/{self.pid}"
-        answer = await self.call("promise.register_listener", {"awaited": id, "address": address})
-        promise: dict[str, Any] = answer["promise"]
-        if promise.get("state") == "pending":
+        promise = (await self.call(wire.promise_register_listener(id, address))).promise
+        if promise.state == "pending":
             self.listened.add(id)
         else:
             await self._settled(promise)
@@ -124,8 +124,8 @@ class Promises:
 async def _check_token(promises: Promises, url: str, token: str | None) -> None:
     """Fail at start-up, in one line, when the server refuses the token (or its absence): an agent's tool
     calls would otherwise all fail with the same ``401``."""
-    status, _ = await promises.transport.request("promise.search", {"limit": 1})
-    if status == 401:
+    answer = await promises.transport.request(wire.promise_search(limit=1))
+    if answer.status == 401:
         if token:
             raise ClientError(f"the server at {url} refused the token (401): check -T/--token or TROTH_TOKEN")
         raise ClientError(
@@ -153,8 +153,8 @@ def build_server(promises: Promises) -> "MCPServer":
     )
     sessions: list[Any] = []
 
-    async def settled(promise: dict[str, Any]) -> None:
-        uri = uri_of(str(promise["id"]))
+    async def settled(promise: Promise) -> None:
+        uri = uri_of(promise.id)
         await bus.publish(ResourceUpdated(uri=uri))
         for session in list(sessions):  # clients of the protocol before 2026-07-28
             try:
@@ -164,13 +164,13 @@ def build_server(promises: Promises) -> "MCPServer":
 
     promises.on_settled = settled
 
-    async def call(kind: str, data: dict[str, Any]) -> Any:
+    async def call(request: Request[R]) -> R:
         try:
-            return await promises.call(kind, data)
+            return await promises.call(request)
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         except Exception as exc:  # the server cannot be reached: one line for the agent
-            raise ToolError(f"{kind} failed: {exc}") from None
+            raise ToolError(f"{request.kind} failed: {exc}") from None
 
     @server.tool(
         name="create_promise", description="Create a durable promise (an existing id is returned as it is)."
@@ -183,19 +183,15 @@ def build_server(promises: Promises) -> "MCPServer":
     ) -> dict[str, Any]:
         from troth.cli.params import now_ms
 
-        data = {
-            "id": id,
-            "timeoutAt": now_ms() + int(timeout_seconds * 1000),
-            "param": {} if param is None else encode_value(param),
-            "tags": tags or {},
-        }
-        return promise_view((await call("promise.create", data))["promise"])
+        data = None if param is None else encode_value(param).get("data")
+        create = wire.promise_create(id, now_ms() + int(timeout_seconds * 1000), data, tags)
+        return promise_view((await call(create)).promise)
 
     @server.tool(
         name="get_promise", description="Read a promise: state, param, value (decoded JSON), tags, times."
     )
     async def get_promise(id: Annotated[str, Field(description="The promise id")]) -> dict[str, Any]:
-        return promise_view((await call("promise.get", {"id": id}))["promise"])
+        return promise_view((await call(wire.promise_get(id))).promise)
 
     @server.tool(
         name="settle_promise",
@@ -207,8 +203,8 @@ def build_server(promises: Promises) -> "MCPServer":
         state: Annotated[Literal["resolve", "reject", "cancel"], Field(description="How it settles")],
         value: Annotated[Any, Field(description="Any JSON value")] = None,
     ) -> dict[str, Any]:
-        data = {"id": id, "state": _STATES[state], "value": {} if value is None else encode_value(value)}
-        return promise_view((await call("promise.settle", data))["promise"])
+        data = None if value is None else encode_value(value).get("data")
+        return promise_view((await call(wire.promise_settle(id, _STATES[state], data))).promise)
 
     @server.tool(
         name="search_promises",
@@ -224,14 +220,10 @@ def build_server(promises: Promises) -> "MCPServer":
         limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT)] = 20,
         cursor: Annotated[str | None, Field(description="From a previous call")] = None,
     ) -> dict[str, Any]:
-        query: dict[str, Any] = {"limit": limit}
-        for key, value in (("state", state), ("tags", tags), ("cursor", cursor)):
-            if value:
-                query[key] = value
-        answer = await call("promise.search", query)
-        out: dict[str, Any] = {"promises": [promise_view(p) for p in answer.get("promises", [])]}
-        if answer.get("cursor"):
-            out["cursor"] = answer["cursor"]
+        page = await call(wire.promise_search(state or None, tags or None, limit, cursor or None))
+        out: dict[str, Any] = {"promises": [promise_view(p) for p in page.promises]}
+        if page.cursor:
+            out["cursor"] = page.cursor
         return out
 
     @server.tool(
@@ -253,7 +245,7 @@ def build_server(promises: Promises) -> "MCPServer":
 
     @server.resource(RESOURCE, name="promise", description="A promise (JSON)", mime_type="application/json")
     async def promise_resource(id: str) -> str:
-        return json.dumps(promise_view((await call("promise.get", {"id": id}))["promise"]))
+        return json.dumps(promise_view((await call(wire.promise_get(id))).promise))
 
     return server
 

@@ -20,8 +20,12 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
+import msgspec
+
+from troth.protocol import messages as wire
 from troth.protocol.address import parse_address
-from troth.protocol.messages import request_envelope
+from troth.protocol.messages import PromiseReply, Request
+from troth.protocol.records import Promise
 from troth.sdk.codec import Codec, Encryptor
 from troth.sdk.context import FOREVER_MS, NO_DEADLINE, AsyncFn, GenFn, Options, P, R, SyncFn, now_ms, to_ms
 from troth.sdk.errors import ContextError, ServerError, TrothError
@@ -90,7 +94,7 @@ class Handle(Generic[T]):
         id: str,
         creation: asyncio.Future[None],
         hint: Any = Any,
-        settled: asyncio.Future[dict[str, Any]] | None = None,
+        settled: asyncio.Future[Promise] | None = None,
     ) -> None:
         self._troth = troth
         self.id = id
@@ -125,7 +129,7 @@ class Handle(Generic[T]):
         """The last known state: ``pending``, ``resolved``, ``rejected``, ``rejected_canceled``, …"""
         fut = self._settled
         if fut.done() and not fut.cancelled() and fut.exception() is None:
-            return str(fut.result()["state"])
+            return fut.result().state
         return "pending"
 
 
@@ -135,22 +139,23 @@ class _Requests:
     def __init__(self, troth: Troth) -> None:
         self._troth = troth
 
-    async def _call(self, kind: str, data: dict[str, Any]) -> Any:
-        status, body = await self._troth._worker.transport.request(kind, data)
-        if status != 200:
-            raise ServerError(status, str(body))
-        return body
+    async def _call(self, request: Request[T]) -> T:
+        answer = await self._troth._worker.transport.request(request)
+        if answer.status != 200 or answer.data is None:
+            raise ServerError(answer.status, str(answer.error))
+        return answer.data
 
 
 class Promises(_Requests):
     """Encoded access to durable promises (docs/sdk/client.md#promises): what an outside party uses to settle
     one."""
 
-    def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
-        out = dict(record)
-        data = record.get("value", {}).get("data")
-        out["value"] = None if record["state"] == "pending" else self._troth.codec.decode(data)
-        pdata = record.get("param", {}).get("data")
+    def _decoded(self, record: Promise) -> dict[str, Any]:
+        """The record as the user sees it: a dict of its fields, ``value`` and ``param`` decoded."""
+        out: dict[str, Any] = msgspec.to_builtins(record)
+        data = record.value.data
+        out["value"] = None if record.state == "pending" else self._troth.codec.decode(data)
+        pdata = record.param.data
         try:
             out["param"] = self._troth.codec.decode(pdata)
         except Exception:
@@ -159,7 +164,7 @@ class Promises(_Requests):
 
     async def get(self, id: str) -> dict[str, Any]:
         """The promise ``id``, decoded; ``ServerError`` (404) when there is none."""
-        return self._decoded((await self._call("promise.get", {"id": id}))["promise"])
+        return self._decoded((await self._call(wire.promise_get(id))).promise)
 
     async def create(
         self,
@@ -171,20 +176,13 @@ class Promises(_Requests):
     ) -> dict[str, Any]:
         """Create a promise; ``timeout`` is relative (seconds or timedelta)."""
         timeout_at = self._troth._worker.clock() + to_ms(timeout)
-        param: dict[str, Any] = {}
-        if data is not None:
-            param["data"] = self._troth.codec.encode(data)
-        if headers:
-            param["headers"] = headers
-        body = await self._call(
-            "promise.create", {"id": id, "timeoutAt": timeout_at, "param": param, "tags": tags or {}}
-        )
-        return self._decoded(body["promise"])
+        encoded = None if data is None else self._troth.codec.encode(data)
+        reply = await self._call(wire.promise_create(id, timeout_at, encoded, tags, headers))
+        return self._decoded(reply.promise)
 
     async def _settle(self, id: str, state: str, data: Any) -> dict[str, Any]:
-        value = {} if data is None else {"data": self._troth.codec.encode(data)}
-        body = await self._call("promise.settle", {"id": id, "state": state, "value": value})
-        return self._decoded(body["promise"])
+        encoded = None if data is None else self._troth.codec.encode(data)
+        return self._decoded((await self._call(wire.promise_settle(id, state, encoded))).promise)
 
     async def resolve(self, id: str, data: Any = None) -> dict[str, Any]:
         """Resolve the pending promise ``id`` with ``data``; a settled one is returned as it is."""
@@ -206,27 +204,16 @@ class Promises(_Requests):
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of promises by ``state`` and ``tags`` (all must match), and the next page's cursor."""
-        data: dict[str, Any] = {}
-        if state is not None:
-            data["state"] = state
-        if tags is not None:
-            data["tags"] = tags
-        if limit is not None:
-            data["limit"] = limit
-        if cursor is not None:
-            data["cursor"] = cursor
-        body = await self._call("promise.search", data)
-        return [self._decoded(p) for p in body["promises"]], body.get("cursor")
+        page = await self._call(wire.promise_search(state, tags, limit, cursor))
+        return [self._decoded(p) for p in page.promises], page.cursor
 
     async def register_listener(self, id: str, address: str) -> dict[str, Any]:
         """Send an ``unblock`` to ``address`` when ``id`` settles (the raw request)."""
-        body = await self._call("promise.register_listener", {"awaited": id, "address": address})
-        return self._decoded(body["promise"])
+        return self._decoded((await self._call(wire.promise_register_listener(id, address))).promise)
 
     async def register_callback(self, awaited: str, awaiter: str) -> dict[str, Any]:
         """Resume the task of ``awaiter`` when ``awaited`` settles (the raw request)."""
-        body = await self._call("promise.register_callback", {"awaited": awaited, "awaiter": awaiter})
-        return self._decoded(body["promise"])
+        return self._decoded((await self._call(wire.promise_register_callback(awaited, awaiter))).promise)
 
 
 class Schedules(_Requests):
@@ -245,37 +232,29 @@ class Schedules(_Requests):
     ) -> dict[str, Any]:
         """Create the schedule ``id`` (an existing one is returned as it is); ``promise_id`` is a template."""
         data_field = encoded_param if encoded_param is not None else self._troth.codec.encode(param)
-        data = {
-            "id": id,
-            "cron": cron,
-            "promiseId": promise_id,
-            "promiseTimeout": to_ms(promise_timeout),
-            "promiseParam": {} if data_field is None else {"data": data_field},
-            "promiseTags": tags or {},
-        }
-        return (await self._call("schedule.create", data))["schedule"]  # type: ignore[no-any-return]
+        create = wire.schedule_create(id, cron, promise_id, to_ms(promise_timeout), data_field, tags or {})
+        return _record((await self._call(create)).schedule)
 
     async def get(self, id: str) -> dict[str, Any]:
         """The schedule record ``id``; ``ServerError`` (404) when there is none."""
-        return (await self._call("schedule.get", {"id": id}))["schedule"]  # type: ignore[no-any-return]
+        return _record((await self._call(wire.schedule_get(id))).schedule)
 
     async def delete(self, id: str) -> None:
         """Delete the schedule ``id``; promises it already created stay."""
-        await self._call("schedule.delete", {"id": id})
+        await self._call(wire.schedule_delete(id))
 
     async def search(
         self, tags: dict[str, str] | None = None, limit: int | None = None, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of schedules by ``tags`` (matched against their promise tags), and the next cursor."""
-        data: dict[str, Any] = {}
-        if tags is not None:
-            data["tags"] = tags
-        if limit is not None:
-            data["limit"] = limit
-        if cursor is not None:
-            data["cursor"] = cursor
-        body = await self._call("schedule.search", data)
-        return body["schedules"], body.get("cursor")
+        page = await self._call(wire.schedule_search(tags, limit, cursor))
+        return [_record(s) for s in page.schedules], page.cursor
+
+
+def _record(record: msgspec.Struct) -> dict[str, Any]:
+    """A record as the user sees it: a dict of its fields as sent on the wire."""
+    out: dict[str, Any] = msgspec.to_builtins(record)
+    return out
 
 
 class Schedule:
@@ -462,6 +441,20 @@ class Troth:
                     log.log(*self._local_line)
         return self
 
+    @property
+    def worker(self) -> Worker:
+        """The worker runtime behind this client (``troth.sdk.runtime.Worker``), for the test kit and
+        integrations: its ``transport`` (replaceable before ``start``), its ``observer`` (told of every body
+        start) and ``kill()`` (docs/testing.md#hooks)."""
+        return self._worker
+
+    async def kill(self) -> None:
+        """Stop as SIGKILL would, for crash tests: nothing is released, running work is cancelled where it
+        stands, the connection drops (so the server ends this process's leases at once)
+        (docs/testing.md#hooks)."""
+        await self._worker.kill()
+        self._life.started = False
+
     def idle(self) -> bool:
         """Whether this process has nothing in progress: no task held, no background work running, no
         pushed message waiting (what ``troth.testing.Harness`` waits for before it moves the clock)."""
@@ -566,7 +559,7 @@ class Troth:
 
     def _root(
         self, id: str, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[dict[str, Any], Any]:
+    ) -> tuple[Request[PromiseReply], Any]:
         check_root_id(id)
         name, version, hint = self.registry.dispatch(fn, self._opts.version)
         entry = self.registry.get(name, version)
@@ -589,7 +582,7 @@ class Troth:
             tags.update(entry.limit_tags(args, kwargs))
         if self._opts.tags:
             tags.update(self._opts.tags)
-        return {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}, hint
+        return wire.promise_create(id, timeout_at, param, tags), hint
 
     @overload
     def run(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
@@ -607,8 +600,8 @@ class Troth:
             self.registry.require(fn, self._opts.version).check_arguments(args, kwargs)
         elif self.registry.of(fn) is None:
             self.register(fn)
-        data, hint = self._root(id, fn, args, kwargs)
-        return self._begin(id, hint, self._run(data))
+        create, hint = self._root(id, fn, args, kwargs)
+        return self._begin(id, hint, self._run(create))
 
     @overload
     def rpc(self, id: str, fn: AsyncFn[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
@@ -620,8 +613,8 @@ class Troth:
     def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
     def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """Invoke ``fn`` under ``id`` on a worker of the target group."""
-        data, hint = self._root(id, fn, args, kwargs)
-        return self._begin(id, hint, self._rpc(data))
+        create, hint = self._root(id, fn, args, kwargs)
+        return self._begin(id, hint, self._rpc(create))
 
     @overload
     async def begin_run(
@@ -670,16 +663,17 @@ class Troth:
     async def get(self, id: str) -> Handle[Any]:
         """A handle on any existing promise (``ServerError`` 404 when there is none)."""
         await self.start()
-        status, body = await self._worker.transport.request("promise.get", {"id": id})
-        if status == 404:
+        answer = await self._worker.transport.request(wire.promise_get(id))
+        if answer.status == 404:
             raise ServerError(404, f"promise {id!r} not found")
-        if status != 200:
-            raise ServerError(status, str(body))
+        if answer.status != 200 or answer.data is None:
+            raise ServerError(answer.status, str(answer.error))
         creation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         creation.set_result(None)
         handle: Handle[Any] = Handle(self, id, creation)
-        self._worker.settled(body["promise"])
-        if body["promise"]["state"] == "pending":
+        promise = answer.data.promise
+        self._worker.settled(promise)
+        if promise.state == "pending":
             await self._worker.listen(id)
         return handle
 
@@ -691,15 +685,15 @@ class Troth:
         canceled (none when everything was settled already); ``ServerError`` 404 when ``id`` is unknown."""
         await self.start()
         canceled: list[str] = []
-        data: dict[str, Any] = {"id": id, "includeDetached": include_detached}
+        cursor: str | None = None
         while True:
-            status, body = await self._worker.transport.request("tree.cancel", data)
-            if status != 200:
-                raise ServerError(status, f"tree.cancel {id!r}: {body}")
-            canceled.extend(body["canceled"])
-            if not body.get("cursor"):
+            answer = await self._worker.transport.request(wire.tree_cancel(id, include_detached, cursor))
+            if answer.status != 200 or answer.data is None:
+                raise ServerError(answer.status, f"tree.cancel {id!r}: {answer.error}")
+            canceled.extend(answer.data.canceled)
+            cursor = answer.data.cursor
+            if not cursor:
                 return canceled
-            data["cursor"] = body["cursor"]
 
     async def fork(self, id: str, *, to: str | None = None) -> Handle[Any]:
         """Run the settled workflow ``id`` again as ``to`` (default ``{id}-fork-<8 hex>``), with the code
@@ -709,9 +703,9 @@ class Troth:
         check_root_id(id)
         new_id = check_root_id(to) if to is not None else f"{id}-fork-{uuid.uuid4().hex[:8]}"
         await self.start()
-        status, body = await self._worker.transport.request("tree.fork", {"id": id, "to": new_id})
-        if status != 200:
-            raise ServerError(status, f"tree.fork {id!r}: {body}")
+        answer = await self._worker.transport.request(wire.tree_fork(id, new_id))
+        if answer.status != 200:
+            raise ServerError(answer.status, f"tree.fork {id!r}: {answer.error}")
         return await self.get(new_id)
 
     def _begin(self, id: str, hint: Any, work: Any) -> Handle[Any]:
@@ -738,34 +732,29 @@ class Troth:
         self._worker.spawn(go())
         return Handle(self, id, creation, hint, settled)
 
-    def _run(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None], asyncio.Future[Any]], Any]:
+    def _run(
+        self, create: Request[PromiseReply]
+    ) -> Callable[[asyncio.Future[None], asyncio.Future[Any]], Any]:
         async def work(creation: asyncio.Future[None], settled: asyncio.Future[Any]) -> None:
             worker = self._worker
-            status, body = await worker.transport.request(
-                "task.create",
-                {
-                    "pid": worker.pid,
-                    "ttl": worker.ttl_ms,
-                    "action": request_envelope("promise.create", data),
-                },
-            )
-            if status == 200:
+            answer = await worker.transport.request(wire.task_create(worker.pid, worker.ttl_ms, create))
+            if answer.status == 200 and answer.data is not None:
                 creation.set_result(None)
-                task, promise = body["task"], body["promise"]
-                if task["state"] == "acquired":
+                task, promise = answer.data.task, answer.data.promise
+                if task.state == "acquired":
                     # Run it here first: when this process finishes it, the fulfil answer settles the
                     # handle and no listener is needed (one request fewer than the official clients send
                     # on every run). Only when the body suspended, or the lease was lost, does the handle
                     # subscribe to learn the outcome from whoever finishes.
-                    await worker.run_task(task, promise, body.get("preload") or [])
+                    await worker.run_task(task, promise, answer.data.preload)
                 else:
                     worker.settled(promise)
-            elif status == 409:
+            elif answer.status == 409:
                 creation.set_result(None)
             else:
-                raise ServerError(status, str(body))
+                raise ServerError(answer.status, str(answer.error))
             if not settled.done():
-                await worker.listen(data["id"])
+                await worker.listen(create.data["id"])
 
         return work
 
@@ -781,16 +770,18 @@ class Troth:
                 address.group,
             )
 
-    def _rpc(self, data: dict[str, Any]) -> Callable[[asyncio.Future[None], asyncio.Future[Any]], Any]:
+    def _rpc(
+        self, create: Request[PromiseReply]
+    ) -> Callable[[asyncio.Future[None], asyncio.Future[Any]], Any]:
         async def work(creation: asyncio.Future[None], settled: asyncio.Future[Any]) -> None:
-            self._warn_if_nobody_serves(data["tags"]["resonate:target"])
-            status, body = await self._worker.transport.request("promise.create", data)
-            if status != 200:
-                raise ServerError(status, str(body))
+            self._warn_if_nobody_serves(create.data["tags"]["resonate:target"])
+            answer = await self._worker.transport.request(create)
+            if answer.status != 200 or answer.data is None:
+                raise ServerError(answer.status, str(answer.error))
             creation.set_result(None)
-            self._worker.settled(body["promise"])
+            self._worker.settled(answer.data.promise)
             if not settled.done():
-                await self._worker.listen(data["id"])
+                await self._worker.listen(create.data["id"])
 
         return work
 

@@ -75,6 +75,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from troth.protocol.records import Promise
 from troth.sdk.errors import (
     ApplicationError,
     CanceledError,
@@ -435,17 +436,17 @@ class Codec:
         minimal["message"] = message[: self.max_bytes // 8] + "… (truncated)"
         return self._encode(minimal, "error")
 
-    def outcome(self, record: Mapping[str, Any], hint: Any = Any) -> Any:
+    def outcome(self, record: Promise, hint: Any = Any) -> Any:
         """The value of a settled promise record, or raise the error it was rejected with
         (``CanceledError`` when canceled, ``TrothTimeoutError`` when it timed out)."""
-        state = record["state"]
-        data = record.get("value", {}).get("data")
+        state = record.state
+        data = record.value.data
         if state == "resolved":
             return self.decode(data, hint)
         if state == "rejected_canceled":
-            raise CanceledError(f"promise {record['id']!r} was canceled")
+            raise CanceledError(f"promise {record.id!r} was canceled")
         if state == "rejected_timedout":
-            raise TrothTimeoutError(f"promise {record['id']!r} timed out")
+            raise TrothTimeoutError(f"promise {record.id!r} timed out")
         raise self.decode_error(data)
 
     def decode_error(self, data: str | None) -> BaseException:

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, Final, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from troth.protocol import messages as wire
+from troth.protocol.messages import PromiseReply, Request
+from troth.protocol.records import Promise
 from troth.sdk.codec import Codec
 from troth.sdk.errors import (
     ContextError,
@@ -157,11 +160,11 @@ class Scope(Protocol):
     latest_created: int
     replaying: bool
 
-    def begin_create(self, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+    def begin_create(self, create: Request[PromiseReply]) -> asyncio.Future[Promise]:
         """Begin create-or-get of a child promise (requests go out in the order they were begun)."""
         ...
 
-    def created(self, record: dict[str, Any]) -> dict[str, Any]:
+    def created(self, record: Promise) -> Promise:
         """Note a child's record once its create-or-get answered; returns it."""
         ...
 
@@ -174,7 +177,7 @@ class Scope(Protocol):
         policy: RetryPolicy | None,
         non_retryable: tuple[type[BaseException], ...],
         replaying: bool,
-    ) -> dict[str, Any] | Blocked:
+    ) -> Promise | Blocked:
         """Run a local child whose promise is pending, settle it; its settled record, or ``BLOCKED``."""
         ...
 
@@ -203,7 +206,7 @@ class DurableFuture(Generic[T]):
         ctx: Context,
         id: str,
         runner: Coroutine[Any, Any, Any],
-        created: asyncio.Future[dict[str, Any]],
+        created: asyncio.Future[Promise],
         *,
         hint: Any = Any,
         detached: bool = False,
@@ -234,7 +237,7 @@ class DurableFuture(Generic[T]):
             return self.id  # type: ignore[return-value]
         return self.ctx._host.codec.outcome(outcome, self._hint)  # type: ignore[no-any-return]
 
-    def _resumed(self, record: dict[str, Any]) -> bool:
+    def _resumed(self, record: Promise) -> bool:
         """Whether the previous execution stopped at this await, so that what follows is new code.
 
         Exact when this worker ran the previous execution (it remembers which awaits suspended it). Else a
@@ -244,8 +247,8 @@ class DurableFuture(Generic[T]):
         execution = self.ctx._execution
         if execution.frontier is not None:
             return self.id in execution.frontier
-        settled = record.get("settledAt")
-        return self._remote and isinstance(settled, int) and settled > execution.latest_created
+        settled = record.settledAt
+        return self._remote and settled is not None and settled > execution.latest_created
 
     async def created_id(self) -> str:
         """The child's id, once its promise durably exists."""
@@ -486,14 +489,14 @@ class Context:
         tags["resonate:target"] = self._host.resolve_target(self._opts.target)
         tags["resonate:timer"] = "true"
         limit = self.info.timeout_at
-        data = {"id": id, "timeoutAt": min(deadline, limit), "param": {}, "tags": tags}
+        create = wire.promise_create(id, min(deadline, limit), tags=tags)
         overrun = None
         if deadline > limit:
             overrun = DeadlineError(  # the same words on every replay: no "now" in them
                 f"ctx.sleep of {id} ({asked}) would end after the deadline of {self.info.id!r} at "
                 f"{_when(limit)} (its timeout); sleep less, or give the workflow a longer timeout"
             )
-        return self._remote(id, data, hint=type(None), overrun=overrun)
+        return self._remote(id, create, hint=type(None), overrun=overrun)
 
     def promise(
         self,
@@ -514,9 +517,9 @@ class Context:
         all_tags = self._global_tags(own_id, explicit=child is not None)
         all_tags["resonate:external"] = "true"
         all_tags.update(tags or {})
-        param = {} if data is None else {"data": self._host.codec.encode(data)}
-        request = {"id": own_id, "timeoutAt": self._child_timeout(timeout), "param": param, "tags": all_tags}
-        return self._remote(own_id, request, hint=Any)
+        encoded = None if data is None else self._host.codec.encode(data)
+        create = wire.promise_create(own_id, self._child_timeout(timeout), encoded, all_tags)
+        return self._remote(own_id, create, hint=Any)
 
     # ---------------------------------------------------------------------------------------- helpers
 
@@ -568,15 +571,15 @@ class Context:
 
     async def _create(
         self,
-        data: dict[str, Any],
+        create: Request[PromiseReply],
         previous: asyncio.Future[bool] | None,
         mine: asyncio.Future[bool],
-        created: asyncio.Future[dict[str, Any]],
-    ) -> dict[str, Any]:
+        created: asyncio.Future[Promise],
+    ) -> Promise:
         """Create-or-get in call order: ours is begun (queued to go out in call order, see
         ``Execution._begin``), then the previous creation of this context is awaited, then ours."""
         try:
-            pending = self._execution.begin_create(data)
+            pending = self._execution.begin_create(create)
             if previous is not None and not await previous:
                 pending.cancel()
                 raise PlatformError(RuntimeError("an earlier durable operation of this function failed"))
@@ -589,7 +592,7 @@ class Context:
             raise
         mine.set_result(True)
         created.set_result(record)
-        if record["state"] == "pending" and self._execution.frontier is None:
+        if record.state == "pending" and self._execution.frontier is None:
             # Without a frontier: past anything an earlier execution saw settled.
             self._state.replaying = False
         return record
@@ -597,26 +600,26 @@ class Context:
     def _remote(
         self,
         id: str,
-        data: dict[str, Any],
+        create: Request[PromiseReply],
         *,
         hint: Any,
         detached: bool = False,
         overrun: DeadlineError | None = None,
     ) -> DurableFuture[Any]:
         previous, mine = self._chain_link()
-        created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        created: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         execution = self._execution
         limit = self.info.timeout_at
 
         async def runner() -> Any:
-            record = await self._create(data, previous, mine, created)
-            if overrun is not None and record["timeoutAt"] >= limit:
+            record = await self._create(create, previous, mine, created)
+            if overrun is not None and record.timeoutAt >= limit:
                 # Cut at the deadline when it was created (now, or in an earlier execution): the same
                 # answer on every replay, although "now + duration" grows as time passes.
                 raise overrun
             if detached:
                 return record
-            if record["state"] == "pending":
+            if record.state == "pending":
                 execution.remote_pending[id] = None
                 return BLOCKED
             return record
@@ -670,8 +673,9 @@ class Context:
         limited = host.registry.get(name, version)
         if limited is not None:  # docs/operations/limits-by-key.md
             tags.update(limited.limit_tags(args, kwargs))
-        data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
-        return self._remote(id, data, hint=hint, detached=detached)
+        return self._remote(
+            id, wire.promise_create(id, timeout_at, param, tags), hint=hint, detached=detached
+        )
 
     def _local(
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], *, begin: bool
@@ -700,31 +704,31 @@ class Context:
             }
         if self._opts.tags:
             tags.update(self._opts.tags)
-        param = {"data": host.codec.encode({"func": entry.name, "version": entry.version})}
-        data = {"id": id, "timeoutAt": self._child_timeout(None), "param": param, "tags": tags}
+        param = host.codec.encode({"func": entry.name, "version": entry.version})
+        create = wire.promise_create(id, self._child_timeout(None), param, tags)
         policy = self._opts.retry_policy or entry.retry_policy
         non_retryable = (
             self._opts.non_retryable if self._opts.non_retryable is not None else entry.non_retryable
         )
         previous, mine = self._chain_link()
-        created: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        created: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         parent_info = self.info
         execution = self._execution
         replaying = self._state.replaying
 
         async def runner() -> Any:
-            record = await self._create(data, previous, mine, created)
-            if record["state"] != "pending":
+            record = await self._create(create, previous, mine, created)
+            if record.state != "pending":
                 return record
             info = Info(
                 id=id,
                 parent_id=parent_info.id if not explicit else id,
                 origin_id=parent_info.origin_id if not explicit else id,
                 branch_id=parent_info.branch_id if not explicit else id,
-                timeout_at=record["timeoutAt"],
+                timeout_at=record.timeoutAt,
                 func_name=entry.name,
                 version=entry.version,
-                tags=record.get("tags", {}),
+                tags=record.tags,
                 step=True,
             )
             return await execution.run_local(info, entry, args, kwargs, policy, non_retryable, replaying)

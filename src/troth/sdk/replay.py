@@ -37,11 +37,13 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
-from troth.protocol.messages import request_envelope
+from troth.protocol import messages as wire
+from troth.protocol.messages import ActionAnswer, Answer, PromiseReply, Request
+from troth.protocol.records import Promise
 from troth.sdk import tracing
 from troth.sdk.context import BLOCKED, Blocked, Body, Context, DurableFuture, Info, Services
 from troth.sdk.errors import CanceledError, PlatformError, SerializationError, Suspended, TrothTimeoutError
@@ -51,8 +53,9 @@ from troth.sdk.retry import Never, RetryPolicy, from_wire
 
 log = logging.getLogger("troth.sdk")
 
-_Queued = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
-"""A fenced action waiting to go out: its kind, its data, and who waits for its record."""
+R = TypeVar("R")
+_Queued = tuple[Request[PromiseReply], "asyncio.Future[Promise]"]
+"""A fenced action waiting to go out, and who waits for its record."""
 _encode: Final = msgspec.json.encode
 BATCH_ACTIONS: Final = 500
 """Most fenced actions in one ``task.fence_batch``."""
@@ -73,15 +76,15 @@ class Host(Services, Protocol):
     observer: Callable[[Info], None] | None
     """Told of every body start (every attempt, every replay); the test kit counts them."""
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        """One protocol request to the server: ``head.status`` and the response ``data``."""
+    async def request(self, request: Request[R]) -> Answer[R]:
+        """One protocol request to the server, answered with its typed reply."""
         ...
 
 
 class Execution:
     """One run of a task's body under one lease: its promise cache, its fenced requests, its todos."""
 
-    def __init__(self, host: Host, task_id: str, version: int, cache: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, host: Host, task_id: str, version: int, cache: dict[str, Promise]) -> None:
         self.host = host
         self.services: Services = host
         self.task_id = task_id
@@ -98,12 +101,12 @@ class Execution:
         self._queue: list[_Queued] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def remember(self, records: Iterable[dict[str, Any]]) -> None:
+    def remember(self, records: Iterable[Promise]) -> None:
         for record in records:
-            self.cache[record["id"]] = record
+            self.cache[record.id] = record
 
-    def _begin(self, kind: str, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Queue a fenced ``kind`` action; it resolves to the promise record the server answered.
+    def _begin(self, action: Request[PromiseReply]) -> asyncio.Future[Promise]:
+        """Queue a fenced action; it resolves to the promise record the server answered.
 
         Actions go out in the order they were begun: every action begun while the previous request is
         on its way (or in the same step of the event loop) goes out together in one ``task.fence_batch``,
@@ -111,11 +114,11 @@ class Execution:
         A server without that kind (an official one) answers ``400`` and applies nothing; the worker then
         sends one ``task.fence`` per action, one after another, from then on.
         """
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         if self.broken is not None:
             future.set_exception(PlatformError(self.broken))
             return future
-        self._queue.append((kind, data, future))
+        self._queue.append((action, future))
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())
         return future
@@ -130,11 +133,11 @@ class Execution:
                 elif len(batch) > 1 and self.host.fence_batch:
                     await self._send_batch(batch)
                 else:
-                    for kind, data, future in batch:
+                    for action, future in batch:
                         if self.broken is not None:
-                            self._fail([(kind, data, future)])
+                            self._fail([(action, future)])
                         else:
-                            await self._send_one(kind, data, future)
+                            await self._send_one(action, future)
         finally:
             self._sender = None
             if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
@@ -146,8 +149,8 @@ class Execution:
         ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request)."""
         size = 0
         count = 0
-        for _, data, _ in self._queue:
-            size += len(_encode(data)) + 200
+        for action, _ in self._queue:
+            size += len(_encode(action.data)) + 200
             if count == BATCH_ACTIONS or (count and size > BATCH_BYTES):
                 break
             count += 1
@@ -156,104 +159,96 @@ class Execution:
 
     def _fail(self, batch: list[_Queued]) -> None:
         error = self.broken or RuntimeError("the execution stopped")
-        for _, _, future in batch:
+        for _, future in batch:
             if not future.done():
                 future.set_exception(PlatformError(error))
                 future.exception()
 
-    def _accept(self, kind: str, inner: Any, future: asyncio.Future[dict[str, Any]]) -> None:
-        """One fenced action's answer envelope: its record into the cache and to its caller."""
-        inner_status = inner.get("head", {}).get("status") if isinstance(inner, dict) else None
-        if inner_status != 200:
-            data = inner.get("data") if isinstance(inner, dict) else inner
-            self.broken = RuntimeError(f"fenced {kind} answered {inner_status}: {data}")
-            self._fail([(kind, {}, future)])
+    def _accept(
+        self, action: Request[PromiseReply], inner: ActionAnswer, future: asyncio.Future[Promise]
+    ) -> None:
+        """One fenced action's answer: its record into the cache and to its caller."""
+        record = inner.promise
+        if inner.status != 200 or record is None:
+            self.broken = RuntimeError(f"fenced {action.kind} answered {inner.status}: {inner.data}")
+            self._fail([(action, future)])
             return
-        record: dict[str, Any] = inner["data"]["promise"]
-        self.cache[record["id"]] = record
+        self.cache[record.id] = record
         if not future.done():
             future.set_result(record)
 
-    async def _request(self, kind: str, data: dict[str, Any], batch: list[_Queued]) -> tuple[int, Any] | None:
+    async def _request(self, request: Request[R], batch: list[_Queued]) -> Answer[R] | None:
         try:
-            return await self.host.request(kind, data)
+            return await self.host.request(request)
         except Exception as exc:
             self.broken = exc
             self._fail(batch)
             return None
 
-    async def _send_one(
-        self, kind: str, data: dict[str, Any], future: asyncio.Future[dict[str, Any]]
-    ) -> None:
-        action = request_envelope(kind, data, self.host.token)
-        answer = await self._request(
-            "task.fence",
-            {"id": self.task_id, "version": self.version, "action": action},
-            [(kind, data, future)],
-        )
+    async def _send_one(self, action: Request[PromiseReply], future: asyncio.Future[Promise]) -> None:
+        fence = wire.task_fence(self.task_id, self.version, action, self.host.token)
+        answer = await self._request(fence, [(action, future)])
         if answer is None:
             return
-        status, body = answer
-        if status != 200 or not isinstance(body, dict):
-            self.broken = RuntimeError(f"task.fence answered {status}: {body}")
-            self._fail([(kind, data, future)])
+        if answer.status != 200 or answer.data is None:
+            self.broken = RuntimeError(f"task.fence answered {answer.status}: {answer.error}")
+            self._fail([(action, future)])
             return
-        self.remember(body.get("preload") or ())
-        self._accept(kind, body.get("action", {}), future)
+        self.remember(answer.data.preload)
+        self._accept(action, answer.data.action, future)
 
     async def _send_batch(self, batch: list[_Queued]) -> None:
-        actions = [request_envelope(kind, data, self.host.token) for kind, data, _ in batch]
-        answer = await self._request(
-            "task.fence_batch", {"id": self.task_id, "version": self.version, "actions": actions}, batch
-        )
+        actions = [action for action, _ in batch]
+        fence = wire.task_fence_batch(self.task_id, self.version, actions, self.host.token)
+        answer = await self._request(fence, batch)
         if answer is None:
             return
-        status, body = answer
-        if status == 400 and self.host.fence_batch:
+        if answer.status == 400 and self.host.fence_batch:
             # Not a kind this server knows (nothing was applied): one task.fence at a time from now on.
-            log.debug("the server refused task.fence_batch (%s); sending one task.fence per action", body)
+            log.debug(
+                "the server refused task.fence_batch (%s); sending one task.fence per action", answer.error
+            )
             self.host.fence_batch = False
-            for kind, data, future in batch:
+            for action, future in batch:
                 if self.broken is not None:
-                    self._fail([(kind, data, future)])
+                    self._fail([(action, future)])
                 else:
-                    await self._send_one(kind, data, future)
+                    await self._send_one(action, future)
             return
-        answers = body.get("actions") if isinstance(body, dict) else None
-        if status != 200 or not isinstance(answers, list) or len(answers) != len(batch):
-            self.broken = RuntimeError(f"task.fence_batch answered {status}: {body}")
+        answers = answer.data.actions if answer.status == 200 and answer.data is not None else None
+        if answers is None or len(answers) != len(batch):
+            self.broken = RuntimeError(
+                f"task.fence_batch answered {answer.status}: {answer.data or answer.error}"
+            )
             self._fail(batch)
             return
-        for (kind, _, future), inner in zip(batch, answers, strict=True):
+        for (action, future), inner in zip(batch, answers, strict=True):
             if self.broken is not None:
-                self._fail([(kind, {}, future)])
+                self._fail([(action, future)])
             else:
-                self._accept(kind, inner, future)
+                self._accept(action, inner, future)
 
-    def begin_create(self, data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Create-or-get a child promise; cached records answer without a request when they can."""
-        cached = self.cache.get(data["id"])
-        if cached is not None and (
-            cached["state"] != "pending" or cached.get("tags", {}).get("resonate:scope") == "local"
-        ):
-            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    def begin_create(self, create: Request[PromiseReply]) -> asyncio.Future[Promise]:
+        """Create-or-get a child promise (``create``: a ``promise_create``); cached records answer without a
+        request when they can."""
+        cached = self.cache.get(create.data["id"])
+        if cached is not None and (cached.state != "pending" or cached.tags.get("resonate:scope") == "local"):
+            done: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
             done.set_result(cached)
             return done
-        return self._begin("promise.create", data)
+        return self._begin(create)
 
-    def created(self, record: dict[str, Any]) -> dict[str, Any]:
-        created = record.get("createdAt")
-        if isinstance(created, int) and created > self.latest_created:
-            self.latest_created = created
+    def created(self, record: Promise) -> Promise:
+        if record.createdAt > self.latest_created:
+            self.latest_created = record.createdAt
         return record
 
-    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, create: Request[PromiseReply]) -> Promise:
         """Create-or-get a child promise; cached records answer without a request when they can."""
-        return self.created(await self.begin_create(data))
+        return self.created(await self.begin_create(create))
 
-    async def settle(self, id: str, state: str, data: str | None) -> dict[str, Any]:
-        value: dict[str, Any] = {} if data is None else {"data": data}
-        return await self._begin("promise.settle", {"id": id, "state": state, "value": value})
+    async def settle(self, id: str, state: str, data: str | None) -> Promise:
+        return await self._begin(wire.promise_settle(id, state, data))
 
     async def run_local(
         self,
@@ -264,7 +259,7 @@ class Execution:
         policy: RetryPolicy | None,
         non_retryable: tuple[type[BaseException], ...],
         replaying: bool,
-    ) -> dict[str, Any] | Blocked:
+    ) -> Promise | Blocked:
         """Run a local child whose promise is pending, here, and settle it with a fenced settle."""
         outcome = await run_function(self, info, entry, args, kwargs, policy, non_retryable, replaying)
         if isinstance(outcome, Blocked):
@@ -434,7 +429,7 @@ class TaskEnd:
     """``fulfilled``: its promise settled (``promise``); ``suspended``: it waits on callbacks
     (``frontier``: the awaits that suspended it); ``release``: give it back (``reason``), a platform
     failure; ``lost``: the server refused the fulfil or suspend (the lease was lost), nothing to do."""
-    promise: dict[str, Any] | None = None
+    promise: Promise | None = None
     frontier: frozenset[str] = frozenset()
     reason: str = ""
 
@@ -455,31 +450,31 @@ async def execute(
     host: Host,
     id: str,
     version: int,
-    promise: dict[str, Any],
-    preload: list[dict[str, Any]],
+    promise: Promise,
+    preload: list[Promise],
     frontier: frozenset[str] | None,
 ) -> TaskEnd:
     """Run the pending task ``id`` (held under ``version``) to its end: fulfil or suspend it here, or say
     why it must be released. ``frontier``: the awaits that suspended the previous execution, when this
     process ran it (``ctx.logger`` is quiet exactly up to there)."""
     try:
-        invocation = host.codec.decode_invocation(promise.get("param", {}).get("data"))
+        invocation = host.codec.decode_invocation(promise.param.data)
         entry = host.registry.require(invocation.func, invocation.version)
         args, kwargs = _coerce(host, entry, invocation.args, invocation.kwargs)
     except Exception as exc:
         return TaskEnd("release", reason=str(exc))
-    tags: dict[str, str] = promise.get("tags", {})
+    tags = promise.tags
     info = Info(
         id=id,
         parent_id=tags.get("resonate:parent", id),
         origin_id=tags.get("resonate:origin", origin_of(id)),
         branch_id=tags.get("resonate:branch", id),
-        timeout_at=promise["timeoutAt"],
+        timeout_at=promise.timeoutAt,
         func_name=entry.name,
         version=entry.version,
         tags=tags,
     )
-    cache = {p["id"]: p for p in preload}
+    cache = {p.id: p for p in preload}
     replaying = version > 1
     # The caller's retry policy travels in the param (as the TypeScript client writes it); else ours.
     policy = from_wire(invocation.retry) if invocation.retry is not None else None
@@ -498,32 +493,20 @@ async def execute(
             return await _fulfill(host, id, version, outcome)
         if not execution.remote_pending:
             return TaskEnd("release", reason="it is blocked on nothing")
-        status, data = await _suspend(host, id, version, list(execution.remote_pending))
+        answer = await host.request(wire.task_suspend(id, version, execution.remote_pending))
         frontier = frozenset(execution.blocked)
-        if status == 300:  # one of them settled meanwhile: run again, under the same lease
-            execution.remember(data.get("preload") or ())
+        if answer.status == 300 and answer.data is not None:  # one settled meanwhile: run again, same lease
+            execution.remember(answer.data.preload)
             replaying = True
             continue
-        if status == 200:
+        if answer.status == 200:
             return TaskEnd("suspended", frontier=frontier)
-        return TaskEnd("lost", reason=f"task.suspend answered {status}: {data}")
-
-
-async def _suspend(host: Host, id: str, version: int, awaited: list[str]) -> tuple[int, Any]:
-    actions = [
-        request_envelope("promise.register_callback", {"awaited": a, "awaiter": id}, corr_id=f"{id}-{i}")
-        for i, a in enumerate(awaited)
-    ]
-    return await host.request("task.suspend", {"id": id, "version": version, "actions": actions})
+        return TaskEnd("lost", reason=f"task.suspend answered {answer.status}: {answer.error}")
 
 
 async def _fulfill(host: Host, id: str, version: int, outcome: tuple[str, str | None]) -> TaskEnd:
     state, encoded = outcome
-    value: dict[str, Any] = {} if encoded is None else {"data": encoded}
-    action = request_envelope(
-        "promise.settle", {"id": id, "state": state, "value": value}, corr_id=f"{id}-fulfill"
-    )
-    status, data = await host.request("task.fulfill", {"id": id, "version": version, "action": action})
-    if status == 200:
-        return TaskEnd("fulfilled", promise=data["promise"])
-    return TaskEnd("lost", reason=f"task.fulfill answered {status}: {data}")
+    answer = await host.request(wire.task_fulfill(id, version, state, encoded))
+    if answer.status == 200 and answer.data is not None:
+        return TaskEnd("fulfilled", promise=answer.data.promise)
+    return TaskEnd("lost", reason=f"task.fulfill answered {answer.status}: {answer.error}")

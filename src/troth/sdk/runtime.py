@@ -28,11 +28,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-import msgspec
-
-from troth.protocol.messages import Execute, Message
+from troth.protocol import messages as wire
+from troth.protocol.messages import Answer, Execute, Message, Request
+from troth.protocol.records import Promise, Task
 from troth.sdk.codec import Codec
 from troth.sdk.context import Info, now_ms
 from troth.sdk.errors import ServerError
@@ -43,6 +43,7 @@ from troth.sdk.retry import Exponential, RetryPolicy
 from troth.sdk.transport import Transport
 
 log = logging.getLogger("troth.sdk")
+R = TypeVar("R")
 
 Sleeper = Callable[[float], Awaitable[None]]
 
@@ -102,7 +103,7 @@ class Worker:
         """The running execution of each held task, so that a canceled one can be stopped."""
         self._stopped: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[str, asyncio.Future[Promise]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._listener_refresh = listener_refresh
@@ -137,11 +138,28 @@ class Worker:
                 await task
         for id, version in held.items():
             with contextlib.suppress(Exception):
-                await self.transport.request("task.release", {"id": id, "version": version})
+                await self.transport.request(wire.task_release(id, version))
         self._held.clear()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.cancel()
+        await self.transport.stop()
+
+    async def kill(self) -> None:
+        """Stop the way SIGKILL would (``troth.testing.crash_test``): every execution and background job is
+        cancelled where it stands, no task is released (the server ends this process's leases when its
+        connection drops) and the transport is closed. Failures of the cancelled work are not reported."""
+        self.stopping = True
+        self._queued.clear()
+        jobs = [t for t in (*self._running, *self._pollers.values(), self._heartbeat, self._refresh) if t]
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.wait(jobs)
+        for job in jobs:
+            if not job.cancelled():
+                job.exception()  # retrieved: a killed process reports nothing
+        self._held.clear()
         await self.transport.stop()
 
     def idle(self) -> bool:
@@ -178,7 +196,7 @@ class Worker:
             if not self.stopping:
                 self._enqueue(message.task.id, message.task.version)
         else:
-            self.settled(msgspec.to_builtins(message.promise))
+            self.settled(message.promise)
 
     def _enqueue(self, id: str, version: int) -> None:
         """Queue an ``execute`` until a slot is free: one entry per task (a re-send, every 30 s while the
@@ -232,24 +250,19 @@ class Worker:
             self._runners -= 1
 
     async def _acquire_and_run(self, id: str, version: int) -> None:
-        status, data = await self.transport.request(
-            "task.acquire", {"id": id, "version": version, "pid": self.pid, "ttl": self.ttl_ms}
-        )
-        if status != 200:
-            log.debug("task.acquire %s v%d answered %d", id, version, status)
+        answer = await self.transport.request(wire.task_acquire(id, version, self.pid, self.ttl_ms))
+        if answer.status != 200 or answer.data is None:
+            log.debug("task.acquire %s v%d answered %d", id, version, answer.status)
             return
-        await self.run_task(data["task"], data["promise"], data.get("preload") or [])
+        await self.run_task(answer.data.task, answer.data.promise, answer.data.preload)
 
     # ----------------------------------------------------------------------------------------- tasks
 
-    async def run_task(
-        self, task: dict[str, Any], promise: dict[str, Any], preload: list[dict[str, Any]]
-    ) -> None:
+    async def run_task(self, task: Task, promise: Promise, preload: list[Promise]) -> None:
         """Execute an acquired task to one of fulfill, suspend or release."""
-        id: str = task["id"]
-        version: int = task["version"]
-        tags: dict[str, str] = promise.get("tags", {})
-        if tags.get("resonate:timer") == "true":
+        id = task.id
+        version = task.version
+        if promise.tags.get("resonate:timer") == "true":
             # A timer's own task: the server settles it at its deadline; touching it would end the sleep
             # early (fulfill) or make the server re-send at once (release). Let the lease lapse.
             return
@@ -277,10 +290,8 @@ class Worker:
         self._stopped.add(id)
         job.cancel()
 
-    async def _execute(
-        self, id: str, version: int, promise: dict[str, Any], preload: list[dict[str, Any]]
-    ) -> None:
-        if promise["state"] != "pending":
+    async def _execute(self, id: str, version: int, promise: Promise, preload: list[Promise]) -> None:
+        if promise.state != "pending":
             self.settled(promise)
             return
         remembered = self._frontiers.pop(id, None)
@@ -320,7 +331,7 @@ class Worker:
             now = self.clock()
             self._backoff = {k: v for k, v in self._backoff.items() if v[0] > now}
         with contextlib.suppress(Exception):
-            await self.transport.request("task.release", {"id": id, "version": version})
+            await self.transport.request(wire.task_release(id, version))
 
     async def _beat(self) -> None:
         period = max(self.ttl_ms / 2000.0, 0.05)
@@ -328,71 +339,67 @@ class Worker:
             await asyncio.sleep(period)
             if not self._held:
                 continue
-            by_origin: dict[str, list[dict[str, Any]]] = {}
+            by_origin: dict[str, list[tuple[str, int]]] = {}
             for id, version in self._held.items():
-                by_origin.setdefault(origin_of(id), []).append({"id": id, "version": version})
+                by_origin.setdefault(origin_of(id), []).append((id, version))
             for tasks in by_origin.values():
                 try:
-                    status, data = await self.transport.request(
-                        "task.heartbeat", {"pid": self.pid, "tasks": tasks}
-                    )
+                    answer = await self.transport.request(wire.task_heartbeat(self.pid, tasks))
                 except Exception as exc:
                     log.warning("heartbeat failed: %s", exc)
                     continue
-                if status == 200 and isinstance(data, dict):
-                    for id in data.get("lost") or []:
-                        if isinstance(id, str) and self._held.get(id) is not None:
+                if answer.status == 200 and answer.data is not None:
+                    for id in answer.data.lost:
+                        if self._held.get(id) is not None:
                             self.stop_execution(id)
 
     # --------------------------------------------------------------------------------------- handles
 
-    def waiter(self, id: str) -> asyncio.Future[dict[str, Any]]:
+    def waiter(self, id: str) -> asyncio.Future[Promise]:
         fut = self._waiters.get(id)
         if fut is None:
             fut = self._waiters[id] = asyncio.get_running_loop().create_future()
         return fut
 
-    def forget(self, id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+    def forget(self, id: str, fut: asyncio.Future[Promise]) -> None:
         """Stop tracking ``fut`` (its caller settles it another way)."""
         if self._waiters.get(id) is fut:
             del self._waiters[id]
 
-    def settled(self, promise: dict[str, Any]) -> None:
+    def settled(self, promise: Promise) -> None:
         """Resolve whoever waits for this promise; the handles keep their future, the worker forgets it."""
-        if promise.get("state") == "pending":
+        if promise.state == "pending":
             return
-        if promise.get("state") == "rejected_canceled":
-            self.stop_execution(promise["id"])  # canceled while it runs here (tree.cancel)
-        fut = self._waiters.pop(promise["id"], None)
+        if promise.state == "rejected_canceled":
+            self.stop_execution(promise.id)  # canceled while it runs here (tree.cancel)
+        fut = self._waiters.pop(promise.id, None)
         if fut is not None and not fut.done():
             fut.set_result(promise)
 
-    async def listen(self, id: str) -> asyncio.Future[dict[str, Any]]:
+    async def listen(self, id: str) -> asyncio.Future[Promise]:
         """Subscribe to the settlement of ``id``; resolves at once when it is already settled."""
         fut = self.waiter(id)
         if fut.done():
             return fut
         if self.send_only:
-            status, data = await self.transport.request("promise.get", {"id": id})
+            answer = await self.transport.request(wire.promise_get(id))
         else:
-            status, data = await self.transport.request(
-                "promise.register_listener", {"awaited": id, "address": self.unicast}
-            )
-        if status == 404:
+            answer = await self.transport.request(wire.promise_register_listener(id, self.unicast))
+        if answer.status == 404:
             error = ServerError(404, f"promise {id!r} not found")
             if not fut.done():
                 self.forget(id, fut)
                 fut.set_exception(error)
                 fut.exception()
             raise error
-        if status != 200:
-            raise ServerError(status, str(data))
-        self.settled(data["promise"])
+        if answer.data is None:
+            raise ServerError(answer.status, str(answer.error))
+        self.settled(answer.data.promise)
         if self.send_only and not fut.done() and id not in self._pollers:
             self._pollers[id] = asyncio.get_running_loop().create_task(self._poll(id, fut))
         return fut
 
-    async def _poll(self, id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+    async def _poll(self, id: str, fut: asyncio.Future[Promise]) -> None:
         """A send-only client has no push channel: ask for the promise, less often as time goes by."""
         delay = 0.05
         try:
@@ -400,9 +407,9 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 with contextlib.suppress(Exception):
-                    status, data = await self.transport.request("promise.get", {"id": id})
-                    if status == 200:
-                        self.settled(data["promise"])
+                    answer = await self.transport.request(wire.promise_get(id))
+                    if answer.data is not None:
+                        self.settled(answer.data.promise)
         finally:
             self._pollers.pop(id, None)
 
@@ -413,21 +420,19 @@ class Worker:
                 if fut.done():
                     continue
                 with contextlib.suppress(Exception):
-                    status, data = await self.transport.request(
-                        "promise.register_listener", {"awaited": id, "address": self.unicast}
-                    )
-                    if status == 200:
-                        self.settled(data["promise"])
-                    elif status == 404 and not fut.done():
+                    answer = await self.transport.request(wire.promise_register_listener(id, self.unicast))
+                    if answer.data is not None:
+                        self.settled(answer.data.promise)
+                    elif answer.status == 404 and not fut.done():
                         # The promise is gone (the store was wiped): fail the handle instead of hanging.
                         self.forget(id, fut)
                         fut.set_exception(ServerError(404, f"promise {id!r} no longer exists"))
 
     # --------------------------------------------------------------------------------------- helpers
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    async def request(self, request: Request[R]) -> Answer[R]:
         """One protocol request through this worker's transport."""
-        return await self.transport.request(kind, data)
+        return await self.transport.request(request)
 
     def resolve_target(self, target: str | None) -> str:
         if target is None:

@@ -30,14 +30,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from troth.protocol.messages import Answer, Request
 from troth.sdk.errors import Suspended
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
     from troth.sdk.client import Troth
+
+R = TypeVar("R")
 
 __all__ = ["ACTIVE", "TRACEPARENT_TAG", "Tracing", "TracingTransport", "instrument", "uninstrument"]
 
@@ -157,7 +161,8 @@ class TracingTransport:
     async def start(self, group: str, pid: str, on_message: Any) -> None:
         await self.inner.start(group, pid, on_message)
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
+    async def request(self, request: Request[R]) -> Answer[R]:
+        kind, data = request.kind, request.data
         if kind == "promise.create":
             data = dict(data)
             _tag(data)
@@ -165,8 +170,8 @@ class TracingTransport:
             data = {**data, "action": _tagged_action(data["action"])}
         elif kind == "task.fence_batch" and isinstance(data.get("actions"), list):
             data = {**data, "actions": [_tagged_action(a) for a in data["actions"]]}
-        result: tuple[int, Any] = await self.inner.request(kind, data)
-        return result
+        answer: Answer[R] = await self.inner.request(replace(request, data=data))
+        return answer
 
     async def stop(self) -> None:
         await self.inner.stop()

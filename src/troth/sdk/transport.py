@@ -4,6 +4,12 @@
 ``HttpTransport`` speaks HTTP to ``POST /`` and keeps one SSE stream on ``GET /poll/{group}/{pid}``. The
 rest of the SDK sees only ``Transport``, in the spirit of httpx's transports: switching from local to
 remote is one URL.
+
+A request is a ``troth.protocol.messages.Request`` (built by that module's functions), and its answer is
+decoded here, once, in one pass, into the request's typed reply over the records of
+``troth.protocol.records`` (docs/sdk/index.md#transports): the SDK reads attributes, never string keys of
+decoded JSON. Rejected: answers as plain dicts converted to records further in (two passes over every
+answer, and a typo in a key was a ``KeyError`` at run time).
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import msgspec
 
-from troth.protocol.messages import BadReply, Message, decode_message, parse_reply, request_envelope
+from troth.protocol.messages import Answer, BadReply, Message, Request, decode_message, parse_answer
 from troth.sdk.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("troth.sdk")
 
 OnMessage = Callable[[Message], None]
+R = TypeVar("R")
 
 _encode = msgspec.json.encode
 
@@ -64,8 +71,9 @@ class Transport(Protocol):
         """Open the push channel for ``(group, pid)``; returns once messages can arrive."""
         ...
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        """Send one request; returns ``head.status`` and the response ``data``."""
+    async def request(self, request: Request[R]) -> Answer[R]:
+        """Send one request (built by ``troth.protocol.messages``); its answer, decoded into the request's
+        typed reply."""
         ...
 
     async def stop(self) -> None: ...
@@ -75,9 +83,9 @@ class Transport(Protocol):
         ...
 
 
-def _check(kind: str, corr: str, body: bytes) -> tuple[int, Any]:
+def _check(request: Request[R], corr: str, body: bytes) -> Answer[R]:
     try:
-        return parse_reply(kind, corr, body)
+        return parse_answer(request, corr, body)
     except BadReply as exc:
         raise ConnectorError(str(exc)) from None
 
@@ -143,13 +151,13 @@ class LocalTransport:
 
         self._reader = asyncio.get_running_loop().create_task(read(), name="troth-local-messages")
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        env = request_envelope(kind, data)
+    async def request(self, request: Request[R]) -> Answer[R]:
+        env = request.envelope()
         try:
             _, body = await self.engine.handle(_encode(env))
         except Exception as exc:  # what HttpTransport raises when the server cannot answer
-            raise ConnectorError(f"{kind}: the in-process server failed: {exc}") from exc
-        return _check(kind, env["head"]["corrId"], body)
+            raise ConnectorError(f"{request.kind}: the in-process server failed: {exc}") from exc
+        return _check(request, env["head"]["corrId"], body)
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -404,8 +412,9 @@ class HttpTransport:
                     opened.set_exception(gave_up)
                     return
 
-    async def request(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        env = request_envelope(kind, data, self.token)
+    async def request(self, request: Request[R]) -> Answer[R]:
+        kind = request.kind
+        env = request.envelope(self.token)
         body = _encode(env)
         delay = 1.0
         while True:
@@ -447,7 +456,7 @@ class HttpTransport:
             self._reachable()
             if not content or not content.lstrip().startswith(b"{"):
                 raise ConnectorError(f"{kind}: server answered HTTP {status} without an envelope")
-            return _check(kind, env["head"]["corrId"], content)
+            return _check(request, env["head"]["corrId"], content)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from troth.protocol import messages as wire
 from troth.sdk.errors import ConnectorError
 from troth.sdk.transport import HttpTransport
 
@@ -24,7 +25,7 @@ async def test_a_server_that_never_answers_is_reported_as_a_timeout(caplog: pyte
     transport = HttpTransport(f"http://127.0.0.1:{port}", timeout=0.2, unreachable_timeout=0.5)
     try:
         with caplog.at_level(logging.WARNING, logger="troth.sdk"), pytest.raises(ConnectorError) as failed:
-            await transport.request("promise.get", {"id": "x"})
+            await transport.request(wire.promise_get("x"))
     finally:
         await transport.stop()
         for writer in held:
