@@ -112,10 +112,11 @@ def _usage(path: list[str], command: click.Command) -> str:
 
 
 def example(command: click.Command) -> str | None:
-    """The command's example: the lines after ``Example:`` in its help (``\\b`` keeps them as written)."""
+    """The command's example: the lines after ``Example:`` (or ``Examples:``) in its help (``\\b`` keeps them
+    as written)."""
     lines = (command.help or "").splitlines()
     for n, line in enumerate(lines):
-        if line.strip() == "Example:":
+        if line.strip() in ("Example:", "Examples:"):
             rest = [x for x in lines[n + 1 :] if x.strip()]
             return "\n".join(x.strip() if i == 0 else "  " + x.strip() for i, x in enumerate(rest)) or None
     return None
