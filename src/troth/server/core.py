@@ -519,6 +519,7 @@ class Core:
 
     async def _promise_settle(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PromiseSettle = req.data
+        await tx.prefetch([d.id], [d.id])
         p = await self._load(tx, d.id, now, fx)
         if p is None:
             return 404, "Promise not found"
@@ -580,6 +581,7 @@ class Core:
     async def _task_create(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskCreate = req.data
         a = d.action.data
+        await tx.prefetch([a.id], [a.id])
         p = await self._load(tx, a.id, now, fx)
         if p is None:
             p = await self._insert(tx, a.id, a.timeoutAt, a.param, a.tags, now, now, fx, with_task=False)
@@ -615,6 +617,7 @@ class Core:
 
     async def _task_acquire(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskAcquire = req.data
+        await tx.prefetch([d.id], [d.id])
         p = await self._load(tx, d.id, now, fx)
         task = await tx.get_task(d.id)
         if task is None or p is None:
@@ -644,6 +647,7 @@ class Core:
 
     async def _task_fulfill(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskFulfill = req.data
+        await tx.prefetch([d.id], [d.id])
         p = await self._load(tx, d.id, now, fx)
         task = await tx.get_task(d.id)
         if task is None or p is None:
@@ -658,6 +662,7 @@ class Core:
     async def _task_suspend(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskSuspend = req.data
         awaited_ids = list(dict.fromkeys(a.data.awaited for a in d.actions))
+        await tx.prefetch([d.id, *awaited_ids], [d.id])
         loaded = await self._load_all(tx, [d.id, *awaited_ids], now, fx)
         awaited = [loaded[a] for a in awaited_ids]
         task = await tx.get_task(d.id)
@@ -687,6 +692,7 @@ class Core:
         cost O(n²) in reads and bytes, and the holder of the lease already has them (the acquire's preload
         plus its own answers)."""
         d: rq.Fence = req.data
+        await tx.prefetch([d.id, d.action.id], [d.id, d.action.id])
         await self._load_all(tx, [d.id, d.action.id], now, fx)
         refused = await self._fence_refused(tx, d.id, d.version)
         if refused is not None:
@@ -698,7 +704,9 @@ class Core:
         """Several fenced actions under one lease check, run in order as ``task.fence`` runs each, in one
         transaction (docs/protocol/requests.md#task-fence-batch): the answer lists their answers in order."""
         d: rq.FenceBatch = req.data
-        await self._load_all(tx, list(dict.fromkeys([d.id, *(f.action.id for f in d.fences)])), now, fx)
+        ids = list(dict.fromkeys([d.id, *(f.action.id for f in d.fences)]))
+        await tx.prefetch(ids, ids)
+        await self._load_all(tx, ids, now, fx)
         refused = await self._fence_refused(tx, d.id, d.version)
         if refused is not None:
             return refused

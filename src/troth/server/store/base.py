@@ -94,6 +94,12 @@ class OutboxUnblock(msgspec.Struct, frozen=True):
 class Tx(Protocol):
     """One storage transaction. Methods never commit; the store does, around a whole unit of work."""
 
+    async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
+        """A hint: the unit is about to read these promises and these tasks (with their ready callbacks).
+        A store whose every statement is a round trip to a database reads them all at once and answers
+        the reads that follow from what it read; others do nothing. Changes nothing, answers nothing."""
+        ...
+
     # promises
     async def get_promise(self, id: str) -> Promise | None: ...
     async def insert_promise(self, p: Promise) -> None: ...

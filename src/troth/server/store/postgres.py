@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.exceptions as pgx
+import msgspec
 
 from troth.protocol.address import parse_address
 from troth.protocol.records import Promise, Value
@@ -53,9 +54,10 @@ from troth.server.store.base import (
     OutboxUnblock,
     StoreError,
     StoreUnavailable,
+    TaskRow,
     Tx,
 )
-from troth.server.store.sql import SCHEMA_TABLE, SqlTx, _text
+from troth.server.store.sql import _P_COLS, SCHEMA_TABLE, SqlTx, _promise, _text
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -226,20 +228,87 @@ def _numbered(sql: str) -> str:
     return "".join(out)
 
 
+_TAKEN: Final[list[str]] = []
+"""Marks a part of ``PgTx._woken`` already handed to the core (a second ask runs the statement)."""
+
+
 def _rowcount(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
 
 
-class PgTx(SqlTx):
-    """One transaction on one connection. It remembers the promises it has read or written, so the core
-    reading the same promise twice in a unit costs one round trip, not two (each statement is one)."""
+_PREFETCH: Final = (
+    f"SELECT 0, {_P_COLS}, NULL::int, NULL::smallint, NULL::text, NULL::bigint, NULL::bigint "
+    "FROM promises WHERE id = ANY($1::text[]) "
+    "UNION ALL SELECT 1, id, state, NULL, NULL, NULL, timeout_at, NULL, NULL, version, timeout_type, pid, "
+    "ttl, rev FROM tasks WHERE id = ANY($2::text[]) "
+    "UNION ALL SELECT 2, awaiter_id, awaited_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, NULL FROM callbacks WHERE awaiter_id = ANY($2::text[]) AND ready = 1"
+)
+"""Promises, tasks and the tasks' ready callbacks, in one round trip (``PgTx.prefetch``)."""
 
-    __slots__ = ("_conn", "_promises")
+_SETTLE: Final = """
+WITH settled AS (
+    UPDATE promises SET state = $2, value = coalesce($3, value), settled_at = $4
+    WHERE id = $1 AND state = 'pending' RETURNING 1
+), woken AS (
+    UPDATE callbacks SET ready = 1 WHERE awaited_id = $1 RETURNING awaiter_id
+), popped AS (
+    DELETE FROM listeners WHERE promise_id = $1 RETURNING address
+)
+SELECT (SELECT count(*) FROM settled), ARRAY(SELECT awaiter_id FROM woken),
+    ARRAY(SELECT address FROM popped)"""
+"""A settle with the two writes the cascade makes next (``PgTx.settle_promise``), in one round trip."""
+
+
+class PgTx(SqlTx):
+    """One transaction on one connection, where every statement is a round trip, so it answers what it
+    can from what it already read or wrote (each cache holds exactly what a fresh read in this
+    transaction would return; every write below keeps it so, and a write it cannot follow drops it):
+
+    * promises and tasks read or written, so the core reading the same row twice costs one round trip;
+      a task is handed out as a copy (the core changes it before writing it back);
+    * ``prefetch``: the rows a request is about to read — its promises, its tasks and their ready
+      callbacks — in one statement;
+    * ``settle_promise`` also marks the promise's callbacks ready and takes its listeners in the same
+      statement (the cascade always asks for both next; nothing in between adds either, since both need a
+      pending promise), and ``ready_callbacks``/``pop_listeners`` answer from that.
+    """
+
+    __slots__ = ("_conn", "_promises", "_ready", "_tasks", "_woken")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self._promises: dict[str, Promise | None] = {}
+        self._tasks: dict[str, TaskRow | None] = {}
+        self._ready: dict[str, list[str]] = {}
+        """Awaiter → the promises its ready callbacks are on (prefetched awaiters only)."""
+        self._woken: dict[str, tuple[list[str], list[str]]] = {}
+        """Settled promise → (awaiters whose callbacks it made ready, listeners it took), until asked."""
+
+    async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
+        want_p = [id for id in dict.fromkeys(promises) if id not in self._promises]
+        want_t = [id for id in dict.fromkeys(tasks) if id not in self._tasks or id not in self._ready]
+        if not want_p and not want_t:
+            return
+        rows = await self._conn.fetch(_PREFETCH, want_p, want_t)
+        for id in want_p:
+            self._promises[id] = None
+        for id in want_t:
+            self._tasks[id] = None
+            self._ready[id] = []
+        for row in rows:
+            kind = row[0]
+            if kind == 0:
+                self._promises[row[1]] = _promise(row[1:9])
+            elif kind == 1:
+                self._tasks[row[1]] = TaskRow(
+                    row[1], row[2], row[9], row[10], row[6], row[11], row[12], row[13]
+                )
+            else:
+                self._ready[row[1]].append(row[2])
+        for awaited in self._ready.values():
+            awaited.sort()
 
     async def get_promise(self, id: str) -> Promise | None:
         try:
@@ -254,16 +323,110 @@ class PgTx(SqlTx):
         self._promises[p.id] = p
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
-        self._promises.pop(id, None)
-        await super().settle_promise(id, state, value, settled_at)
+        self._ready.clear()  # callbacks on this promise turn ready: any awaiter's list may grow
+        known = self._promises.pop(id, None)
+        row = await self._conn.fetchrow(
+            _SETTLE, id, state, None if value is None else _text(value), settled_at
+        )
+        if row is None or row[0] != 1:
+            raise Conflict(f"promise {id} is no longer pending")
+        self._woken[id] = (sorted(row[1]), sorted(row[2]))
+        if known is not None:
+            self._promises[id] = Promise(
+                known.id,
+                state,
+                known.param,
+                known.value if value is None else value,
+                known.tags,
+                known.timeoutAt,
+                known.createdAt,
+                settled_at,
+            )
+
+    async def ready_callbacks(self, awaited: str) -> list[str]:
+        woken = self._woken.get(awaited)
+        if woken is not None and woken[0] is not _TAKEN:
+            self._woken[awaited] = (_TAKEN, woken[1])
+            return woken[0]
+        self._ready.clear()
+        return await super().ready_callbacks(awaited)
+
+    async def pop_listeners(self, promise_id: str) -> list[str]:
+        woken = self._woken.get(promise_id)
+        if woken is not None and woken[1] is not _TAKEN:
+            self._woken[promise_id] = (woken[0], _TAKEN)
+            return woken[1]
+        return await super().pop_listeners(promise_id)
+
+    async def get_task(self, id: str) -> TaskRow | None:
+        try:
+            found = self._tasks[id]
+        except KeyError:
+            found = self._tasks[id] = await super().get_task(id)
+        return None if found is None else msgspec.structs.replace(found)
+
+    async def put_task(self, t: TaskRow) -> None:
+        self._tasks.pop(t.id, None)
+        await super().put_task(t)
+        self._tasks[t.id] = msgspec.structs.replace(t)
+
+    async def extend_lease(self, id: str, version: int, pid: str, now: int) -> bool:
+        self._tasks.pop(id, None)
+        return await super().extend_lease(id, version, pid, now)
+
+    async def count_ready(self, awaiter: str) -> int:
+        known = self._ready.get(awaiter)
+        return len(known) if known is not None else await super().count_ready(awaiter)
+
+    async def ready_awaited(self, awaiter: str) -> list[str]:
+        known = self._ready.get(awaiter)
+        return list(known) if known is not None else await super().ready_awaited(awaiter)
+
+    async def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        self._ready.pop(awaiter, None)
+        await super().add_callback(awaited, awaiter, ready)
+
+    async def delete_ready_callbacks(self, awaiter: str) -> None:
+        if self._ready.get(awaiter) == []:
+            return  # none to delete (as this transaction sees them; a DELETE would see the same)
+        self._ready.pop(awaiter, None)
+        await super().delete_ready_callbacks(awaiter)
+        self._ready[awaiter] = []
+
+    async def delete_callbacks_of(self, awaiter: str) -> None:
+        self._ready.pop(awaiter, None)
+        await super().delete_callbacks_of(awaiter)
+        self._ready[awaiter] = []
+
+    async def delete_outbox(self, executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> None:
+        if executes:
+            await self._conn.execute(
+                "DELETE FROM outbox_execute o USING unnest($1::text[], $2::bigint[]) AS d(id, token) "
+                "WHERE o.id = d.id AND o.token = d.token",
+                [e.id for e in executes],
+                [e.token for e in executes],
+            )
+        if unblocks:
+            await self._conn.execute(
+                "DELETE FROM outbox_unblock o USING unnest($1::text[], $2::text[]) AS d(p, a) "
+                "WHERE o.promise_id = d.p AND o.address = d.a",
+                [u.promise_id for u in unblocks],
+                [u.address for u in unblocks],
+            )
 
     async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
-        self._promises.clear()
+        self._forget()
         return await super().delete_tree(root, lineage)
 
     async def reset(self) -> None:
-        self._promises.clear()
+        self._forget()
         await super().reset()
+
+    def _forget(self) -> None:
+        self._promises.clear()
+        self._tasks.clear()
+        self._ready.clear()
+        self._woken.clear()
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         return await self._conn.fetchrow(_numbered(sql), *args)
@@ -393,7 +556,11 @@ class PostgresStore:
         try:
             async with asyncio.timeout(10.0):
                 pool = await asyncpg.create_pool(
-                    self.url, min_size=0, max_size=self.pool_size, command_timeout=self.timeout
+                    self.url,
+                    min_size=0,
+                    max_size=self.pool_size,
+                    command_timeout=self.timeout,
+                    reset=_keep_session,
                 )
                 assert pool is not None
                 try:
@@ -595,6 +762,14 @@ async def _attempt(pool: asyncpg.Pool, works: list[Callable[[Tx], Awaitable[T]]]
         except _UNREACHABLE as exc:
             raise _Ambiguous(_one_line(exc)) from None
         return results
+
+
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """What the pool does to a connection it takes back, besides rolling back a transaction left open:
+    nothing. asyncpg's default sends ``RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()``, one
+    more round trip per unit of work, to undo session state this store never makes (no ``SET``, no
+    ``LISTEN`` — the cluster listens on a connection of its own —, no cursors, only transaction-scoped
+    advisory locks)."""
 
 
 def _fail(unit: _Unit, exc: BaseException) -> None:

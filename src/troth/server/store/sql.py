@@ -158,6 +158,10 @@ class SqlTx(ABC):
     def _tags_match(self, column: str, tags: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
         """A condition that holds when the JSON object in ``column`` contains every pair of ``tags``."""
 
+    async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
+        """Nothing by default: an embedded database answers each read in-process (PostgreSQL overrides)."""
+        return None
+
     # ------------------------------------------------------------------------------------------ promises
 
     async def get_promise(self, id: str) -> Promise | None:
