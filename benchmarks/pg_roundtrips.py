@@ -132,6 +132,7 @@ async def main_async(url: str, workflows: int, concurrency: int, show: bool = Fa
         stats.trips.clear()
         stats.seconds.clear()
         _txns.clear()
+        calls_before = sum(_calls.values())
         slots = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
@@ -141,6 +142,7 @@ async def main_async(url: str, workflows: int, concurrency: int, show: bool = Fa
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(workflows)))
         elapsed = time.perf_counter() - t0
+        calls = sum(_calls.values()) - calls_before
     server.cancel()
     await asyncio.gather(server, return_exceptions=True)
 
@@ -159,6 +161,10 @@ async def main_async(url: str, workflows: int, concurrency: int, show: bool = Fa
         f"per step ({STEPS}): {per_wf / STEPS:.1f} statements"
     )
     print(f"transactions: {dict(_txns)} (BEGIN and COMMIT are one round trip each)")
+    print(
+        f"every round trip to the database, per step: {calls / workflows / STEPS:.1f} (BEGIN, COMMIT, the "
+        "pool's reset of a connection it takes back, and background work — sweeps, heartbeats — included)"
+    )
     if show:
         for kind, statements in sorted(stats.shown.items()):
             print(f"\n{kind}:")

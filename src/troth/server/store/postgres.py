@@ -19,6 +19,12 @@ asyncpg ≈1.5× the units/s at ⅔ the latency). Rejected: SERIALIZABLE (its pr
 background pass, which scans the timer indexes, a source of false aborts under load; the guards give the
 same answers without them).
 
+Round trips: every statement is one, so a unit reads what a request needs in one statement, settles a
+promise with its cascade's callback and listener writes in one, answers repeated reads from its own cache
+(``PgTx``), and the pool takes a connection back without asyncpg's session reset: a ``ctx.run`` step costs
+about 7 round trips, down from about 15 (``benchmarks/pg_roundtrips``). Rejected: a PL/pgSQL function
+per request kind (one round trip, but the state machine written twice, once in SQL).
+
 Group commit, as on SQLite, where it pays: at most half the pool's connections commit at once, and units
 that arrive while they are busy are run back to back in one transaction on the next free one (one
 ``BEGIN``/``COMMIT`` and one WAL flush for all). If anything in a batch fails — one unit's conflict or
@@ -242,10 +248,22 @@ _PREFETCH: Final = (
     "FROM promises WHERE id = ANY($1::text[]) "
     "UNION ALL SELECT 1, id, state, NULL, NULL, NULL, timeout_at, NULL, NULL, version, timeout_type, pid, "
     "ttl, rev FROM tasks WHERE id = ANY($2::text[]) "
-    "UNION ALL SELECT 2, awaiter_id, awaited_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-    "NULL, NULL FROM callbacks WHERE awaiter_id = ANY($2::text[]) AND ready = 1"
+    "UNION ALL SELECT 2, awaiter_id, awaited_id, NULL, NULL, NULL, NULL, NULL, NULL, ready, NULL, NULL, "
+    "NULL, NULL FROM callbacks WHERE awaiter_id = ANY($2::text[])"
 )
-"""Promises, tasks and the tasks' ready callbacks, in one round trip (``PgTx.prefetch``)."""
+"""Promises, tasks and the tasks' callbacks, in one round trip (``PgTx.prefetch``)."""
+
+_ATTACH: Final = """
+WITH touched AS (
+    UPDATE promises SET state = state WHERE id = $1 AND state = 'pending' RETURNING 1
+), attached AS (
+    INSERT INTO {table} SELECT $1, $2{ready} FROM touched ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM touched"""
+"""Attach a callback or a listener to a pending promise, writing the promise's row too (``SqlTx``'s
+``_touch_pending`` explains why), in one round trip."""
+_ADD_CALLBACK: Final = _ATTACH.format(table="callbacks (awaited_id, awaiter_id, ready)", ready=", 0")
+_ADD_LISTENER: Final = _ATTACH.format(table="listeners (promise_id, address)", ready="")
 
 _SETTLE: Final = """
 WITH settled AS (
@@ -268,27 +286,29 @@ class PgTx(SqlTx):
 
     * promises and tasks read or written, so the core reading the same row twice costs one round trip;
       a task is handed out as a copy (the core changes it before writing it back);
-    * ``prefetch``: the rows a request is about to read — its promises, its tasks and their ready
-      callbacks — in one statement;
+    * ``prefetch``: the rows a request is about to read — its promises, its tasks and the callbacks
+      they hold — in one statement; a delete of callbacks this transaction knows are not there is not
+      sent;
     * ``settle_promise`` also marks the promise's callbacks ready and takes its listeners in the same
       statement (the cascade always asks for both next; nothing in between adds either, since both need a
-      pending promise), and ``ready_callbacks``/``pop_listeners`` answer from that.
+      pending promise), and ``ready_callbacks``/``pop_listeners`` answer from that;
+    * attaching a callback or a listener writes the pending promise and the new row in one statement.
     """
 
-    __slots__ = ("_conn", "_promises", "_ready", "_tasks", "_woken")
+    __slots__ = ("_callbacks", "_conn", "_promises", "_tasks", "_woken")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self._promises: dict[str, Promise | None] = {}
         self._tasks: dict[str, TaskRow | None] = {}
-        self._ready: dict[str, list[str]] = {}
-        """Awaiter → the promises its ready callbacks are on (prefetched awaiters only)."""
+        self._callbacks: dict[str, dict[str, bool]] = {}
+        """Awaiter → the promises its callbacks are on, and whether each is ready (prefetched ones)."""
         self._woken: dict[str, tuple[list[str], list[str]]] = {}
         """Settled promise → (awaiters whose callbacks it made ready, listeners it took), until asked."""
 
     async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
         want_p = [id for id in dict.fromkeys(promises) if id not in self._promises]
-        want_t = [id for id in dict.fromkeys(tasks) if id not in self._tasks or id not in self._ready]
+        want_t = [id for id in dict.fromkeys(tasks) if id not in self._tasks or id not in self._callbacks]
         if not want_p and not want_t:
             return
         rows = await self._conn.fetch(_PREFETCH, want_p, want_t)
@@ -296,7 +316,7 @@ class PgTx(SqlTx):
             self._promises[id] = None
         for id in want_t:
             self._tasks[id] = None
-            self._ready[id] = []
+            self._callbacks[id] = {}
         for row in rows:
             kind = row[0]
             if kind == 0:
@@ -306,9 +326,7 @@ class PgTx(SqlTx):
                     row[1], row[2], row[9], row[10], row[6], row[11], row[12], row[13]
                 )
             else:
-                self._ready[row[1]].append(row[2])
-        for awaited in self._ready.values():
-            awaited.sort()
+                self._callbacks[row[1]][row[2]] = row[9] == 1
 
     async def get_promise(self, id: str) -> Promise | None:
         try:
@@ -323,14 +341,13 @@ class PgTx(SqlTx):
         self._promises[p.id] = p
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
-        self._ready.clear()  # callbacks on this promise turn ready: any awaiter's list may grow
         known = self._promises.pop(id, None)
         row = await self._conn.fetchrow(
             _SETTLE, id, state, None if value is None else _text(value), settled_at
         )
         if row is None or row[0] != 1:
             raise Conflict(f"promise {id} is no longer pending")
-        self._woken[id] = (sorted(row[1]), sorted(row[2]))
+        self._woken[id] = (self._readied(id, row[1]), sorted(row[2]))
         if known is not None:
             self._promises[id] = Promise(
                 known.id,
@@ -348,8 +365,15 @@ class PgTx(SqlTx):
         if woken is not None and woken[0] is not _TAKEN:
             self._woken[awaited] = (_TAKEN, woken[1])
             return woken[0]
-        self._ready.clear()
-        return await super().ready_callbacks(awaited)
+        return self._readied(awaited, await super().ready_callbacks(awaited))
+
+    def _readied(self, awaited: str, awaiters: list[str]) -> list[str]:
+        """The callbacks of ``awaiters`` on ``awaited`` were just made ready: so in the cache too."""
+        for awaiter in awaiters:
+            known = self._callbacks.get(awaiter)
+            if known is not None:
+                known[awaited] = True
+        return sorted(awaiters)
 
     async def pop_listeners(self, promise_id: str) -> list[str]:
         woken = self._woken.get(promise_id)
@@ -375,28 +399,42 @@ class PgTx(SqlTx):
         return await super().extend_lease(id, version, pid, now)
 
     async def count_ready(self, awaiter: str) -> int:
-        known = self._ready.get(awaiter)
-        return len(known) if known is not None else await super().count_ready(awaiter)
+        known = self._callbacks.get(awaiter)
+        if known is None:
+            return await super().count_ready(awaiter)
+        return sum(known.values())
 
     async def ready_awaited(self, awaiter: str) -> list[str]:
-        known = self._ready.get(awaiter)
-        return list(known) if known is not None else await super().ready_awaited(awaiter)
+        known = self._callbacks.get(awaiter)
+        if known is None:
+            return await super().ready_awaited(awaiter)
+        return sorted(awaited for awaited, ready in known.items() if ready)
 
     async def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
-        self._ready.pop(awaiter, None)
-        await super().add_callback(awaited, awaiter, ready)
+        self._callbacks.pop(awaiter, None)
+        if ready:
+            await super().add_callback(awaited, awaiter, ready)
+            return
+        if (await self._conn.fetchrow(_ADD_CALLBACK, awaited, awaiter) or (0,))[0] != 1:
+            raise Conflict(f"promise {awaited} is no longer pending")
+
+    async def add_listener(self, promise_id: str, address: str) -> None:
+        if (await self._conn.fetchrow(_ADD_LISTENER, promise_id, address) or (0,))[0] != 1:
+            raise Conflict(f"promise {promise_id} is no longer pending")
 
     async def delete_ready_callbacks(self, awaiter: str) -> None:
-        if self._ready.get(awaiter) == []:
+        known = self._callbacks.get(awaiter)
+        if known is not None and not any(known.values()):
             return  # none to delete (as this transaction sees them; a DELETE would see the same)
-        self._ready.pop(awaiter, None)
         await super().delete_ready_callbacks(awaiter)
-        self._ready[awaiter] = []
+        if known is not None:
+            self._callbacks[awaiter] = {awaited: False for awaited, ready in known.items() if not ready}
 
     async def delete_callbacks_of(self, awaiter: str) -> None:
-        self._ready.pop(awaiter, None)
+        if self._callbacks.get(awaiter) == {}:
+            return  # none to delete
         await super().delete_callbacks_of(awaiter)
-        self._ready[awaiter] = []
+        self._callbacks[awaiter] = {}
 
     async def delete_outbox(self, executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> None:
         if executes:
@@ -425,7 +463,7 @@ class PgTx(SqlTx):
     def _forget(self) -> None:
         self._promises.clear()
         self._tasks.clear()
-        self._ready.clear()
+        self._callbacks.clear()
         self._woken.clear()
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
