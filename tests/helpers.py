@@ -36,9 +36,12 @@ from typing import Any, TypeVar
 
 import httpx
 
+from troth.protocol import messages
+from troth.protocol.messages import PROTOCOL_VERSION as PROTOCOL_VERSION  # re-exported for the tests
+from troth.protocol.messages import Request, request_envelope
+
 T = TypeVar("T")
 
-PROTOCOL_VERSION = "2026-04-01"
 START_TIMEOUT = 60.0
 DEADLINE = 30.0
 """How long a helper waits for something that must happen. Only a failing test waits this long, so it is
@@ -74,10 +77,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def envelope(kind: str, data: Any, head: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    h: dict[str, Any] = {"corrId": f"it-{next(_corr)}", "version": PROTOCOL_VERSION}
+    """A request envelope (``troth.protocol.messages.request_envelope``), with ``head`` fields added."""
+    env = request_envelope(kind, data, corr_id=f"it-{next(_corr)}")
     if head:
-        h.update(head)
-    return {"kind": kind, "head": h, "data": data}
+        env["head"].update(head)
+    return env
 
 
 def server_command() -> list[str]:
@@ -430,6 +434,10 @@ class ServerProcess:
         response = self.client.post("/", json=envelope(kind, data, head))
         return response.status_code, response.json()
 
+    def send(self, request: Request[Any]) -> tuple[int, dict[str, Any]]:
+        """``post`` a request built by ``troth.protocol.messages``."""
+        return self.post(request.kind, request.data)
+
     def post_raw(self, body: bytes, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """``POST /`` these bytes, as ``application/json`` unless ``headers`` say otherwise."""
         return self.client.post(
@@ -457,31 +465,26 @@ class ServerProcess:
         tags: Mapping[str, str] | None = None,
         param: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": id,
-            "timeoutAt": timeout_at if timeout_at is not None else now_ms() + 3_600_000,
-            "param": dict(param or {}),
-            "tags": dict(tags or {}),
-        }
-        status, body = self.post("promise.create", data)
+        value = dict(param or {})
+        deadline = timeout_at if timeout_at is not None else now_ms() + 3_600_000
+        create = messages.promise_create(id, deadline, value.get("data"), tags, value.get("headers"))
+        status, body = self.send(create)
         assert status == 200, body
         return body["data"]["promise"]  # type: ignore[no-any-return]
 
     def settle(self, id: str, state: str = "resolved", data: str | None = None) -> dict[str, Any]:
-        value: dict[str, Any] = {} if data is None else {"data": data}
-        status, body = self.post("promise.settle", {"id": id, "state": state, "value": value})
+        status, body = self.send(messages.promise_settle(id, state, data))
         assert status == 200, body
         return body["data"]["promise"]  # type: ignore[no-any-return]
 
     def acquire(self, id: str, version: int, pid: str, ttl: int = 60_000) -> tuple[int, dict[str, Any]]:
-        return self.post("task.acquire", {"id": id, "version": version, "pid": pid, "ttl": ttl})
+        return self.send(messages.task_acquire(id, version, pid, ttl))
 
     def fulfill(self, id: str, version: int, state: str = "resolved") -> tuple[int, dict[str, Any]]:
-        action = {"kind": "promise.settle", "head": {}, "data": {"id": id, "state": state, "value": {}}}
-        return self.post("task.fulfill", {"id": id, "version": version, "action": action})
+        return self.send(messages.task_fulfill(id, version, state, None))
 
     def listen(self, awaited: str, address: str) -> dict[str, Any]:
-        status, body = self.post("promise.register_listener", {"awaited": awaited, "address": address})
+        status, body = self.send(messages.promise_register_listener(awaited, address))
         assert status == 200, body
         return body["data"]["promise"]  # type: ignore[no-any-return]
 

@@ -36,7 +36,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +45,13 @@ import pytest
 from benchmarks.peers import install
 from benchmarks.peers.install import find_python, python_version
 
+from troth.protocol.messages import request_envelope
+
 __all__ = ["find_python", "python_version"]  # re-exported for the compat tests
 
 T = TypeVar("T")
 
 REQUIRE_SERVICES = os.environ.get("TROTH_REQUIRE_SERVICES") == "1"
-PROTOCOL_VERSION = "2026-04-01"
 POLL_INTERVAL = 0.05
 COMPAT_DIR = Path(__file__).resolve().parent
 
@@ -260,9 +260,7 @@ class Server:
 
     def request(self, kind: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One raw protocol request (``POST /``); returns the HTTP status and the decoded envelope."""
-        body = json.dumps(
-            {"kind": kind, "head": {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}, "data": data}
-        ).encode()
+        body = json.dumps(request_envelope(kind, data)).encode()
         headers = {"Content-Type": "application/json"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from examples._common import EmbeddedServer, Processes
+from troth.protocol.messages import parse_reply, request_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,14 @@ def procs(server: EmbeddedServer, effects_file: Path) -> Iterator[Processes]:
 
 def protocol(url: str, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
     """One raw protocol request; returns ``head.status`` and ``data``."""
-    body = {"kind": kind, "head": {"corrId": "t", "version": "2026-04-01"}, "data": data}
+    body = request_envelope(kind, data)
     reply = httpx.post(
         url + "/",
         content=msgspec.json.encode(body),
         headers={"content-type": "application/json"},
         timeout=10,
-    ).json()
-    return int(reply["head"]["status"]), reply["data"]
+    )
+    return parse_reply(kind, body["head"]["corrId"], reply.content)
 
 
 def cli(url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import click
 
+from troth.protocol.messages import request_envelope
+
 __all__ = [
     "DEFAULT_SERVER",
     "Client",
@@ -39,7 +41,6 @@ __all__ = [
     "search_pages",
 ]
 
-PROTOCOL_VERSION = "2026-04-01"
 DEFAULT_SERVER = "http://127.0.0.1:8001"
 REQUEST_TIMEOUT_S = 30.0
 
@@ -88,12 +89,11 @@ class Client:
         for url in self.urls:
             if not re.match(r"https?://[^/]", url):
                 raise ClientError(f"the server URL must start with http:// or https://, not {url!r}")
-        head: dict[str, Any] = {"corrId": f"cli-{uuid.uuid4().hex[:12]}", "version": PROTOCOL_VERSION}
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
-            head["auth"] = self.token
             headers["Authorization"] = f"Bearer {self.token}"
-        body = json.dumps({"kind": kind, "head": head, "data": dict(data)}).encode()
+        envelope = request_envelope(kind, dict(data), self.token, corr_id=f"cli-{uuid.uuid4().hex[:12]}")
+        body = json.dumps(envelope).encode()
         failure: ClientError | None = None
         for n, url in enumerate(self.urls):
             self.url = url
