@@ -519,7 +519,6 @@ class Core:
 
     async def _promise_settle(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.PromiseSettle = req.data
-        await tx.prefetch([d.id], [d.id])
         p = await self._load(tx, d.id, now, fx)
         if p is None:
             return 404, "Promise not found"
