@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 from tests.examples.promise_checks import (
@@ -46,15 +47,24 @@ def start_worker(procs: Processes, name: str) -> Process:
 
 
 def start_sleep(
-    procs: Processes, url: str, worker: Process, id: str, secs: int
+    procs: Processes,
+    url: str,
+    worker: Process,
+    id: str,
+    secs: int,
+    on_sleeping: Callable[[], None] | None = None,
 ) -> tuple[Process, float, int]:
-    """Start the client; returns it, t0 (monotonic) and t0 (wall ms), once the timer is on the server."""
+    """Start the client; returns it, t0 (monotonic) and t0 (wall ms), once the timer is on the server.
+    ``on_sleeping`` runs as soon as the timer exists, before the checks (each a CLI process, slow
+    on a loaded machine): a test that kills the worker there kills it well before the timer fires."""
     t0, t0_ms = time.monotonic(), int(time.time() * 1000)
     client = procs.start(CLIENT, "--id", id, "--secs", str(secs), name=f"client {id}")
     worker.wait_for(f"^Sleeping for {secs} seconds\\.\\.\\.$", 60)
-    wait_until(lambda: get_promise(url, f"{id}:1"), 30, f"the timer {id}:1 to exist")
+    first = wait_until(lambda: get_promise(url, f"{id}:1"), 30, f"the timer {id}:1 to exist")
+    assert first["state"] == "pending"
+    if on_sleeping is not None:
+        on_sleeping()
     timer = cli_promise(url, f"{id}:1")  # troth promises get <id>:1 --json
-    assert timer["state"] == "pending"
     assert timer["tags"].get("resonate:timer") == "true"
     # The deadline is the sleep's length from when the workflow asked for it (after the client started).
     assert timer["timeoutAt"] >= t0_ms + secs * 1000, timer["timeoutAt"] - t0_ms
@@ -67,10 +77,9 @@ def test_killed_worker_the_sleep_continues_on_another(server: EmbeddedServer, pr
     # 1. worker A
     a = start_worker(procs, "worker A")
     # 2. the client, sleeping 10 s; the timer is the root's first child
-    client, t0, _ = start_sleep(procs, url, a, "sleep-workflow-1", 10)
+    # 3. kill A while the workflow sleeps (as soon as it says so)
+    client, t0, _ = start_sleep(procs, url, a, "sleep-workflow-1", 10, on_sleeping=a.kill)
     timer_due = cli_promise(url, "sleep-workflow-1:1")["timeoutAt"]
-    # 3. kill A while the workflow sleeps
-    a.kill()
     # 4. worker B
     b = start_worker(procs, "worker B")
     # 5. the client finishes when the timer would have, not 10 s after B started: B resumed the same
@@ -112,8 +121,7 @@ def test_timer_fires_with_no_worker_then_a_new_worker_finishes(
 ) -> None:
     url = server.url
     a = start_worker(procs, "worker A")
-    client, _, _ = start_sleep(procs, url, a, "sleep-workflow-2", 10)
-    a.kill()
+    client, _, _ = start_sleep(procs, url, a, "sleep-workflow-2", 10, on_sleeping=a.kill)
     # the timer fires while no worker is connected: the workflow waits, the client too
     wait_until(
         lambda: (get_promise(url, "sleep-workflow-2:1") or {}).get("state") == "resolved", 60, "the timer"
