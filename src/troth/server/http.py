@@ -40,6 +40,7 @@ import msgspec
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import Principal, bearer
+from troth.server.bodies import read_body
 from troth.server.browser import BrowserPolicy, is_json
 from troth.server.delivery import Refused
 from troth.server.engine import Engine
@@ -277,7 +278,7 @@ class App:
                 self._refuse("forbidden")
                 await _respond(send, 403, b"Forbidden", _TEXT)
                 return
-        body = await _read_body(receive, MAX_ANNOUNCED * 2)
+        body = await read_body(receive, MAX_ANNOUNCED * 2)
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT)
             return
@@ -453,24 +454,6 @@ def quiet_cut_off() -> None:
 
 class _Announcement(msgspec.Struct):
     functions: list[str]
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """A request body of at most ``limit`` bytes (``None``: larger)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def _announced(scope: Scope) -> frozenset[str] | None:

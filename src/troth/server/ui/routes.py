@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import bearer
+from troth.server.bodies import read_body
 from troth.server.counts import Delta
 from troth.server.engine import Engine
 from troth.server.ui import values
@@ -306,17 +307,7 @@ def _topic(id: str) -> str:
 
 async def _form(receive: Receive) -> dict[str, str] | None:
     """An urlencoded form body (``None``: over ``MAX_BODY_BYTES``)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return dict(parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True))
+    raw = await read_body(receive, MAX_BODY_BYTES)
+    if raw is None:
+        return None
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
