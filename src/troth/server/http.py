@@ -231,52 +231,56 @@ class App:
             )
         await _respond(send, status, payload, _JSON)
 
+    async def _authorize(
+        self, scope: Scope, send: Send, allowed: Callable[[Principal], bool]
+    ) -> tuple[bool, Principal | None]:
+        """With authentication on: the request's principal if ``allowed``, else ``401``/``403`` answered
+        (and counted) and ``False``. With it off: ``(True, None)``."""
+        auth = self.engine.auth
+        if auth is None:
+            return True, None
+        principal = auth.authenticate(bearer(scope["headers"]))
+        if principal is None:
+            self._refuse("unauthorized")
+            await _respond(send, 401, b"Unauthorized", _TEXT)
+            return False, None
+        if not allowed(principal):
+            self._refuse("forbidden")
+            await _respond(send, 403, b"Forbidden", _TEXT)
+            return False, principal
+        return True, principal
+
     async def _group(self, scope: Scope, send: Send) -> None:
         group = unquote(scope["path"][len("/groups/") :])
         problem = _stream_name_problem(group, "group") if group else "the group is missing"
         if problem is not None:
             await _respond(send, 400, problem.encode(), _TEXT)
             return
-        auth = self.engine.auth
-        if auth is not None:
-            principal = auth.authenticate(bearer(scope["headers"]))
-            if principal is None:
-                self._refuse("unauthorized")
-                await _respond(send, 401, b"Unauthorized", _TEXT)
-                return
-            if not (principal.admin or (principal.prefix is not None and group.startswith(principal.prefix))):
-                self._refuse("forbidden")
-                await _respond(send, 403, b"Forbidden", _TEXT)
-                return
+        ok, _ = await self._authorize(
+            scope, send, lambda p: p.admin or (p.prefix is not None and group.startswith(p.prefix))
+        )
+        if not ok:
+            return
         body = {"group": group, "workers": self.engine.delivery.workers(group)}
         await _respond(send, 200, msgspec.json.encode(body), _JSON)
 
     async def _announce(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``PUT /groups/{group}/{pid}`` ``{"functions": [names]}``: a worker registered functions after
         its stream opened; the stream's names are replaced (on whichever replica holds it)."""
-        raw_path: bytes | None = scope.get("raw_path")
-        text = raw_path.decode("latin-1") if raw_path else scope["path"]
-        parts = text.split("?", 1)[0].split("/")
-        if len(parts) < 4 or not parts[2] or not parts[3]:
-            await _respond(send, 404)
+        named = await _group_and_pid(scope, send)
+        if named is None:
             return
-        group, ident = unquote(parts[2]), unquote("/".join(parts[3:]))
-        problem = _stream_name_problem(group, "group") or _stream_name_problem(ident, "id")
-        if problem is not None:
-            await _respond(send, 400, problem.encode(), _TEXT)
-            return
+        group, ident = named
         auth = self.engine.auth
         if auth is not None:
-            principal = auth.authenticate(bearer(scope["headers"]))
-            if principal is None:
-                self._refuse("unauthorized")
-                await _respond(send, 401, b"Unauthorized", _TEXT)
-                return
-            held = self.engine.delivery.holder(group, ident)
-            other = held is not None and held.principal is not None and held.principal.name != principal.name
-            if not auth.may_subscribe(principal, group, ident) or (other and not principal.admin):
-                self._refuse("forbidden")
-                await _respond(send, 403, b"Forbidden", _TEXT)
+
+            def allowed(principal: Principal) -> bool:
+                held = self.engine.delivery.holder(group, ident)
+                theirs = held is None or held.principal is None or held.principal.name == principal.name
+                return auth.may_subscribe(principal, group, ident) and (principal.admin or theirs)
+
+            ok, _ = await self._authorize(scope, send, allowed)
+            if not ok:
                 return
         body = await read_body(receive, MAX_ANNOUNCED * 2)
         if body is None:
@@ -301,30 +305,15 @@ class App:
         await _respond(send, 200, msgspec.json.encode(answer), _JSON)
 
     async def _poll(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_path: bytes | None = scope.get("raw_path")
-        text = raw_path.decode("latin-1") if raw_path else scope["path"]
-        parts = text.split("?", 1)[0].split("/")
-        # ["", "poll", group, id...]
-        if len(parts) < 4 or not parts[2] or not parts[3]:
-            await _respond(send, 404)
+        named = await _group_and_pid(scope, send)
+        if named is None:
             return
-        group = unquote(parts[2])
-        ident = unquote("/".join(parts[3:]))
-        problem = _stream_name_problem(group, "group") or _stream_name_problem(ident, "id")
-        if problem is not None:
-            await _respond(send, 400, problem.encode(), _TEXT)
-            return
+        group, ident = named
         principal: Principal | None = None
         auth = self.engine.auth
         if auth is not None:
-            principal = auth.authenticate(bearer(scope["headers"]))
-            if principal is None:
-                self._refuse("unauthorized")
-                await _respond(send, 401, b"Unauthorized", _TEXT)
-                return
-            if not auth.may_subscribe(principal, group, ident):
-                self._refuse("forbidden")
-                await _respond(send, 403, b"Forbidden", _TEXT)
+            ok, principal = await self._authorize(scope, send, lambda p: auth.may_subscribe(p, group, ident))
+            if not ok or principal is None:
                 return
             # the newest stream wins, but only for the stream's own principal (or an admin)
             held = self.engine.delivery.holder(group, ident)
@@ -405,16 +394,30 @@ class App:
         if method not in ("GET", "HEAD"):
             await _respond(send, 405, headers=[(b"allow", b"GET")])
             return
-        auth = self.engine.auth
-        if auth is not None and scope is not None:
-            principal = auth.authenticate(bearer(scope["headers"]))
-            if principal is None or not principal.admin:
-                self._refuse("unauthorized" if principal is None else "forbidden")
-                status = 401 if principal is None else 403
-                await _respond(send, status, b"Unauthorized" if status == 401 else b"Forbidden", _TEXT)
+        if scope is not None:
+            ok, _ = await self._authorize(scope, send, lambda p: p.admin)
+            if not ok:
                 return
         body = await self.engine.scrape()
         await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+
+
+async def _group_and_pid(scope: Scope, send: Send) -> tuple[str, str] | None:
+    """The group and pid of ``/poll/{group}/{pid}`` or ``/groups/{group}/{pid}`` (the pid may contain
+    ``/``), or ``None`` with ``404``/``400`` answered."""
+    raw_path: bytes | None = scope.get("raw_path")
+    text = raw_path.decode("latin-1") if raw_path else scope["path"]
+    parts = text.split("?", 1)[0].split("/")
+    # ["", "poll", group, id...]
+    if len(parts) < 4 or not parts[2] or not parts[3]:
+        await _respond(send, 404)
+        return None
+    group, ident = unquote(parts[2]), unquote("/".join(parts[3:]))
+    problem = _stream_name_problem(group, "group") or _stream_name_problem(ident, "id")
+    if problem is not None:
+        await _respond(send, 400, problem.encode(), _TEXT)
+        return None
+    return group, ident
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
