@@ -533,8 +533,12 @@ class Model:
             t = self.tasks[pid]
             if t.state == "fulfilled":
                 return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
-            if LIMIT in p.tags and not self._admitted(pid, now):  # it waits for its turn, pending
-                return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
+            if LIMIT in p.tags:
+                # it waits like a dispatched task: with its retry timer (a safety re-check), or with it set
+                # to its turn under the rate; born acquired only when its limit lets it run now
+                self._retry(pid, now)
+                if not self._admitted(pid, now):
+                    return 200, {"task": self._task_record(pid), "promise": p.record(), "preload": []}
             # born acquired at version 1 (§4.8), no execute message
             t.state = "acquired"
             t.version = 1

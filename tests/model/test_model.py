@@ -844,6 +844,55 @@ SCENARIOS: dict[str, list[Step]] = {
         ("wait", 60_000),
         fence("p0:1", 0, "promise.settle", {"id": "p0", "state": "resolved"}, 409),
     ],
+    "task.create behind a key's taken slot: it waits in the key's queue with its retry timer": [
+        (
+            "task.create",
+            {
+                "pid": "w1",
+                "ttl": 30_000,
+                "action": {
+                    "kind": "promise.create",
+                    "head": {},
+                    "data": {
+                        "id": "p0",
+                        "timeoutAt": at(30_000),
+                        "tags": {
+                            "resonate:target": TGT,
+                            "resonate:timer": "true",
+                            "troth:retention": "forever",
+                            "color": "red",
+                            "troth:limit": "f/a",
+                            "troth:rate": "1/s",
+                        },
+                    },
+                },
+            },
+        ),
+        (
+            "task.create",
+            {
+                "pid": "w1",
+                "ttl": 30_000,
+                "action": {
+                    "kind": "promise.create",
+                    "head": {},
+                    "data": {
+                        "id": "p1",
+                        "timeoutAt": at(30_000),
+                        "tags": {
+                            "resonate:target": TGT,
+                            "resonate:timer": "true",
+                            "troth:retention": "forever",
+                            "color": "red",
+                            "troth:limit": "f/a",
+                            "troth:concurrency": "1",
+                            "troth:rate": "1/s",
+                        },
+                    },
+                },
+            },
+        ),
+    ],
 }
 
 
