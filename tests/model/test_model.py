@@ -606,7 +606,14 @@ def tc(pid: str, timeout: int, status: int = 200, *, who: str = "w1", ttl: int =
 
 
 def _tags(tags: dict[str, str]) -> dict[str, str]:
-    return {k if k == "color" else "resonate:" + k: v for k, v in tags.items()}
+    """``timer=`` is ``resonate:timer``, ``troth_limit=`` is ``troth:limit``, ``color`` stays."""
+
+    def key(k: str) -> str:
+        if k == "color":
+            return k
+        return "troth:" + k[len("troth_") :] if k.startswith("troth_") else "resonate:" + k
+
+    return {key(k): v for k, v in tags.items()}
 
 
 def acq(tid: str, version: int, status: int = 200, who: str = "w1", ttl: int = 30_000) -> Step:
@@ -845,53 +852,16 @@ SCENARIOS: dict[str, list[Step]] = {
         fence("p0:1", 0, "promise.settle", {"id": "p0", "state": "resolved"}, 409),
     ],
     "task.create behind a key's taken slot: it waits in the key's queue with its retry timer": [
-        (
-            "task.create",
-            {
-                "pid": "w1",
-                "ttl": 30_000,
-                "action": {
-                    "kind": "promise.create",
-                    "head": {},
-                    "data": {
-                        "id": "p0",
-                        "timeoutAt": at(30_000),
-                        "tags": {
-                            "resonate:target": TGT,
-                            "resonate:timer": "true",
-                            "troth:retention": "forever",
-                            "color": "red",
-                            "troth:limit": "f/a",
-                            "troth:rate": "1/s",
-                        },
-                    },
-                },
-            },
+        tc(
+            "p0",
+            30_000,
+            timer="true",
+            color="red",
+            troth_retention="forever",
+            troth_limit="f/a",
+            troth_rate="1/s",
         ),
-        (
-            "task.create",
-            {
-                "pid": "w1",
-                "ttl": 30_000,
-                "action": {
-                    "kind": "promise.create",
-                    "head": {},
-                    "data": {
-                        "id": "p1",
-                        "timeoutAt": at(30_000),
-                        "tags": {
-                            "resonate:target": TGT,
-                            "resonate:timer": "true",
-                            "troth:retention": "forever",
-                            "color": "red",
-                            "troth:limit": "f/a",
-                            "troth:concurrency": "1",
-                            "troth:rate": "1/s",
-                        },
-                    },
-                },
-            },
-        ),
+        tc("p1", 30_000, timer="true", troth_limit="f/a", troth_concurrency="1", troth_rate="1/s"),
     ],
 }
 
