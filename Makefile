@@ -56,7 +56,7 @@ test: $(STAMP) services lint typecheck docs
 	$(MAKE) test-postgres
 
 # The slow real-process tiers, STRESS_REPEAT rounds, under CPU and fsync load (tests/stress.py).
-test-stress: $(STAMP)
+test-stress: $(STAMP) services
 	$(BIN)/python -m tests.stress --repeat $(STRESS_REPEAT) --workers $(TEST_WORKERS) $(STRESS_TESTS)
 
 # The documentation site, warnings as errors, into site/ (docs/about.md).

@@ -10,7 +10,9 @@ file in a loop (SQLite with ``synchronous=FULL`` waits on fsync, so disk content
 CPU). The load starts before the first round and is stopped, by PID, after the last one; each load
 process also ends by itself after ``--max-minutes`` so nothing outlives a crashed run. Each round is a
 fresh ``pytest`` process; its output is kept under ``--logs`` and the last lines of a failing round are
-printed. The exit status is 0 only when every round passed.
+printed; each round has its own ``--basetemp`` beside its log (``round-N-tmp``), so the files a failed
+test left (worker logs, side-effect logs, databases) are still there when the next round runs. The exit
+status is 0 only when every round passed.
 
 Rejected: ``pytest-repeat``/``pytest-rerunfailures`` inside one process (a leaked thread or file
 descriptor in one round would hide in the next, and re-running failures is exactly what we must not do);
@@ -104,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.repeat + 1):
             started = time.monotonic()
             done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--basetemp={logs / f'round-{round_no}-tmp'}",
+                    *targets,
+                ],
                 capture_output=True,
                 text=True,
             )
