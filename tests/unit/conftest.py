@@ -30,6 +30,13 @@ async def h() -> AsyncIterator[Harness]:
 
 
 @pytest_asyncio.fixture
+async def tiny_buffers() -> AsyncIterator[Harness]:
+    """The default server with room for two unread frames per stream (``--buffer-size 2``)."""
+    async for harness in _harness(EngineConfig(debug=True, buffer_size=2)):
+        yield harness
+
+
+@pytest_asyncio.fixture
 async def strict() -> AsyncIterator[Harness]:
     """A server with the official lineage checks (``--strict-lineage``)."""
     async for harness in _harness(EngineConfig(debug=True, strict_lineage=True)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine_harness import HOUR, RETRY, START, TARGET, Harness, eventually
+from engine_harness import HOUR, RETRY, START, TARGET, Harness, eventually, quiesce
 
 
 async def stored(h: Harness, id: str) -> dict[str, Any]:
@@ -288,3 +288,32 @@ async def test_tick_does_not_deliver(h: Harness) -> None:
     await h.tick(START + RETRY)
     assert await inbox.take() == []
     assert await h.executes() == [(TARGET, "t", 0)]
+
+
+async def test_a_stream_cut_by_the_server_keeps_its_workers_leases(tiny_buffers: Harness) -> None:
+    """A slow consumer cut off (its buffer full) or a stream closed by a shutdown: its worker lives on and
+    still runs what it holds, so its leases stay (ending them re-dispatched its running steps, which then ran
+    twice: the likeliest cause of the duplicate steps a replica-kill test showed under load); they end by
+    their ttl if it stops heartbeating."""
+    h = tiny_buffers
+    other = h.connect("default", "w2")
+    slow = h.connect("default", "w1")
+    await h.create("t", target=TARGET)
+    assert (await h.acquire("t", 0, pid="w1", ttl=60_000)).status == 200
+    await slow.take()
+    await other.take()
+    for n in range(3):  # three executes for w1 alone: the third finds its buffer full
+        await h.create(f"u{n}", target="poll://uni@default/w1")
+    await quiesce()
+    assert slow.conn.closed and slow.conn.reason == "overflow"
+    assert h.engine.metrics.sse_overflows._value.get() == 1
+    assert (await stored_task(h, "t"))["state"] == "acquired"
+    assert await other.executes() == []
+    assert (await h.heartbeat("w1", [("t", 1)])).status == 200  # the reconnected worker goes on
+
+    h.engine.delivery.close_all()  # a shutdown: the HTTP layer then disconnects each stream
+    h.engine.delivery.disconnect(other.conn)
+    await quiesce()
+    assert (await stored_task(h, "t"))["state"] == "acquired"
+    await h.advance(60_000)
+    assert (await stored_task(h, "t"))["state"] == "pending"  # its ttl still ends it

@@ -50,6 +50,11 @@ Sleeper = Callable[[float], Awaitable[None]]
 #: Suspended tasks whose replay frontier a worker remembers (see ``Worker._remember_frontier``).
 _MAX_FRONTIERS = 10_000
 
+#: Heartbeat requests a worker has in flight at once, and the tasks each renews (the server takes at most
+#: 1,000; see ``Worker._beat``).
+_BEATS_IN_FLIGHT = 16
+_TASKS_PER_BEAT = 1000
+
 #: ``execute`` messages a worker keeps waiting for a free slot (see ``Worker._enqueue``).
 _MAX_QUEUED = 10_000
 
@@ -334,24 +339,46 @@ class Worker:
             await self.transport.request(wire.task_release(id, version))
 
     async def _beat(self) -> None:
+        """Renew every held lease each ``ttl/2``, on a fixed cadence: a slow round does not push the next
+        one back, so a lease is renewed within ``ttl/2`` plus one request's time however many workflows
+        this worker serves. One request per lineage origin (and per ``_TASKS_PER_BEAT`` tasks), up to
+        ``_BEATS_IN_FLIGHT`` at once.
+
+        Rejected: one request after another, then a sleep (with tasks of many origins on a loaded machine, a
+        round of slow requests plus the sleep can outlast the lease, and a running step is dispatched
+        again); one request for every origin (a strict server refuses mixed lineages)."""
         period = max(self.ttl_ms / 2000.0, 0.05)
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(_BEATS_IN_FLIGHT)
+        due = loop.time() + period
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due + period, loop.time())
             if not self._held:
                 continue
             by_origin: dict[str, list[tuple[str, int]]] = {}
             for id, version in self._held.items():
                 by_origin.setdefault(origin_of(id), []).append((id, version))
-            for tasks in by_origin.values():
-                try:
-                    answer = await self.transport.request(wire.task_heartbeat(self.pid, tasks))
-                except Exception as exc:
-                    log.warning("heartbeat failed: %s", exc)
-                    continue
-                if answer.status == 200 and answer.data is not None:
-                    for id in answer.data.lost:
-                        if self._held.get(id) is not None:
-                            self.stop_execution(id)
+            batches = [
+                tasks[n : n + _TASKS_PER_BEAT]
+                for tasks in by_origin.values()
+                for n in range(0, len(tasks), _TASKS_PER_BEAT)
+            ]
+            await asyncio.gather(*(self._renew(batch, slots) for batch in batches))
+
+    async def _renew(self, tasks: list[tuple[str, int]], slots: asyncio.Semaphore) -> None:
+        async with slots:
+            try:
+                answer = await self.transport.request(wire.task_heartbeat(self.pid, tasks))
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+                return
+        if answer.status == 200 and answer.data is not None:
+            for id in answer.data.lost:
+                if self._held.get(id) is not None:
+                    self.stop_execution(id)
+        elif answer.status != 200:
+            log.warning("heartbeat of %d task(s) answered %d", len(tasks), answer.status)
 
     # --------------------------------------------------------------------------------------- handles
 

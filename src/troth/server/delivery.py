@@ -20,7 +20,9 @@ docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
 * An ``execute`` that found no stream in its group waits for the next member of that group to connect;
   the wait list is bounded and an entry leaves it as soon as its task is acquired or finished.
 * When the last stream of a pid in a group closes, ``on_pid_gone(group, pid, principal)`` lets the
-  server end that pid's leases on the group's tasks at once.
+  server end that pid's leases on the group's tasks at once — not when this server cut the stream itself
+  (a slow consumer, a shutdown): that worker is alive and still running its tasks; their leases end by
+  their ttl if it stops heartbeating.
 
 With several replicas (``troth.server.cluster``), ``remote`` is consulted where this process has no
 suitable stream: it forwards the message to the replica that holds one (or keeps an execute in the shared
@@ -35,7 +37,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import aiohttp
 import msgspec
@@ -59,6 +61,10 @@ CHUNK_BYTES = 64 * 1024
 MAX_WAITING = 10_000
 """Most executes kept for groups with no stream (docs/operations/limits.md); beyond it they wait for the
 task's retry timer."""
+
+
+CUT_BY_SERVER: Final = frozenset({"overflow", "shutdown"})
+"""Why this server closes a stream whose worker lives on: its leases stay (docs/operations/delivery.md)."""
 
 
 class Connection:
@@ -369,8 +375,10 @@ class Delivery:
         self.metrics.connections.set(self._count)
         if self.remote is not None:
             self.remote.streams_changed(conn.group, conn.id, 0)
-        # The pid's last stream in this group: its leases on this group's tasks end (decision 10).
-        if self.on_pid_gone is not None:
+        # The pid's last stream in this group: its leases on this group's tasks end (decision 10) — unless
+        # this server cut the stream itself (a slow consumer, a shutdown): its worker is alive, reconnects
+        # and goes on running what it holds, so ending those leases would run its steps twice.
+        if self.on_pid_gone is not None and conn.reason not in CUT_BY_SERVER:
             self.on_pid_gone(conn.group, conn.id, conn.principal)
 
     def close_all(self) -> None:
