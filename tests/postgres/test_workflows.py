@@ -129,13 +129,30 @@ def _run_workflows(
     return asyncio.run(main())
 
 
-def _check_exactly_once(workers: Workers, results: dict[int, int], count: int) -> None:
-    """Workflows ``0 … count-1`` all returned their result, and each of their steps ran exactly once."""
+def _check_exactly_once(
+    workers: Workers, results: dict[int, int], count: int, replicas: Replicas | None = None
+) -> None:
+    """Workflows ``0 … count-1`` all returned their result, and each of their steps ran exactly once (a
+    failure names the workers that ran a step twice and the replicas' warnings, to tell why)."""
     assert results == {n: sum(range(STEPS)) for n in range(count)}
     steps = workers.steps()
     assert set(steps) == {(n, i) for n in range(count) for i in range(STEPS)}
     twice = {key: times for key, times in steps.items() if times > 1}
-    assert not twice, f"steps that ran more than once: {twice}"
+    if twice:
+        runs = [
+            line
+            for line in workers.effects.read_text().splitlines()
+            if line.startswith("step ") and tuple(map(int, line.split()[1:3])) in twice
+        ]
+        warnings = [
+            line
+            for server in (replicas.servers if replicas is not None else [])
+            for line in server.stderr.splitlines()
+            if "WARNING" in line or "ERROR" in line
+        ]
+        raise AssertionError(
+            f"steps that ran more than once: {twice}; runs: {runs}; warnings: {warnings[-20:]}"
+        )
 
 
 @pytest.fixture
@@ -152,7 +169,7 @@ def three(directory: Path) -> Iterator[tuple[Replicas, Workers]]:
 def test_200_workflows_over_three_replicas_run_every_step_once(three: tuple[Replicas, Workers]) -> None:
     replicas, workers = three
     results = _run_workflows(replicas, 200, prefix="wf")
-    _check_exactly_once(workers, results, 200)
+    _check_exactly_once(workers, results, 200, replicas)
     for server in replicas.servers:
         assert "Traceback" not in server.stderr, server.stderr[-3000:]
 
@@ -168,7 +185,7 @@ def test_a_replica_killed_under_load_loses_nothing(three: tuple[Replicas, Worker
 
     results = _run_workflows(replicas, 200, prefix="kill", during=kill_once)
     assert killed.is_set() and replicas[1].returncode is not None
-    _check_exactly_once(workers, results, 200)
+    _check_exactly_once(workers, results, 200, replicas)
     for proc in workers.procs:
         assert proc.poll() is None  # every worker is still serving (it failed over)
 
@@ -198,7 +215,7 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(directory: 
                     stop.set()
                     writer.join(60)
                 assert restarted.is_set()
-                _check_exactly_once(workers, results, 60)
+                _check_exactly_once(workers, results, 60, replicas)
                 for server in replicas.servers:
                     wait_until(lambda s=server: s.ready_status() == 200, 60, "the replicas to be ready")
                     assert server.returncode is None
