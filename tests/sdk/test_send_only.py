@@ -37,3 +37,30 @@ async def test_send_only_client_dispatches_and_learns_the_result(sdk_server: Ser
 def test_send_only_needs_a_server() -> None:
     with pytest.raises(ValueError, match="server URL"):
         Troth.local(send_only=True)
+
+
+async def test_a_worker_whose_pid_and_group_need_escaping_gets_its_messages(
+    sdk_server: ServerProcess,
+) -> None:
+    """The stream's URL escapes the group and pid: a group and a pid with ``%`` and ``/`` in them still open
+    their own stream and receive its unicast executes (unescaped, the server read ``%41`` as ``A``)."""
+    group = f"esc%20{uuid.uuid4().hex[:8]}"
+    pid = "w/1%41"
+    worker = Troth(sdk_server.url, group=group, pid=pid)
+
+    @worker.register
+    async def double(ctx: Context, x: int) -> int:
+        return x * 2
+
+    sender = Troth(sdk_server.url, group="senders", send_only=True)
+    async with worker:
+        await sender.start()
+        try:
+            assert (
+                await sender.options(target=f"poll://uni@{group}/{pid}").rpc(
+                    f"esc-{uuid.uuid4().hex}", "double", 21
+                )
+                == 42
+            )
+        finally:
+            await sender.stop()

@@ -364,7 +364,7 @@ class HttpTransport:
         tried = 0
         while not self._stopping:
             base = self.url
-            url = f"{base}/poll/{group}/{pid}"
+            url = f"{base}/poll/{quote(group, safe='')}/{quote(pid, safe='')}"
             if self.functions is not None:
                 url += "?" + urlencode({"functions": ",".join(self.functions())})
             try:
