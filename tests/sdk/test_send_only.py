@@ -3,6 +3,7 @@ for outcomes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -56,11 +57,9 @@ async def test_a_worker_whose_pid_and_group_need_escaping_gets_its_messages(
     async with worker:
         await sender.start()
         try:
-            assert (
-                await sender.options(target=f"poll://uni@{group}/{pid}").rpc(
-                    f"esc-{uuid.uuid4().hex}", "double", 21
-                )
-                == 42
+            call = sender.options(target=f"poll://uni@{group}/{pid}").rpc(
+                f"esc-{uuid.uuid4().hex}", "double", 21
             )
+            assert await asyncio.wait_for(call, 60) == 42  # unescaped, the execute never reached it
         finally:
             await sender.stop()
