@@ -25,8 +25,9 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.cluster import leaf, steps  # the scale-out benchmark's workflow
 from benchmarks.server import scratch_store
-from troth import Context, Troth
+from troth import Troth
 from troth.server import core as core_module
 from troth.server.run import ServeOptions, serve
 
@@ -92,17 +93,6 @@ def _watch_core(stats: _Stats) -> None:
             stats.shown.setdefault(f"{req.kind} {stats.units[req.kind] % 2}", list(_log[conn]))
 
     core_module.Core.handle = handle  # type: ignore[method-assign]
-
-
-async def leaf(ctx: Context, i: int) -> int:
-    return i + 1
-
-
-async def steps(ctx: Context, n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += await ctx.run(leaf, i)
-    return total
 
 
 def _free_port() -> int:
