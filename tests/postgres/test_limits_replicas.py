@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,18 +32,43 @@ def two() -> Iterator[Replicas]:
         yield replicas
 
 
-def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path) -> None:
-    urls = [s.url for s in two.servers]
-    group = "limited"
+def _attached(replicas: Replicas) -> list[str]:
+    """For each replica, the URL list a process attached to it uses: that replica first, then the other."""
+    urls = [s.url for s in replicas.servers]
+    return [",".join(urls[n:] + urls[:n]) for n in range(len(urls))]
+
+
+@contextmanager
+def _workers(replicas: Replicas, group: str, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """A worker process of ``group`` attached to each replica (``w0``, ``w1``), sharing one effects file."""
     procs = [
-        WorkerProcess(",".join(urls[n:] + urls[:n]), group, f"w{n}", tmp_path, ttl=30).start() for n in (0, 1)
+        WorkerProcess(url, group, f"w{n}", tmp_path, ttl=30).start()
+        for n, url in enumerate(_attached(replicas))
     ]
     try:
+        yield procs
+    finally:
+        for w in procs:
+            w.close()
+
+
+def _peak(events: list[tuple[float, int]]) -> int:
+    """The most that ran at once, from (time, +1 at a start / -1 at an end) events."""
+    running = peak = 0
+    for _, delta in sorted(events):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path) -> None:
+    group = "limited"
+    with _workers(two, group, tmp_path) as procs:
 
         async def main() -> None:
             for w in procs:
                 await w.ready(90)
-            clients = [Troth(",".join(urls[k:] + urls[:k]), group=f"client-{k}") for k in (0, 1)]
+            clients = [Troth(url, group=f"client-{k}") for k, url in enumerate(_attached(two))]
             for c in clients:
                 workers.register_all(c, procs[0].effects, "client")
             try:
@@ -60,9 +86,6 @@ def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path
                     await c.stop()
 
         asyncio.run(main())
-    finally:
-        for w in procs:
-            w.close()
     spans: dict[tuple[str, int], list[float]] = defaultdict(list)
     for line in lines(procs[0].effects):
         parts = line.split()
@@ -73,17 +96,12 @@ def test_concurrency_per_key_holds_across_replicas(two: Replicas, tmp_path: Path
     for (customer, _), (start, end) in spans.items():
         by_key[customer] += [(start, 1), (end, -1)]
     for customer, events in by_key.items():
-        running = peak = 0
-        for _, delta in sorted(events):
-            running += delta
-            peak = max(peak, running)
-        assert peak <= 2, (customer, peak)
+        assert _peak(events) <= 2, (customer, _peak(events))
     ran_on = {line.split()[-1] for line in lines(procs[0].effects) if line.startswith("job-start rc")}
     assert ran_on == {"w0", "w1"}, ran_on
 
 
 def test_a_group_limit_set_on_one_replica_holds_across_replicas(two: Replicas, tmp_path: Path) -> None:
-    urls = [s.url for s in two.servers]
     group = "capped"
     status, body = two[0].post("limit.set", {"group": group, "concurrency": 3})
     assert status == 200, body
@@ -103,15 +121,12 @@ def test_a_group_limit_set_on_one_replica_holds_across_replicas(two: Replicas, t
         return body["data"]["promise"]["tags"].get("troth:limit") == f"@{group}"
 
     asyncio.run(until(stamped, 60, "the second replica to apply the group's limit"))
-    procs = [
-        WorkerProcess(",".join(urls[n:] + urls[:n]), group, f"w{n}", tmp_path, ttl=30).start() for n in (0, 1)
-    ]
-    try:
+    with _workers(two, group, tmp_path) as procs:
 
         async def main() -> None:
             for w in procs:
                 await w.ready(90)
-            clients = [Troth(",".join(urls[k:] + urls[:k]), group=f"client-{k}") for k in (0, 1)]
+            clients = [Troth(url, group=f"client-{k}") for k, url in enumerate(_attached(two))]
             try:
                 handles = [  # by name: the callers declare nothing
                     await clients[n % 2].options(target=group).begin_rpc(f"cap-{n}", "group_job", n)
@@ -130,17 +145,10 @@ def test_a_group_limit_set_on_one_replica_holds_across_replicas(two: Replicas, t
             return sum(1 for line in lines(procs[0].effects) if line.startswith("gjob-start"))
 
         asyncio.run(main())
-    finally:
-        for w in procs:
-            w.close()
     events: list[tuple[float, int]] = []
     for line in lines(procs[0].effects):
         parts = line.split()
         if parts[0] in ("gjob-start", "gjob-end"):
             events.append((float(parts[2]), 1 if parts[0] == "gjob-start" else -1))
     assert len(events) == 48
-    running = peak = 0
-    for _, delta in sorted(events):
-        running += delta
-        peak = max(peak, running)
-    assert peak <= 3, peak
+    assert _peak(events) <= 3, _peak(events)
