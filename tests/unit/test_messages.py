@@ -164,3 +164,33 @@ def test_the_builders_write_the_wire_shapes() -> None:
     assert beat.data == {"pid": "w", "tasks": [{"id": "a", "version": 1}, {"id": "b", "version": 2}]}
     assert messages.tree_cancel("r", cursor="x").data == {"id": "r", "includeDetached": False, "cursor": "x"}
     assert messages.promise_search(state="pending", limit=5).data == {"state": "pending", "limit": 5}
+
+
+def test_the_builders_of_the_cli_s_kinds() -> None:
+    given = Request.raw("promise.settle", {"id": "t", "state": "resolved", "extra": 1})
+    fulfil = messages.task_fulfill_with("t", 3, given)
+    assert (
+        fulfil.data["action"]["data"] == given.data and fulfil.data["action"]["head"]["corrId"] == "t-fulfill"
+    )
+    callbacks = [Request.raw("promise.register_callback", {"awaited": "a", "awaiter": "t"})]
+    assert messages.task_suspend_with("t", 3, callbacks).data["actions"][0]["data"] == callbacks[0].data
+    assert messages.task_search("pending", 5, "c").data == {"state": "pending", "limit": 5, "cursor": "c"}
+    assert messages.limit_set("f", concurrency=2, rate="5/s").data == {
+        "name": "f",
+        "concurrency": 2,
+        "rate": "5/s",
+    }
+    assert messages.limit_set(group="g").data == {"group": "g"}
+    assert messages.queue_search(100).data == {"limit": 100}
+
+
+def test_a_given_status_counts_instead_of_the_head_s() -> None:
+    body = (
+        b'{"kind": "promise.get", "head": {"corrId": "c1"}, "data": {"promise": %s}}'
+        % json.dumps(RECORD).encode()
+    )
+    assert parse_answer(messages.promise_get("p1"), "c1", body).status == 500  # no head.status
+    answer = parse_answer(messages.promise_get("p1"), "c1", body, status=200)
+    assert answer.status == 200 and answer.data is not None and answer.data.promise == PROMISE
+    with pytest.raises(BadReply, match="unexpected answer"):
+        parse_answer(messages.promise_get("p1"), "c1", body.replace(b'"promise"', b'"other"'), status=200)

@@ -1,8 +1,12 @@
 """The shared HTTP client of the client commands: one protocol envelope per request to ``POST /`` of the
 server named by ``-S/--server`` (else ``TROTH_URL``, then ``RESONATE_URL``, else ``http://127.0.0.1:8001``).
 
-A non-2xx answer raises ``ClientError`` (``<kind> answered <status>: <message>``), a server that cannot be
-reached ``cannot reach the server at <url>: <reason>``; ``troth.cli.main`` prints either as one line.
+Requests are built with the builders of ``troth.protocol.messages`` and their answers decoded there, once,
+into the typed replies the SDK reads (``PromiseReply``, ``TaskPage``, …); the HTTP status decides success,
+as it always did here. A non-2xx answer raises ``ClientError`` (``<kind> answered <status>: <message>``), a
+2xx one without the reply's shape ``the server's answer has no <promise record|list of promises|…>``, a
+server that cannot be reached ``cannot reach the server at <url>: <reason>``; ``troth.cli.main`` prints
+each as one line.
 
 * **stdlib ``urllib``, not httpx or aiohttp**: one blocking request per command needs no event loop and no
   extra dependency, and keeps start-up fast.
@@ -24,12 +28,13 @@ import ssl
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, get_origin
 
 import click
+import msgspec
 
-from troth.protocol.messages import request_envelope
+from troth.protocol.messages import BadReply, Request, parse_answer
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -37,7 +42,6 @@ __all__ = [
     "ClientError",
     "client_command",
     "client_for",
-    "record",
     "search_pages",
 ]
 
@@ -45,6 +49,8 @@ DEFAULT_SERVER = "http://127.0.0.1:8001"
 REQUEST_TIMEOUT_S = 30.0
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class ClientError(click.ClickException):
@@ -57,9 +63,9 @@ def server_option_default() -> str:
 
 
 class Client:
-    """The server — or several replicas, ``http://a:8001,http://b:8001`` — posts envelopes, returns the
-    response ``data`` of a 2xx answer, raises otherwise. A replica that cannot be reached (or answers
-    ``503``) is skipped for the next one; every protocol request is safe to send again."""
+    """The server — or several replicas, ``http://a:8001,http://b:8001`` — posts requests, returns the
+    typed reply of a 2xx answer, raises otherwise. A replica that cannot be reached (or answers ``503``) is
+    skipped for the next one; every protocol request is safe to send again."""
 
     def __init__(
         self, url: str, token: str | None, ca: str | None = None, client_cert: str | None = None
@@ -84,16 +90,26 @@ class Client:
                 raise ClientError(f"cannot use the TLS files {files}: {_reason(exc)}") from None
         return self._tls
 
-    def call(self, kind: str, data: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
-        """The response ``data`` of a 2xx answer; ``None`` for a 404 when ``missing_ok``."""
+    def call(self, request: Request[R]) -> R:
+        """The typed reply of a 2xx answer."""
+        corr_id, status, raw = self._send(request)
+        return self._answer(request, corr_id, status, raw)
+
+    def lookup(self, request: Request[R]) -> R | None:
+        """``call``, but ``None`` for a 404 (the record does not exist)."""
+        corr_id, status, raw = self._send(request)
+        return None if status == 404 else self._answer(request, corr_id, status, raw)
+
+    def _send(self, request: Request[Any]) -> tuple[str, int, bytes]:
+        """Post ``request`` to the first replica that answers: its corrId, the HTTP status and the body."""
         for url in self.urls:
             if not re.match(r"https?://[^/]", url):
                 raise ClientError(f"the server URL must start with http:// or https://, not {url!r}")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        envelope = request_envelope(kind, dict(data), self.token, corr_id=f"cli-{uuid.uuid4().hex[:12]}")
-        body = json.dumps(envelope).encode()
+        corr_id = f"cli-{uuid.uuid4().hex[:12]}"
+        body = json.dumps(request.envelope(self.token, corr_id=corr_id)).encode()
         failure: ClientError | None = None
         for n, url in enumerate(self.urls):
             self.url = url
@@ -104,9 +120,7 @@ class Client:
                 continue
             if status == 503 and n + 1 < len(self.urls):
                 continue
-            if status == 404 and missing_ok:
-                return None
-            return self._answer(kind, status, raw)
+            return corr_id, status, raw
         assert failure is not None
         raise failure
 
@@ -138,16 +152,16 @@ class Client:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise ClientError(f"cannot reach the server at {url}: {_reason(exc)}") from None
 
-    def _answer(self, kind: str, status: int, raw: bytes) -> Any:
+    def _answer(self, request: Request[R], corr_id: str, status: int, raw: bytes) -> R:
+        if not 200 <= status < 300:
+            raise ClientError(f"{request.kind} answered {status}: {_message(_loads(raw), raw)}")
         try:
-            answer = json.loads(raw) if raw else None
-        except ValueError:
+            answer = parse_answer(request, corr_id, raw, status=status)
+        except BadReply:
             answer = None
-        if 200 <= status < 300:
-            if not isinstance(answer, dict) or "data" not in answer:
-                raise ClientError(f"{kind} answered {status} with a body that is not a protocol envelope")
-            return answer["data"]
-        raise ClientError(f"{kind} answered {status}: {_message(answer, raw)}")
+        if answer is None or answer.data is None:
+            raise _unexpected(request, corr_id, status, raw)
+        return answer.data
 
 
 def _reason(reason: object) -> str:
@@ -157,6 +171,34 @@ def _reason(reason: object) -> str:
         return reason.strerror
     text = str(reason) or type(reason).__name__
     return text.splitlines()[0] if text else type(reason).__name__
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _unexpected(request: Request[Any], corr_id: str, status: int, raw: bytes) -> ClientError:
+    """Why a 2xx answer cannot be read as ``request``'s reply, in one line."""
+    answer = _loads(raw)
+    if not isinstance(answer, dict) or "data" not in answer:
+        return ClientError(f"{request.kind} answered {status} with a body that is not a protocol envelope")
+    head = answer.get("head")
+    if answer.get("kind") != request.kind or not isinstance(head, dict) or head.get("corrId") != corr_id:
+        return ClientError(f"{request.kind} answered {status} with the reply to another request")
+    data = json.dumps(answer["data"])[:200]
+    return ClientError(f"the server's answer has no {_expected(request.reply)}: {data}")
+
+
+def _expected(reply: Any) -> str:
+    """What a reply must hold, named by its first field: ``promise record``, ``list of promises``."""
+    fields = msgspec.structs.fields(reply) if isinstance(reply, type) else ()
+    if not fields:
+        return "reply"
+    first = fields[0]
+    return f"list of {first.encode_name}" if get_origin(first.type) is list else f"{first.encode_name} record"
 
 
 def _message(answer: Any, raw: bytes) -> str:
@@ -236,25 +278,29 @@ def connection_options(fn: F) -> F:
     return fn
 
 
-def record(data: Any, key: str) -> dict[str, Any]:
-    """``data[key]``, which must be an object with an ``id`` (else a one-line error, not a traceback)."""
-    found = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(found, dict) or not isinstance(found.get("id"), str):
-        raise ClientError(f"the server's answer has no {key} record: {json.dumps(data)[:200]}")
-    return found
+class Page(Protocol):
+    """A search reply: its items (``promises``, ``tasks``, …) and the next page's cursor."""
+
+    @property
+    def cursor(self) -> str | None: ...
+
+
+P = TypeVar("P", bound=Page)
 
 
 def search_pages(
-    client: Client, kind: str, key: str, query: dict[str, Any], cursor: str | None, all_pages: bool
-) -> tuple[list[dict[str, Any]], str | None]:
-    found: list[dict[str, Any]] = []
+    client: Client,
+    search: Callable[[str | None], Request[P]],
+    items: Callable[[P], list[T]],
+    cursor: str | None,
+    all_pages: bool,
+) -> tuple[list[T], str | None]:
+    """The items of the page at ``cursor`` (``search(cursor)`` is its request), or of every page after it
+    when ``all_pages``; and the cursor of the page after the last one read."""
+    found: list[T] = []
     while True:
-        page = {**query, **({"cursor": cursor} if cursor else {})}
-        data = client.call(kind, page)
-        items = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise ClientError(f"the server's answer has no list of {key}: {json.dumps(data)[:200]}")
-        found.extend(items)
-        cursor = data.get("cursor") or None
+        page = client.call(search(cursor))
+        found.extend(items(page))
+        cursor = page.cursor or None
         if not all_pages or not cursor:
             return found, cursor

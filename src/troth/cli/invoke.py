@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from troth.cli.client import Client, client_command, client_for, record
+from troth.cli.client import Client, client_command, client_for
 from troth.cli.params import DURATION, JSON_ARRAY, invocation_param, now_ms, resolve_target
 from troth.cli.render import (
     emit_json,
@@ -21,10 +21,12 @@ from troth.cli.render import (
     invocation,
     note,
     print_promise,
-    response_json,
     show_call,
+    to_json,
 )
 from troth.cli.workers import worker_problem
+from troth.protocol import messages
+from troth.protocol.records import Promise
 from troth.sdk.context import NO_DEADLINE
 
 
@@ -82,33 +84,33 @@ def invoke(
     if delay is not None:
         tags["resonate:delay"] = str(now + delay)
     timeout_at = NO_DEADLINE if timeout is None else now + timeout + (delay or 0)
-    data = {"id": id, "timeoutAt": timeout_at, "param": {"data": param}, "tags": tags}
     client = client_for(ctx)
-    existing = client.call("promise.get", {"id": id}, missing_ok=True)
-    answer = existing if existing is not None else client.call("promise.create", data)
-    promise = record(answer, "promise")
-    created = existing is None and (promise.get("param") or {}).get("data") == param
+    existing = client.lookup(messages.promise_get(id))
+    create = messages.promise_create(id, timeout_at, param, tags)
+    answer = existing if existing is not None else client.call(create)
+    promise = answer.promise
+    created = existing is None and promise.param.data == param
     if not created:
         _say_it_exists(promise)
-    elif promise.get("state") == "pending":
+    elif promise.state == "pending":
         _check_workers(client, address, func)
     if as_json:
-        emit_json({**response_json(answer), "created": created})
+        emit_json({**to_json(answer), "created": created})
         return
     if created:
-        click.echo(f"{promise['id']}  {promise['state']}  ({func_name(promise) or func} → {address})")
+        click.echo(f"{promise.id}  {promise.state}  ({func_name(promise) or func} → {address})")
     else:
         print_promise(promise)
 
 
-def _say_it_exists(promise: dict[str, Any]) -> None:
+def _say_it_exists(promise: Promise) -> None:
     """The promise was there before: what it really runs, and that the new arguments changed nothing."""
-    call = invocation(promise)
-    target = (promise.get("tags") or {}).get("resonate:target")
+    call = invocation(promise.param)
+    target = promise.tags.get("resonate:target")
     what = f"calls {show_call(call)}" if call is not None else "is not an invocation"
     where = f" on {target}" if target else ""
     note(
-        f"{promise['id']} already exists ({promise.get('state')}): it {what}{where}; "
+        f"{promise.id} already exists ({promise.state}): it {what}{where}; "
         "the function, arguments and options given here were ignored"
     )
 

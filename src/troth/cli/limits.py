@@ -13,31 +13,30 @@ restart would forget a change).
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from troth.cli.client import client_command, client_for, search_pages
 from troth.cli.params import fail
 from troth.cli.render import emit_json
+from troth.protocol import messages
+from troth.protocol.records import Limit
 
 
-def _target(name: str | None, group: str | None) -> dict[str, Any]:
+def _check_target(name: str | None, group: str | None) -> None:
     if (name is None) == (group is None):
         fail("give a function NAME or --group GROUP")
-    return {"name": name} if name is not None else {"group": group}
 
 
-def _label(limit: dict[str, Any]) -> str:
-    return f"group {limit['group']}" if "group" in limit else str(limit.get("name"))
+def _label(name: str | None, group: str | None) -> str:
+    return f"group {group}" if group is not None else str(name)
 
 
-def _describe(limit: dict[str, Any]) -> str:
+def _describe(limit: Limit) -> str:
     parts = []
-    if "concurrency" in limit:
-        parts.append(f"concurrency {limit['concurrency']}")
-    if "rate" in limit:
-        parts.append(f"rate {limit['rate']:g}/s")
+    if limit.concurrency is not None:
+        parts.append(f"concurrency {limit.concurrency}")
+    if limit.rate is not None:
+        parts.append(f"rate {limit.rate:g}/s")
     return ", ".join(parts) or "no limit"
 
 
@@ -75,19 +74,16 @@ def limits_set(
       troth limits set charge --concurrency 5 --rate 50/s
       troth limits set --group billing --concurrency 3
     """
-    data: dict[str, Any] = _target(name, group)
+    _check_target(name, group)
     if concurrency is None and rate is None:
         fail("give --concurrency, --rate or both (limits clear removes a limit)")
-    if concurrency is not None:
-        data["concurrency"] = concurrency
-    if rate is not None:
-        data["rate"] = rate
-    answer = client_for(ctx).call("limit.set", data)
+    answer = client_for(ctx).call(messages.limit_set(name, group, concurrency, rate))
     if as_json:
         emit_json(answer)
         return
-    limit = answer["limit"]
-    click.echo(f"{_label(limit)}  {_describe(limit)}  ({answer.get('admitted', 0)} waiting task(s) started)")
+    limit = answer.limit
+    label = _label(limit.name, limit.group)
+    click.echo(f"{label}  {_describe(limit)}  ({answer.admitted} waiting task(s) started)")
 
 
 @limits.command("clear")
@@ -104,12 +100,12 @@ def limits_clear(ctx: click.Context, name: str | None, group: str | None, as_jso
       troth limits clear charge
       troth limits clear --group billing
     """
-    data = _target(name, group)
-    answer = client_for(ctx).call("limit.set", data)
+    _check_target(name, group)
+    answer = client_for(ctx).call(messages.limit_set(name, group))
     if as_json:
         emit_json(answer)
         return
-    click.echo(f"{_label(data)}  cleared")
+    click.echo(f"{_label(name, group)}  cleared")
 
 
 @limits.command("list")
@@ -122,12 +118,14 @@ def limits_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       troth limits list
     """
-    found, _ = search_pages(client_for(ctx), "limit.search", "limits", {"limit": 100}, None, True)
+    found, _ = search_pages(
+        client_for(ctx), lambda at: messages.limit_search(100, at), lambda page: page.limits, None, True
+    )
     if as_json:
         emit_json(found)
         return
     for limit in found:
-        click.echo(f"{_label(limit)}  {_describe(limit)}")
+        click.echo(f"{_label(limit.name, limit.group)}  {_describe(limit)}")
 
 
 @click.command("queues")
@@ -140,16 +138,16 @@ def queues(ctx: click.Context, as_json: bool) -> None:
     Example:
       troth queues
     """
-    found, _ = search_pages(client_for(ctx), "queue.search", "queues", {"limit": 100}, None, True)
+    found, _ = search_pages(
+        client_for(ctx), lambda at: messages.queue_search(100, at), lambda page: page.queues, None, True
+    )
     if as_json:
         emit_json(found)
         return
     if not found:
         click.echo("no limited task runs or waits")
     for q in found:
-        click.echo(
-            f"{q['key']}  running {q['running']}  queued {q['queued']}  retrying {q.get('retrying', 0)}"
-        )
+        click.echo(f"{q.key}  running {q.running}  queued {q.queued}  retrying {q.retrying}")
 
 
 COMMANDS = [limits, queues]

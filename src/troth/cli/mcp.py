@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import click
 
 from troth.cli.client import ClientError, client_for, connection_options
-from troth.cli.params import encode_value
+from troth.cli.params import encode_data
 from troth.cli.render import decode_data, error_text
 from troth.protocol import messages as wire
 from troth.protocol.messages import Message, Request, Unblock
@@ -183,7 +183,7 @@ def build_server(promises: Promises) -> "MCPServer":
     ) -> dict[str, Any]:
         from troth.cli.params import now_ms
 
-        data = None if param is None else encode_value(param).get("data")
+        data = None if param is None else encode_data(param)
         create = wire.promise_create(id, now_ms() + int(timeout_seconds * 1000), data, tags)
         return promise_view((await call(create)).promise)
 
@@ -203,7 +203,7 @@ def build_server(promises: Promises) -> "MCPServer":
         state: Annotated[Literal["resolve", "reject", "cancel"], Field(description="How it settles")],
         value: Annotated[Any, Field(description="Any JSON value")] = None,
     ) -> dict[str, Any]:
-        data = None if value is None else encode_value(value).get("data")
+        data = None if value is None else encode_data(value)
         return promise_view((await call(wire.promise_settle(id, _STATES[state], data))).promise)
 
     @server.tool(

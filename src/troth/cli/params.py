@@ -105,13 +105,12 @@ def fail(message: str) -> NoReturn:
     raise click.UsageError(message)
 
 
-def encode_value(value: Any) -> dict[str, Any]:
-    """A protocol Value holding ``value`` as base64(JSON text), as the SDKs write it."""
+def encode_data(value: Any) -> str | None:
+    """The ``data`` of a protocol Value holding ``value``: base64(JSON text), as the SDKs write it."""
     try:
-        data = CODEC.encode(value)
+        return CODEC.encode(value)
     except SerializationError as exc:  # pragma: no cover - parsed JSON always encodes
         raise ClientError(f"cannot encode the value: {exc}") from None
-    return {} if data is None else {"data": data}
 
 
 def resolve_target(target: str) -> str:

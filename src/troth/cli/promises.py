@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from troth.cli.client import client_command, client_for, record, search_pages
-from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_value, now_ms
+from troth.cli.client import client_command, client_for, search_pages
+from troth.cli.params import DURATION, JSON_TAGS, JSON_VALUE, encode_data, now_ms
 from troth.cli.render import (
     PROMISE_COLUMNS,
     emit_json,
@@ -15,11 +15,11 @@ from troth.cli.render import (
     print_more,
     print_promise,
     promise_row,
-    response_json,
     show_promise,
     table,
 )
 from troth.cli.workers import worker_problem
+from troth.protocol import messages
 
 PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
@@ -41,14 +41,14 @@ def promises_get(ctx: click.Context, id: str, as_json: bool) -> None:
       troth promises get greet-1
     """
     client = client_for(ctx)
-    data = client.call("promise.get", {"id": id})
+    reply = client.call(messages.promise_get(id))
     if as_json:
-        show_promise(data, as_json)
+        show_promise(reply, as_json)
         return
-    promise = record(data, "promise")
-    call, target = invocation(promise), (promise.get("tags") or {}).get("resonate:target")
+    promise = reply.promise
+    call, target = invocation(promise.param), promise.tags.get("resonate:target")
     problem = None
-    if promise.get("state") == "pending" and call is not None and isinstance(target, str):
+    if promise.state == "pending" and call is not None and target is not None:
         problem = worker_problem(client, target, call["func"])
     print_promise(promise, workers=problem)
 
@@ -69,13 +69,9 @@ def promises_create(
     Example:
       troth promises create approval-7 --timeout 1d --tags '{"team": "ops"}'
     """
-    data = {
-        "id": id,
-        "timeoutAt": now_ms() + timeout,
-        "param": {} if param is None else encode_value(param),
-        "tags": tags or {},
-    }
-    show_promise(client_for(ctx).call("promise.create", data), as_json)
+    data = None if param is None else encode_data(param)
+    request = messages.promise_create(id, now_ms() + timeout, data, tags)
+    show_promise(client_for(ctx).call(request), as_json)
 
 
 def _settle_command(name: str, state: str, doc: str) -> None:
@@ -85,8 +81,8 @@ def _settle_command(name: str, state: str, doc: str) -> None:
     @client_command
     @click.pass_context
     def settle(ctx: click.Context, id: str, value: Any, as_json: bool) -> None:
-        data = {"id": id, "state": state, "value": {} if value is None else encode_value(value)}
-        show_promise(client_for(ctx).call("promise.settle", data), as_json)
+        data = None if value is None else encode_data(value)
+        show_promise(client_for(ctx).call(messages.promise_settle(id, state, data)), as_json)
 
 
 _settle_command(
@@ -131,17 +127,15 @@ def promises_search(
     Example:
       troth promises search --state pending --tags '{"resonate:origin": "greet-1"}'
     """
-    query: dict[str, Any] = {"limit": limit}
-    if state:
-        query["state"] = state
-    if tags:
-        query["tags"] = tags
-    found, cursor = search_pages(client_for(ctx), "promise.search", "promises", query, cursor, all_pages)
+    found, cursor = search_pages(
+        client_for(ctx),
+        lambda at: messages.promise_search(state or None, tags or None, limit, at),
+        lambda page: page.promises,
+        cursor or None,
+        all_pages,
+    )
     if as_json:
-        data: dict[str, Any] = {"promises": found}
-        if cursor:
-            data["cursor"] = cursor
-        emit_json(response_json(data))
+        emit_json({"promises": found, **({"cursor": cursor} if cursor else {})})
         return
     table(PROMISE_COLUMNS, [promise_row(p) for p in found])
     print_more(cursor)
@@ -159,8 +153,7 @@ def promises_register_callback(ctx: click.Context, awaited: str, awaiter: str, a
     Example:
       troth promises register-callback greet-1:1 greet-1
     """
-    data = {"awaited": awaited, "awaiter": awaiter}
-    show_promise(client_for(ctx).call("promise.register_callback", data), as_json)
+    show_promise(client_for(ctx).call(messages.promise_register_callback(awaited, awaiter)), as_json)
 
 
 @promises.command("register-listener")
@@ -175,8 +168,7 @@ def promises_register_listener(ctx: click.Context, awaited: str, address: str, a
     Example:
       troth promises register-listener greet-1 poll://uni@clients/me
     """
-    data = {"awaited": awaited, "address": address}
-    show_promise(client_for(ctx).call("promise.register_listener", data), as_json)
+    show_promise(client_for(ctx).call(messages.promise_register_listener(awaited, address)), as_json)
 
 
 COMMANDS = [promises]

@@ -9,9 +9,11 @@ rule); piped output has no colour and no trailing spaces, so ``grep`` and ``cut`
 that carries only a ``__py_pickle`` (the official Python SDK's) is named by the class its opcodes reference
 (``troth.sdk.trust.pickled_class_name``), nothing of it is run.
 
-**``--json`` keeps the raw data and adds the decoded value**: a ``param``/``value``/``promiseParam`` whose
-``data`` is base64 of JSON is printed as ``{"data": "<raw>", "json": <decoded>}`` (other members kept). Data
-that is not base64 JSON (an encrypted value, another SDK's encoding) is printed raw, without ``json``.
+**``--json`` keeps the raw data and adds the decoded value**: the typed reply is printed as it encodes
+(``to_json``: the records' fields, as troth's server sends them), and a ``param``/``value``/``promiseParam``
+whose ``data`` is base64 of JSON is printed as ``{"data": "<raw>", "json": <decoded>}`` (other members
+kept). Data that is not base64 JSON (an encrypted value, another SDK's encoding) is printed raw, without
+``json``. A member a record does not define (another server's addition) is not printed.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from troth.cli.client import record
 from troth.cli.params import UNIT_MS
+from troth.protocol.messages import PromiseReply
+from troth.protocol.records import Promise, Schedule, Task, Value
 from troth.sdk.trust import pickled_class_name
 
 
-def decode_data(data: Any) -> tuple[bool, Any]:
+def decode_data(data: str | None) -> tuple[bool, Any]:
     """``(True, value)`` when ``data`` is base64 of JSON, else ``(False, None)``."""
     if not isinstance(data, str) or not data:
         return False, None
@@ -46,52 +50,32 @@ def decode_data(data: Any) -> tuple[bool, Any]:
         return False, None
 
 
-def value_json(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    out = dict(value)
-    ok, decoded = decode_data(value.get("data"))
-    if ok:
-        out["json"] = decoded
-    return out
+def to_json(value: object) -> Any:
+    """A reply, a record, or a list or mapping of them, as ``--json`` prints it: as it encodes, with every
+    Value's decoded data beside its raw ``data`` (see the module notes)."""
+    return _with_values(value, msgspec.to_builtins(value))
 
 
-def promise_json(promise: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(promise)
-    for key in ("param", "value"):
-        if key in out:
-            out[key] = value_json(out[key])
-    return out
+def _with_values(value: object, encoded: Any) -> Any:
+    if isinstance(value, Value):
+        ok, decoded = decode_data(value.data)
+        return {**encoded, "json": decoded} if ok else encoded
+    if isinstance(value, msgspec.Struct):
+        return {
+            f.encode_name: _with_values(getattr(value, f.name), encoded[f.encode_name])
+            for f in msgspec.structs.fields(value)
+            if f.encode_name in encoded
+        }
+    if isinstance(value, list | tuple):
+        return [_with_values(v, e) for v, e in zip(value, encoded, strict=True)]
+    if isinstance(value, Mapping):
+        return {k: _with_values(v, encoded[k]) for k, v in value.items()}
+    return encoded
 
 
-def schedule_json(schedule: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(schedule)
-    if "promiseParam" in out:
-        out["promiseParam"] = value_json(out["promiseParam"])
-    return out
-
-
-def response_json(data: Any) -> Any:
-    """The response ``data`` with every promise's and schedule's values decoded (see the module notes)."""
-    if not isinstance(data, dict):
-        return data
-    out = dict(data)
-    if isinstance(out.get("promise"), dict):
-        out["promise"] = promise_json(out["promise"])
-    for key in ("promises", "preload"):
-        if isinstance(out.get(key), list):
-            out[key] = [promise_json(p) if isinstance(p, dict) else p for p in out[key]]
-    if isinstance(out.get("schedule"), dict):
-        out["schedule"] = schedule_json(out["schedule"])
-    if isinstance(out.get("schedules"), list):
-        out["schedules"] = [schedule_json(s) if isinstance(s, dict) else s for s in out["schedules"]]
-    if isinstance(out.get("action"), dict):
-        out["action"] = {**out["action"], "data": response_json(out["action"].get("data"))}
-    return out
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+def emit_json(value: object) -> None:
+    """Print ``value`` (a reply, records, plain JSON values) as ``to_json`` makes it, indented."""
+    click.echo(json.dumps(to_json(value), indent=2, ensure_ascii=False))
 
 
 # ─── the console ────────────────────────────────────────────────────────────────────────────────────────
@@ -123,8 +107,8 @@ def note(text: str) -> None:
 _STATE_STYLE = {"pending": "yellow", "resolved": "green", "acquired": "cyan", "fulfilled": "green"}
 
 
-def state_text(state: Any) -> Text:
-    name = str(state)
+def state_text(state: str) -> Text:
+    name = state
     style = _STATE_STYLE.get(name, "red" if name.startswith("rejected") or name == "halted" else "")
     return Text(name, style=style)
 
@@ -170,34 +154,34 @@ def error_text(decoded: Any) -> str | None:
     return f"{name}: {message}" if isinstance(message, str) and message else name
 
 
-def show_value(value: Any, limit: int | None = None) -> str:
+def show_value(value: Value, limit: int | None = None) -> str:
     """One line for a ``param``/``value``: ``Type: message`` for an error, the decoded JSON, or the raw
     data, or ``-``."""
-    if not isinstance(value, dict) or value.get("data") in (None, ""):
+    if not value.data:
         return "-"
-    ok, decoded = decode_data(value["data"])
-    text = f"(raw) {value['data']}"
+    ok, decoded = decode_data(value.data)
+    text = f"(raw) {value.data}"
     if ok:
         text = error_text(decoded) or json.dumps(decoded, ensure_ascii=False)
-    if value.get("headers"):
-        text += f"  headers {json.dumps(value['headers'], ensure_ascii=False)}"
+    if value.headers:
+        text += f"  headers {json.dumps(value.headers, ensure_ascii=False)}"
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
 
 
-def invocation(p: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A promise's invocation param (``{"func", "args", "kwargs", "version"}``), if it has one."""
-    param = p.get("param")
-    ok, decoded = decode_data(param.get("data") if isinstance(param, dict) else None)
+def invocation(param: Value) -> dict[str, Any] | None:
+    """The invocation in a promise's param (the decoded ``{"func", "args", "kwargs", "version"}``), if it
+    holds one."""
+    ok, decoded = decode_data(param.data)
     if ok and isinstance(decoded, dict) and isinstance(decoded.get("func"), str):
         return decoded
     return None
 
 
-def func_name(p: Mapping[str, Any]) -> str | None:
+def func_name(p: Promise) -> str | None:
     """The function named by a promise's invocation param, if it has one."""
-    found = invocation(p)
+    found = invocation(p.param)
     return found["func"] if found is not None else None
 
 
@@ -219,9 +203,9 @@ def now_ms() -> int:
 _NEVER = 2**53 - 1  # NO_DEADLINE of the SDK: "no timeout"
 
 
-def show_time(ms: Any, relative: bool = True) -> str:
+def show_time(ms: int | None, relative: bool = True) -> str:
     """``2026-12-02 22:10:03Z (5s ago)``; ``never`` for the SDK's no-deadline value."""
-    if not isinstance(ms, int):
+    if ms is None:
         return "-"
     if ms >= _NEVER:
         return "never"
@@ -236,9 +220,9 @@ def show_time(ms: Any, relative: bool = True) -> str:
     return text
 
 
-def show_duration(ms: Any) -> str:
+def show_duration(ms: int | None) -> str:
     """``340ms``, ``2.5s``, ``1h30m``, ``3d2h``: two units at most, the larger ones exact."""
-    if not isinstance(ms, int) or ms < 0:
+    if ms is None or ms < 0:
         return "-"
     if ms < 1000:
         return f"{ms}ms"
@@ -252,153 +236,145 @@ def show_duration(ms: Any) -> str:
     return "".join(parts[:2])
 
 
-def show_tags(tags: Any) -> str:
-    if not isinstance(tags, dict) or not tags:
+def show_tags(tags: Mapping[str, str]) -> str:
+    if not tags:
         return "-"
     return ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
-def took(p: Mapping[str, Any]) -> int | None:
+def took(p: Promise) -> int | None:
     """How long a settled promise took from creation to settlement (ms)."""
-    created, settled = p.get("createdAt"), p.get("settledAt")
-    if isinstance(created, int) and isinstance(settled, int) and settled >= created:
-        return settled - created
+    if p.settledAt is not None and p.settledAt >= p.createdAt:
+        return p.settledAt - p.createdAt
     return None
 
 
 # ─── records ────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def print_promise(p: Mapping[str, Any], workers: str | None = None) -> None:
-    rows: list[tuple[str, str | Text]] = [("id", str(p.get("id"))), ("state", state_text(p.get("state")))]
-    call = invocation(p)
-    tags = p.get("tags") or {}
+def print_promise(p: Promise, workers: str | None = None) -> None:
+    rows: list[tuple[str, str | Text]] = [("id", p.id), ("state", state_text(p.state))]
+    call = invocation(p.param)
     if call is not None:
         rows.append(("function", show_call(call)))
-        if isinstance(tags, dict) and tags.get("resonate:target"):
-            rows.append(("target", str(tags["resonate:target"])))
-    if p.get("state") != "pending" or (p.get("value") or {}).get("data"):
-        rows.append(("value", show_value(p.get("value"))))
+        if p.tags.get("resonate:target"):
+            rows.append(("target", p.tags["resonate:target"]))
+    if p.state != "pending" or p.value.data:
+        rows.append(("value", show_value(p.value)))
     if call is None:
-        rows.append(("param", show_value(p.get("param"))))
-    rows.append(("tags", show_tags(tags)))
-    rows.append(("created", show_time(p.get("createdAt"))))
-    if "settledAt" in p:
+        rows.append(("param", show_value(p.param)))
+    rows.append(("tags", show_tags(p.tags)))
+    rows.append(("created", show_time(p.createdAt)))
+    if p.settledAt is not None:
         spent = took(p)
-        rows.append(("settled", show_time(p.get("settledAt"))))
+        rows.append(("settled", show_time(p.settledAt)))
         if spent is not None:
             rows.append(("took", show_duration(spent)))
-    rows.append(("timeout", show_time(p.get("timeoutAt"))))
+    rows.append(("timeout", show_time(p.timeoutAt)))
     if workers is not None:
         rows.append(("workers", Text(workers, style="yellow")))
     fields(rows)
 
 
-def promise_row(p: Mapping[str, Any]) -> list[str | Text]:
-    value = show_value(p.get("value"), limit=60) if p.get("state") != "pending" else "-"
-    return [
-        str(p.get("id")),
-        state_text(p.get("state")),
-        func_name(p) or "-",
-        value,
-        show_time(p.get("createdAt"), relative=False),
-    ]
+def promise_row(p: Promise) -> list[str | Text]:
+    value = show_value(p.value, limit=60) if p.state != "pending" else "-"
+    return [p.id, state_text(p.state), func_name(p) or "-", value, show_time(p.createdAt, relative=False)]
 
 
 PROMISE_COLUMNS = ["ID", "STATE", "FUNCTION", "VALUE", "CREATED"]
 
 
-def promise_line(p: Mapping[str, Any]) -> str:
+def promise_line(p: Promise) -> str:
     """One line for a promise inside another record's output (a task's, a fenced action's)."""
-    line = f"{p.get('id')}  {p.get('state')}"
-    if p.get("state") != "pending":
-        line += f"  {show_value(p.get('value'))}"
+    line = f"{p.id}  {p.state}"
+    if p.state != "pending":
+        line += f"  {show_value(p.value)}"
     func = func_name(p)
     if func:
         line += f"  ({func})"
     return line
 
 
-def print_task(t: Mapping[str, Any]) -> None:
+def print_task(t: Task) -> None:
     rows: list[tuple[str, str | Text]] = [
-        ("id", str(t.get("id"))),
-        ("state", state_text(t.get("state"))),
-        ("version", str(t.get("version"))),
-        ("resumes", str(t.get("resumes", 0))),
+        ("id", t.id),
+        ("state", state_text(t.state)),
+        ("version", str(t.version)),
+        ("resumes", str(t.resumes)),
     ]
-    if "pid" in t:
-        rows.append(("pid", str(t["pid"])))
-    if "ttl" in t:
-        rows.append(("ttl", show_duration(t["ttl"])))
-    if "expiresAt" in t:  # troth's server says when the lease ends (docs/protocol/records.md#task-record)
-        rows.append(("lease expires", show_time(t["expiresAt"])))
+    if t.pid is not None:
+        rows.append(("pid", t.pid))
+    if t.ttl is not None:
+        rows.append(("ttl", show_duration(t.ttl)))
+    if t.expiresAt is not None:  # troth's addition: the lease's end (docs/protocol/records.md#task-record)
+        rows.append(("lease expires", show_time(t.expiresAt)))
     fields(rows)
 
 
 TASK_COLUMNS = ["ID", "STATE", "VERSION", "PID", "TTL", "LEASE EXPIRES"]
 
 
-def task_row(t: Mapping[str, Any]) -> list[str | Text]:
+def task_row(t: Task) -> list[str | Text]:
     return [
-        str(t.get("id")),
-        state_text(t.get("state")),
-        str(t.get("version")),
-        str(t.get("pid", "-")),
-        show_duration(t.get("ttl")),
-        show_time(t.get("expiresAt")),
+        t.id,
+        state_text(t.state),
+        str(t.version),
+        "-" if t.pid is None else t.pid,
+        show_duration(t.ttl),
+        show_time(t.expiresAt),
     ]
 
 
-def print_schedule(s: Mapping[str, Any]) -> None:
+def print_schedule(s: Schedule) -> None:
     rows: list[tuple[str, str | Text]] = [
-        ("id", str(s.get("id"))),
-        ("cron", str(s.get("cron"))),
-        ("promise id", str(s.get("promiseId"))),
-        ("promise timeout", show_duration(s.get("promiseTimeout"))),
+        ("id", s.id),
+        ("cron", s.cron),
+        ("promise id", s.promiseId),
+        ("promise timeout", show_duration(s.promiseTimeout)),
     ]
-    call = invocation({"param": s.get("promiseParam")})
+    call = invocation(s.promiseParam)
     if call is not None:
         rows.append(("function", show_call(call)))
     else:
-        rows.append(("promise param", show_value(s.get("promiseParam"))))
+        rows.append(("promise param", show_value(s.promiseParam)))
     rows += [
-        ("promise tags", show_tags(s.get("promiseTags"))),
-        ("created", show_time(s.get("createdAt"))),
-        ("next run", show_time(s.get("nextRunAt"))),
+        ("promise tags", show_tags(s.promiseTags)),
+        ("created", show_time(s.createdAt)),
+        ("next run", show_time(s.nextRunAt)),
     ]
-    if "lastRunAt" in s:
-        rows.append(("last run", show_time(s.get("lastRunAt"))))
+    if s.lastRunAt is not None:
+        rows.append(("last run", show_time(s.lastRunAt)))
     fields(rows)
 
 
 SCHEDULE_COLUMNS = ["ID", "CRON", "FUNCTION", "PROMISE ID", "NEXT RUN"]
 
 
-def schedule_row(s: Mapping[str, Any]) -> list[str | Text]:
-    call = invocation({"param": s.get("promiseParam")})
+def schedule_row(s: Schedule) -> list[str | Text]:
+    call = invocation(s.promiseParam)
     return [
-        str(s.get("id")),
-        str(s.get("cron")),
+        s.id,
+        s.cron,
         call["func"] if call is not None else "-",
-        str(s.get("promiseId")),
-        show_time(s.get("nextRunAt"), relative=False),
+        s.promiseId,
+        show_time(s.nextRunAt, relative=False),
     ]
 
 
-def print_more(cursor: Any) -> None:
+def print_more(cursor: str | None) -> None:
     if cursor:
         note(f"(more results: --cursor {cursor})")
 
 
-def done(data: Any, as_json: bool, text: str) -> None:
+def done(reply: object, as_json: bool, text: str) -> None:
     if as_json:
-        emit_json(response_json(data))
+        emit_json(reply)
     else:
         click.echo(text)
 
 
-def show_promise(data: Any, as_json: bool) -> None:
+def show_promise(reply: PromiseReply, as_json: bool) -> None:
     if as_json:
-        emit_json(response_json(data))
+        emit_json(reply)
     else:
-        print_promise(record(data, "promise"))
+        print_promise(reply.promise)

@@ -6,13 +6,13 @@ from typing import Any
 
 import click
 
-from troth.cli.client import client_command, client_for, record, search_pages
+from troth.cli.client import client_command, client_for, search_pages
 from troth.cli.params import (
     DURATION,
     JSON_ARRAY,
     JSON_TAGS,
     JSON_VALUE,
-    encode_value,
+    encode_data,
     fail,
     invocation_param,
     resolve_target,
@@ -23,11 +23,12 @@ from troth.cli.render import (
     emit_json,
     print_more,
     print_schedule,
-    response_json,
     schedule_row,
     table,
 )
+from troth.protocol import messages
 from troth.protocol.cron import CronError, parse_cron
+from troth.protocol.messages import ScheduleReply
 from troth.sdk.context import FOREVER_MS
 
 
@@ -36,11 +37,11 @@ def schedules() -> None:
     """Schedule commands (alias: schedule)."""
 
 
-def _show_schedule(data: Any, as_json: bool) -> None:
+def _show_schedule(reply: ScheduleReply, as_json: bool) -> None:
     if as_json:
-        emit_json(response_json(data))
+        emit_json(reply)
     else:
-        print_schedule(record(data, "schedule"))
+        print_schedule(reply.schedule)
 
 
 def _cron(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -111,19 +112,14 @@ def schedules_create(
         fail("--arg and --json-args need --func")
     tags = dict(promise_tags or {})
     tags.setdefault("resonate:target", resolve_target(target))
+    data: str | None = None
     if func is not None:
-        param: dict[str, Any] = {"data": invocation_param(func, args, json_args, version)}
-    else:
-        param = {} if promise_param is None else encode_value(promise_param)
-    data = {
-        "id": id,
-        "cron": cron,
-        "promiseId": promise_id,
-        "promiseTimeout": FOREVER_MS if promise_timeout is None else promise_timeout,
-        "promiseParam": param,
-        "promiseTags": tags,
-    }
-    _show_schedule(client_for(ctx).call("schedule.create", data), as_json)
+        data = invocation_param(func, args, json_args, version)
+    elif promise_param is not None:
+        data = encode_data(promise_param)
+    timeout = FOREVER_MS if promise_timeout is None else promise_timeout
+    request = messages.schedule_create(id, cron, promise_id, timeout, data, tags)
+    _show_schedule(client_for(ctx).call(request), as_json)
 
 
 @schedules.command("get")
@@ -137,7 +133,7 @@ def schedules_get(ctx: click.Context, id: str, as_json: bool) -> None:
     Example:
       troth schedules get nightly
     """
-    _show_schedule(client_for(ctx).call("schedule.get", {"id": id}), as_json)
+    _show_schedule(client_for(ctx).call(messages.schedule_get(id)), as_json)
 
 
 @schedules.command("delete")
@@ -151,7 +147,7 @@ def schedules_delete(ctx: click.Context, id: str, as_json: bool) -> None:
     Example:
       troth schedules delete nightly
     """
-    done(client_for(ctx).call("schedule.delete", {"id": id}), as_json, f"deleted schedule {id}")
+    done(client_for(ctx).call(messages.schedule_delete(id)), as_json, f"deleted schedule {id}")
 
 
 @schedules.command("search")
@@ -177,10 +173,15 @@ def schedules_search(
     Example:
       troth schedules search --tags '{"team": "ops"}'
     """
-    query: dict[str, Any] = {"limit": limit, **({"tags": tags} if tags else {})}
-    found, cursor = search_pages(client_for(ctx), "schedule.search", "schedules", query, cursor, all_pages)
+    found, cursor = search_pages(
+        client_for(ctx),
+        lambda at: messages.schedule_search(tags or None, limit, at),
+        lambda page: page.schedules,
+        cursor or None,
+        all_pages,
+    )
     if as_json:
-        emit_json(response_json({"schedules": found, **({"cursor": cursor} if cursor else {})}))
+        emit_json({"schedules": found, **({"cursor": cursor} if cursor else {})})
         return
     table(SCHEDULE_COLUMNS, [schedule_row(s) for s in found])
     print_more(cursor)

@@ -7,15 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import msgspec
 
-from troth.cli.client import client_command, client_for, record, search_pages
+from troth.cli.client import client_command, client_for, search_pages
 from troth.cli.params import (
     DURATION,
     JSON_ARRAY,
     JSON_OBJECT,
     JSON_TAGS,
     JSON_VALUE,
-    encode_value,
+    encode_data,
     fail,
     now_ms,
 )
@@ -26,11 +27,12 @@ from troth.cli.render import (
     print_more,
     print_task,
     promise_line,
-    response_json,
     show_promise,
     table,
     task_row,
 )
+from troth.protocol import messages
+from troth.protocol.messages import Request, TaskRef, TaskReply
 
 TASK_STATES = ("pending", "acquired", "suspended", "halted", "fulfilled")
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
@@ -41,15 +43,15 @@ def tasks() -> None:
     """Task commands (alias: task)."""
 
 
-def _action(action: Any, default_kind: str | None = None) -> dict[str, Any]:
+def _action(action: Any, default_kind: str | None = None) -> Request[Any]:
+    """An action envelope given as JSON (``{"kind"?, "head"?, "data"}``) as a request to nest; its ``head``
+    is written anew, as for every nested action (the server reads none of it)."""
     if not isinstance(action, dict) or not isinstance(action.get("data"), dict):
         fail('an action must be a JSON object with a "data" object (and "kind")')
-    out = {"head": {}, **action}
-    if "kind" not in out:
-        if default_kind is None:
-            fail('the action needs a "kind"')
-        out["kind"] = default_kind
-    return out
+    if "kind" not in action and default_kind is None:
+        fail('the action needs a "kind"')
+    kind: Any = action.get("kind", default_kind)  # not a string: the server refuses it
+    return Request.raw(kind, action["data"])
 
 
 @tasks.command("get")
@@ -63,21 +65,20 @@ def tasks_get(ctx: click.Context, id: str, as_json: bool) -> None:
     Example:
       troth tasks get greet-1
     """
-    data = client_for(ctx).call("task.get", {"id": id})
+    reply = client_for(ctx).call(messages.task_get(id))
     if as_json:
-        emit_json(data)
+        emit_json(reply)
     else:
-        print_task(record(data, "task"))
+        print_task(reply.task)
 
 
-def _show_acquired(data: Any, as_json: bool) -> None:
+def _show_acquired(reply: TaskReply, as_json: bool) -> None:
     if as_json:
-        emit_json(response_json(data))
+        emit_json(reply)
         return
-    print_task(record(data, "task"))
-    if isinstance(data.get("promise"), dict):
-        click.echo(f"promise: {promise_line(data['promise'])}")
-    for p in data.get("preload") or []:
+    print_task(reply.task)
+    click.echo(f"promise: {promise_line(reply.promise)}")
+    for p in reply.preload:
         click.echo(f"preload: {promise_line(p)}")
 
 
@@ -106,17 +107,9 @@ def tasks_create(
     Example:
       troth tasks create job-1 --pid me --ttl 1m --timeout 1h --tags '{"resonate:target": "poll://any@default"}'
     """
-    action = {
-        "kind": "promise.create",
-        "head": {},
-        "data": {
-            "id": id,
-            "timeoutAt": now_ms() + timeout,
-            "param": {} if param is None else encode_value(param),
-            "tags": tags or {},
-        },
-    }
-    _show_acquired(client_for(ctx).call("task.create", {"pid": pid, "ttl": ttl, "action": action}), as_json)
+    data = None if param is None else encode_data(param)
+    create = messages.promise_create(id, now_ms() + timeout, data, tags)
+    _show_acquired(client_for(ctx).call(messages.task_create(pid, ttl, create)), as_json)
 
 
 @tasks.command("claim")
@@ -133,8 +126,7 @@ def tasks_claim(ctx: click.Context, id: str, pid: str, version: int, ttl: int, a
     Example:
       troth tasks claim greet-1 --pid me --version 0 --ttl 1m
     """
-    data = {"id": id, "version": version, "pid": pid, "ttl": ttl}
-    _show_acquired(client_for(ctx).call("task.acquire", data), as_json)
+    _show_acquired(client_for(ctx).call(messages.task_acquire(id, version, pid, ttl)), as_json)
 
 
 @tasks.command("complete")
@@ -169,12 +161,10 @@ def tasks_complete(
     if action is not None:
         if value is not None:
             fail("give either --action or --value, not both")
-        full = _action(action, "promise.settle")
+        request = messages.task_fulfill_with(id, version, _action(action, "promise.settle"))
     else:
-        settle = {"id": id, "state": state, "value": {} if value is None else encode_value(value)}
-        full = {"kind": "promise.settle", "head": {}, "data": settle}
-    data = client_for(ctx).call("task.fulfill", {"id": id, "version": version, "action": full})
-    show_promise(data, as_json)
+        request = messages.task_fulfill(id, version, state, None if value is None else encode_data(value))
+    show_promise(client_for(ctx).call(request), as_json)
 
 
 @tasks.command("fence")
@@ -197,16 +187,14 @@ def tasks_fence(ctx: click.Context, id: str, version: int, action: Any, as_json:
       troth tasks fence greet-1 --version 1 --action
         '{"kind": "promise.settle", "data": {"id": "greet-1:1", "state": "resolved"}}'
     """
-    data = client_for(ctx).call("task.fence", {"id": id, "version": version, "action": _action(action)})
+    reply = client_for(ctx).call(messages.task_fence(id, version, _action(action)))
     if as_json:
-        emit_json(response_json(data))
+        emit_json(reply)
         return
-    inner = data.get("action", {})
-    status = inner.get("head", {}).get("status")
-    if isinstance(inner.get("data"), dict) and isinstance(inner["data"].get("promise"), dict):
-        click.echo(f"{inner.get('kind')} answered {status}: {promise_line(inner['data']['promise'])}")
-    else:
-        click.echo(f"{inner.get('kind')} answered {status}: {inner.get('data')}")
+    inner = reply.action
+    promise = inner.promise
+    answered = promise_line(promise) if promise is not None else inner.data
+    click.echo(f"{inner.kind} answered {inner.status}: {answered}")
 
 
 @tasks.command("suspend")
@@ -229,9 +217,9 @@ def tasks_suspend(ctx: click.Context, id: str, version: int, actions: list[Any],
       troth tasks suspend greet-1 --version 1
         --actions '[{"data": {"awaited": "greet-1:1", "awaiter": "greet-1"}}]'
     """
-    full = [_action(a, "promise.register_callback") for a in actions]
-    data = client_for(ctx).call("task.suspend", {"id": id, "version": version, "actions": full})
-    done(data, as_json, f"suspended task {id}")
+    callbacks = [_action(a, "promise.register_callback") for a in actions]
+    request = messages.task_suspend_with(id, version, callbacks)
+    done(client_for(ctx).call(request), as_json, f"suspended task {id}")
 
 
 @tasks.command("release")
@@ -252,8 +240,7 @@ def tasks_release(ctx: click.Context, id: str, version: int, as_json: bool) -> N
     Example:
       troth tasks release greet-1 --version 1
     """
-    data = client_for(ctx).call("task.release", {"id": id, "version": version})
-    done(data, as_json, f"released task {id}")
+    done(client_for(ctx).call(messages.task_release(id, version)), as_json, f"released task {id}")
 
 
 @tasks.command("halt")
@@ -267,7 +254,7 @@ def tasks_halt(ctx: click.Context, id: str, as_json: bool) -> None:
     Example:
       troth tasks halt greet-1
     """
-    done(client_for(ctx).call("task.halt", {"id": id}), as_json, f"halted task {id}")
+    done(client_for(ctx).call(messages.task_halt(id)), as_json, f"halted task {id}")
 
 
 @tasks.command("continue")
@@ -281,7 +268,7 @@ def tasks_continue(ctx: click.Context, id: str, as_json: bool) -> None:
     Example:
       troth tasks continue greet-1
     """
-    done(client_for(ctx).call("task.continue", {"id": id}), as_json, f"continued task {id}")
+    done(client_for(ctx).call(messages.task_continue(id)), as_json, f"continued task {id}")
 
 
 @tasks.command("heartbeat")
@@ -296,8 +283,12 @@ def tasks_heartbeat(ctx: click.Context, pid: str, task_list: list[Any], as_json:
     Example:
       troth tasks heartbeat --pid me --tasks '[{"id": "greet-1", "version": 1}]'
     """
-    data = client_for(ctx).call("task.heartbeat", {"pid": pid, "tasks": task_list})
-    done(data, as_json, f"heartbeat sent for {len(task_list)} task(s)")
+    try:
+        held = msgspec.convert(task_list, list[TaskRef])
+    except msgspec.ValidationError as exc:
+        fail(f'--tasks must be a JSON array of {{"id": …, "version": …}} objects ({exc})')
+    request = messages.task_heartbeat(pid, [(t.id, t.version) for t in held])
+    done(client_for(ctx).call(request), as_json, f"heartbeat sent for {len(held)} task(s)")
 
 
 @tasks.command("search")
@@ -318,8 +309,13 @@ def tasks_search(
     Example:
       troth tasks search --state pending --all
     """
-    query: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
-    found, cursor = search_pages(client_for(ctx), "task.search", "tasks", query, cursor, all_pages)
+    found, cursor = search_pages(
+        client_for(ctx),
+        lambda at: messages.task_search(state or None, limit, at),
+        lambda page: page.tasks,
+        cursor or None,
+        all_pages,
+    )
     if as_json:
         emit_json({"tasks": found, **({"cursor": cursor} if cursor else {})})
         return

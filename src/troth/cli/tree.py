@@ -8,13 +8,13 @@ the same facts (``durationMs``, ``error``) beside the raw records' times and val
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 from rich.text import Text
 
-from troth.cli.client import client_command, client_for, record, search_pages
+from troth.cli.client import client_command, client_for, search_pages
 from troth.cli.render import (
     decode_data,
     emit_json,
@@ -24,26 +24,26 @@ from troth.cli.render import (
     show_duration,
     state_text,
     took,
-    value_json,
 )
+from troth.protocol import messages
+from troth.protocol.records import Promise, Value
 
 # ─── tree ───────────────────────────────────────────────────────────────────────────────────────────────
 
 _MARKS = {"pending": "🟡", "resolved": "🟢"}
 
 
-def state_mark(state: Any) -> str:
-    return _MARKS.get(str(state), "🔴" if str(state).startswith("rejected") else "⚪")
+def state_mark(state: str) -> str:
+    return _MARKS.get(state, "🔴" if state.startswith("rejected") else "⚪")
 
 
-def promise_kind(p: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def promise_kind(p: Promise) -> tuple[str | None, str | None]:
     """``(kind, func)``: kind is ``sleep``, ``rpc``, ``run``, ``promise`` (an external one) or ``None``."""
-    tags = p.get("tags") or {}
     func = func_name(p)
-    if tags.get("resonate:timer") == "true":
+    if p.tags.get("resonate:timer") == "true":
         return "sleep", None
-    scope = tags.get("resonate:scope")
-    if tags.get("resonate:external") == "true" and func is None:
+    scope = p.tags.get("resonate:scope")
+    if p.tags.get("resonate:external") == "true" and func is None:
         return "promise", None
     if scope == "global":
         return "rpc", func
@@ -52,53 +52,85 @@ def promise_kind(p: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, func
 
 
-def build_tree(root: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass
+class Node:
+    """One promise of the tree, with what ``tree`` says about it."""
+
+    promise: Promise
+    kind: str | None
+    func: str | None
+    forked_from: str | None
+    duration_ms: int | None
+    error: str | None
+    children: list[Node] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.promise.id
+
+    @property
+    def state(self) -> str:
+        return self.promise.state
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    """A node as ``tree --json`` prints it: the promise's id, state, times and value, what it is, and its
+    children."""
+    p = node.promise
+    out: dict[str, Any] = {"id": p.id, "state": p.state, "kind": node.kind, "func": node.func}
+    out["createdAt"] = p.createdAt
+    if p.settledAt is not None:
+        out["settledAt"] = p.settledAt
+    out["timeoutAt"] = p.timeoutAt
+    out["value"] = p.value  # emit_json adds its decoded data
+    if node.forked_from is not None:
+        out["forkedFrom"] = node.forked_from
+    if node.duration_ms is not None:
+        out["durationMs"] = node.duration_ms
+    if node.error is not None:
+        out["error"] = node.error
+    out["children"] = [node_json(c) for c in node.children]
+    return out
+
+
+def _failure(value: Value) -> str | None:
+    ok, decoded = decode_data(value.data)
+    return error_text(decoded) if ok else None
+
+
+def build_tree(root: Promise, members: list[Promise]) -> Node:
     """The nested structure below ``root``; a promise whose parent is unknown hangs off the root."""
-    nodes = {p["id"]: p for p in members if isinstance(p.get("id"), str)}
-    nodes[root["id"]] = root
-    children: dict[str, list[dict[str, Any]]] = {}
+    nodes = {p.id: p for p in members}
+    nodes[root.id] = root
+    children: dict[str, list[Promise]] = {}
     for pid, p in nodes.items():
-        if pid == root["id"]:
+        if pid == root.id:
             continue
-        parent = (p.get("tags") or {}).get("resonate:parent")
-        if not isinstance(parent, str) or parent == pid or parent not in nodes:
-            parent = root["id"]
+        parent = p.tags.get("resonate:parent")
+        if parent is None or parent == pid or parent not in nodes:
+            parent = root.id
         children.setdefault(parent, []).append(p)
     for group in children.values():
-        group.sort(key=lambda q: (q.get("createdAt") or 0, q["id"]))
+        group.sort(key=lambda q: (q.createdAt, q.id))
 
     seen: set[str] = set()
 
-    def node(p: dict[str, Any]) -> dict[str, Any]:
-        seen.add(p["id"])
+    def node(p: Promise) -> Node:
+        seen.add(p.id)
         kind, func = promise_kind(p)
-        out: dict[str, Any] = {"id": p["id"], "state": p.get("state"), "kind": kind, "func": func}
-        for key in ("createdAt", "settledAt", "timeoutAt"):
-            if key in p:
-                out[key] = p[key]
-        out["value"] = value_json(p.get("value", {}))
-        forked = (p.get("tags") or {}).get("troth:forked-from")
-        if isinstance(forked, str):
-            out["forkedFrom"] = forked
-        spent = took(p)
-        if spent is not None:
-            out["durationMs"] = spent
-        if str(p.get("state", "")).startswith("rejected"):
-            ok, decoded = decode_data((p.get("value") or {}).get("data"))
-            failure = error_text(decoded) if ok else None
-            if failure is not None:
-                out["error"] = failure
-        out["children"] = [node(c) for c in children.get(p["id"], []) if c["id"] not in seen]
-        return out
+        error = _failure(p.value) if p.state.startswith("rejected") else None
+        built = Node(p, kind, func, p.tags.get("troth:forked-from"), took(p), error)
+        built.children = [node(c) for c in children.get(p.id, []) if c.id not in seen]
+        return built
 
     return node(root)
 
 
-def render_tree(tree: dict[str, Any]) -> list[Text]:
+def render_tree(tree: Node) -> list[Text]:
     lines = [_tree_label(tree)]
 
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        kids = node["children"]
+    def walk(node: Node, prefix: str) -> None:
+        kids = node.children
         for i, child in enumerate(kids):
             last = i == len(kids) - 1
             lines.append(Text(f"{prefix}{'└── ' if last else '├── '}") + _tree_label(child))
@@ -108,21 +140,19 @@ def render_tree(tree: dict[str, Any]) -> list[Text]:
     return lines
 
 
-def _tree_label(node: Mapping[str, Any]) -> Text:
-    text = Text(f"{node['id']} {state_mark(node['state'])} ") + state_text(node["state"])
-    described = " ".join(part for part in (node.get("kind"), node.get("func")) if part)
-    if node.get("forkedFrom"):
+def _tree_label(node: Node) -> Text:
+    text = Text(f"{node.id} {state_mark(node.state)} ") + state_text(node.state)
+    described = " ".join(part for part in (node.kind, node.func) if part)
+    if node.forked_from:
         described = (
-            f"{described}, forked from {node['forkedFrom']}"
-            if described
-            else f"forked from {node['forkedFrom']}"
+            f"{described}, forked from {node.forked_from}" if described else f"forked from {node.forked_from}"
         )
     if described:
         text.append(f" ({described})")
-    if isinstance(node.get("durationMs"), int):
-        text.append(f" {show_duration(node['durationMs'])}", style="dim")
-    if node.get("error"):
-        text.append(f"  {node['error']}", style="red")
+    if node.duration_ms is not None:
+        text.append(f" {show_duration(node.duration_ms)}", style="dim")
+    if node.error:
+        text.append(f"  {node.error}", style="red")
     return text
 
 
@@ -138,13 +168,17 @@ def tree(ctx: click.Context, root_id: str, as_json: bool) -> None:
       troth tree greet-1
     """
     client = client_for(ctx)
-    root = record(client.call("promise.get", {"id": root_id}), "promise")
+    root = client.call(messages.promise_get(root_id)).promise
     members, _ = search_pages(
-        client, "promise.search", "promises", {"tags": {"resonate:origin": root_id}, "limit": 100}, None, True
+        client,
+        lambda at: messages.promise_search(tags={"resonate:origin": root_id}, limit=100, cursor=at),
+        lambda page: page.promises,
+        None,
+        True,
     )
     built = build_tree(root, members)
     if as_json:
-        emit_json(built)
+        emit_json(node_json(built))
     else:
         print_rich(Text("\n").join(render_tree(built)))
 

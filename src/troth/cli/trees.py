@@ -10,12 +10,12 @@ transaction, racing the workers that add children meanwhile, and blind to who ho
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import click
 
-from troth.cli.client import client_command, client_for, record
-from troth.cli.render import emit_json, response_json
+from troth.cli.client import client_command, client_for
+from troth.cli.render import emit_json
+from troth.protocol import messages
 
 
 @click.command("cancel")
@@ -35,22 +35,21 @@ def cancel(ctx: click.Context, id: str, include_detached: bool, as_json: bool) -
       troth cancel order-7
     """
     client = client_for(ctx)
-    data: dict[str, Any] = {"id": id, "includeDetached": include_detached}
     canceled: list[str] = []
+    cursor: str | None = None
     while True:
-        answer = client.call("tree.cancel", data)
-        promise = record(answer, "promise")
-        canceled.extend(str(c) for c in answer.get("canceled") or [])
-        if not answer.get("cursor"):
+        answer = client.call(messages.tree_cancel(id, include_detached, cursor))
+        canceled.extend(answer.canceled)
+        cursor = answer.cursor or None
+        if cursor is None:
             break
-        data["cursor"] = answer["cursor"]
     if as_json:
-        emit_json({"promise": response_json({"promise": promise})["promise"], "canceled": canceled})
+        emit_json({"promise": answer.promise, "canceled": canceled})
         return
     if canceled:
         click.echo(f"{id}  canceled {len(canceled)} pending promise(s) of its tree")
     else:
-        click.echo(f"{id}  nothing pending to cancel ({promise['state']})")
+        click.echo(f"{id}  nothing pending to cancel ({answer.promise.state})")
 
 
 @click.command("fork")
@@ -68,14 +67,12 @@ def fork(ctx: click.Context, id: str, new_id: str | None, as_json: bool) -> None
       troth fork order-7 --as order-7-retry
     """
     to = new_id or f"{id}-fork-{uuid.uuid4().hex[:8]}"
-    answer = client_for(ctx).call("tree.fork", {"id": id, "to": to})
+    answer = client_for(ctx).call(messages.tree_fork(id, to))
     if as_json:
-        emit_json(response_json(answer))
+        emit_json(answer)
         return
-    promise = record(answer, "promise")
-    click.echo(
-        f"{promise['id']}  {promise['state']}  (forked from {id}, {answer.get('copied', 0)} step(s) reused)"
-    )
+    promise = answer.promise
+    click.echo(f"{promise.id}  {promise.state}  (forked from {id}, {answer.copied} step(s) reused)")
 
 
 COMMANDS = [cancel, fork]

@@ -9,7 +9,9 @@
   it, in one pass, into an ``Answer``: its status, and its data as the request's typed reply
   (``PromiseReply``, ``TaskReply``, ``FenceReply``, … over the records of ``troth.protocol.records``) when
   the status is below 400, else the server's reason. ``parse_reply`` is the untyped form;
-  ``reply_envelope`` is the server's side of it.
+  ``reply_envelope`` is the server's side of it. A typed reply encodes exactly as troth's server sent it
+  (the CLI's ``--json`` prints them so; tests/unit/test_typed_replies.py): a page without a ``cursor``,
+  an empty ``SuspendReply`` or ``HeartbeatReply`` omit it, a ``preload`` or ``copied`` is always there.
 - **Messages** the server pushes to a worker (docs/protocol/delivery.md): ``Execute`` (a task to acquire)
   and ``Unblock`` (a promise the worker listens to has settled), as typed structs that ``encode_message``
   and ``decode_message`` turn into and out of JSON. A message of another kind, or a malformed one, decodes
@@ -33,7 +35,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 import msgspec
 
-from troth.protocol.records import PROTOCOL_VERSION, Promise, Schedule, Task
+from troth.protocol.records import PROTOCOL_VERSION, Limit, Promise, Queue, Schedule, Task
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -47,14 +49,18 @@ __all__ = [
     "FenceReply",
     "ForkReply",
     "HeartbeatReply",
+    "LimitPage",
+    "LimitReply",
     "Message",
     "PromisePage",
     "PromiseReply",
+    "QueuePage",
     "Request",
     "SchedulePage",
     "ScheduleReply",
     "SuspendReply",
     "TaskGetReply",
+    "TaskPage",
     "TaskRef",
     "TaskReply",
     "Unblock",
@@ -137,7 +143,7 @@ class PromiseReply(msgspec.Struct):
     promise: Promise
 
 
-class PromisePage(msgspec.Struct):
+class PromisePage(msgspec.Struct, omit_defaults=True):
     """``promise.search``: a page of promises and the next page's cursor."""
 
     promises: list[Promise]
@@ -156,13 +162,24 @@ class TaskGetReply(msgspec.Struct):
     task: Task
 
 
+class TaskPage(msgspec.Struct, omit_defaults=True):
+    """``task.search``: a page of tasks and the next page's cursor."""
+
+    tasks: list[Task]
+    cursor: str | None = None
+
+
 class _ActionHead(msgspec.Struct):
+    corrId: str | None = None
     status: int = 500
+    version: str | None = None
 
 
-class ActionAnswer(msgspec.Struct):
-    """The answer to one fenced action (a nested envelope): its status, and ``{promise}`` when it is 200."""
+class ActionAnswer(msgspec.Struct, kw_only=True):
+    """The answer to one fenced action (a nested envelope): its kind and status, and ``{promise}`` when it
+    is 200."""
 
+    kind: str = ""
     head: _ActionHead
     data: PromiseReply | str | None = None
 
@@ -190,14 +207,14 @@ class FenceBatchReply(msgspec.Struct):
     preload: list[Promise] = []
 
 
-class SuspendReply(msgspec.Struct):
+class SuspendReply(msgspec.Struct, omit_defaults=True):
     """``task.suspend``: ``200 {}`` (suspended), or ``300 {preload}`` when an awaited promise settled
     meanwhile."""
 
     preload: list[Promise] = []
 
 
-class HeartbeatReply(msgspec.Struct):
+class HeartbeatReply(msgspec.Struct, omit_defaults=True):
     """``task.heartbeat``: the tasks whose lease this worker no longer holds (troth adds ``lost``)."""
 
     lost: list[str] = []
@@ -207,9 +224,11 @@ class Empty(msgspec.Struct):
     """``task.release``, ``schedule.delete``: ``{}``."""
 
 
-class CancelReply(msgspec.Struct):
-    """``tree.cancel``: the ids canceled by this request, and where to go on when there are more."""
+class CancelReply(msgspec.Struct, omit_defaults=True):
+    """``tree.cancel``: the root, the ids canceled by this request, and where to go on when there are
+    more."""
 
+    promise: Promise
     canceled: list[str]
     cursor: str | None = None
 
@@ -225,8 +244,29 @@ class ScheduleReply(msgspec.Struct):
     schedule: Schedule
 
 
-class SchedulePage(msgspec.Struct):
+class SchedulePage(msgspec.Struct, omit_defaults=True):
     schedules: list[Schedule]
+    cursor: str | None = None
+
+
+class LimitReply(msgspec.Struct):
+    """``limit.set`` (troth only): the limit as it now is, and how many waiting tasks it let run."""
+
+    limit: Limit
+    admitted: int = 0
+
+
+class LimitPage(msgspec.Struct, omit_defaults=True):
+    """``limit.search`` (troth only)."""
+
+    limits: list[Limit]
+    cursor: str | None = None
+
+
+class QueuePage(msgspec.Struct, omit_defaults=True):
+    """``queue.search`` (troth only): the tasks running, waiting and retrying per limit key."""
+
+    queues: list[Queue]
     cursor: str | None = None
 
 
@@ -285,26 +325,30 @@ def _answer(kind: str, status: int, data: Any) -> Answer[Any]:
     return Answer(status, None, data)
 
 
-def parse_answer(request: Request[R], corr_id: str, body: bytes) -> Answer[R]:
+def parse_answer(request: Request[R], corr_id: str, body: bytes, *, status: int | None = None) -> Answer[R]:
     """The answer to ``request`` (sent with ``corr_id``) from the reply ``body``, decoded in one pass into
     the request's reply type; ``BadReply`` when ``body`` is not a reply envelope, echoes another kind or
-    corrId, or a successful answer does not have the shape of that reply."""
+    corrId, or a successful answer does not have the shape of that reply. ``status``, when given, is the
+    status that counts instead of ``head.status`` (the CLI goes by the HTTP status)."""
     if request.reply is Any:
-        status, data = parse_reply(request.kind, corr_id, body)
-        return cast(Answer[R], _answer(request.kind, status, data))
+        head_status, data = parse_reply(request.kind, corr_id, body)
+        return cast(Answer[R], _answer(request.kind, head_status if status is None else status, data))
     try:
         reply = _answer_decoder(request.reply).decode(body)
     except msgspec.ValidationError as exc:
         # An error answer whose data is not a message, or a success of another shape than expected.
-        status, data = parse_reply(request.kind, corr_id, body)
-        if status < 400:
+        head_status, data = parse_reply(request.kind, corr_id, body)
+        if status is not None:
+            head_status = status
+        if head_status < 400:
             raise BadReply(f"{request.kind}: unexpected answer: {exc}") from None
-        return Answer(status, None, data)
+        return Answer(head_status, None, data)
     except msgspec.DecodeError as exc:
         raise BadReply(f"{request.kind}: undecodable response: {exc}") from None
     if reply.kind != request.kind or reply.head.corrId != corr_id:
         raise BadReply(f"{request.kind}: response does not match the request")
-    status = reply.head.status
+    if status is None:
+        status = reply.head.status
     if status >= 400 and not isinstance(reply.data, str | None):  # an error as an object: keep it as sent
         return Answer(status, None, parse_reply(request.kind, corr_id, body)[1])
     return cast(Answer[R], _answer(request.kind, status, reply.data))
@@ -418,18 +462,45 @@ def task_fence_batch(
 
 def task_fulfill(id: str, version: int, state: str, data: str | None) -> Request[PromiseReply]:
     """Settle the task's own promise and finish the task."""
-    action = promise_settle(id, state, data).envelope(corr_id=f"{id}-fulfill")
-    return Request("task.fulfill", {"id": id, "version": version, "action": action}, PromiseReply)
+    return task_fulfill_with(id, version, promise_settle(id, state, data))
+
+
+def task_fulfill_with(id: str, version: int, action: Request[Any]) -> Request[PromiseReply]:
+    """``task.fulfill`` with its ``promise.settle`` action given whole (the CLI's ``--action``)."""
+    envelope = action.envelope(corr_id=f"{id}-fulfill")
+    return Request("task.fulfill", {"id": id, "version": version, "action": envelope}, PromiseReply)
 
 
 def task_suspend(id: str, version: int, awaited: Iterable[str]) -> Request[SuspendReply]:
     """Suspend the task until one of ``awaited`` settles (a callback registered on each)."""
-    actions = [promise_register_callback(a, id).envelope(corr_id=f"{id}-{i}") for i, a in enumerate(awaited)]
-    return Request("task.suspend", {"id": id, "version": version, "actions": actions}, SuspendReply)
+    return task_suspend_with(id, version, [promise_register_callback(a, id) for a in awaited])
+
+
+def task_suspend_with(id: str, version: int, actions: Iterable[Request[Any]]) -> Request[SuspendReply]:
+    """``task.suspend`` with its ``promise.register_callback`` actions given whole (the CLI's
+    ``--actions``)."""
+    envelopes = [action.envelope(corr_id=f"{id}-{i}") for i, action in enumerate(actions)]
+    return Request("task.suspend", {"id": id, "version": version, "actions": envelopes}, SuspendReply)
 
 
 def task_release(id: str, version: int) -> Request[Empty]:
     return Request("task.release", {"id": id, "version": version}, Empty)
+
+
+def task_halt(id: str) -> Request[Empty]:
+    """Stop dispatching the task until ``task_continue``."""
+    return Request("task.halt", {"id": id}, Empty)
+
+
+def task_continue(id: str) -> Request[Empty]:
+    return Request("task.continue", {"id": id}, Empty)
+
+
+def task_search(
+    state: str | None = None, limit: int | None = None, cursor: str | None = None
+) -> Request[TaskPage]:
+    data: dict[str, Any] = {} if state is None else {"state": state}
+    return Request("task.search", _page(data, limit, cursor), TaskPage)
 
 
 def task_heartbeat(pid: str, tasks: Iterable[tuple[str, int]]) -> Request[HeartbeatReply]:
@@ -474,6 +545,34 @@ def schedule_search(
 ) -> Request[SchedulePage]:
     data: dict[str, Any] = {} if tags is None else {"tags": dict(tags)}
     return Request("schedule.search", _page(data, limit, cursor), SchedulePage)
+
+
+def limit_set(
+    name: str | None = None,
+    group: str | None = None,
+    concurrency: int | None = None,
+    rate: str | None = None,
+) -> Request[LimitReply]:
+    """The server's limit of function ``name`` or of worker ``group`` (troth only); neither ``concurrency``
+    nor ``rate`` (e.g. ``20/s``) clears it."""
+    data: dict[str, Any] = {}
+    if name is not None:
+        data["name"] = name
+    if group is not None:
+        data["group"] = group
+    if concurrency is not None:
+        data["concurrency"] = concurrency
+    if rate is not None:
+        data["rate"] = rate
+    return Request("limit.set", data, LimitReply)
+
+
+def limit_search(limit: int | None = None, cursor: str | None = None) -> Request[LimitPage]:
+    return Request("limit.search", _page({}, limit, cursor), LimitPage)
+
+
+def queue_search(limit: int | None = None, cursor: str | None = None) -> Request[QueuePage]:
+    return Request("queue.search", _page({}, limit, cursor), QueuePage)
 
 
 # ------------------------------------------------------------------------------------------- messages

@@ -1,4 +1,5 @@
-"""The JSON records of the protocol: values, promises, tasks and schedules, as typed msgspec structs.
+"""The JSON records of the protocol: values, promises, tasks and schedules (and troth's limits and queues),
+as typed msgspec structs.
 
 Every record encodes exactly as the official clients expect (docs/protocol/clients.md#record-shapes): a
 promise always carries
@@ -65,3 +66,23 @@ class Schedule(msgspec.Struct, omit_defaults=True):
     createdAt: int
     nextRunAt: int
     lastRunAt: int | None = None
+
+
+class Limit(msgspec.Struct, omit_defaults=True):
+    """A limit set at the server (troth only; docs/operations/limits-by-key.md): of function ``name`` or
+    of worker ``group``, with ``concurrency`` and ``rate`` (dispatches per second) when set."""
+
+    name: str | None = None
+    group: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+
+
+class Queue(msgspec.Struct):
+    """The tasks of one limit key (troth only): ``running`` (holding a slot), ``queued`` (waiting for one)
+    and ``retrying`` (of the running ones, those on a later attempt)."""
+
+    key: str
+    running: int
+    queued: int
+    retrying: int = 0
