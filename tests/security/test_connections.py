@@ -217,3 +217,22 @@ def test_a_body_answered_early_is_not_mistaken_for_headers(server: ServerProcess
     sock.close()
     assert received.startswith(b"HTTP/1.1 413"), received[:80]
     assert b"431" not in received, received
+
+
+def test_a_dashboard_action_cut_off_mid_body_is_never_acted_on(server: ServerProcess) -> None:
+    """A form whose client disconnects before its body is complete changes nothing: ``id=…&action=cancel``
+    arrived whole, the rest never did, and the server does not act on what it has (it used to)."""
+    status, body = server.post("promise.create", {"id": "cut-form", "timeoutAt": now_ms() + 600_000})
+    assert status == 200, body
+    port = server.port or 0
+    form = b"id=cut-form&action=cancel"
+    head = (
+        f"POST /ui/a/settle HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHX-Request: true\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form) + 50}\r\n\r\n"
+    ).encode()
+    sock = open_socket(port, head + form)
+    sock.shutdown(socket.SHUT_WR)  # the client is gone before the rest of its body
+    closed_after(sock, 45)  # the server has finished with the request once it closes the connection
+    sock.close()
+    status, body = server.post("promise.get", {"id": "cut-form"})
+    assert status == 200 and body["data"]["promise"]["state"] == "pending", body

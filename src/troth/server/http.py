@@ -40,7 +40,7 @@ import msgspec
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import Principal, bearer
-from troth.server.bodies import read_body
+from troth.server.bodies import ClientGone, read_body
 from troth.server.browser import BrowserPolicy, is_json
 from troth.server.delivery import Refused
 from troth.server.engine import Engine
@@ -203,22 +203,13 @@ class App:
                     await _respond(send, 413, b"Payload Too Large", _TEXT)
                     return
                 break
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    await _respond(send, 413, b"Payload Too Large", _TEXT)
-                    return
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            body = await read_body(receive, MAX_BODY_BYTES)
+        except ClientGone:
+            return
+        if body is None:
+            await _respond(send, 413, b"Payload Too Large", _TEXT)
+            return
         token = bearer(scope["headers"]) if self.engine.auth is not None else None
         try:
             status, payload = await self.engine.handle(body, bearer=token)
@@ -282,7 +273,10 @@ class App:
             ok, _ = await self._authorize(scope, send, allowed)
             if not ok:
                 return
-        body = await read_body(receive, MAX_ANNOUNCED * 2)
+        try:
+            body = await read_body(receive, MAX_ANNOUNCED * 2)
+        except ClientGone:
+            return
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT)
             return

@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl
 
 from troth.protocol.limits import MAX_BODY_BYTES, MAX_ID_LENGTH
 from troth.server.auth import bearer
-from troth.server.bodies import read_body
+from troth.server.bodies import ClientGone, read_body
 from troth.server.counts import Delta
 from troth.server.engine import Engine
 from troth.server.ui import values
@@ -149,7 +149,10 @@ class Ui:
             if method != "POST":
                 await _answer(send, 405, b"", [(b"allow", b"POST")])
                 return
-            form = await _form(receive)
+            try:
+                form = await _form(receive)
+            except ClientGone:
+                return  # cut off before its form was complete: nothing is done
             if form is None:
                 await _answer(send, 413, b"Payload Too Large", _HTML)
                 return
