@@ -188,14 +188,18 @@ async def test_20_fencing_against_zombies(remote_env: Env) -> None:
             (env.tmp / "effects.log.zombie.open").touch()
             zombie.signal(signal.SIGCONT)
 
-        def zombie_refused() -> list[dict[str, object]]:
+        def zombie_stopped() -> list[dict[str, object]]:
+            """Once awake, the zombie learns it lost the lease one of two ways, whichever comes first: its
+            next fenced request is refused, or a heartbeat answer lists the task as lost (its execution is
+            then stopped before it sends anything)."""
             return [
                 e
                 for e in zombie.requests()
-                if e["kind"] in ("task.fence", "task.fulfill") and e["id"] == root and e["status"] == 409
+                if (e["kind"] in ("task.fence", "task.fulfill") and e["id"] == root and e["status"] == 409)
+                or (e["kind"] == "task.heartbeat" and root in e.get("lost", []))
             ]
 
-        await until(zombie_refused, 60, "the zombie's next fenced request to be refused")
+        await until(zombie_stopped, 60, "the zombie to learn that its lease is gone")
         zombie_reqs = [e for e in zombie.requests() if e["id"] == root]
         healthy_reqs = [e for e in healthy.requests() if e["id"] == root]
         zombie_version = next(e["task"]["version"] for e in zombie_reqs if e["kind"] == "task.acquire")

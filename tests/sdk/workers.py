@@ -25,7 +25,15 @@ from typing import Any
 import msgspec
 
 from troth import CanceledError, Context, Never, Troth
-from troth.protocol.messages import ActionAnswer, Answer, FenceBatchReply, FenceReply, Request, TaskReply
+from troth.protocol.messages import (
+    ActionAnswer,
+    Answer,
+    FenceBatchReply,
+    FenceReply,
+    HeartbeatReply,
+    Request,
+    TaskReply,
+)
 from troth.protocol.records import Task
 from troth.sdk.transport import HttpTransport
 
@@ -353,7 +361,14 @@ class TrafficLog:
                 self._log("task.fence", one, answer.status, inner)
             return answer
         inner = reply.action if isinstance(reply, FenceReply) else None
-        self._log(kind, data, answer.status, inner, reply.task if isinstance(reply, TaskReply) else None)
+        self._log(
+            kind,
+            data,
+            answer.status,
+            inner,
+            reply.task if isinstance(reply, TaskReply) else None,
+            reply.lost if isinstance(reply, HeartbeatReply) else None,
+        )
         return answer
 
     def _log(
@@ -363,8 +378,11 @@ class TrafficLog:
         status: int,
         inner: ActionAnswer | None,
         task: Task | None = None,
+        lost: list[str] | None = None,
     ) -> None:
         entry: dict[str, Any] = {"kind": kind, "status": status, "version": data.get("version")}
+        if lost:
+            entry["lost"] = lost  # a heartbeat's answer: leases this worker no longer holds
         entry["id"] = data["action"]["data"]["id"] if kind == "task.create" else data.get("id")
         if task is not None:
             entry["task"] = msgspec.to_builtins(task)
