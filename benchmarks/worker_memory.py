@@ -358,14 +358,16 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    out["stream_cuts"] = count_lines(tmp / "server.log", "its buffer is full")
+    out["stream_cuts"] = count_lines(tmp / "server.log", "its buffer is full") + count_lines(
+        tmp / "server.log", "closed: it took nothing for"
+    )
     out["releases"] = count_lines(tmp / "worker.log", "releasing ")
     return out
 
 
 def count_lines(path: Path, needle: str) -> int:
-    """Lines of a log that contain ``needle``: the server's slow-consumer cuts of the worker's stream, the
-    tasks the worker gave back after a failure (each cut ends the worker's leases)."""
+    """Lines of a log that contain ``needle``: the server's cuts of the worker's stream (a slow consumer of
+    unblocks, or a stalled socket), the tasks the worker gave back after a failure."""
     try:
         return sum(needle in line for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
     except OSError:

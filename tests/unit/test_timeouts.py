@@ -291,10 +291,10 @@ async def test_tick_does_not_deliver(h: Harness) -> None:
 
 
 async def test_a_stream_cut_by_the_server_keeps_its_workers_leases(tiny_buffers: Harness) -> None:
-    """A slow consumer cut off (its buffer full) or a stream closed by a shutdown: its worker lives on and
-    still runs what it holds, so its leases stay (ending them re-dispatched its running steps, which then ran
-    twice: the likeliest cause of the duplicate steps a replica-kill test showed under load); they end by
-    their ttl if it stops heartbeating."""
+    """A slow consumer cut off (an unblock found its buffer full) or a stream closed by a shutdown: its worker
+    lives on and still runs what it holds, so its leases stay (ending them re-dispatched its running steps,
+    which then ran twice: the likeliest cause of the duplicate steps a replica-kill test showed under load);
+    they end by their ttl if it stops heartbeating."""
     h = tiny_buffers
     other = h.connect("default", "w2")
     slow = h.connect("default", "w1")
@@ -302,8 +302,11 @@ async def test_a_stream_cut_by_the_server_keeps_its_workers_leases(tiny_buffers:
     assert (await h.acquire("t", 0, pid="w1", ttl=60_000)).status == 200
     await slow.take()
     await other.take()
-    for n in range(3):  # three executes for w1 alone: the third finds its buffer full
-        await h.create(f"u{n}", target="poll://uni@default/w1")
+    for n in range(3):  # three unblocks for w1 alone: the third finds its buffer full
+        await h.create(f"u{n}")
+        await h.listen(f"u{n}", "poll://uni@default/w1")
+    for n in range(3):
+        await h.settle(f"u{n}")
     await quiesce()
     assert slow.conn.closed and slow.conn.reason == "overflow"
     assert h.engine.metrics.sse_overflows._value.get() == 1

@@ -112,7 +112,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 show_default=True,
                 type=click.IntRange(1),
                 envvar="TROTH_BUFFER_SIZE",
-                help="Messages buffered per SSE connection (a slow consumer past it is closed).",
+                help="Frames buffered per SSE stream (executes past half wait; an unblock past it closes it)",
             ),
             click.option(
                 "--buffer-bytes",
@@ -120,7 +120,7 @@ def _server_options(default_store: str) -> Callable[[F], F]:
                 show_default=True,
                 type=click.IntRange(64 * 1024),
                 envvar="TROTH_BUFFER_BYTES",
-                help="Bytes buffered per SSE connection (a slow consumer past it is closed).",
+                help="Bytes buffered per SSE stream (executes past half wait; an unblock past it closes it)",
             ),
             click.option(
                 "--push-allow",

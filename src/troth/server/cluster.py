@@ -14,7 +14,9 @@ Replicas share nothing but the database. What one replica does for the others:
   replica's channel (``troth_r_<id>``: the message itself, under 7,000 bytes, else its key). The holder
   claims the outbox row (deletes it) and pushes the message only if it got the row — the row was written
   in the same transaction as the change that made the message, so the notification is only a wake-up:
-  if it is lost, the row is still there, and a sweep that claimed it first is never doubled.
+  if it is lost, the row is still there, and a sweep that claimed it first is never doubled. What it
+  claimed is pushed by the same rules as a message made here (``Delivery.deliver_here``): an execute that
+  finds its stream full waits in this replica's wait list for room, an unblock that does not fit cuts.
 * **Sweep.** Every 250 ms a replica claims outbox rows older than 2 s that match its streams
   (``DELETE … FOR UPDATE SKIP LOCKED``, so two replicas never take the same row): messages whose
   notification was lost, whose creator died before handing them on, and executes that found no stream

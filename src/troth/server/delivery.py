@@ -12,13 +12,24 @@ docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
   new one). Rejected: the official "first registered" rule, which keeps sending to a dead half-open
   stream until the server notices, and independent duplicates, which split a worker's messages at random.
 * **Buffers are bounded in bytes.** Each stream holds at most ``buffer_bytes`` (and ``buffer_size``
-  frames) not yet written to its socket; one frame is encoded once and the same bytes are shared by every
-  stream it goes to. A stream that would exceed its bound is a slow consumer: it is closed (its buffer
-  freed, ``troth_sse_overflows_total`` counted, a warning logged), so its worker reconnects and is handed
-  its pending tasks again, instead of silently losing messages while it stays connected.
+  frames) not yet taken by its socket writer; one frame is encoded once and the same bytes are shared by
+  every stream it goes to.
+* **A burst of executes waits; it never cuts a stream.** Executes may fill only half of a stream's buffer
+  (the other half stays free for ``unblock``s). An ``execute`` that does not fit goes to another member of
+  the group with room when its address allows one (the emptiest), else it joins the group's wait list
+  (below), from which every member of the group takes executes each time its writer empties its buffer —
+  so a burst of 10,000 goes out as fast as the group's sockets drain, the faster readers taking more.
+  Past the wait list's bound an execute is dropped (counted); the task's retry timer sends it again.
+* **Only what nothing else recovers cuts a stream.** An ``unblock`` that does not fit (no timer re-sends
+  it: its listener would wait forever) closes the stream as a slow consumer, and so does a stream whose
+  writer has taken nothing for ``STALL_MS`` while messages wait for it (a socket nobody reads): its buffer
+  is freed, ``troth_sse_overflows_total`` or ``troth_sse_stalls_total`` counted, a warning logged, and its
+  worker reconnects and is handed its group's pending tasks again, instead of silently losing messages while
+  it stays connected.
 * **Connections are bounded** in total, per group and per pid; a refused stream is a ``503``.
-* An ``execute`` that found no stream in its group waits for the next member of that group to connect;
-  the wait list is bounded and an entry leaves it as soon as its task is acquired or finished.
+* An ``execute`` that found no stream in its group, or no room in one, waits for a member of that group to
+  connect or to drain; the wait list (``MAX_WAITING``, over all groups) is bounded and an entry leaves it as
+  soon as its task is acquired or finished.
 * When the last stream of a pid in a group closes, ``on_pid_gone(group, pid, principal)`` lets the
   server end that pid's leases on the group's tasks at once — not when this server cut the stream itself
   (a slow consumer, a shutdown): that worker is alive and still running its tasks; their leases end by
@@ -26,7 +37,17 @@ docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
 
 With several replicas (``troth.server.cluster``), ``remote`` is consulted where this process has no
 suitable stream: it forwards the message to the replica that holds one (or keeps an execute in the shared
-outbox for the next stream anywhere), and it is told of every stream this process opens and closes.
+outbox for the next stream anywhere), and it is told of every stream this process opens and closes. A
+message another replica forwarded here follows the same rules as one made here (``deliver_here``): an
+execute that finds its stream full waits in this replica's wait list, an unblock that does not fit cuts.
+
+Rejected: cutting a stream for any frame that does not fit (the old rule: a burst of executes, e.g. a
+fan-out of 10,000 children, cut healthy workers' streams again and again, a reconnect storm that delivered
+nothing sooner); an unbounded buffer per stream (a client that never reads would hold the server's memory);
+a wait list per stream (an execute addressed to the group would be stuck behind one slow member while
+another has room); dropping executes that do not fit and leaving them to the retry timer (30 s of idle
+workers per burst); forwarding an execute that does not fit to a stream on another replica (no replica
+knows how full the others' streams are, and the shared outbox row is gone once this replica took it).
 """
 
 from __future__ import annotations
@@ -35,6 +56,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
@@ -63,7 +85,12 @@ MAX_WAITING = 10_000
 task's retry timer."""
 
 
-CUT_BY_SERVER: Final = frozenset({"overflow", "shutdown"})
+STALL_MS = 60_000
+"""A stream whose writer has taken nothing for this long while messages wait for it is cut (a socket
+nobody reads); checked when a message does not fit, so an idle stream is never cut."""
+
+
+CUT_BY_SERVER: Final = frozenset({"overflow", "stalled", "shutdown"})
 """Why this server closes a stream whose worker lives on: its leases stay (docs/operations/delivery.md)."""
 
 
@@ -71,16 +98,20 @@ class Connection:
     """One open SSE stream: a bounded buffer of frames (in bytes and in frames) and a closed flag."""
 
     __slots__ = (
+        "_active",
         "_buffer",
         "_bytes",
         "_capacity",
+        "_clock",
         "_limit",
         "_ready",
+        "_writing",
         "closed",
         "functions",
         "group",
         "id",
         "on_abort",
+        "on_drain",
         "principal",
         "reason",
     )
@@ -92,6 +123,7 @@ class Connection:
         capacity: int,
         principal: Principal | None = None,
         limit: int = 4 * 1024 * 1024,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.group = group
         self.id = id
@@ -104,11 +136,17 @@ class Connection:
         """Why the server closed it (``replaced``, ``overflow``, ``shutdown``), empty while open."""
         self.on_abort: Callable[[], None] | None = None
         """Set by the HTTP layer: stop writing to the socket at once (a slow consumer is cut off)."""
+        self.on_drain: Callable[[Connection], None] | None = None
+        """Set by ``Delivery``: the writer took the buffer, so there is room for waiting executes."""
         self._capacity = capacity
         self._limit = limit
         self._bytes = 0
         self._buffer: deque[bytes] = deque()
         self._ready = asyncio.Event()
+        self._clock = clock or _monotonic_ms
+        self._active = self._clock()
+        """When the writer last made progress (took frames, wrote to the socket) or had nothing to do."""
+        self._writing = False
 
     @property
     def pending(self) -> int:
@@ -119,19 +157,34 @@ class Connection:
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def fits(self, frame: bytes) -> bool:
-        """Whether ``frame`` fits the buffer (an empty buffer takes any one frame)."""
+    def fits(self, frame: bytes, *, execute: bool = False) -> bool:
+        """Whether ``frame`` fits the buffer (an empty buffer takes any one frame). An execute fits only the
+        first half, so that unblocks still find room behind a burst of executes."""
         if not self._buffer:
             return True
-        return len(self._buffer) < self._capacity and self._bytes + len(frame) <= self._limit
+        if execute:
+            frames, limit = max(1, self._capacity // 2), self._limit // 2
+        else:
+            frames, limit = self._capacity, self._limit
+        return len(self._buffer) < frames and self._bytes + len(frame) <= limit
 
-    def push(self, frame: bytes) -> bool:
-        if self.closed or not self.fits(frame):
+    def push(self, frame: bytes, *, execute: bool = False) -> bool:
+        if self.closed or not self.fits(frame, execute=execute):
             return False
+        if not self._buffer and not self._writing:
+            self._active = self._clock()  # an idle writer: it has had nothing to take until now
         self._buffer.append(frame)
         self._bytes += len(frame)
         self._ready.set()
         return True
+
+    def wrote(self) -> None:
+        """The writer put bytes on the socket (it is slow, perhaps, but not stalled)."""
+        self._active = self._clock()
+
+    def stalled(self, after_ms: int) -> bool:
+        """Whether frames wait and the writer has taken nothing for ``after_ms``."""
+        return bool(self._buffer) and self._clock() - self._active >= after_ms
 
     def take_buffer(self) -> list[bytes]:
         """Remove and return every buffered frame (they move to a replacing stream)."""
@@ -154,7 +207,9 @@ class Connection:
             self.on_abort()
 
     async def frames(self) -> list[bytes] | None:
-        """The frames buffered so far (waiting for at least one), or ``None`` once closed."""
+        """The frames buffered so far (waiting for at least one), or ``None`` once closed. Taking them
+        makes room: executes waiting for the group are handed in at once (``on_drain``)."""
+        self._writing = False
         while not self._buffer:
             if self.closed:
                 return None
@@ -165,6 +220,10 @@ class Connection:
         out = list(self._buffer)
         self._buffer.clear()
         self._bytes = 0
+        self._writing = True
+        self._active = self._clock()
+        if self.on_drain is not None:
+            self.on_drain(self)
         return out
 
     async def chunks(self) -> list[bytes] | None:
@@ -217,6 +276,10 @@ class Remote(Protocol):
         ...
 
 
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
 def frame(message: bytes) -> bytes:
     return b"data: " + message + b"\n\n"
 
@@ -239,6 +302,8 @@ class Delivery:
         push_concurrency: int = 256,
         push_policy: PushPolicy | None = None,
         on_pid_gone: Callable[[str, str, Principal | None], None] | None = None,
+        clock: Callable[[], int] | None = None,
+        stall_ms: int = STALL_MS,
     ) -> None:
         self.server_url = server_url
         self.push_policy = push_policy or PushPolicy()
@@ -249,6 +314,9 @@ class Delivery:
         self.max_per_group = max_per_group
         self.max_per_pid = max_per_pid
         self.on_pid_gone = on_pid_gone
+        self.clock = clock or _monotonic_ms
+        """Milliseconds, for telling a stalled stream (the server's clock; a manual one in tests)."""
+        self.stall_ms = stall_ms
         self._groups: dict[str, list[Connection]] = {}
         self._by_id: dict[tuple[str, str], Connection] = {}
         self._per_pid: dict[str, int] = {}
@@ -268,7 +336,7 @@ class Delivery:
 
     @property
     def waiting_count(self) -> int:
-        """Executes kept for groups with no stream."""
+        """Executes kept for groups with no stream, or no room in one."""
         return len(self._waiting_group)
 
     def buffered_bytes(self) -> int:
@@ -298,8 +366,9 @@ class Delivery:
             if self._per_pid.get(id, 0) >= self.max_per_pid:
                 self.metrics.sse_refused.labels("pid").inc()
                 raise Refused(f"Poll registration at capacity for pid {id[:100]!r}")
-        conn = Connection(group, id, self.buffer_size, principal, self.buffer_bytes)
+        conn = Connection(group, id, self.buffer_size, principal, self.buffer_bytes, self.clock)
         conn.functions = functions
+        conn.on_drain = self._hand_over
         members = self._groups.setdefault(group, [])
         if old is not None:
             # The newest stream wins; what the old one had not written yet moves over.
@@ -386,8 +455,8 @@ class Delivery:
             for conn in list(members):
                 conn.close("shutdown")
 
-    def _overflow(self, conn: Connection, kind: str) -> None:
-        """A slow consumer: cut it off so its worker reconnects (docs/operations/delivery.md)."""
+    def _overflow(self, conn: Connection) -> None:
+        """A slow consumer of unblocks: cut it off so its worker reconnects (docs/operations/delivery.md)."""
         self.metrics.sse_overflows.inc()
         log.warning(
             "stream of %s in group %s closed: its buffer is full (%d frames, %d bytes unread); "
@@ -400,19 +469,42 @@ class Delivery:
         conn.abort("overflow")
         self.disconnect(conn)
 
+    def _stalled(self, conn: Connection) -> None:
+        """A stream whose socket took nothing for ``stall_ms``: cut it off (docs/operations/delivery.md)."""
+        self.metrics.sse_stalls.inc()
+        log.warning(
+            "stream of %s in group %s closed: it took nothing for %d s (%d frames, %d bytes unread); "
+            "it should reconnect",
+            conn.id[:100],
+            conn.group[:100],
+            self.stall_ms // 1000,
+            conn.pending,
+            conn.buffered_bytes,
+        )
+        conn.abort("stalled")
+        self.disconnect(conn)
+
     def _hand_over(self, conn: Connection) -> None:
-        """Give a newly connected member the executes that found nobody in its group."""
+        """Give a member that connected, or whose writer just took its buffer, the executes waiting for its
+        group, oldest first, as many as fit (one it should avoid is left for another member)."""
         waiting = self._undelivered.get(conn.group)
-        if not waiting:
+        if not waiting or conn.closed:
             return
-        for task_id, message in list(waiting.items()):
+        others = len(self._groups.get(conn.group, ())) > 1
+        taken: list[str] = []
+        for task_id, message in waiting.items():
             address = parse_address(message.address)
             if address is None or (address.cast == "uni" and address.id != conn.id):
                 continue
-            if not conn.push(frame(self._encode(message))):
+            if others and message.avoid == conn.id:
+                continue
+            if not conn.push(frame(self._encode(message)), execute=True):
                 break
+            taken.append(task_id)
+        for task_id in taken:
             self._unwait(task_id)
-            self.metrics.messages.labels("execute", "sent").inc()
+        if taken:
+            self.metrics.messages.labels("execute", "sent").inc(len(taken))
 
     def _wait(self, group: str, m: Outgoing) -> bool:
         """Keep an execute for the next member of ``group``; ``False`` when the wait list is full."""
@@ -457,21 +549,21 @@ class Delivery:
         return {key: 1 for key in self._by_id}
 
     def deliver_here(self, m: Outgoing) -> bool:
-        """Push a message forwarded by another replica to a stream here that its address allows."""
+        """Push a message forwarded by another replica to a stream here that its address allows, by the
+        same rules as ``send`` (an execute that does not fit waits here); ``False``: no stream here."""
         address = parse_address(m.address)
         if address is None or address.scheme != "poll":
             return False
         conn = self._by_id.get((address.group, address.id)) if address.id else None
         if conn is None and address.cast == "any":
-            members = self._groups.get(address.group)
-            if members and m.avoid:
-                members = [c for c in members if c.id != m.avoid] or members
-            if members:
-                conn = random.choice(members)
-        kind = "execute" if m.promise is None else "unblock"
-        if conn is None or not conn.push(frame(self._encode(m))):
+            conn = self._pick(address.group, m.avoid)
+        if conn is None:
             return False
-        self.metrics.messages.labels(kind, "sent").inc()
+        if m.promise is None:
+            self._unwait(m.task_id)
+            self._push_execute(conn, address, m)
+        else:
+            self._push_unblock(conn, m, frame(self._encode(m)))
         return True
 
     def send(self, messages: list[Outgoing]) -> list[Outgoing]:
@@ -523,11 +615,7 @@ class Delivery:
             if held and remote is not None and remote.forward(m, address):
                 return True  # the preferred (or only) pid is on another replica
         if conn is None and address.cast == "any":
-            members = self._groups.get(address.group)
-            if members and m.avoid:
-                members = [c for c in members if c.id != m.avoid] or members
-            if members:
-                conn = members[0] if len(members) == 1 else random.choice(members)
+            conn = self._pick(address.group, m.avoid)
         if conn is None and remote is not None and remote.forward(m, address):
             return True
         if conn is None:
@@ -542,17 +630,53 @@ class Delivery:
             return False
         if m.promise is None:
             self._unwait(m.task_id)
-        data = self._frame(m, shared)
-        if conn.push(data):
-            self.metrics.messages.labels(kind, "sent").inc()
-        elif not conn.closed:
-            self._dropped(kind, m, "slow consumer")
-            self._overflow(conn, kind)
-            if m.promise is None:
-                self._wait(address.group, m)  # for the next member of the group that connects
+            self._push_execute(conn, address, m)
         else:
-            self._dropped(kind, m, "stream closed")
+            self._push_unblock(conn, m, self._frame(m, shared))
         return False
+
+    def _pick(self, group: str, avoid: str) -> Connection | None:
+        """A random member of ``group``, not ``avoid`` unless it is the only one."""
+        members = self._groups.get(group)
+        if not members:
+            return None
+        if avoid:
+            members = [c for c in members if c.id != avoid] or members
+        return members[0] if len(members) == 1 else random.choice(members)
+
+    def _push_execute(self, conn: Connection, address: Address, m: Outgoing) -> None:
+        """Push an execute to ``conn``; when it does not fit, to the emptiest other member its address
+        allows, else it waits for the group (never a cut: the task's retry timer recovers a lost one)."""
+        data = frame(self._encode(m))
+        if conn.push(data, execute=True):
+            self.metrics.messages.labels("execute", "sent").inc()
+            return
+        if conn.stalled(self.stall_ms):
+            self._stalled(conn)
+        if address.cast == "any":
+            others = [c for c in self._groups.get(address.group, ()) if c is not conn and c.id != m.avoid]
+            if others:
+                roomiest = min(others, key=lambda c: c.pending)
+                if roomiest.push(data, execute=True):
+                    self.metrics.messages.labels("execute", "sent").inc()
+                    return
+        if self._wait(address.group, m):
+            self.metrics.messages.labels("execute", "waiting").inc()
+        else:
+            self._dropped("execute", m, "its streams are full and so is the wait list")
+
+    def _push_unblock(self, conn: Connection, m: Outgoing, data: bytes) -> None:
+        """Push an unblock to ``conn``; one that does not fit cuts the stream (no timer sends it again)."""
+        if conn.push(data):
+            self.metrics.messages.labels("unblock", "sent").inc()
+        elif not conn.closed:
+            self._dropped("unblock", m, "slow consumer")
+            if conn.stalled(self.stall_ms):
+                self._stalled(conn)
+            else:
+                self._overflow(conn)
+        else:
+            self._dropped("unblock", m, "stream closed")
 
     def _send_http(self, kind: str, m: Outgoing) -> None:
         reason = self.push_policy.refusal(m.address)

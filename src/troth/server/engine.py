@@ -142,6 +142,7 @@ class Engine:
             max_per_group=self.config.max_connections_per_group,
             max_per_pid=self.config.max_connections_per_pid,
             on_pid_gone=self._pid_gone,
+            clock=self.clock.now,
         )
         self.counts = StateCounts()
         self.on_change: Callable[[Delta], None] | None = None

@@ -344,11 +344,13 @@ class App:
                     # copy the HTTP layer makes of each write stays small while a client reads slowly.
                     if len(chunk) <= _SLICE:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        conn.wrote()
                         continue
                     view = memoryview(chunk)
                     for at in range(0, len(chunk), _SLICE):
                         piece = bytes(view[at : at + _SLICE])
                         await send({"type": "http.response.body", "body": piece, "more_body": True})
+                        conn.wrote()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def watch() -> None:

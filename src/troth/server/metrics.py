@@ -47,11 +47,18 @@ class Metrics:
             "SSE streams closed because their buffer was full (slow consumers)",
             registry=r,
         )
+        self.sse_stalls = Counter(
+            "troth_sse_stalls",
+            "SSE streams closed because their socket took nothing for a minute while messages waited",
+            registry=r,
+        )
         self.sse_buffered = Gauge(
             "troth_sse_buffered_bytes", "Bytes buffered for SSE streams and not yet written", registry=r
         )
         self.waiting = Gauge(
-            "troth_executes_waiting", "Executes kept for groups that have no stream", registry=r
+            "troth_executes_waiting",
+            "Executes kept for groups that have no stream, or no room in one",
+            registry=r,
         )
         self.limits = Gauge(
             "troth_limit", "Configured bounds (docs/operations/limits.md)", ["name"], registry=r
