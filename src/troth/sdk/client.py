@@ -742,11 +742,12 @@ class Troth:
                 creation.set_result(None)
                 task, promise = answer.data.task, answer.data.promise
                 if task.state == "acquired":
-                    # Run it here first: when this process finishes it, the fulfil answer settles the
-                    # handle and no listener is needed (one request fewer than the official clients send
-                    # on every run). Only when the body suspended, or the lease was lost, does the handle
-                    # subscribe to learn the outcome from whoever finishes.
-                    await worker.run_task(task, promise, answer.data.preload)
+                    # Run it here first, within max_concurrent_tasks: when this process finishes it, the
+                    # fulfil answer settles the handle and no listener is needed (one request fewer than
+                    # the official clients send on every run). Only when the body suspended, the lease was
+                    # lost, or it waits for a slot (held, queued) does the handle subscribe to learn the
+                    # outcome.
+                    await worker.run_own(task, promise, answer.data.preload)
                 else:
                     worker.settled(promise)
             elif answer.status == 409:

@@ -20,6 +20,15 @@ queue entry (task id → version; the server's re-sends replace it), taken by at
 Rejected: one asyncio task per ``execute`` waiting on a semaphore — a burst of 10,000 was 10,000 coroutines
 (and the server's re-sends every 30 s added more), memory the process kept after they were gone
 (``benchmarks/worker_memory.py``).
+
+The bound covers every task this process executes, also those it won itself (``run_own``): a top-level
+``run`` whose ``task.create`` won the task runs at once in a free slot, else it joins the same queue,
+oldest first, as a held task (its lease renewed by the heartbeats, so nobody else takes it) while its
+caller goes on. Rejected: running won tasks outside the bound (10,000 ``begin_run`` calls ran 10,000
+workflows at once, whatever ``max_concurrent_tasks`` said); waiting for a slot before ``task.create``
+(``begin_run`` would block its caller until a slot frees); creating the promise without taking the task
+when no slot is free and letting an ``execute`` bring it back (a ``run`` with another ``target`` would then
+run in that group, not here).
 """
 
 from __future__ import annotations
@@ -57,6 +66,18 @@ _TASKS_PER_BEAT = 1000
 
 #: ``execute`` messages a worker keeps waiting for a free slot (see ``Worker._enqueue``).
 _MAX_QUEUED = 10_000
+
+
+class _Won:
+    """A task this process won with ``task.create`` while every slot was busy: held here (its lease
+    renewed by the heartbeats) until a runner takes it."""
+
+    __slots__ = ("preload", "promise", "task")
+
+    def __init__(self, task: Task, promise: Promise, preload: list[Promise]) -> None:
+        self.task = task
+        self.promise = promise
+        self.preload = preload
 
 
 class Worker:
@@ -98,8 +119,9 @@ class Worker:
         self.unicast = f"poll://uni@{group}/{pid}"
         self._max_runners = max_concurrent_tasks
         self._runners = 0
-        self._queued: dict[str, int] = {}
-        """Tasks an ``execute`` announced, waiting for a runner: id → the newest version announced."""
+        self._queued: dict[str, int | _Won] = {}
+        """Tasks waiting for a runner, oldest first: id → the newest version an ``execute`` announced, or
+        a task this process won itself (held already)."""
         self._backing_off: dict[str, int] = {}
         """Tasks released here a moment ago, announced again: id → the newest version, queued once
         their backoff has passed."""
@@ -217,6 +239,8 @@ class Worker:
                 self.spawn(self._after_backoff(id, backoff[0]))
             return
         queued = self._queued.get(id)
+        if isinstance(queued, _Won):
+            return  # held here already, waiting for a slot
         if queued is None:
             if len(self._queued) >= _MAX_QUEUED:
                 log.debug("execute %s v%d dropped: %d tasks wait already", id, version, len(self._queued))
@@ -241,18 +265,40 @@ class Worker:
         try:
             while self._queued and not self.stopping:
                 id = next(iter(self._queued))
-                version = self._queued.pop(id)
+                entry = self._queued.pop(id)
                 if not self._queued:
                     self._queued = {}  # a dict never shrinks: let a burst's table go
-                if id in self._held:
-                    continue
                 try:
-                    await self._acquire_and_run(id, version)
+                    if isinstance(entry, _Won):
+                        await self.run_task(entry.task, entry.promise, entry.preload)
+                    elif id not in self._held:
+                        await self._acquire_and_run(id, entry)
                 except Exception as exc:
                     if not self.stopping:
                         log.error("background work failed: %r", exc, exc_info=exc)
         finally:
             self._runners -= 1
+
+    async def run_own(self, task: Task, promise: Promise, preload: list[Promise]) -> None:
+        """Run a task this process won with ``task.create`` (a top-level ``run``) under the same bound as
+        every other: at once in a free slot (returning when it is done), else queued with the executes as
+        a held task, to run when a slot frees (returning at once)."""
+        if self._runners < self._max_runners and not self._queued:
+            self._runners += 1
+            try:
+                await self.run_task(task, promise, preload)
+            finally:
+                if self._queued and not self.stopping:
+                    self.spawn(self._run_queued())  # the slot goes on to the oldest waiting task
+                else:
+                    self._runners -= 1
+            return
+        self._held[task.id] = task.version
+        self._queued.pop(task.id, None)
+        self._queued[task.id] = _Won(task, promise, preload)
+        if self._runners < self._max_runners:
+            self._runners += 1
+            self.spawn(self._run_queued())
 
     async def _acquire_and_run(self, id: str, version: int) -> None:
         answer = await self.transport.request(wire.task_acquire(id, version, self.pid, self.ttl_ms))
@@ -289,6 +335,10 @@ class Worker:
         """Stop the running execution of task ``id`` (its promise was settled elsewhere — canceled — or its
         lease is gone): the step it runs receives ``asyncio.CancelledError`` and may clean up
         (docs/sdk/trees.md#cancel). Nothing happens when it is not running here, or is the caller."""
+        if isinstance(self._queued.get(id), _Won):  # held here, not started: let it go
+            del self._queued[id]
+            self._held.pop(id, None)
+            return
         job = self._jobs.get(id)
         if job is None or job.done() or job is asyncio.current_task():
             return
