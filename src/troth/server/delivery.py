@@ -646,14 +646,16 @@ class Delivery:
 
     def _push_execute(self, conn: Connection, address: Address, m: Outgoing) -> None:
         """Push an execute to ``conn``; when it does not fit, to the emptiest other member its address
-        allows, else it waits for the group (never a cut: the task's retry timer recovers a lost one)."""
+        allows, else it waits for the group (never a cut: the task's retry timer recovers a lost one).
+        While executes wait for the group already, a new one queues behind them (oldest first: they go out
+        as members drain), and no member is searched for room."""
         data = frame(self._encode(m))
         if conn.push(data, execute=True):
             self.metrics.messages.labels("execute", "sent").inc()
             return
-        if conn.stalled(self.stall_ms):
+        if not conn.closed and conn.stalled(self.stall_ms):
             self._stalled(conn)
-        if address.cast == "any":
+        if address.cast == "any" and not self._undelivered.get(address.group):
             others = [c for c in self._groups.get(address.group, ()) if c is not conn and c.id != m.avoid]
             if others:
                 roomiest = min(others, key=lambda c: c.pending)
