@@ -127,3 +127,28 @@ async def test_a_forwarded_execute_that_does_not_fit_waits_here(tiny_buffers: Ha
     assert not w1.conn.closed and h.engine.delivery.waiting_count == 1
     assert [id for id, _ in await w1.executes()] == ["r0"]
     assert [id for id, _ in await w1.executes()] == ["r1"]
+
+
+async def test_a_full_wait_list_makes_room_for_a_group_with_a_smaller_share(
+    tiny_buffers: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One group's burst does not keep every other group out: with the list full, an execute of a group
+    with fewer waiting takes the place of the oldest of the group with the most (dropped and counted; its
+    retry timer sends it again), until the two have about the same share."""
+    monkeypatch.setattr(delivery, "MAX_WAITING", 4)
+    h = tiny_buffers
+    w1 = h.connect("default", "w1")
+    for n in range(5):  # one in w1's buffer, four waiting: the list is full
+        await h.create(f"d{n}", target="poll://uni@default/w1")
+    for n in range(3):  # no stream in "other" yet: they wait for its first member
+        await h.create(f"o{n}", target="poll://any@other")
+    await quiesce()
+    assert h.engine.delivery.waiting_count == 4
+    assert h.engine.metrics.messages.labels("execute", "dropped")._value.get() == 3  # d1, d2, then o2
+    other = h.connect("other", "o")
+    assert [id for id, _ in await other.executes()] == ["o0"]  # one in its buffer, o1 next
+    assert [id for id, _ in await other.executes()] == ["o1"]
+    got = []
+    for _ in range(3):
+        got += [id for id, _ in await w1.executes()]
+    assert got == ["d0", "d3", "d4"]

@@ -29,7 +29,8 @@ docs/design/decisions.md#dropped-workers, docs/operations/delivery.md):
 * **Connections are bounded** in total, per group and per pid; a refused stream is a ``503``.
 * An ``execute`` that found no stream in its group, or no room in one, waits for a member of that group to
   connect or to drain; the wait list (``MAX_WAITING``, over all groups) is bounded and an entry leaves it as
-  soon as its task is acquired or finished.
+  soon as its task is acquired or finished. When it is full, a group with fewer waiting takes the place of
+  the oldest of the group with the most (``_make_room``), so one group's burst cannot keep others out.
 * When the last stream of a pid in a group closes, ``on_pid_gone(group, pid, principal)`` lets the
   server end that pid's leases on the group's tasks at once — not when this server cut the stream itself
   (a slow consumer, a shutdown): that worker is alive and still running its tasks; their leases end by
@@ -507,14 +508,29 @@ class Delivery:
             self.metrics.messages.labels("execute", "sent").inc(len(taken))
 
     def _wait(self, group: str, m: Outgoing) -> bool:
-        """Keep an execute for the next member of ``group``; ``False`` when the wait list is full."""
+        """Keep an execute for the next member of ``group``; ``False`` when the wait list is full and
+        ``group`` already has its fair share of it."""
         known = self._waiting_group.get(m.task_id)
         if known is not None and known != group:
             self._unwait(m.task_id)
-        elif known is None and len(self._waiting_group) >= MAX_WAITING:
+        elif known is None and len(self._waiting_group) >= MAX_WAITING and not self._make_room(group):
             return False
         self._undelivered.setdefault(group, {})[m.task_id] = m
         self._waiting_group[m.task_id] = group
+        return True
+
+    def _make_room(self, group: str) -> bool:
+        """The wait list is full: one group's burst must not keep every other group's executes out, so
+        the oldest execute of the group with the most waiting gives way to one of a group with fewer
+        (counted as dropped; its retry timer sends it again). ``False``: ``group`` is (one of) the
+        largest already. A scan of the waiting groups, only when the list is full."""
+        mine = len(self._undelivered.get(group, ()))
+        largest = max(self._undelivered, key=lambda g: len(self._undelivered[g]))
+        if len(self._undelivered[largest]) <= mine + 1:
+            return False
+        oldest = next(iter(self._undelivered[largest].values()))
+        self._unwait(oldest.task_id)
+        self._dropped("execute", oldest, "the wait list is full (its group had the largest share)")
         return True
 
     def _unwait(self, task_id: str) -> None:
