@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -546,3 +546,15 @@ def barrier(server: ServerProcess, stream: SSE, tag: str, timeout: float = DEADL
         if msg.get("kind") == "execute" and msg["data"]["task"]["id"] == marker:
             return before
         before.append(msg)
+
+
+def post_many(server: ServerProcess, bodies: list[dict[str, object]], workers: int = 8) -> list[int]:
+    """POST each envelope in ``bodies`` to ``server`` from ``workers`` threads at once; the HTTP statuses."""
+
+    def run(chunk: list[dict[str, object]]) -> list[int]:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            return [client.post("/", json=b).status_code for b in chunk]
+
+    chunks = [bodies[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        return [s for part in pool.map(run, chunks) for s in part]

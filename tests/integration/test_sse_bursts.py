@@ -9,12 +9,10 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
-from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, post_many, wait_until
 from stores import server_store
 from troth.protocol import messages
 
@@ -82,16 +80,6 @@ class PausedStream:
         self.sock.close()
 
 
-def _post_many(server: ServerProcess, bodies: list[dict[str, object]], workers: int = 8) -> list[int]:
-    def run(chunk: list[dict[str, object]]) -> list[int]:
-        with httpx.Client(base_url=server.url, timeout=60.0) as client:
-            return [client.post("/", json=b).status_code for b in chunk]
-
-    chunks = [bodies[i::workers] for i in range(workers)]
-    with ThreadPoolExecutor(workers) as pool:
-        return [s for part in pool.map(run, chunks) for s in part]
-
-
 def test_a_slow_reader_receives_a_burst_of_executes_without_being_cut() -> None:
     with ServerProcess(server_store(), args=NO_RETRY) as server:
         assert server.port is not None
@@ -102,7 +90,7 @@ def test_a_slow_reader_receives_a_burst_of_executes_without_being_cut() -> None:
             target = {"resonate:target": "poll://any@burst"}
             ids = [f"burst-{n}-{PAD}" for n in range(BURST)]
             creates = [messages.promise_create(id, deadline, None, target) for id in ids]
-            statuses = _post_many(server, [envelope(c.kind, c.data) for c in creates])
+            statuses = post_many(server, [envelope(c.kind, c.data) for c in creates])
             assert set(statuses) == {200}
             # The stream could not take the burst as it came: executes waited for room.
             waited = server.metric("troth_messages_total", {"kind": "execute", "outcome": "waiting"})

@@ -11,28 +11,16 @@ from __future__ import annotations
 import base64
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from tests.security.conftest import rss_mb
 
-from helpers import DEADLINE, ServerProcess, envelope, now_ms, wait_until
+from helpers import DEADLINE, ServerProcess, envelope, now_ms, post_many, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BOUND_MB = 50.0
-
-
-def _post_many(server: ServerProcess, bodies: list[dict[str, object]], workers: int = 8) -> list[int]:
-    def run(chunk: list[dict[str, object]]) -> list[int]:
-        with httpx.Client(base_url=server.url, timeout=30.0) as client:
-            return [client.post("/", json=b).status_code for b in chunk]
-
-    chunks = [bodies[i::workers] for i in range(workers)]
-    with ThreadPoolExecutor(workers) as pool:
-        return [s for part in pool.map(run, chunks) for s in part]
 
 
 def test_rejected_requests_leave_no_memory_behind(tmp_path: Path) -> None:
@@ -43,7 +31,7 @@ def test_rejected_requests_leave_no_memory_behind(tmp_path: Path) -> None:
         target = "poll://any@g/" + "x" * 1_000_000
         body = envelope("promise.create", {"id": "p", "timeoutAt": -1, "tags": {"resonate:target": target}})
         for _ in range(2):
-            statuses = _post_many(server, [body] * 300)
+            statuses = post_many(server, [body] * 300)
             assert set(statuses) == {400}
             grown = rss_mb(server) - base
             print(f"rejected 1 MB targets: RSS {base:.0f} MB -> +{grown:.1f} MB")
@@ -73,13 +61,13 @@ def test_one_off_groups_are_forgotten_when_their_tasks_end(tmp_path: Path) -> No
             )
             for i in range(n)
         ]
-        assert set(_post_many(server, creates)) == {200}
+        assert set(post_many(server, creates)) == {200}
         assert server.metric("troth_executes_waiting") == min(n, 10_000)  # the wait list is bounded
         settles = [
             envelope("promise.settle", {"id": f"one-off-{i}", "state": "resolved", "value": {}})
             for i in range(n)
         ]
-        assert set(_post_many(server, settles)) == {200}
+        assert set(post_many(server, settles)) == {200}
         assert server.metric("troth_executes_waiting") == 0
         grown = rss_mb(server) - base
         print(f"{n} one-off groups: RSS {base:.0f} MB -> +{grown:.1f} MB")

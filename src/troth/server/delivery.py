@@ -72,6 +72,8 @@ from troth.server.metrics import Metrics
 from troth.server.push import PushPolicy, VettedResolver
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from troth.server.auth import Principal
 
 log = logging.getLogger("troth.delivery")
@@ -458,31 +460,25 @@ class Delivery:
 
     def _overflow(self, conn: Connection) -> None:
         """A slow consumer of unblocks: cut it off so its worker reconnects (docs/operations/delivery.md)."""
-        self.metrics.sse_overflows.inc()
-        log.warning(
-            "stream of %s in group %s closed: its buffer is full (%d frames, %d bytes unread); "
-            "it should reconnect",
-            conn.id[:100],
-            conn.group[:100],
-            conn.pending,
-            conn.buffered_bytes,
-        )
-        conn.abort("overflow")
-        self.disconnect(conn)
+        self._cut(conn, "overflow", "its buffer is full", self.metrics.sse_overflows)
 
     def _stalled(self, conn: Connection) -> None:
         """A stream whose socket took nothing for ``stall_ms``: cut it off (docs/operations/delivery.md)."""
-        self.metrics.sse_stalls.inc()
+        self._cut(conn, "stalled", f"it took nothing for {self.stall_ms // 1000} s", self.metrics.sse_stalls)
+
+    def _cut(self, conn: Connection, reason: str, why: str, counter: Counter) -> None:
+        """Close a stream this server gives up on: counted, one warning; its worker reconnects and keeps
+        its leases (``CUT_BY_SERVER``)."""
+        counter.inc()
         log.warning(
-            "stream of %s in group %s closed: it took nothing for %d s (%d frames, %d bytes unread); "
-            "it should reconnect",
+            "stream of %s in group %s closed: %s (%d frames, %d bytes unread); it should reconnect",
             conn.id[:100],
             conn.group[:100],
-            self.stall_ms // 1000,
+            why,
             conn.pending,
             conn.buffered_bytes,
         )
-        conn.abort("stalled")
+        conn.abort(reason)
         self.disconnect(conn)
 
     def _hand_over(self, conn: Connection) -> None:
