@@ -46,6 +46,7 @@ from troth.protocol.messages import (
     FenceBatchReply,
     FenceReply,
     Message,
+    PromiseReply,
     Request,
     Unblock,
     answer_of,
@@ -194,15 +195,31 @@ class RecordingTransport:
         else:
             answer = await self.inner.request(request)
         at = time.monotonic()
-        if kind == "task.fence_batch":  # recorded as the task.fence requests it stands for, in order
+        if kind == "task.fence_batch":
+            # Recorded as the requests it stands for, in order: a task.fence per action, and the settle
+            # of the task's own promise, which may end a batch, as the task.fulfill it stands for.
             reply = answer.data
             for i, action in enumerate(data["actions"]):
                 fence = {"id": data["id"], "version": data["version"], "action": action}
-                one: Request[FenceReply] = Request("task.fence", fence, FenceReply)
-                if isinstance(reply, FenceBatchReply) and answer.status == 200:
-                    split: Answer[Any] = Answer(200, FenceReply(reply.actions[i]))
+                one: Request[Any]
+                split: Answer[Any]
+                inner = (
+                    reply.actions[i] if isinstance(reply, FenceBatchReply) and answer.status == 200 else None
+                )
+                if action["data"]["id"] == data["id"]:
+                    one = Request("task.fulfill", fence, PromiseReply)
+                    if inner is not None and inner.status == 200:
+                        split = Answer(200, inner.data)
+                    elif inner is not None:
+                        split = Answer(inner.status, None, inner.data)
+                    else:
+                        split = Answer(answer.status, None, answer.data or answer.error)
                 else:
-                    split = Answer(answer.status, None, answer.data or answer.error)
+                    one = Request("task.fence", fence, FenceReply)
+                    if inner is not None:
+                        split = Answer(200, FenceReply(inner))
+                    else:
+                        split = Answer(answer.status, None, answer.data or answer.error)
                 self.exchanges.append(Exchange(one, split, at))
             return answer
         self.exchanges.append(Exchange(request, answer, at))

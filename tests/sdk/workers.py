@@ -358,7 +358,10 @@ class TrafficLog:
             for i, action in enumerate(data["actions"]):
                 one = {"id": data["id"], "version": data["version"], "action": action}
                 inner = reply.actions[i] if isinstance(reply, FenceBatchReply) else None
-                self._log("task.fence", one, answer.status, inner)
+                if action["data"]["id"] == data["id"]:  # the task's own settle: the fulfil it stands for
+                    self._log("task.fulfill", one, inner.status if inner is not None else answer.status, None)
+                else:
+                    self._log("task.fence", one, answer.status, inner)
             return answer
         inner = reply.action if isinstance(reply, FenceReply) else None
         self._log(

@@ -618,11 +618,60 @@ async def test_fence_batch_applies_nothing_when_refused(h: Harness) -> None:
     assert (r.status, r.data) == (404, "Task not found")
     r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": []})
     assert (r.status, r.data) == (400, "actions must not be empty")
-    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": [*one, _settle_action("t")]})
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": [_settle_action("t"), *one]})
+    assert (r.status, r.data) == (400, "actions[0]: Action ID must not equal the task ID")
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": [*one, _create_action("t")]})
     assert (r.status, r.data) == (400, "actions[1]: Action ID must not equal the task ID")
     r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": one * 1001})
     assert r.status == 400 and "at most 1000" in r.data
     assert await h.snap() == before
+
+
+async def test_fence_batch_may_end_by_fulfilling_the_task(h: Harness) -> None:
+    """The last action may settle the task's own promise: the task is fulfilled, as by ``task.fulfill``."""
+    await h.running("t", tags={"resonate:branch": "t"})
+    await h.create("t:1", tags={"resonate:scope": "local"})
+    actions = [_settle_action("t:1"), _create_action("t:2"), _settle_action("t:2"), _settle_action("t")]
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": actions}, at=START + 5)
+    assert r.status == 200
+    assert [a["head"]["status"] for a in r.data["actions"]] == [200, 200, 200, 200]
+    assert r.data["actions"][3]["data"]["promise"]["state"] == "resolved"
+    assert (await h.promise("t"))["settledAt"] == START + 5
+    assert (await h.task("t"))["state"] == "fulfilled"
+    again = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": [_settle_action("t")]})
+    assert (again.status, again.data) == (409, "Version mismatch")
+
+
+@pytest.mark.parametrize("already", ["resolved", "rejected_canceled", "missing"])
+async def test_an_optimistic_batch_stops_at_a_settle_that_did_not_apply(h: Harness, already: str) -> None:
+    """``optimistic``: the caller went on as if each settle applied; at the first one that finds its promise
+    settled (or missing) the batch stops: it is answered as usual, nothing after it runs, not even the
+    fulfil (docs/protocol/requests.md#task-fence-batch)."""
+    await h.running("t", tags={"resonate:branch": "t"})
+    await h.create("t:1", tags={"resonate:scope": "local"})
+    await h.create("t:2", tags={"resonate:scope": "local"})
+    if already != "missing":
+        await h.settle("t:2", already)
+    gone = "t:2" if already != "missing" else "t:7"
+    actions = [
+        _settle_action("t:1"),
+        _settle_action(gone),
+        _create_action("t:3"),
+        _settle_action("t", "resolved"),
+    ]
+    r = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": actions, "optimistic": True})
+    assert r.status == 200
+    statuses = [a["head"]["status"] for a in r.data["actions"]]
+    assert statuses == [200, 200 if already != "missing" else 404, 409, 409]
+    assert r.data["actions"][2]["data"] == "Not run: actions[1] found its promise already settled"
+    assert (await h.promise("t:1"))["state"] == "resolved"  # applied: it came before
+    assert (await h.call("promise.get", {"id": "t:3"})).status == 404
+    assert (await h.promise("t"))["state"] == "pending"
+    assert (await h.task("t"))["state"] == "acquired"
+    # Without ``optimistic`` the same batch runs every action (the fulfil included).
+    plain = await h.call("task.fence_batch", {"id": "t", "version": 1, "actions": actions})
+    assert [a["head"]["status"] for a in plain.data["actions"]][2:] == [200, 200]
+    assert (await h.task("t"))["state"] == "fulfilled"
 
 
 async def test_fence_without_action_head_is_accepted(h: Harness) -> None:

@@ -453,11 +453,21 @@ def task_fence(id: str, version: int, action: Request[Any], auth: str | None = N
 
 
 def task_fence_batch(
-    id: str, version: int, actions: Iterable[Request[Any]], auth: str | None = None
+    id: str,
+    version: int,
+    actions: Iterable[Request[Any]],
+    auth: str | None = None,
+    *,
+    optimistic: bool = False,
 ) -> Request[FenceBatchReply]:
-    """``task.fence`` for several actions in one transaction (troth only; an official server answers 400)."""
+    """``task.fence`` for several actions in one transaction (troth only; an official server answers 400).
+    The last action may settle ``id`` itself (that fulfils the task); ``optimistic``: stop at the first
+    settle that finds its promise already settled (docs/protocol/requests.md#task-fence-batch)."""
     envelopes = [action.envelope(auth) for action in actions]
-    return Request("task.fence_batch", {"id": id, "version": version, "actions": envelopes}, FenceBatchReply)
+    data: dict[str, Any] = {"id": id, "version": version, "actions": envelopes}
+    if optimistic:
+        data["optimistic"] = True
+    return Request("task.fence_batch", data, FenceBatchReply)
 
 
 def task_fulfill(id: str, version: int, state: str, data: str | None) -> Request[PromiseReply]:

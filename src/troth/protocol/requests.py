@@ -173,6 +173,7 @@ class TaskFenceBatch(msgspec.Struct):
     id: str
     version: Int64
     actions: list[RawAction]
+    optimistic: bool = False
 
 
 class TaskRef(msgspec.Struct):
@@ -701,7 +702,8 @@ class Fence(msgspec.Struct):
     action: PromiseCreate | PromiseSettle
 
 
-def _v_task_fence(d: TaskFence, lineage: LineagePolicy) -> Fence:
+def _v_task_fence(d: TaskFence, lineage: LineagePolicy, own: bool = False) -> Fence:
+    """``own``: the action may be a settle of the task's own promise (the last action of a batch)."""
     errors: list[str] = []
     _check_id(d.id, "id", errors)
     if d.version < 0:
@@ -710,17 +712,22 @@ def _v_task_fence(d: TaskFence, lineage: LineagePolicy) -> Fence:
         errors.append("Invalid fence action kind")
     _raise(errors)
     action = decode_action_data(d.action.kind, d.action.data, lineage)
-    if action.id == d.id:
+    if action.id == d.id and not (own and isinstance(action, PromiseSettle)):
         raise ValidationError("Action ID must not equal the task ID")
     return Fence(d.id, d.version, d.action.kind, d.action.head, action)
 
 
 class FenceBatch(msgspec.Struct):
-    """A validated ``task.fence_batch``: the task, its version and its fenced actions in order."""
+    """A validated ``task.fence_batch``: the task, its version and its fenced actions in order.
+    ``optimistic``: the caller went on as if every settle applied, so the batch stops at the first settle
+    that finds its promise already settled or missing; ``fulfils``: the last action settles the task's
+    own promise (it fulfils the task, as ``task.fulfill`` does)."""
 
     id: str
     version: int
     fences: list[Fence]
+    optimistic: bool = False
+    fulfils: bool = False
 
 
 def _v_task_fence_batch(d: TaskFenceBatch, lineage: LineagePolicy) -> FenceBatch:
@@ -729,12 +736,16 @@ def _v_task_fence_batch(d: TaskFenceBatch, lineage: LineagePolicy) -> FenceBatch
     if len(d.actions) > MAX_BATCH:
         raise ValidationError(f"actions has {len(d.actions)} entries; at most {MAX_BATCH} are allowed")
     fences = []
+    last = len(d.actions) - 1
+    fulfils = False
     for i, action in enumerate(d.actions):
         try:
-            fences.append(_v_task_fence(TaskFence(d.id, d.version, action), lineage))
+            fence = _v_task_fence(TaskFence(d.id, d.version, action), lineage, own=i == last)
         except ValidationError as exc:
             raise ValidationError(f"actions[{i}]: {exc}") from None
-    return FenceBatch(d.id, d.version, fences)
+        fences.append(fence)
+        fulfils = fence.action.id == d.id
+    return FenceBatch(d.id, d.version, fences, d.optimistic, fulfils)
 
 
 def _v_task_heartbeat(d: TaskHeartbeat, lineage: LineagePolicy) -> None:

@@ -171,6 +171,7 @@ class Scope(Protocol):
     async def run_local(
         self,
         info: Info,
+        record: Promise,
         entry: Registered,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -178,7 +179,7 @@ class Scope(Protocol):
         non_retryable: tuple[type[BaseException], ...],
         replaying: bool,
     ) -> Promise | Blocked:
-        """Run a local child whose promise is pending, settle it; its settled record, or ``BLOCKED``."""
+        """Run the local child ``record`` (pending), settle it; its settled record, or ``BLOCKED``."""
         ...
 
 
@@ -731,7 +732,9 @@ class Context:
                 tags=record.tags,
                 step=True,
             )
-            return await execution.run_local(info, entry, args, kwargs, policy, non_retryable, replaying)
+            return await execution.run_local(
+                info, record, entry, args, kwargs, policy, non_retryable, replaying
+            )
 
         future: DurableFuture[Any] = DurableFuture(
             self, id, runner(), created, hint=entry.return_hint, begin=begin

@@ -6,7 +6,9 @@ body:
 
 - ``Execution``: one run under one lease — the promise cache (seeded by the task's preload), create-or-get
   of children through ``task.fence``, or ``task.fence_batch`` for the actions begun together (a failed
-  fenced request is a platform failure: the execution stops), and the pending remote promises it waits on;
+  fenced request is a platform failure: the execution stops), local children's settles sent behind (the
+  body goes on at once; the settle goes out with the next fenced action, and the fulfil with the last:
+  docs/sdk/replay.md#settles-sent-behind), and the pending remote promises it waits on;
 - ``run_function``: one durable function to its outcome — the driver for generator bodies, retries of pure
   leaves by their policy, the join of every child (structured concurrency: a body that returns while a
   child is pending remotely is *blocked*, whatever it returned), and logged failures;
@@ -27,7 +29,10 @@ body resumes to the same result; outcomes are recorded once; children settle bef
 Rejected designs: keeping suspended coroutines in memory to continue them in place (they do not survive a
 crash, so replay is needed anyway, and two mechanisms would have to agree); an event history on the
 server (the promises are the history); the worker object passed down into every context (the cycle
-context ↔ runtime this module replaces).
+context ↔ runtime this module replaces); running a step before its promise exists and sending create and
+settle together (one round trip less, but a worker that lost its lease would still run the step);
+sending the settle behind without the server's ``optimistic`` stop (a step that timed out meanwhile
+would leave the next step created on the strength of a value the store does not have).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import msgspec
 
 from troth.protocol import messages as wire
 from troth.protocol.messages import ActionAnswer, Answer, PromiseReply, Request
-from troth.protocol.records import Promise
+from troth.protocol.records import Promise, Value
 from troth.sdk import tracing
 from troth.sdk.context import BLOCKED, Blocked, Body, Context, DurableFuture, Info, Services
 from troth.sdk.errors import CanceledError, PlatformError, SerializationError, Suspended, TrothTimeoutError
@@ -54,13 +59,37 @@ from troth.sdk.retry import Never, RetryPolicy, from_wire
 log = logging.getLogger("troth.sdk")
 
 R = TypeVar("R")
-_Queued = tuple[Request[PromiseReply], "asyncio.Future[Promise]"]
-"""A fenced action waiting to go out, and who waits for its record."""
 _encode: Final = msgspec.json.encode
 BATCH_ACTIONS: Final = 500
 """Most fenced actions in one ``task.fence_batch``."""
 BATCH_BYTES: Final = 1024 * 1024
 """About the most JSON one ``task.fence_batch`` carries (a single larger action still goes alone)."""
+LINGER_TURNS: Final = 8
+"""Turns of the event loop a settle sent behind waits for the body's next fenced action to join it."""
+
+
+class _Queued:
+    """A fenced action waiting to go out, and who waits for its record. ``expected``: a settle sent
+    behind, whose caller already went on with this record; ``fulfils``: the settle of the task's own
+    promise, which ends the task."""
+
+    __slots__ = ("action", "expected", "fulfils", "future")
+
+    def __init__(
+        self,
+        action: Request[PromiseReply],
+        future: asyncio.Future[Promise],
+        expected: Promise | None = None,
+        fulfils: bool = False,
+    ) -> None:
+        self.action = action
+        self.future = future
+        self.expected = expected
+        self.fulfils = fulfils
+
+
+class LeaseLost(Exception):
+    """The server refused the fulfil: this worker no longer holds the task (nothing to do)."""
 
 
 class Host(Services, Protocol):
@@ -105,8 +134,8 @@ class Execution:
         for record in records:
             self.cache[record.id] = record
 
-    def _begin(self, action: Request[PromiseReply]) -> asyncio.Future[Promise]:
-        """Queue a fenced action; it resolves to the promise record the server answered.
+    def _begin(self, queued: _Queued) -> asyncio.Future[Promise]:
+        """Queue a fenced action; its future resolves to the promise record the server answered.
 
         Actions go out in the order they were begun: every action begun while the previous request is
         on its way (or in the same step of the event loop) goes out together in one ``task.fence_batch``,
@@ -114,11 +143,12 @@ class Execution:
         A server without that kind (an official one) answers ``400`` and applies nothing; the worker then
         sends one ``task.fence`` per action, one after another, from then on.
         """
-        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        future = queued.future
         if self.broken is not None:
             future.set_exception(PlatformError(self.broken))
+            future.exception()
             return future
-        self._queue.append((action, future))
+        self._queue.append(queued)
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())
         return future
@@ -127,55 +157,91 @@ class Execution:
         try:
             while self._queue:
                 await asyncio.sleep(0)  # actions begun in this step of the loop join the batch
+                # A settle sent behind waits a few turns for the body's next fenced action (a sequential
+                # step's create), so that both go in one round trip.
+                turns = 0
+                while turns < LINGER_TURNS and self._queue and self._queue[-1].expected is not None:
+                    await asyncio.sleep(0)
+                    turns += 1
                 batch = self._take()
                 if self.broken is not None:
                     self._fail(batch)
                 elif len(batch) > 1 and self.host.fence_batch:
                     await self._send_batch(batch)
                 else:
-                    for action, future in batch:
-                        if self.broken is not None:
-                            self._fail([(action, future)])
-                        else:
-                            await self._send_one(action, future)
+                    await self._send_each(batch)
         finally:
             self._sender = None
             if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
                 self._fail(self._queue)
                 self._queue = []
 
+    async def drain(self) -> None:
+        """Wait until every queued action has its answer; ``PlatformError`` if the execution broke (a
+        settle sent behind found its promise already settled, a fenced request failed)."""
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+        if self.broken is not None:
+            raise PlatformError(self.broken)
+
     def _take(self) -> list[_Queued]:
         """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
-        ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request)."""
+        ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request); a fulfil ends one."""
         size = 0
         count = 0
-        for action, _ in self._queue:
-            size += len(_encode(action.data)) + 200
+        for queued in self._queue:
+            size += len(_encode(queued.action.data)) + 200
             if count == BATCH_ACTIONS or (count and size > BATCH_BYTES):
                 break
             count += 1
+            if queued.fulfils:
+                break
         batch, self._queue = self._queue[:count], self._queue[count:]
         return batch
 
     def _fail(self, batch: list[_Queued]) -> None:
         error = self.broken or RuntimeError("the execution stopped")
-        for _, future in batch:
+        for queued in batch:
+            future = queued.future
             if not future.done():
                 future.set_exception(PlatformError(error))
                 future.exception()
 
-    def _accept(
-        self, action: Request[PromiseReply], inner: ActionAnswer, future: asyncio.Future[Promise]
-    ) -> None:
+    def _break(self, why: str, batch: list[_Queued]) -> None:
+        self.broken = RuntimeError(why)
+        self._fail(batch)
+
+    def _accept(self, queued: _Queued, inner: ActionAnswer) -> None:
         """One fenced action's answer: its record into the cache and to its caller."""
         record = inner.promise
+        action = queued.action
         if inner.status != 200 or record is None:
-            self.broken = RuntimeError(f"fenced {action.kind} answered {inner.status}: {inner.data}")
-            self._fail([(action, future)])
+            if queued.fulfils and inner.status == 409:
+                queued.future.set_exception(LeaseLost(f"the fulfil answered 409: {inner.data}"))
+                queued.future.exception()
+                self.broken = LeaseLost("the lease was lost")
+                return
+            self._break(f"fenced {action.kind} answered {inner.status}: {inner.data}", [queued])
+            return
+        expected = queued.expected
+        if expected is not None and (record.state, record.value.data) != (
+            expected.state,
+            expected.value.data,
+        ):
+            # The caller went on as if this settle applied (docs/sdk/replay.md#settles-sent-behind); it did
+            # not (the promise timed out or was settled from outside meanwhile), so this execution stops
+            # and the task runs again, where the replay sees the promise as it is.
+            log.info(
+                "%s was already %s when this worker settled it; running %s again",
+                record.id,
+                record.state,
+                self.task_id,
+            )
+            self._break(f"{record.id} was already {record.state} when it was settled here", [queued])
             return
         self.cache[record.id] = record
-        if not future.done():
-            future.set_result(record)
+        if not queued.future.done():
+            queued.future.set_result(record)
 
     async def _request(self, request: Request[R], batch: list[_Queued]) -> Answer[R] | None:
         try:
@@ -185,21 +251,46 @@ class Execution:
             self._fail(batch)
             return None
 
-    async def _send_one(self, action: Request[PromiseReply], future: asyncio.Future[Promise]) -> None:
-        fence = wire.task_fence(self.task_id, self.version, action, self.host.token)
-        answer = await self._request(fence, [(action, future)])
+    async def _send_each(self, batch: list[_Queued]) -> None:
+        """One request per action, each only once the one before it was answered (a settle sent behind
+        that did not apply stops the rest, as an optimistic batch does)."""
+        for queued in batch:
+            if self.broken is not None:
+                self._fail([queued])
+            elif queued.fulfils:
+                await self._send_fulfil(queued)
+            else:
+                await self._send_one(queued)
+
+    async def _send_one(self, queued: _Queued) -> None:
+        fence = wire.task_fence(self.task_id, self.version, queued.action, self.host.token)
+        answer = await self._request(fence, [queued])
         if answer is None:
             return
         if answer.status != 200 or answer.data is None:
-            self.broken = RuntimeError(f"task.fence answered {answer.status}: {answer.error}")
-            self._fail([(action, future)])
+            self._break(f"task.fence answered {answer.status}: {answer.error}", [queued])
             return
         self.remember(answer.data.preload)
-        self._accept(action, answer.data.action, future)
+        self._accept(queued, answer.data.action)
+
+    async def _send_fulfil(self, queued: _Queued) -> None:
+        data = queued.action.data
+        fulfil = wire.task_fulfill(self.task_id, self.version, data["state"], data["value"].get("data"))
+        answer = await self._request(fulfil, [queued])
+        if answer is None:
+            return
+        if answer.status == 200 and answer.data is not None:
+            queued.future.set_result(answer.data.promise)
+            return
+        self.broken = LeaseLost(f"task.fulfill answered {answer.status}: {answer.error}")
+        self._fail([queued])
 
     async def _send_batch(self, batch: list[_Queued]) -> None:
-        actions = [action for action, _ in batch]
-        fence = wire.task_fence_batch(self.task_id, self.version, actions, self.host.token)
+        actions = [queued.action for queued in batch]
+        optimistic = any(queued.expected is not None for queued in batch)
+        fence = wire.task_fence_batch(
+            self.task_id, self.version, actions, self.host.token, optimistic=optimistic
+        )
         answer = await self._request(fence, batch)
         if answer is None:
             return
@@ -209,34 +300,31 @@ class Execution:
                 "the server refused task.fence_batch (%s); sending one task.fence per action", answer.error
             )
             self.host.fence_batch = False
-            for action, future in batch:
-                if self.broken is not None:
-                    self._fail([(action, future)])
-                else:
-                    await self._send_one(action, future)
+            await self._send_each(batch)
             return
         answers = answer.data.actions if answer.status == 200 and answer.data is not None else None
         if answers is None or len(answers) != len(batch):
-            self.broken = RuntimeError(
-                f"task.fence_batch answered {answer.status}: {answer.data or answer.error}"
-            )
-            self._fail(batch)
+            if answer.status == 409 and batch[-1].fulfils:
+                self.broken = LeaseLost(f"task.fence_batch answered 409: {answer.error}")
+                self._fail(batch)
+                return
+            self._break(f"task.fence_batch answered {answer.status}: {answer.data or answer.error}", batch)
             return
-        for (action, future), inner in zip(batch, answers, strict=True):
+        for queued, inner in zip(batch, answers, strict=True):
             if self.broken is not None:
-                self._fail([(action, future)])
+                self._fail([queued])
             else:
-                self._accept(action, inner, future)
+                self._accept(queued, inner)
 
     def begin_create(self, create: Request[PromiseReply]) -> asyncio.Future[Promise]:
         """Create-or-get a child promise (``create``: a ``promise_create``); cached records answer without a
         request when they can."""
         cached = self.cache.get(create.data["id"])
+        done: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         if cached is not None and (cached.state != "pending" or cached.tags.get("resonate:scope") == "local"):
-            done: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
             done.set_result(cached)
             return done
-        return self._begin(create)
+        return self._begin(_Queued(create, done))
 
     def created(self, record: Promise) -> Promise:
         if record.createdAt > self.latest_created:
@@ -247,12 +335,35 @@ class Execution:
         """Create-or-get a child promise; cached records answer without a request when they can."""
         return self.created(await self.begin_create(create))
 
+    def settle_behind(self, record: Promise, state: str, data: str | None) -> Promise:
+        """Settle the pending local child ``record`` without waiting: its settled record now, the fenced
+        settle queued to go out with the body's next fenced action (docs/sdk/replay.md#settles-sent-behind).
+        If the server finds the promise already settled, the execution stops there and nothing after it
+        is applied."""
+        settled = msgspec.structs.replace(
+            record, state=state, value=Value(data=data), settledAt=max(self.host.clock(), record.createdAt)
+        )
+        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        self._begin(_Queued(wire.promise_settle(record.id, state, data), future, expected=settled))
+        self.cache[record.id] = settled
+        return settled
+
     async def settle(self, id: str, state: str, data: str | None) -> Promise:
-        return await self._begin(wire.promise_settle(id, state, data))
+        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        return await self._begin(_Queued(wire.promise_settle(id, state, data), future))
+
+    async def fulfil(self, state: str, data: str | None) -> Promise:
+        """Settle the task's own promise, which ends the task, after every queued action (in the same
+        ``task.fence_batch`` as the last of them when the server takes it, else as ``task.fulfill``).
+        ``LeaseLost`` when the server refused it; ``PlatformError`` when the execution broke first."""
+        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        action = wire.promise_settle(self.task_id, state, data)
+        return await self._begin(_Queued(action, future, fulfils=True))
 
     async def run_local(
         self,
         info: Info,
+        record: Promise,
         entry: Registered,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -260,11 +371,14 @@ class Execution:
         non_retryable: tuple[type[BaseException], ...],
         replaying: bool,
     ) -> Promise | Blocked:
-        """Run a local child whose promise is pending, here, and settle it with a fenced settle."""
+        """Run the local child ``record`` (pending) here and settle it: sent behind when the server takes
+        ``task.fence_batch``, else a fenced settle awaited."""
         outcome = await run_function(self, info, entry, args, kwargs, policy, non_retryable, replaying)
         if isinstance(outcome, Blocked):
             return BLOCKED
         state, encoded = outcome
+        if self.host.fence_batch:
+            return self.settle_behind(record, state, encoded)
         return await self.settle(info.id, state, encoded)
 
 
@@ -490,7 +604,11 @@ async def execute(
         except PlatformError as exc:
             return TaskEnd("release", reason=f"a platform failure: {exc}")
         if not isinstance(outcome, Blocked):
-            return await _fulfill(host, id, version, outcome)
+            return await _fulfil(execution, outcome)
+        try:
+            await execution.drain()  # the settles sent behind are applied before the task suspends
+        except PlatformError as exc:
+            return TaskEnd("release", reason=f"a platform failure: {exc}")
         if not execution.remote_pending:
             return TaskEnd("release", reason="it is blocked on nothing")
         answer = await host.request(wire.task_suspend(id, version, execution.remote_pending))
@@ -504,9 +622,13 @@ async def execute(
         return TaskEnd("lost", reason=f"task.suspend answered {answer.status}: {answer.error}")
 
 
-async def _fulfill(host: Host, id: str, version: int, outcome: tuple[str, str | None]) -> TaskEnd:
+async def _fulfil(execution: Execution, outcome: tuple[str, str | None]) -> TaskEnd:
     state, encoded = outcome
-    answer = await host.request(wire.task_fulfill(id, version, state, encoded))
-    if answer.status == 200 and answer.data is not None:
-        return TaskEnd("fulfilled", promise=answer.data.promise)
-    return TaskEnd("lost", reason=f"task.fulfill answered {answer.status}: {answer.error}")
+    try:
+        return TaskEnd("fulfilled", promise=await execution.fulfil(state, encoded))
+    except LeaseLost as exc:
+        return TaskEnd("lost", reason=str(exc))
+    except PlatformError as exc:
+        if isinstance(execution.broken, LeaseLost):
+            return TaskEnd("lost", reason=str(execution.broken))
+        return TaskEnd("release", reason=f"a platform failure: {exc}")

@@ -148,6 +148,12 @@ def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Pr
     )
 
 
+def _not_run(corr_id: str, fence: rq.Fence, why: str) -> dict[str, Any]:
+    """The answer envelope of a batch action that an optimistic batch's stop left out."""
+    head = {"corrId": corr_id, "status": 409, "version": PROTOCOL_VERSION}
+    return {"kind": fence.action_kind, "head": head, "data": why}
+
+
 def _timed_out_state(tags: dict[str, str]) -> str:
     return "resolved" if tags.get("resonate:timer") == "true" else "rejected_timedout"
 
@@ -709,7 +715,17 @@ class Core:
         refused = await self._fence_refused(tx, d.id, d.version)
         if refused is not None:
             return refused
-        actions = [await self._fenced(tx, req.corr_id, f, now, fx) for f in d.fences]
+        actions: list[dict[str, Any]] = []
+        for i, fence in enumerate(d.fences):
+            if d.optimistic and isinstance(fence.action, rq.PromiseSettle) and fence.action.id != d.id:
+                target = await tx.get_promise(fence.action.id)
+                if target is None or target.state != "pending":
+                    # The caller went on as if this settle applied; it did not, so nothing after it runs.
+                    actions.append(await self._fenced(tx, req.corr_id, fence, now, fx))
+                    why = f"Not run: actions[{i}] found its promise already settled"
+                    actions.extend(_not_run(req.corr_id, f, why) for f in d.fences[i + 1 :])
+                    break
+            actions.append(await self._fenced(tx, req.corr_id, fence, now, fx))
         return 200, {"actions": actions, "preload": []}
 
     async def _fence_refused(self, tx: Tx, id: str, version: int) -> tuple[int, Any] | None:
