@@ -45,6 +45,22 @@ async def test_sleeps_of_days_finish_at_once() -> None:
         assert timer["tags"]["resonate:timer"] == "true"
 
 
+async def test_a_sleep_until_a_moment_between_milliseconds_never_ends_before_it() -> None:
+    """The timer's deadline is whole milliseconds: ``until`` is rounded up, never down."""
+    async with Harness() as h:
+
+        @h.troth.register
+        async def nap_until(ctx: Context, when: float) -> int:
+            await ctx.sleep(until=datetime.fromtimestamp(when, tz=UTC))
+            return h.clock.now()
+
+        when = (START_MS + 5_000) / 1000 + 0.0004  # 0.4 ms past a millisecond
+        woke = await h.run("until-1", nap_until, when)
+        assert woke >= when * 1000
+        timer = await h.troth.promises.get("until-1:1")
+        assert timer["timeoutAt"] == START_MS + 5_001
+
+
 async def test_a_sleep_of_days_needs_no_timeout() -> None:
     """A durable workflow sleeps for days (or years) with default options (issue 10, item 1)."""
     async with Harness() as h:

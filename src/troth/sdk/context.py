@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random as _random
 import time as _time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -475,7 +476,7 @@ class Context:
         if until is not None:
             if duration is not None:
                 raise ValueError("give either a duration or until=, not both")
-            deadline = int(until.timestamp() * 1000)
+            deadline = math.ceil(until.timestamp() * 1000)  # never before ``until``: ms rounded up
             asked = f"until {_when(deadline)}"
         else:
             if duration is None:
