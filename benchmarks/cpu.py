@@ -4,8 +4,9 @@ Wall times on the project's shared 2-core machines swing by 2–5× with the loa
 barely moves. This starts a real ``troth serve`` on a fresh SQLite file (WAL, ``synchronous=FULL``), runs
 the peer benchmark's troth workflows (``benchmarks/peers/drivers/troth_driver.py``) one after another in
 this process as client and worker, and reports per workflow the server's CPU (``utime + stime`` from
-``/proc``), this process's CPU and the wall time, for A (1 step), B (10 sequential steps), C (fan-out of 100
-and of 1,000), and the end-to-end lateness of D (a 1 s durable sleep, p50 and max over ``--sleeps``).
+``/proc``), this process's CPU, the wall time and the requests the SDK sent, for A (1 step), B (10
+sequential steps), C (fan-out of 100 and of 1,000), and the end-to-end lateness of D (a 1 s durable
+sleep, p50 and max over ``--sleeps``).
 
 To compare with another version of troth, put its source first on the path; the benchmark code stays
 this checkout's::
@@ -31,6 +32,18 @@ from typing import Any
 from benchmarks.peers.drivers.troth_driver import fanout, one_step, register, sleeper, steps
 from benchmarks.server import start_server
 from troth import Troth
+from troth.protocol.messages import Answer, Request
+from troth.sdk.transport import HttpTransport
+
+
+class CountingTransport(HttpTransport):
+    """The SDK's own HTTP transport, counting the requests it sends (heartbeats and all)."""
+
+    sent = 0
+
+    async def request(self, request: Request[Any]) -> Answer[Any]:
+        self.sent += 1
+        return await super().request(request)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -40,7 +53,8 @@ def cpu_seconds(pid: int) -> float:
 
 async def measure(url: str, server_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    troth = register(Troth(url, log_level=logging.WARNING))
+    transport = CountingTransport(url)
+    troth = register(Troth(url, transport=transport, log_level=logging.WARNING))
     async with troth:
         await troth.run(f"warm-{uuid.uuid4().hex}", fanout, 10)
         cases: list[tuple[str, Any, tuple[Any, ...], int]] = [
@@ -51,12 +65,14 @@ async def measure(url: str, server_pid: int, args: argparse.Namespace) -> dict[s
         ]
         for name, fn, fn_args, runs in cases:
             server0, client0, wall0 = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+            sent0 = transport.sent
             for _ in range(runs):
                 await troth.run(f"cpu-{uuid.uuid4().hex}", fn, *fn_args)
             out[name] = {
                 "server_cpu_ms": round((cpu_seconds(server_pid) - server0) / runs * 1000, 2),
                 "client_cpu_ms": round((time.process_time() - client0) / runs * 1000, 2),
                 "wall_ms": round((time.perf_counter() - wall0) / runs * 1000, 2),
+                "requests": round((transport.sent - sent0) / runs, 1),
             }
         late = []
         for _ in range(args.sleeps):
