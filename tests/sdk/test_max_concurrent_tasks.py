@@ -52,3 +52,30 @@ async def test_runs_started_here_wait_for_a_slot_without_blocking_their_caller(e
         assert peak == 2
         await until(worker.idle, 60, "the worker to be idle")
         assert worker._queued == {} and worker._runners == 0 and worker._held == {}
+
+
+async def test_a_run_begun_inside_a_running_task_never_waits_for_its_callers_slot(env: Env) -> None:
+    """With every slot taken by tasks whose steps each ``run`` another workflow and wait for it, queuing
+    those runs would deadlock (each waits for a slot only its own caller frees): a run begun inside a
+    running task runs at once, on its caller's account (docs/sdk/replay.md#what-a-worker-keeps)."""
+    r, _ = env.client(max_concurrent_tasks=1)
+    inner_ids = [env.id("inner") for _ in range(2)]
+
+    @r.register
+    async def inner(ctx: Context, n: int) -> int:
+        return n + 1
+
+    @r.register
+    async def calls_run(ctx: Context, id: str, n: int) -> int:
+        return await r.run(id, inner, n)  # type: ignore[no-any-return]
+
+    @r.register
+    async def outer(ctx: Context) -> int:
+        first = await ctx.run(calls_run, inner_ids[0], 1)
+        return await ctx.run(calls_run, inner_ids[1], first)  # type: ignore[no-any-return]
+
+    async with r:
+        assert await asyncio.wait_for(r.run(env.id("outer"), outer), 60) == 3
+        worker = r._worker
+        await until(worker.idle, 60, "the worker to be idle")
+        assert worker._runners == 0 and worker._nested == 0 and worker._queued == {}

@@ -24,17 +24,20 @@ Rejected: one asyncio task per ``execute`` waiting on a semaphore — a burst of
 The bound covers every task this process executes, also those it won itself (``run_own``): a top-level
 ``run`` whose ``task.create`` won the task runs at once in a free slot, else it joins the same queue,
 oldest first, as a held task (its lease renewed by the heartbeats, so nobody else takes it) while its
-caller goes on. Rejected: running won tasks outside the bound (10,000 ``begin_run`` calls ran 10,000
-workflows at once, whatever ``max_concurrent_tasks`` said); waiting for a slot before ``task.create``
-(``begin_run`` would block its caller until a slot frees); creating the promise without taking the task
-when no slot is free and letting an ``execute`` bring it back (a ``run`` with another ``target`` would then
-run in that group, not here).
+caller goes on — except a ``run`` begun inside a running task (a step that calls ``run``): that one runs
+at once, on its caller's account, since queued it could wait for a slot only its own waiting caller frees
+(a warning says when such runs exceed the bound). Rejected: running won tasks outside the bound (10,000
+``begin_run`` calls ran 10,000 workflows at once, whatever ``max_concurrent_tasks`` said); waiting for a
+slot before ``task.create`` (``begin_run`` would block its caller until a slot frees); creating the
+promise without taking the task when no slot is free and letting an ``execute`` bring it back (a ``run``
+with another ``target`` would then run in that group, not here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -52,6 +55,9 @@ from troth.sdk.retry import Exponential, RetryPolicy
 from troth.sdk.transport import Transport
 
 log = logging.getLogger("troth.sdk")
+
+_IN_TASK: contextvars.ContextVar[bool] = contextvars.ContextVar("troth_in_task", default=False)
+"""Set inside a task's execution (and the asyncio tasks it starts): a ``run`` begun there is nested."""
 R = TypeVar("R")
 
 Sleeper = Callable[[float], Awaitable[None]]
@@ -126,6 +132,9 @@ class Worker:
         """Tasks released here a moment ago, announced again: id → the newest version, queued once
         their backoff has passed."""
         self._held: dict[str, int] = {}
+        self._nested = 0
+        """Runs begun inside running tasks, running beyond ``max_concurrent_tasks`` (``run_own``)."""
+        self._nested_warned = False
         self._jobs: dict[str, asyncio.Task[None]] = {}
         """The running execution of each held task, so that a canceled one can be stopped."""
         self._stopped: set[str] = set()
@@ -293,6 +302,23 @@ class Worker:
                 else:
                     self._runners -= 1
             return
+        if _IN_TASK.get():
+            # Begun inside a running task (a step that calls ``run``): it runs now, on its caller's
+            # account. Queued, it could wait for a slot that only its own caller — waiting on it — frees.
+            self._nested += 1
+            if self._nested > self._max_runners and not self._nested_warned:
+                self._nested_warned = True
+                log.warning(
+                    "%d runs begun inside running tasks are running beyond max_concurrent_tasks=%d "
+                    "(they run at once so that their callers cannot deadlock waiting for a slot)",
+                    self._nested,
+                    self._max_runners,
+                )
+            try:
+                await self.run_task(task, promise, preload)
+            finally:
+                self._nested -= 1
+            return
         self._held[task.id] = task.version
         self._queued.pop(task.id, None)
         self._queued[task.id] = _Won(task, promise, preload)
@@ -346,6 +372,7 @@ class Worker:
         job.cancel()
 
     async def _execute(self, id: str, version: int, promise: Promise, preload: list[Promise]) -> None:
+        _IN_TASK.set(True)  # this asyncio task's own context: what it starts sees it too
         if promise.state != "pending":
             self.settled(promise)
             return
