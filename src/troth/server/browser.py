@@ -16,6 +16,10 @@ local troth:
   messages. Allowed origins get ``Access-Control-Allow-Origin`` on every answer, and ``OPTIONS`` preflights
   are answered here (``204``) before routing.
 
+The Host check runs on every request, and parsing an address (``ipaddress``) costs more than the rest of
+routing: its verdict for a raw ``Host`` value is cached, in a bounded LRU cache (``_host_verdict``), since
+``Host`` is the client's to choose and must not make the server hold more.
+
 Rejected: relying on CORS alone (CORS only hides answers from the page; the request itself still runs,
 which is the harm here); checking ``Referer`` (often stripped); a CSRF token (our clients are programs,
 not pages, and would all need changing).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final
 
 import msgspec
@@ -34,6 +39,8 @@ LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-lo
 _ALLOW_METHODS: Final = b"GET, POST, OPTIONS"
 _ALLOW_HEADERS: Final = b"Authorization, Content-Type"
 _MAX_AGE: Final = b"600"
+HOST_CACHE_SIZE: Final = 256
+"""Most raw ``Host`` values whose name and loopback verdict are remembered (least recently used go)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -56,6 +63,13 @@ def _host_name(value: str) -> str:
     return value.rsplit(":", 1)[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
 
 
+@lru_cache(maxsize=HOST_CACHE_SIZE)
+def _host_verdict(host: bytes) -> tuple[str, bool]:
+    """A raw ``Host`` header value → its name (``_host_name``) and whether that is a loopback one."""
+    name = _host_name(host.decode("latin-1"))
+    return name, is_loopback(name)
+
+
 class BrowserPolicy(msgspec.Struct, frozen=True):
     """``allowed_hosts``: names accepted in ``Host`` besides loopback ones (``None``: any host);
     ``cors_origins``: origins (``scheme://host[:port]``) allowed to call the API from a page, or ``*``."""
@@ -76,8 +90,8 @@ class BrowserPolicy(msgspec.Struct, frozen=True):
     def host_allowed(self, host: bytes | None) -> bool:
         if self.allowed_hosts is None or host is None:
             return True  # a browser always sends Host; a program that does not is no rebinding vector
-        name = _host_name(host.decode("latin-1"))
-        return name in self.allowed_hosts or is_loopback(name)
+        name, loopback = _host_verdict(host)
+        return loopback or name in self.allowed_hosts
 
     def origin_allowed(self, origin: bytes | None, host: bytes | None) -> bool:
         """Whether a request with this ``Origin`` may run (no ``Origin``: not from a cross-site page)."""

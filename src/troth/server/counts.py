@@ -5,6 +5,10 @@ promise inserted or settled, a task written in a new state, the store reset. The
 delta to ``StateCounts`` only once the unit's transaction has committed, so a unit that fails (or that the
 store re-runs after a failed batch) counts nothing. The counts are read from the store once, at start-up.
 
+A unit's delta is two ``defaultdict(int)`` and is applied key by key: building two ``Counter``s per unit
+(a Python-level ``__init__`` and ``__missing__``) and merging them with ``Counter.update`` (an ABC check
+and a Python loop) was a visible share of a request's CPU.
+
 Rejected: ``SELECT state, count(*) … GROUP BY state`` on every scrape (a full scan of both tables: eight
 concurrent scrapes of a 130k-row store made ``promise.get`` 280 times slower); counting in the store layer
 (each dialect would repeat it, and the store would have to know when its caller's transaction committed).
@@ -15,7 +19,7 @@ database's counts, read every 10 s, plus this replica's changes since).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Final
 
 from troth.protocol.records import PROMISE_STATES, TASK_STATES, Promise, Value
@@ -30,8 +34,10 @@ class Delta:
     __slots__ = ("ids", "promises", "reset", "tasks")
 
     def __init__(self) -> None:
-        self.promises: Counter[str] = Counter()
-        self.tasks: Counter[str] = Counter()
+        self.promises: defaultdict[str, int] = defaultdict(int)
+        """Promises by state: how many more (or, negative, fewer) the unit left."""
+        self.tasks: defaultdict[str, int] = defaultdict(int)
+        """Tasks by state, likewise."""
         self.reset = False
         self.ids: list[str] = []
         """The promises (and tasks, which share their promise's id) the unit created or changed state of,
@@ -53,8 +59,12 @@ class StateCounts:
         if delta.reset:
             self.promises.clear()
             self.tasks.clear()
-        self.promises.update(delta.promises)
-        self.tasks.update(delta.tasks)
+        promises = self.promises
+        for state, n in delta.promises.items():
+            promises[state] += n
+        tasks = self.tasks
+        for state, n in delta.tasks.items():
+            tasks[state] += n
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
@@ -88,8 +98,9 @@ class CountingTx:
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         await self._tx.settle_promise(id, state, value, settled_at)
-        self.delta.promises["pending"] -= 1
-        self.delta.promises[state] += 1
+        promises = self.delta.promises
+        promises["pending"] -= 1
+        promises[state] += 1
         self.delta.ids.append(id)
 
     # tasks: every row the unit read is remembered with its state, so a write knows what it replaces
@@ -120,18 +131,20 @@ class CountingTx:
         await self._tx.put_task(t)
         if before != t.state:
             self.delta.ids.append(t.id)
+            tasks = self.delta.tasks
             if before:
-                self.delta.tasks[before] -= 1
-            self.delta.tasks[t.state] += 1
+                tasks[before] -= 1
+            tasks[t.state] += 1
         self._task_states[t.id] = t.state
 
     async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
         gone = await self._tx.delete_tree(root, lineage)
         if gone is not None:
+            promises, tasks = self.delta.promises, self.delta.tasks
             for state, n in gone[0].items():
-                self.delta.promises[state] -= n
+                promises[state] -= n
             for state, n in gone[1].items():
-                self.delta.tasks[state] -= n
+                tasks[state] -= n
         return gone
 
     async def reset(self) -> None:

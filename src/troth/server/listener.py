@@ -17,6 +17,10 @@ per connection:
   close);
 * **TLS handshake**: 10 s.
 
+The deadlines are armed once the bytes of a read are parsed, from what the parser's state then needs: a
+request that arrives whole in one read arms none. It also writes each response in one ``send``
+(``troth.server.coalesce``), where uvicorn makes two.
+
 Every cut is counted in ``troth_refused_total{reason}`` and logged at debug level (a flood would
 otherwise fill the log).
 
@@ -44,6 +48,8 @@ import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from troth.server.coalesce import CoalescingTransport
+
 log = logging.getLogger("troth.http")
 
 TLS_HANDSHAKE_TIMEOUT_S: Final = 10.0
@@ -56,6 +62,14 @@ _408: Final = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 15\r\nconnection: close\r\n\r\nRequest timeout"
 )
+
+
+# What the parser's state asks of the deadline once a read is parsed (``_apply_deadline``): arming timers
+# then, not in each callback, spares a request that arrives whole two timers and three cancellations.
+_KEEP: Final = 0
+_NONE: Final = 1
+_HEADERS: Final = 2
+_BODY: Final = 3
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -84,6 +98,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_body = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._want = _KEEP  # the deadline the parser's callbacks asked for, applied after parsing
+        self._out: CoalescingTransport | None = None
 
     # ------------------------------------------------------------------------------------------ timers
 
@@ -119,6 +135,7 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._out = self.transport = CoalescingTransport(transport, self.loop)  # one write per response
         self._arm(self._limits.header_timeout, self._header_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -126,6 +143,10 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._parse(data)
+        self._apply_deadline()
+
+    def _parse(self, data: bytes) -> None:
         if self._counting:
             room = self._limits.max_header_bytes - self._header_bytes
             if len(data) > room:
@@ -141,6 +162,18 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self._header_bytes += len(data)
         super().data_received(data)
 
+    def _apply_deadline(self) -> None:
+        """Arm the deadline the parser's state asks for now that the bytes that arrived are parsed."""
+        want, self._want = self._want, _KEEP
+        if want == _KEEP or self.transport.is_closing():
+            return
+        if want == _NONE:
+            self._disarm()
+        elif want == _HEADERS:
+            self._arm(self._limits.header_timeout, self._header_expired)
+        else:
+            self._arm(self._limits.body_timeout, self._body_expired)
+
     def _too_large(self) -> None:
         self._on_refused("header_too_large")
         log.debug("%s: request headers over %d bytes; closed", self.client, self._limits.max_header_bytes)
@@ -153,17 +186,17 @@ class BoundedHttpTools(HttpToolsProtocol):
         if not self._counting:  # a pipelined request began while the previous one was still running
             self._counting = True
             self._header_bytes = 0
-        if self._deadline is None:
-            self._arm(self._limits.header_timeout, self._header_expired)
+        if self._want == _NONE or (self._want == _KEEP and self._deadline is None):
+            self._want = _HEADERS  # from this request's first byte (a deadline already running stays)
 
     def on_headers_complete(self) -> None:
         self._counting = False
         self._in_body = True
-        self._arm(self._limits.body_timeout, self._body_expired)
+        self._want = _BODY
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._want = _NONE
         self._in_body = False
         if self.cycle is not None and self.cycle.response_complete:  # answered early (a 413, a 404)
             self._counting = True
@@ -171,6 +204,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._out is not None:
+            self._out.response_done()
         if not self._in_body:  # else the rest of the body comes first (counted from its end)
             self._counting = True
             self._header_bytes = 0
