@@ -22,7 +22,9 @@ import pytest
 from authkit import CertificateAuthority, Keys
 from helpers import ServerProcess, free_port, server_command
 from troth import Context, Troth
-from troth.sdk.errors import TrothError
+from troth.protocol import messages as wire
+from troth.sdk.errors import ConnectorError, TrothError
+from troth.sdk.transport import HttpTransport
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -140,6 +142,29 @@ def test_the_sdk_refuses_a_server_it_cannot_verify(tls_server: ServerProcess, tm
         with pytest.raises((TrothError, ssl.SSLError, OSError)) as caught:
             asyncio.run(main(ca))
         assert "certificate" in str(caught.value).lower(), caught.value
+
+
+def test_a_request_refuses_a_certificate_it_cannot_verify_at_once(
+    tls_server: ServerProcess, ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Requests alone (no stream first): retrying cannot fix a certificate, so no backoff (without a bound,
+    backing off would never end)."""
+    other = CertificateAuthority.create(tmp_path, "yet another CA")
+
+    async def main(ca: str | None) -> str:
+        transport = HttpTransport(tls_server.url, ca=ca, unreachable_timeout=None)
+        try:
+            answer = await transport.request(wire.promise_get("tls-nothing"))
+            return str(answer.status)
+        except ConnectorError as exc:
+            return str(exc)
+        finally:
+            await transport.stop()
+
+    for wrong in [None, str(other.path)]:
+        refused = asyncio.run(main(wrong))
+        assert "promise.get: the certificate of https://" in refused and "cannot be verified" in refused
+    assert asyncio.run(main(str(ca.path))) == "404"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
