@@ -14,10 +14,12 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import uvloop
 
 from authkit import CertificateAuthority, Keys
 from helpers import ServerProcess, free_port, server_command
@@ -144,11 +146,17 @@ def test_the_sdk_refuses_a_server_it_cannot_verify(tls_server: ServerProcess, tm
         assert "certificate" in str(caught.value).lower(), caught.value
 
 
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
 def test_a_request_refuses_a_certificate_it_cannot_verify_at_once(
-    tls_server: ServerProcess, ca: CertificateAuthority, tmp_path: Path
+    tls_server: ServerProcess,
+    ca: CertificateAuthority,
+    tmp_path: Path,
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
     """Requests alone (no stream first): retrying cannot fix a certificate, so no backoff (without a bound,
-    backing off would never end)."""
+    backing off would never end). On asyncio's loop and on uvloop's (its TLS is its own)."""
     other = CertificateAuthority.create(tmp_path, "yet another CA")
 
     async def main(ca: str | None) -> str:
@@ -162,9 +170,11 @@ def test_a_request_refuses_a_certificate_it_cannot_verify_at_once(
             await transport.stop()
 
     for wrong in [None, str(other.path)]:
-        refused = asyncio.run(main(wrong))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            refused = runner.run(main(wrong))
         assert "promise.get: the certificate of https://" in refused and "cannot be verified" in refused
-    assert asyncio.run(main(str(ca.path))) == "404"
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        assert runner.run(main(str(ca.path))) == "404"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ are in flight, and more wait for one to finish. A connection idle for ``keep_ali
 server's 20 s, so the client rather than the server ends it) is not reused.
 
 Behaviour kept from the aiohttp client this replaces, each tested against real servers
-(``tests/sdk/test_posts.py``): ``timeout`` bounds a request as a whole (waiting for a connection, connecting,
+(``tests/sdk/posts/``): ``timeout`` bounds a request as a whole (waiting for a connection, connecting,
 the answer) and raises ``TimeoutError``; a refused, reset or closed connection raises ``OSError``
 (``ConnectionError``); both make ``HttpTransport`` try the next replica. ``https://`` with the
 ``ssl.SSLContext`` of ``tls_context`` (client certificates included); a certificate that cannot be verified
@@ -49,7 +49,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -129,8 +129,7 @@ class _Conn(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:  # nothing asked: a server that talks out of turn is not to be trusted

@@ -1,7 +1,7 @@
 """The SDK's requests over its own keep-alive connections (``troth.sdk.posts``, behind ``HttpTransport``):
 failover between replicas, the per-request timeout, the token header, many requests within a bounded
 pool, a server that closes a kept-alive connection, how an answer is framed and how large it may be, and
-a clean stop.
+a clean stop. Every async test runs on asyncio's event loop and on uvloop's (``conftest.py``).
 
 Real servers on loopback: a ``troth serve`` process wherever it can show the behaviour, else ``Peer``, a
 small HTTP/1.1 server on a real socket in the test that misbehaves on purpose (refuses, resets, answers
