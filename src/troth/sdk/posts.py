@@ -35,8 +35,8 @@ driven as cheaply as its public options allow (a pre-parsed ``yarl.URL``, no aut
 decompression, no context manager) 226–380 µs, no better — the cost is its per-request
 ``ClientRequest``/``ClientResponse``/``StreamReader`` machinery, not the options; this design 87–126 µs, of
 which the socket calls and the event loop's poll are most. Per workflow (``python -m benchmarks.cpu``,
-median of three interleaved runs), the SDK process's CPU went from 2.56 to 1.35 ms for one step and from
-10.7 to 5.2 ms for ten. Rejected: httpx (the SDK measured it at four times aiohttp's cost when it chose
+median of three interleaved runs), the SDK process's CPU went from 3.22 to 1.46 ms for one step and from
+12.3 to 6.4 ms for ten. Rejected: httpx (the SDK measured it at four times aiohttp's cost when it chose
 aiohttp); aiohttp's lower-level connector API (private, and the response objects remain); HTTP/2 (no
 server-side support in uvicorn, and multiplexing buys nothing over a pool on loopback or a LAN); a
 ``Protocol`` that pipelines several requests on one connection (one slow answer would stall the others,
