@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from helpers import ServerProcess, free_port
+from sdk.support import until
 from troth.protocol import messages as wire
 from troth.protocol.messages import reply_envelope
 from troth.sdk.errors import ConnectorError
@@ -257,10 +258,9 @@ async def test_a_request_that_times_out_or_is_cancelled_while_waiting_for_its_tu
             assert all(isinstance(r, TimeoutError) for r in results), results
             posts.timeout = 600  # only the cancellation ends these
             first = asyncio.ensure_future(posts.post(peer.url, body))
-            while len(peer.heads) < 2:
-                await asyncio.sleep(0.01)
+            await until(lambda: len(peer.heads) >= 2, 60, "the first request at the silent peer")
             second = asyncio.ensure_future(posts.post(good.url, body))  # waits: the one turn is taken
-            await asyncio.sleep(0.05)
+            await until(lambda: len(posts._waiters) == 1, 60, "the second request waiting for a turn")
             assert not second.done()
             second.cancel()
             first.cancel()
@@ -322,8 +322,7 @@ def test_a_real_server_closing_idle_connections_goes_unnoticed(tmp_path: Path) -
             assert is_not_found(await transport.request(wire.promise_get("posts-keepalive")))
             posts = transport._posts
             assert posts is not None and posts.connections() == 1
-            while posts.connections():  # the server ends it after its 1 s keep-alive
-                await asyncio.sleep(0.05)
+            await until(lambda: not posts.connections(), 60, "the server's 1 s keep-alive to end it")
             assert is_not_found(await transport.request(wire.promise_get("posts-keepalive")))
             return posts.connections()
         finally:
@@ -409,16 +408,14 @@ async def test_stop_ends_requests_in_flight_and_closes_every_connection(sdk_serv
         idle = HttpTransport(sdk_server.url)
         await asyncio.gather(*(idle.request(wire.promise_get(f"posts-stop-{i}")) for i in range(20)))
         pending = [asyncio.ensure_future(busy.request(wire.promise_get(f"posts-stop-{i}"))) for i in range(5)]
-        while len(peer.heads) < 5:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(peer.heads) >= 5, 60, "five requests at the silent peer")
         pools = [busy._posts, idle._posts]
         await busy.stop()
         await idle.stop()
         results = await asyncio.gather(*pending, return_exceptions=True)
         assert all(isinstance(r, ConnectorError) for r in results), results
         assert all(pool is not None and not pool._conns for pool in pools)  # every one closed, not closing
-        while peer.open:  # the peer sees each end
-            await asyncio.sleep(0.01)
+        await until(lambda: not peer.open, 60, "the peer to see each connection end")
 
 
 STOPS = """
