@@ -717,15 +717,13 @@ class Core:
             return refused
         actions: list[dict[str, Any]] = []
         for i, fence in enumerate(d.fences):
-            if d.optimistic and isinstance(fence.action, rq.PromiseSettle) and fence.action.id != d.id:
-                target = await tx.get_promise(fence.action.id)
-                if target is None or target.state != "pending":
-                    # The caller went on as if this settle applied; it did not, so nothing after it runs.
-                    actions.append(await self._fenced(tx, req.corr_id, fence, now, fx))
-                    why = f"Not run: actions[{i}] found its promise already settled"
-                    actions.extend(_not_run(req.corr_id, f, why) for f in d.fences[i + 1 :])
-                    break
-            actions.append(await self._fenced(tx, req.corr_id, fence, now, fx))
+            answer, applied = await self._fenced_applied(tx, req.corr_id, fence, now, fx)
+            actions.append(answer)
+            if d.optimistic and not applied and fence.action.id != d.id:
+                # The caller went on as if this settle applied; it did not, so nothing after it runs.
+                why = f"Not run: actions[{i}] found its promise already settled"
+                actions.extend(_not_run(req.corr_id, f, why) for f in d.fences[i + 1 :])
+                break
         return 200, {"actions": actions, "preload": []}
 
     async def _fence_refused(self, tx: Tx, id: str, version: int) -> tuple[int, Any] | None:
@@ -738,20 +736,30 @@ class Core:
 
     async def _fenced(self, tx: Tx, corr_id: str, d: rq.Fence, now: int, fx: _Effects) -> dict[str, Any]:
         """One fenced action, the lease already checked: its answer envelope."""
+        return (await self._fenced_applied(tx, corr_id, d, now, fx))[0]
+
+    async def _fenced_applied(
+        self, tx: Tx, corr_id: str, d: rq.Fence, now: int, fx: _Effects
+    ) -> tuple[dict[str, Any], bool]:
+        """One fenced action, the lease already checked: its answer envelope, and whether a settle found its
+        promise pending (a create always counts as applied: it returns the new or the existing record)."""
         inner_status = 200
         inner: Any
+        applied = True
         if isinstance(d.action, rq.PromiseCreate):
             inner = {"promise": await self._create(tx, d.action, now, fx)}
         else:
             target = await tx.get_promise(d.action.id)
             if target is None:
-                inner_status, inner = 404, "Promise not found"
+                inner_status, inner, applied = 404, "Promise not found", False
             else:
                 if target.state == "pending":
                     target = await self._settle(tx, target, d.action.state, d.action.value, now, now, fx)
+                else:
+                    applied = False
                 inner = {"promise": target}
         head = {"corrId": corr_id, "status": inner_status, "version": PROTOCOL_VERSION}
-        return {"kind": d.action_kind, "head": head, "data": inner}
+        return {"kind": d.action_kind, "head": head, "data": inner}, applied
 
     async def _task_heartbeat(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
         d: rq.TaskHeartbeat = req.data
