@@ -21,7 +21,8 @@ the answer) and raises ``TimeoutError``; a refused, reset or closed connection r
 ``ssl.SSLContext`` of ``tls_context`` (client certificates included); a certificate that cannot be verified
 raises ``CertificateError`` (a ``ConnectorError``: retrying cannot fix it). Answers framed by
 ``Content-Length``, chunked, or (HTTP/1.0 style) by the end of the connection; one over ``max_body``
-(64 MiB) raises ``ConnectorError``, as does an answer that is not HTTP. New here: a reused connection
+(64 MiB) raises ``ConnectorError`` — at its ``Content-Length`` when it announces one, else as it
+arrives — as does an answer that is not HTTP. New here: a reused connection
 that the server closed while idle (its keep-alive ran out, it restarted) is noticed only when a request
 is written to it; when nothing of the answer arrived, the request is sent again on another connection at
 once, transparently (every protocol request is safe to send again; ``HttpTransport`` already relies on
@@ -164,9 +165,14 @@ class _Conn(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.framed:
-            lower = name.lower()
-            self.framed = lower == b"content-length" or lower == b"transfer-encoding"
+        lower = name.lower()
+        if lower == b"content-length":
+            self.framed = True
+            if value.strip().isdigit() and int(value) > self.max_body:  # refused before a byte of it
+                self._fail(ConnectorError(f"the server's answer is larger than {self.max_body} bytes"))
+                raise ValueError("too large")  # stops the parser (HttpParserCallbackError)
+        elif lower == b"transfer-encoding":
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()

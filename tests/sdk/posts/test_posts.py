@@ -385,6 +385,31 @@ async def test_an_answer_over_64_mib_is_refused() -> None:
     assert len(peer.heads) == 1  # refused, not retried
 
 
+async def test_an_answer_that_grows_past_the_bound_is_refused_as_it_arrives() -> None:
+    """No length announced (chunked): the bound is counted as the body arrives."""
+    bound = 1 << 20
+
+    async def floods(n: int, corr: str, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        block = b"x" * (1 << 16)
+        try:
+            for _ in range(2 * bound // len(block)):
+                writer.write(b"%x\r\n%s\r\n" % (len(block), block))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        return False
+
+    async with Peer(floods) as peer:
+        posts = Posts(token=None, tls=True, timeout=60, max_body=bound)
+        try:
+            with pytest.raises(ConnectorError, match=f"larger than {bound} bytes"):
+                await posts.post(peer.url, json.dumps({"head": {"corrId": "c1"}}).encode())
+        finally:
+            await posts.close()
+    assert len(peer.heads) == 1
+
+
 async def test_an_answer_that_is_not_http_is_refused() -> None:
     async def garbage(n: int, corr: str, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
