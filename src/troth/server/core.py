@@ -702,7 +702,7 @@ class Core:
         refused = await self._fence_refused(tx, d.id, d.version)
         if refused is not None:
             return refused
-        action = await self._fenced(tx, req.corr_id, d, now, fx)
+        action, _ = await self._fenced(tx, req.corr_id, d, now, fx)
         return 200, {"action": action, "preload": []}
 
     async def _task_fence_batch(self, tx: Tx, req: rq.Request, now: int, fx: _Effects) -> tuple[int, Any]:
@@ -717,7 +717,7 @@ class Core:
             return refused
         actions: list[dict[str, Any]] = []
         for i, fence in enumerate(d.fences):
-            answer, applied = await self._fenced_applied(tx, req.corr_id, fence, now, fx)
+            answer, applied = await self._fenced(tx, req.corr_id, fence, now, fx)
             actions.append(answer)
             if d.optimistic and not applied and fence.action.id != d.id:
                 # The caller went on as if this settle applied; it did not, so nothing after it runs.
@@ -734,11 +734,7 @@ class Core:
             return 409, "Version mismatch"
         return None
 
-    async def _fenced(self, tx: Tx, corr_id: str, d: rq.Fence, now: int, fx: _Effects) -> dict[str, Any]:
-        """One fenced action, the lease already checked: its answer envelope."""
-        return (await self._fenced_applied(tx, corr_id, d, now, fx))[0]
-
-    async def _fenced_applied(
+    async def _fenced(
         self, tx: Tx, corr_id: str, d: rq.Fence, now: int, fx: _Effects
     ) -> tuple[dict[str, Any], bool]:
         """One fenced action, the lease already checked: its answer envelope, and whether a settle found its
