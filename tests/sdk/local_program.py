@@ -1,10 +1,11 @@
 """A program in local mode on a SQLite file, for ``test_local_restart``: it runs one workflow to its end.
 
 Run as ``python tests/sdk/local_program.py DB ROOT EFFECTS``. The workflow ``job`` records ``one <pid>``
-from its first step; its second step, the first time any process reaches it, records ``hang <pid>`` and
-hangs (the test SIGKILLs the process there); later it records ``two <pid>``. When ``job`` returns, the
-program records ``done <result> <pid>`` and exits. The lease is ten minutes long (``ttl=600``), so a
-restart that waited for the dead process's lease would not finish within the test's deadline.
+from its first step and sleeps 50 ms; its second step, the first time any process reaches it, records
+``hang <pid>`` and hangs (the test SIGKILLs the process there); later it records ``two <pid>``. When ``job``
+returns, the program records ``done <result> <pid>`` and exits. The lease is ten minutes long
+(``ttl=600``), so a restart that waited for the dead process's lease would not finish within the test's
+deadline.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ async def main(db: str, root: str, effects: Path) -> None:
 
     @troth.register
     async def job(ctx: Context) -> int:
-        return await ctx.run(one) + await ctx.run(two)
+        first = await ctx.run(one)
+        await ctx.sleep(0.05)  # a timer pass and an acquire: lazy units, committed with two's create
+        return first + await ctx.run(two)
 
     async with troth:
         result = await troth.run(root, job)

@@ -1,15 +1,17 @@
-"""The SQLite store's group commit: a batch commits together, and a failing unit rolls back alone."""
+"""The SQLite store's group commit: a batch commits together, a failing unit rolls back alone, and a lazy
+unit answers before its commit, which comes with the next unit or within ``LAZY_FLUSH_S``."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from troth.protocol.records import EMPTY_VALUE, Promise
 from troth.server.store.base import Tx
-from troth.server.store.sqlite import SqliteStore
+from troth.server.store.sqlite import LAZY_FLUSH_S, SqliteStore
 
 
 def promise(id: str) -> Promise:
@@ -62,3 +64,75 @@ async def test_a_storage_error_is_a_store_error(tmp_path: Path) -> None:
         await store.run(duplicate)
     assert await store.run(lambda tx: tx.get_promise("x")) is None
     await store.close()
+
+
+# ── lazy units (local mode's lease bookkeeping: docs/getting-started.md#local-durability) ──────────────
+
+
+def committed(path: Path, id: str) -> bool:
+    """Whether another connection (another process, after a crash) would find promise ``id``."""
+    peek = sqlite3.connect(path)
+    try:
+        return peek.execute("SELECT 1 FROM promises WHERE id = ?", (id,)).fetchone() is not None
+    finally:
+        peek.close()
+
+
+async def insert(tx: Tx, id: str) -> str:
+    await tx.insert_promise(promise(id))
+    return id
+
+
+async def test_a_lazy_unit_answers_before_its_commit_and_commits_with_the_next_unit(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    assert await store.run(lambda tx: insert(tx, "lazy"), lazy=True) == "lazy"
+    assert not committed(path, "lazy")  # answered, not yet durable
+    assert not store.idle()  # the test kit's quiet check waits for the commit
+    assert await store.run(lambda tx: tx.get_promise("lazy")) is not None  # this process sees it
+    await store.run(lambda tx: insert(tx, "durable"))
+    assert committed(path, "lazy") and committed(path, "durable")  # one commit made both durable
+    assert store.idle()
+    await store.close()
+
+
+async def test_a_lazy_unit_left_alone_commits_within_the_bound(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while not store.idle():  # LAZY_FLUSH_S (milliseconds) after the unit, with nothing else to come
+        assert asyncio.get_running_loop().time() < deadline, "the lazy unit was never committed"
+        await asyncio.sleep(LAZY_FLUSH_S)
+    assert committed(path, "lazy")
+    await store.close()
+
+
+async def test_a_failing_unit_after_lazy_ones_rolls_back_alone(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
+
+    async def bad(tx: Tx) -> None:
+        await tx.insert_promise(promise("half-done"))
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        store.run(lambda tx: insert(tx, "a")), store.run(bad), return_exceptions=True
+    )
+    assert results[0] == "a" and isinstance(results[1], RuntimeError)
+    assert committed(path, "lazy") and committed(path, "a")  # the batch's rollback spared earlier work
+    assert not committed(path, "half-done")
+    await store.close()
+
+
+async def test_closing_commits_lazy_units(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
+    await store.close()
+    assert committed(path, "lazy")

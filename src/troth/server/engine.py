@@ -93,6 +93,16 @@ class EngineConfig(msgspec.Struct, frozen=True):
     (docs/getting-started.md#local-restart)."""
 
 
+_MOOT_ON_RESTART: Final = frozenset({"task.acquire", "task.heartbeat", "task.release", "task.suspend"})
+"""Requests whose change a restart of an exclusive engine makes moot: it ends every lease it finds and
+hands every pending task out again, so they need not be durable before they are answered
+(docs/getting-started.md#local-durability)."""
+
+
+async def _nothing(tx: Tx) -> None:
+    """A unit that only commits what lazy units before it changed."""
+
+
 def outbox_key(m: Outgoing) -> tuple[str, str, str | int]:
     """The outbox row a message came from: an execute's (task id, token), an unblock's (promise, address)."""
     if m.promise is None:
@@ -312,18 +322,26 @@ class Engine:
             reply = await self._counted(lambda tx: self.core.tick(tx, tick))
             self._observe_pass(reply)
             return 200, []
-        reply = await self._counted(lambda tx: self.core.handle(tx, req, now))
+        lazy = self.config.exclusive and kind in _MOOT_ON_RESTART
+        reply = await self._counted(lambda tx: self.core.handle(tx, req, now), lazy=lazy)
         self._committed(reply)
         return reply.status, reply.data
 
-    async def _counted(self, work: Callable[[Tx], Awaitable[Reply]]) -> Reply:
-        """Run a unit of work that may change state; its change to the counts applies once committed."""
+    async def _counted(self, work: Callable[[Tx], Awaitable[Reply]], *, lazy: bool = False) -> Reply:
+        """Run a unit of work that may change state; its change to the counts applies once committed.
+
+        ``lazy`` (only when this process owns the store alone): answered before its commit, which comes
+        with the next unit that is not lazy or within milliseconds (``Store.run``) — unless the reply
+        pushes a message out of this process over HTTP: what leaves the process is committed first.
+        """
 
         async def unit(tx: Tx) -> tuple[Reply, Delta]:
             counting = CountingTx(tx)
             return await work(cast(Tx, counting)), counting.delta
 
-        reply, delta = await self.store.run(unit)
+        reply, delta = await self.store.run(unit, lazy=lazy)
+        if lazy and any(not m.address.startswith("poll://") for m in reply.messages):
+            await self.store.run(_nothing)
         self.counts.apply(delta)
         if self.on_change is not None and (delta.ids or delta.reset):
             self.on_change(delta)
@@ -365,7 +383,7 @@ class Engine:
             executes, self._sent_executes = self._sent_executes, []
             unblocks, self._sent_unblocks = self._sent_unblocks, []
             try:
-                await self.store.run(_deleter(executes, unblocks))
+                await self.store.run(_deleter(executes, unblocks), lazy=self.config.exclusive)
             except StoreError as exc:
                 log.warning("could not clean the outbox: %s", exc)
                 return
@@ -395,7 +413,7 @@ class Engine:
     # ----------------------------------------------------------------------------------- background
 
     async def _pass(self, now: int) -> int | None:
-        reply = await self._counted(lambda tx: self.core.tick(tx, now))
+        reply = await self._counted(lambda tx: self.core.tick(tx, now), lazy=self.config.exclusive)
         self._observe_pass(reply)
         if reply.done:
             self.delivery.forget(reply.done)
@@ -456,7 +474,9 @@ class Engine:
         now = self.clock.now()
         owned = principal.owns if principal is not None else None
         try:
-            reply = await self._counted(lambda tx: self.core.release_leases(tx, pid, now, group, owned))
+            reply = await self._counted(
+                lambda tx: self.core.release_leases(tx, pid, now, group, owned), lazy=self.config.exclusive
+            )
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)
             return

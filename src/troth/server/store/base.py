@@ -252,7 +252,18 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T: ...
+    async def run(self, work: Callable[[Tx], Awaitable[T]], *, lazy: bool = False) -> T:
+        """Run ``work`` in a transaction and return its result once committed.
+
+        ``lazy``: the result may be returned before the commit; the change then commits with the next
+        unit that is not lazy, or within a few milliseconds. Only an engine that owns its store alone
+        (local mode) asks for it, and only for units a restart makes moot (lease bookkeeping: acquire,
+        heartbeat, release, suspend; timer passes; outbox clean-up):
+        docs/getting-started.md#local-durability. A store may ignore it (PostgreSQL does: every unit
+        commits before it answers).
+        """
+        ...
+
     async def ping(self) -> bool: ...
     def stats(self) -> dict[str, float]:
         """Measures for ``/metrics`` (pool use, retries), by name; may be empty."""

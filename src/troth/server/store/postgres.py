@@ -653,7 +653,8 @@ class PostgresStore:
     def idle(self) -> bool:
         return not self._queue
 
-    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Tx], Awaitable[T]], *, lazy: bool = False) -> T:
+        """``lazy`` is ignored: every unit commits before it answers (replicas share what they write)."""
         if self._pool is None:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()

@@ -8,12 +8,19 @@ serves the whole batch. The commit runs in the store's own long-lived thread (``
 requests meanwhile; nothing else touches the connection until it returns. ``:memory:`` runs the same code
 without a file, and without the thread.
 
+A unit run ``lazy`` (only the local-mode engine asks, for lease bookkeeping a restart makes moot:
+docs/getting-started.md#local-durability) is answered as soon as it ran; its transaction stays open and
+commits with the next batch that holds a unit that is not lazy, or ``LAZY_FLUSH_S`` later. A batch run on
+top of such an open transaction runs inside ``SAVEPOINT batch``, so its failure rolls back only itself.
+
 Rejected: a connection pool with one transaction per request (SQLite serialises writers anyway, and each
 commit would pay its own fsync); running every statement in a thread (a thread hop per statement costs
 more than the statement); ``asyncio.to_thread`` for the commit (what this used before: a context copy, the
 executor's locked work queue, and a ``concurrent.futures.Future`` chained to an asyncio one on every
 commit; a hop through it measured 65–130 µs of CPU, through ``_Committer`` 35–40 µs, on the 2-core
-machine); the commit on the event loop thread (cheapest, but every fsync would stall every connection).
+machine); the commit on the event loop thread (cheapest, but every fsync would stall every connection);
+``synchronous=NORMAL`` for local mode (no fsync per commit, but a power cut could then lose a settled step,
+not only bookkeeping).
 
 The schema is versioned (``MIGRATIONS``, recorded in ``troth_schema``); opening a file applies what it
 lacks, so a file written by an earlier release opens and is upgraded in place.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -35,6 +43,10 @@ from troth.server.store.base import StoreError, StoreUnavailable, Tx
 from troth.server.store.sql import SCHEMA_TABLE, SqlTx
 
 T = TypeVar("T")
+log = logging.getLogger("troth.store")
+
+LAZY_FLUSH_S: Final = 0.005
+"""Longest a lazy unit's change stays uncommitted when no other unit commits it first."""
 
 _V1: Final = [
     """CREATE TABLE IF NOT EXISTS promises (
@@ -177,11 +189,14 @@ class SqliteTx(SqlTx):
 
 
 class _Unit:
-    __slots__ = ("future", "work")
+    __slots__ = ("future", "lazy", "work")
 
-    def __init__(self, work: Callable[[Tx], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, work: Callable[[Tx], Awaitable[Any]], future: asyncio.Future[Any], lazy: bool = False
+    ) -> None:
         self.work = work
         self.future = future
+        self.lazy = lazy
 
 
 class _Committer:
@@ -241,6 +256,10 @@ class SqliteStore:
         self._runner: asyncio.Task[None] | None = None
         self._committer: _Committer | None = None
         self._broken: BaseException | None = None
+        self._lazy = 0
+        """Lazy units answered whose transaction is still open (0: no transaction is open)."""
+        self._flush: asyncio.TimerHandle | None = None
+        self._flush_due = False
 
     @property
     def memory(self) -> bool:
@@ -277,8 +296,8 @@ class SqliteStore:
     async def close(self) -> None:
         if self._runner is not None:
             # Let queued units finish, then stop.
-            while self._queue:
-                await asyncio.sleep(0)
+            while self._queue or self._lazy:
+                self._flush_due = True  # lazy units still open commit now
                 self._wakeup.set()
                 await asyncio.sleep(0.001)
             self._runner.cancel()
@@ -305,32 +324,75 @@ class SqliteStore:
         return {}
 
     def idle(self) -> bool:
-        return not self._queue
+        return not self._queue and not self._lazy
 
-    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Tx], Awaitable[T]], *, lazy: bool = False) -> T:
         if self._conn is None:
             raise StoreError("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Unit(work, future))
+        self._queue.append(_Unit(work, future, lazy))
         self._wakeup.set()
         return await future
 
+    def _flush_soon(self) -> None:
+        """Arm the bound on how long lazy units stay uncommitted."""
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(LAZY_FLUSH_S, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush = None
+        self._flush_due = True
+        self._wakeup.set()
+
+    async def _commit(self, conn: sqlite3.Connection) -> None:
+        """End the open transaction (every lazy unit in it becomes durable with this batch)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._flush_due = False
+        if self._committer is None:
+            conn.execute("COMMIT")
+        else:
+            await self._committer.commit()
+        self._lazy = 0
+
+    def _lost(self, conn: sqlite3.Connection) -> None:
+        """Roll the open transaction back after a failure; answered lazy units in it are gone."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        lost, self._lazy = self._lazy, 0
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._flush_due = False
+        if lost:
+            log.error(
+                "a failed commit rolled back %d lazy unit(s) already answered in this process (lease "
+                "bookkeeping, timer passes: their workers' next fenced request answers 409, the timers "
+                "fire again; state counts stay off until the next start)",
+                lost,
+            )
+
     async def _run_units(
-        self, conn: sqlite3.Connection, tx: SqliteTx, units: list[_Unit]
+        self, conn: sqlite3.Connection, tx: SqliteTx, units: list[_Unit], carried: bool
     ) -> list[tuple[_Unit, bool, Any]]:
         """Run a batch's units inside the open transaction.
 
         The common case pays no savepoints: units run straight through. Units are pure functions of the
         stored state, so when one raises, the whole batch is rolled back and run again with a savepoint
-        around each unit, and only the failing one fails.
+        around each unit, and only the failing one fails. When the transaction carries lazy units answered
+        before (``carried``), the batch runs inside ``SAVEPOINT batch`` and only the batch is rolled back.
         """
         results: list[tuple[_Unit, bool, Any]] = []
         try:
             for unit in units:
                 results.append((unit, True, await unit.work(tx)))
         except Exception:
-            conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
+            if carried:
+                conn.execute("ROLLBACK TO batch")
+            else:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
             return await _isolated(conn, tx, units)
         return results
 
@@ -342,19 +404,30 @@ class SqliteStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._queue:
+                if self._lazy and self._flush_due:
+                    try:
+                        await self._commit(conn)
+                    except sqlite3.Error:
+                        self._lost(conn)
                 continue
             units = list(self._queue)
             self._queue.clear()
+            carried = self._lazy > 0
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                results = await self._run_units(conn, tx, units)
-                if self._committer is None:
-                    conn.execute("COMMIT")
+                if carried:
+                    conn.execute("SAVEPOINT batch")
                 else:
-                    await self._committer.commit()
+                    conn.execute("BEGIN IMMEDIATE")
+                results = await self._run_units(conn, tx, units, carried)
+                if carried:
+                    conn.execute("RELEASE batch")
+                if self._flush_due or not all(unit.lazy for unit in units):
+                    await self._commit(conn)
+                else:  # answered now, committed with the next unit that is not lazy, or soon
+                    self._lazy += len(units)
+                    self._flush_soon()
             except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._lost(conn)
                 error = _as_store_error(exc, "SQLite commit failed: ")
                 for unit in units:
                     if not unit.future.done():
