@@ -136,3 +136,25 @@ async def test_closing_commits_lazy_units(tmp_path: Path) -> None:
     await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
     await store.close()
     assert committed(path, "lazy")
+
+
+async def test_ran_sees_the_result_before_the_commit_and_later_units_after_it(tmp_path: Path) -> None:
+    """The engine's head start for executes (``Store.run``'s ``ran``): told before the commit, while every
+    later unit — a worker's acquire — runs only after it."""
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    told: list[tuple[str, bool]] = []
+    later: list[asyncio.Task[bool]] = []
+
+    async def acquire(tx: Tx) -> bool:  # what a worker told in ``ran`` would send: is "first" durable?
+        return committed(path, "first")
+
+    def ran(result: str) -> None:
+        told.append((result, committed(path, "first")))
+        later.append(asyncio.ensure_future(store.run(acquire)))
+
+    assert await store.run(lambda tx: insert(tx, "first"), ran=ran) == "first"
+    assert told == [("first", False)]  # told before the commit
+    assert await asyncio.wait_for(later[0], 10) is True  # a unit queued from ``ran`` runs after it
+    await store.close()

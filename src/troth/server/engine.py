@@ -319,7 +319,7 @@ class Engine:
             return 200, {}
         if kind == "debug.tick":
             tick = req.data.time
-            reply = await self._counted(lambda tx: self.core.tick(tx, tick))
+            reply = await self._counted(lambda tx: self.core.tick(tx, tick), early=False)
             self._observe_pass(reply)
             return 200, []
         lazy = self.config.exclusive and kind in _MOOT_ON_RESTART
@@ -327,25 +327,46 @@ class Engine:
         self._committed(reply)
         return reply.status, reply.data
 
-    async def _counted(self, work: Callable[[Tx], Awaitable[Reply]], *, lazy: bool = False) -> Reply:
+    async def _counted(
+        self, work: Callable[[Tx], Awaitable[Reply]], *, lazy: bool = False, early: bool = True
+    ) -> Reply:
         """Run a unit of work that may change state; its change to the counts applies once committed.
 
         ``lazy`` (only when this process owns the store alone): answered before its commit, which comes
         with the next unit that is not lazy or within milliseconds (``Store.run``) — unless the reply
         pushes a message out of this process over HTTP: what leaves the process is committed first.
+        ``early``: its executes may go out before the commit (``_before_commit``); ``debug.tick`` delivers
+        nothing.
         """
 
         async def unit(tx: Tx) -> tuple[Reply, Delta]:
             counting = CountingTx(tx)
             return await work(cast(Tx, counting)), counting.delta
 
-        reply, delta = await self.store.run(unit, lazy=lazy)
+        ran = self._before_commit if early else None
+        reply, delta = await self.store.run(unit, lazy=lazy, ran=ran)
         if lazy and any(not m.address.startswith("poll://") for m in reply.messages):
             await self.store.run(_nothing)
         self.counts.apply(delta)
         if self.on_change is not None and (delta.ids or delta.reset):
             self.on_change(delta)
         return reply
+
+    def _before_commit(self, result: tuple[Reply, Delta]) -> None:
+        """A head start for ``execute`` messages to streams, sent once the unit ran and before its commit
+        where the store allows (``Store.run``'s ``ran``: SQLite): an execute names a task and a version,
+        and its worker can act on it only through ``task.acquire``, a unit that runs after this commit — so
+        the message travels while the commit's fsync runs (a timer's resumption, a dispatch, a dead
+        worker's task handed over). If the commit fails, that acquire finds the task as it was and is
+        refused. Unblocks carry a settled value a listener may act on at once: they wait for the commit.
+        """
+        reply = result[0]
+        if self.paused or not reply.messages:
+            return
+        early = [m for m in reply.messages if m.promise is None and m.address.startswith("poll://")]
+        if early:
+            reply.messages = [m for m in reply.messages if m.promise is not None or m not in early]
+            self._deliver(early)
 
     # ------------------------------------------------------------------------------------- after commit
 

@@ -653,8 +653,15 @@ class PostgresStore:
     def idle(self) -> bool:
         return not self._queue
 
-    async def run(self, work: Callable[[Tx], Awaitable[T]], *, lazy: bool = False) -> T:
-        """``lazy`` is ignored: every unit commits before it answers (replicas share what they write)."""
+    async def run(
+        self,
+        work: Callable[[Tx], Awaitable[T]],
+        *,
+        lazy: bool = False,
+        ran: Callable[[T], None] | None = None,
+    ) -> T:
+        """``lazy`` and ``ran`` are ignored: every unit commits before it answers or lets anything out (a
+        unit of another replica may start before this one commits)."""
         if self._pool is None:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()

@@ -13,6 +13,10 @@ docs/getting-started.md#local-durability) is answered as soon as it ran; its tra
 commits with the next batch that holds a unit that is not lazy, or ``LAZY_FLUSH_S`` later. A batch run on
 top of such an open transaction runs inside ``SAVEPOINT batch``, so its failure rolls back only itself.
 
+A unit's ``ran`` callback gets its result once the batch ran, before the commit: every later unit runs
+after that commit (one writer, batches in turn), so what ``ran`` lets out — the engine sends ``execute``
+messages, whose receivers can only act through a later unit — can never be acted upon ahead of it.
+
 Rejected: a connection pool with one transaction per request (SQLite serialises writers anyway, and each
 commit would pay its own fsync); running every statement in a thread (a thread hop per statement costs
 more than the statement); ``asyncio.to_thread`` for the commit (what this used before: a context copy, the
@@ -189,14 +193,19 @@ class SqliteTx(SqlTx):
 
 
 class _Unit:
-    __slots__ = ("future", "lazy", "work")
+    __slots__ = ("future", "lazy", "ran", "work")
 
     def __init__(
-        self, work: Callable[[Tx], Awaitable[Any]], future: asyncio.Future[Any], lazy: bool = False
+        self,
+        work: Callable[[Tx], Awaitable[Any]],
+        future: asyncio.Future[Any],
+        lazy: bool = False,
+        ran: Callable[[Any], None] | None = None,
     ) -> None:
         self.work = work
         self.future = future
         self.lazy = lazy
+        self.ran = ran
 
 
 class _Committer:
@@ -326,11 +335,17 @@ class SqliteStore:
     def idle(self) -> bool:
         return not self._queue and not self._lazy
 
-    async def run(self, work: Callable[[Tx], Awaitable[T]], *, lazy: bool = False) -> T:
+    async def run(
+        self,
+        work: Callable[[Tx], Awaitable[T]],
+        *,
+        lazy: bool = False,
+        ran: Callable[[T], None] | None = None,
+    ) -> T:
         if self._conn is None:
             raise StoreError("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Unit(work, future, lazy))
+        self._queue.append(_Unit(work, future, lazy, ran))
         self._wakeup.set()
         return await future
 
@@ -421,6 +436,7 @@ class SqliteStore:
                 results = await self._run_units(conn, tx, units, carried)
                 if carried:
                     conn.execute("RELEASE batch")
+                _before_commit(results)
                 if self._flush_due or not all(unit.lazy for unit in units):
                     await self._commit(conn)
                 else:  # answered now, committed with the next unit that is not lazy, or soon
@@ -440,6 +456,16 @@ class SqliteStore:
                     unit.future.set_result(value)
                 else:
                     unit.future.set_exception(value)
+
+
+def _before_commit(results: list[tuple[_Unit, bool, Any]]) -> None:
+    """Tell each unit that ran what it returned, before the batch commits (``Store.run``'s ``ran``)."""
+    for unit, ok, value in results:
+        if ok and unit.ran is not None:
+            try:
+                unit.ran(value)
+            except Exception:
+                log.exception("a unit's before-commit callback failed")
 
 
 async def _isolated(
