@@ -154,6 +154,7 @@ class SqliteTx(SqlTx):
     __slots__ = ("_conn",)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
         self._conn = conn
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -327,6 +328,7 @@ class SqliteStore:
         results: list[tuple[_Unit, bool, Any]] = []
         try:
             for unit in units:
+                tx.forget()  # what the previous unit read stays with it (``SqlTx``)
                 results.append((unit, True, await unit.work(tx)))
         except Exception:
             conn.execute("ROLLBACK")
@@ -375,6 +377,7 @@ async def _isolated(
     """Each unit in its own savepoint: a failing unit rolls back alone."""
     results: list[tuple[_Unit, bool, Any]] = []
     for unit in units:
+        tx.forget()
         conn.execute("SAVEPOINT unit")
         try:
             value = await unit.work(tx)
