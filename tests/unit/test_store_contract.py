@@ -93,6 +93,67 @@ async def test_a_failing_unit_leaves_no_trace(store: Store) -> None:
     assert await store.run(lambda tx: tx.get_promise("half")) is None
 
 
+async def test_a_unit_reads_back_its_own_writes(store: Store) -> None:
+    """A row read twice in one unit may be answered from the unit's own copy (``SqlTx``): every write of
+    the unit must show in what it reads next, as a fresh read would."""
+    value = msgspec.json.decode(b'{"data":"eA=="}', type=type(EMPTY_VALUE))
+
+    async def unit(tx: Tx) -> None:
+        assert await tx.get_promise("p") is None
+        assert await tx.get_task("p") is None
+        await tx.insert_promise(promise("p"))
+        assert await tx.get_promise("p") == promise("p")
+        await tx.put_task(TaskRow("p", "acquired", 1, 1, 5_000, "w", 1_000))
+        held = await tx.get_task("p")
+        assert held is not None and (held.state, held.rev) == ("acquired", 1)
+        held.state = "changed by the reader"  # a copy: the next read does not see it
+        assert await tx.extend_lease("p", 1, "w", 6_000)
+        again = await tx.get_task("p")
+        assert again is not None and (again.state, again.timeout_at, again.rev) == ("acquired", 7_000, 2)
+        await tx.settle_promise("p", "resolved", value, 8_000)
+        settled = await tx.get_promise("p")
+        assert settled is not None and (settled.state, settled.value, settled.settledAt) == (
+            "resolved",
+            value,
+            8_000,
+        )
+        with pytest.raises(Conflict):
+            await tx.settle_promise("p", "rejected", None, 9_000)
+        assert await tx.delete_tree("p", False) is not None
+        assert await tx.get_promise("p") is None and await tx.get_task("p") is None
+
+    await store.run(unit)
+    assert await store.run(lambda tx: tx.get_promise("p")) is None
+
+
+async def test_no_unit_reads_what_a_rolled_back_unit_kept(store: Store) -> None:
+    """Units that share a transaction (group commit) each start from the database, never from a copy
+    another unit kept: here one fails after writing and reading rows, and the others, run in the same
+    batch where the store can, must see none of it."""
+    await store.run(lambda tx: tx.insert_promise(promise("seen")))
+
+    async def failing(tx: Tx) -> None:
+        assert await tx.get_promise("ghost") is None
+        await tx.insert_promise(promise("ghost"))
+        await tx.settle_promise("seen", "resolved", None, 2_000)
+        await tx.put_task(TaskRow("ghost", "pending", 0))
+        assert await tx.get_promise("ghost") is not None
+        raise RuntimeError("boom")
+
+    async def reader(tx: Tx) -> tuple[Promise | None, Promise | None, TaskRow | None]:
+        return await tx.get_promise("ghost"), await tx.get_promise("seen"), await tx.get_task("ghost")
+
+    results = await asyncio.gather(
+        store.run(reader), store.run(failing), store.run(reader), return_exceptions=True
+    )
+    assert isinstance(results[1], RuntimeError)
+    for found in (results[0], results[2]):
+        assert isinstance(found, tuple)
+        ghost, seen, task = found
+        assert ghost is None and task is None
+        assert seen is not None and seen.state == "pending"
+
+
 async def test_tag_search_matches_every_pair(store: Store) -> None:
     tagged = [
         Promise("a", "pending", EMPTY_VALUE, EMPTY_VALUE, {"x": "1", "y": "2"}, FAR, 1),

@@ -500,7 +500,11 @@ class Core:
                 await self._dispatch(tx, task, tags, target, now, fx)
         return p
 
-    async def _acquire(self, tx: Tx, task: TaskRow, pid: str, ttl: int, now: int, fx: _Effects) -> None:
+    async def _acquire(
+        self, tx: Tx, task: TaskRow, pid: str, ttl: int, now: int, fx: _Effects, *, callbacks: bool = True
+    ) -> None:
+        """Task → acquired by ``pid``; its ready callbacks, which resumed it, are spent (``callbacks``
+        false: its promise was created in this unit, so it has none)."""
         task.state = "acquired"
         task.version += 1
         task.timeout_type = LEASE
@@ -508,7 +512,8 @@ class Core:
         task.pid = pid
         task.ttl = ttl
         await tx.put_task(task)
-        await tx.delete_ready_callbacks(task.id)
+        if callbacks:
+            await tx.delete_ready_callbacks(task.id)
         fx.at(task.timeout_at)
         fx.done.append(task.id)
 
@@ -588,6 +593,7 @@ class Core:
         a = d.action.data
         await tx.prefetch([a.id], [a.id])
         p = await self._load(tx, a.id, now, fx)
+        created = p is None
         if p is None:
             p = await self._insert(tx, a.id, a.timeoutAt, a.param, a.tags, now, now, fx, with_task=False)
             if p.state != "pending":
@@ -612,8 +618,12 @@ class Core:
                 return 200, {"task": Task(task.id, "fulfilled", task.version, 0), "promise": p, "preload": []}
             if task.state != "pending":
                 return 409, "Already exists"
-        resumed_by = await tx.ready_awaited(task.id)
-        await self._acquire(tx, task, d.pid, d.ttl, now, fx)
+        # A promise created by this unit is awaited by no callback: a callback's awaiter is always an
+        # existing promise (a suspending task's own, or ``callback.create``'s, which must exist), and
+        # ``delete_tree`` deletes a tree's callbacks by awaiter with its promises; so there is nothing to
+        # read or delete.
+        resumed_by = [] if created else await tx.ready_awaited(task.id)
+        await self._acquire(tx, task, d.pid, d.ttl, now, fx, callbacks=not created)
         return 200, {
             "task": Task(task.id, "acquired", task.version, 0, task.ttl, task.pid, task.timeout_at),
             "promise": p,

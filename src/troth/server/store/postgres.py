@@ -49,10 +49,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.exceptions as pgx
-import msgspec
 
 from troth.protocol.address import parse_address
-from troth.protocol.records import Promise, Value
+from troth.protocol.records import Value
 from troth.server.store import redact
 from troth.server.store.base import (
     Conflict,
@@ -282,10 +281,9 @@ SELECT (SELECT count(*) FROM settled), ARRAY(SELECT awaiter_id FROM woken),
 class PgTx(SqlTx):
     """One transaction on one connection, where every statement is a round trip, so it answers what it
     can from what it already read or wrote (each cache holds exactly what a fresh read in this
-    transaction would return; every write below keeps it so, and a write it cannot follow drops it):
+    transaction would return; every write below keeps it so, and a write it cannot follow drops it; like
+    ``SqlTx``'s promises and tasks, which it shares, every cache is dropped before each unit):
 
-    * promises and tasks read or written, so the core reading the same row twice costs one round trip;
-      a task is handed out as a copy (the core changes it before writing it back);
     * ``prefetch``: the rows a request is about to read — its promises, its tasks and the callbacks
       they hold — in one statement; a delete of callbacks this transaction knows are not there is not
       sent;
@@ -295,12 +293,11 @@ class PgTx(SqlTx):
     * attaching a callback or a listener writes the pending promise and the new row in one statement.
     """
 
-    __slots__ = ("_callbacks", "_conn", "_promises", "_tasks", "_woken")
+    __slots__ = ("_callbacks", "_conn", "_woken")
 
     def __init__(self, conn: _Conn) -> None:
+        super().__init__()
         self._conn = conn
-        self._promises: dict[str, Promise | None] = {}
-        self._tasks: dict[str, TaskRow | None] = {}
         self._callbacks: dict[str, dict[str, bool]] = {}
         """Awaiter → the promises its callbacks are on, and whether each is ready (prefetched ones)."""
         self._woken: dict[str, tuple[list[str], list[str]]] = {}
@@ -328,37 +325,13 @@ class PgTx(SqlTx):
             else:
                 self._callbacks[row[1]][row[2]] = row[9] == 1
 
-    async def get_promise(self, id: str) -> Promise | None:
-        try:
-            return self._promises[id]
-        except KeyError:
-            found = self._promises[id] = await super().get_promise(id)
-            return found
-
-    async def insert_promise(self, p: Promise) -> None:
-        self._promises.pop(p.id, None)
-        await super().insert_promise(p)
-        self._promises[p.id] = p
-
-    async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
-        known = self._promises.pop(id, None)
+    async def _settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         row = await self._conn.fetchrow(
             _SETTLE, id, state, None if value is None else _text(value), settled_at
         )
         if row is None or row[0] != 1:
             raise Conflict(f"promise {id} is no longer pending")
         self._woken[id] = (self._readied(id, row[1]), sorted(row[2]))
-        if known is not None:
-            self._promises[id] = Promise(
-                known.id,
-                state,
-                known.param,
-                known.value if value is None else value,
-                known.tags,
-                known.timeoutAt,
-                known.createdAt,
-                settled_at,
-            )
 
     async def ready_callbacks(self, awaited: str) -> list[str]:
         woken = self._woken.get(awaited)
@@ -381,22 +354,6 @@ class PgTx(SqlTx):
             self._woken[promise_id] = (woken[0], _TAKEN)
             return woken[1]
         return await super().pop_listeners(promise_id)
-
-    async def get_task(self, id: str) -> TaskRow | None:
-        try:
-            found = self._tasks[id]
-        except KeyError:
-            found = self._tasks[id] = await super().get_task(id)
-        return None if found is None else msgspec.structs.replace(found)
-
-    async def put_task(self, t: TaskRow) -> None:
-        self._tasks.pop(t.id, None)
-        await super().put_task(t)
-        self._tasks[t.id] = msgspec.structs.replace(t)
-
-    async def extend_lease(self, id: str, version: int, pid: str, now: int) -> bool:
-        self._tasks.pop(id, None)
-        return await super().extend_lease(id, version, pid, now)
 
     async def count_ready(self, awaiter: str) -> int:
         known = self._callbacks.get(awaiter)
@@ -452,17 +409,8 @@ class PgTx(SqlTx):
                 [u.address for u in unblocks],
             )
 
-    async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
-        self._forget()
-        return await super().delete_tree(root, lineage)
-
-    async def reset(self) -> None:
-        self._forget()
-        await super().reset()
-
-    def _forget(self) -> None:
-        self._promises.clear()
-        self._tasks.clear()
+    def forget(self) -> None:
+        super().forget()
         self._callbacks.clear()
         self._woken.clear()
 
@@ -790,7 +738,10 @@ async def _attempt(pool: asyncpg.Pool, works: list[Callable[[Tx], Awaitable[T]]]
         await tr.start()
         tx = PgTx(conn)
         try:
-            results = [await work(tx) for work in works]
+            results = []
+            for work in works:
+                tx.forget()  # a unit's reads stay with it (``SqlTx``)
+                results.append(await work(tx))
         except asyncio.CancelledError:
             conn.terminate()  # a deadline hit mid-unit: drop the connection rather than wait on it
             raise

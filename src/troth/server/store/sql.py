@@ -83,6 +83,12 @@ def _tally(rows: list[Any]) -> dict[str, int]:
     return out
 
 
+def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
+    """``p`` as ``settle_promise`` leaves its row (``value`` ``None``: the value is left as it was)."""
+    value = p.value if value is None else value
+    return Promise(p.id, state, p.param, value, p.tags, p.timeoutAt, p.createdAt, settled_at)
+
+
 _SCANNABLE: Final = frozenset({"promises", "tasks", "schedules"})
 
 
@@ -136,7 +142,21 @@ def _successor(prefix: str) -> str | None:
 
 
 class SqlTx(ABC):
-    """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders."""
+    """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders.
+
+    It keeps the promises and tasks the current unit read or wrote (``_promises``, ``_tasks``; ``None``
+    for a row known absent), so the core reading the same row twice in one unit — a fenced call loads its
+    promises, checks the lease, then reads the action's promise again; a settle reads the task it fulfils
+    — runs one statement, not two. Each entry is exactly what a fresh read in this transaction would
+    return: every write of a promise or a task row goes through a method below that keeps its entry so
+    (an insert, a settle and ``put_task`` write through; a lease extension drops the task; ``delete_tree``
+    and ``reset`` drop everything), and a write that fails has dropped its entry first. The store calls
+    ``forget`` before each unit (so also after any rollback): under group commit several units share one
+    transaction, and a cached row never outlives the unit that read it. A task is handed out as a copy
+    (the core changes it before writing it back); a ``Promise`` is never changed by its readers.
+    """
+
+    __slots__ = ("_promises", "_tasks")
 
     _claim: str = ""
     """Appended to the due-timer queries: PostgreSQL claims the rows (``FOR UPDATE SKIP LOCKED``), so
@@ -158,6 +178,17 @@ class SqlTx(ABC):
     def _tags_match(self, column: str, tags: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
         """A condition that holds when the JSON object in ``column`` contains every pair of ``tags``."""
 
+    def __init__(self) -> None:
+        self._promises: dict[str, Promise | None] = {}
+        """Promises this unit read or wrote, by id (``None``: known absent)."""
+        self._tasks: dict[str, TaskRow | None] = {}
+        """Tasks this unit read or wrote, by id (``None``: known absent)."""
+
+    def forget(self) -> None:
+        """Drop every row this transaction keeps: a new unit starts (or the last one rolled back)."""
+        self._promises.clear()
+        self._tasks.clear()
+
     async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
         """Nothing by default: an embedded database answers each read in-process (PostgreSQL overrides)."""
         return None
@@ -165,10 +196,18 @@ class SqlTx(ABC):
     # ------------------------------------------------------------------------------------------ promises
 
     async def get_promise(self, id: str) -> Promise | None:
+        if id in self._promises:
+            return self._promises[id]
         row = await self._one(f"SELECT {_P_COLS} FROM promises WHERE id = ?", (id,))
-        return None if row is None else _promise(row)
+        found = self._promises[id] = None if row is None else _promise(row)
+        return found
 
     async def insert_promise(self, p: Promise) -> None:
+        self._promises.pop(p.id, None)
+        await self._insert_promise(p)
+        self._promises[p.id] = p
+
+    async def _insert_promise(self, p: Promise) -> None:
         await self._exec(
             f"INSERT INTO promises ({_P_COLS}, branch, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -186,6 +225,12 @@ class SqlTx(ABC):
         )
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
+        known = self._promises.pop(id, None)
+        await self._settle_promise(id, state, value, settled_at)
+        if known is not None:
+            self._promises[id] = _settled(known, state, value, settled_at)
+
+    async def _settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         if value is None:
             changed = await self._exec(
                 "UPDATE promises SET state = ?, settled_at = ? WHERE id = ? AND state = 'pending'",
@@ -247,6 +292,8 @@ class SqlTx(ABC):
         return [_promise(r) for r in rows]
 
     async def delete_tree(self, root: str, lineage: bool) -> tuple[dict[str, int], dict[str, int]] | None:
+        self.forget()
+
         def of_tree(column: str) -> str:
             return f"{column} IN (SELECT id FROM promises WHERE origin = ?)" if lineage else f"{column} = ?"
 
@@ -279,10 +326,19 @@ class SqlTx(ABC):
     # --------------------------------------------------------------------------------------------- tasks
 
     async def get_task(self, id: str) -> TaskRow | None:
-        row = await self._one(f"SELECT {_T_COLS} FROM tasks WHERE id = ?", (id,))
-        return None if row is None else _task(row)
+        if id in self._tasks:
+            known = self._tasks[id]
+        else:
+            row = await self._one(f"SELECT {_T_COLS} FROM tasks WHERE id = ?", (id,))
+            known = self._tasks[id] = None if row is None else _task(row)
+        return None if known is None else msgspec.structs.replace(known)
 
     async def put_task(self, t: TaskRow) -> None:
+        self._tasks.pop(t.id, None)
+        await self._put_task(t)
+        self._tasks[t.id] = msgspec.structs.replace(t)
+
+    async def _put_task(self, t: TaskRow) -> None:
         if t.rev == 0:
             await self._exec(
                 f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
@@ -325,6 +381,7 @@ class SqlTx(ABC):
         return [_task(r) for r in rows]
 
     async def extend_lease(self, id: str, version: int, pid: str, now: int) -> bool:
+        self._tasks.pop(id, None)
         return (
             await self._exec(
                 "UPDATE tasks SET timeout_at = ? + ttl, rev = rev + 1 "
@@ -601,6 +658,7 @@ class SqlTx(ABC):
         }
 
     async def reset(self) -> None:
+        self.forget()
         for table in TABLES:
             await self._exec(f"DELETE FROM {table}")
 
