@@ -141,6 +141,14 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
+_NEXT_DUE: Final = (
+    "SELECT (SELECT min(timeout_at) FROM promises WHERE state = 'pending'),"
+    " (SELECT min(timeout_at) FROM tasks WHERE timeout_at IS NOT NULL),"
+    " (SELECT min(timer_at) FROM schedules WHERE timer_at IS NOT NULL)"
+)
+"""The earliest timer of each kind, each from its own index."""
+
+
 class SqlTx(ABC):
     """``Tx`` over SQL. Subclasses provide the primitives; statements use ``?`` placeholders.
 
@@ -641,12 +649,8 @@ class SqlTx(ABC):
         return None if row is None else str(row[0])
 
     async def next_due(self) -> int | None:
-        candidates = [
-            await self._one("SELECT min(timeout_at) FROM promises WHERE state = 'pending'"),
-            await self._one("SELECT min(timeout_at) FROM tasks WHERE timeout_at IS NOT NULL"),
-            await self._one("SELECT min(timer_at) FROM schedules WHERE timer_at IS NOT NULL"),
-        ]
-        times = [int(r[0]) for r in candidates if r is not None and r[0] is not None]
+        row = await self._one(_NEXT_DUE)  # one statement (one round trip on PostgreSQL), three index reads
+        times = [int(t) for t in row if t is not None] if row is not None else []
         return min(times) if times else None
 
     async def counts(self) -> dict[str, dict[str, int]]:
