@@ -2,9 +2,16 @@
 
 ``Engine.handle`` takes the raw body of a ``POST /`` and returns the HTTP status and response body; it is
 the single entry point of the HTTP server and of the SDK's local mode. After every committed change the
-engine hands the change's messages to delivery, arms the timers, and later deletes the delivered rows from
+engine hands the change's messages to delivery (its executes to streams as soon as the unit ran, where
+the store allows: ``_before_commit``), arms the timers, and later deletes the delivered rows from
 the outbox (batched, riding on the store's group commit). At start-up it re-sends what the outbox still
 holds and remembers every pending task, so the first worker of a group to connect gets them at once.
+
+In local mode (``EngineConfig.exclusive``) the units a restart makes moot — lease bookkeeping, timer
+passes, the outbox's clean-up — are run ``lazy``: answered before their commit
+(docs/getting-started.md#local-durability). Rejected: lazy commits for the server (another process holds
+or takes over its leases: a lease granted and lost in a crash would be granted twice) and for a local
+step's create (the step's effects would precede the record that makes the workflow resume after a crash).
 """
 
 from __future__ import annotations
