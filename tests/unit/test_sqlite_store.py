@@ -14,7 +14,7 @@ import pytest
 
 from troth.protocol.records import EMPTY_VALUE, Promise
 from troth.server.store.base import Tx
-from troth.server.store.sqlite import LAZY_FLUSH_S, SqliteStore
+from troth.server.store.sqlite import JOIN_S, LAZY_FLUSH_S, SqliteStore
 
 
 def promise(id: str) -> Promise:
@@ -214,3 +214,44 @@ async def test_the_hot_units_run_few_statements() -> None:
     assert one["task.fence_batch"] == [9]
     ten = await _statements_per_unit(steps, 10)
     assert sum(sum(v) for v in ten.values()) <= 60, ten
+
+
+async def test_a_unit_expecting_an_answer_holds_its_commit_for_it(tmp_path: Path) -> None:
+    """A timer pass that sent an execute (``ran`` returns True) holds its commit up to ``JOIN_S`` for the
+    worker's acquire, which then shares it: one fsync for both. A unit without ``ran`` (the outbox's
+    clean-up) joins without ending the wait."""
+    store = SqliteStore(str(tmp_path / "t.db"))
+    await store.open()
+    committer = store._committer
+    assert committer is not None
+    commits = 0
+    commit = committer.commit
+
+    def counted() -> asyncio.Future[None]:
+        nonlocal commits
+        commits += 1
+        return commit()
+
+    committer.commit = counted  # type: ignore[method-assign]
+    follow: list[asyncio.Task[str]] = []
+
+    def sent(_: str) -> bool:  # what the engine does: an execute went out, its acquire will follow
+        follow.append(asyncio.ensure_future(store.run(lambda tx: insert(tx, "chore"))))
+        follow.append(asyncio.ensure_future(store.run(lambda tx: insert(tx, "acquire"), ran=lambda _: False)))
+        return True
+
+    assert await store.run(lambda tx: insert(tx, "pass"), ran=sent) == "pass"
+    assert [await f for f in follow] == ["chore", "acquire"]
+    assert commits == 1
+    await store.close()
+
+
+async def test_a_held_commit_ends_at_the_bound_when_nothing_follows(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "t.db"))
+    await store.open()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await store.run(lambda tx: insert(tx, "pass"), ran=lambda _: True)  # nothing follows
+    assert loop.time() - started >= JOIN_S * 0.9  # held (the loop's timers may fire a hair early), then
+    assert committed(tmp_path / "t.db", "pass")  # committed alone
+    await store.close()

@@ -335,7 +335,12 @@ class Engine:
         return reply.status, reply.data
 
     async def _counted(
-        self, work: Callable[[Tx], Awaitable[Reply]], *, lazy: bool = False, early: bool = True
+        self,
+        work: Callable[[Tx], Awaitable[Reply]],
+        *,
+        lazy: bool = False,
+        early: bool = True,
+        join: bool = False,
     ) -> Reply:
         """Run a unit of work that may change state; its change to the counts applies once committed.
 
@@ -343,14 +348,15 @@ class Engine:
         with the next unit that is not lazy or within milliseconds (``Store.run``) — unless the reply
         pushes a message out of this process over HTTP: what leaves the process is committed first.
         ``early``: its executes may go out before the commit (``_before_commit``); ``debug.tick`` delivers
-        nothing.
+        nothing. ``join``: nobody waits for this unit's answer (a timer pass, a dead worker's leases), so
+        the store may hold its commit a moment for the acquires of the executes it sent to share it.
         """
 
         async def unit(tx: Tx) -> tuple[Reply, Delta]:
             counting = CountingTx(tx)
             return await work(cast(Tx, counting)), counting.delta
 
-        ran = self._before_commit if early else None
+        ran = (self._before_commit_join if join else self._before_commit) if early else None
         reply, delta = await self.store.run(unit, lazy=lazy, ran=ran)
         if lazy and any(not m.address.startswith("poll://") for m in reply.messages):
             await self.store.run(_nothing)
@@ -359,7 +365,16 @@ class Engine:
             self.on_change(delta)
         return reply
 
-    def _before_commit(self, result: tuple[Reply, Delta]) -> None:
+    def _before_commit(self, result: tuple[Reply, Delta]) -> bool:
+        """``_send_early``; a client waits for this answer, so the commit is not held."""
+        self._send_early(result)
+        return False
+
+    def _before_commit_join(self, result: tuple[Reply, Delta]) -> bool:
+        """``_send_early``, expecting the acquires of what it sent (``Store.run``'s ``ran``)."""
+        return self._send_early(result)
+
+    def _send_early(self, result: tuple[Reply, Delta]) -> bool:
         """A head start for ``execute`` messages to streams, sent once the unit ran and before its commit
         where the store allows (``Store.run``'s ``ran``: SQLite): an execute names a task and a version,
         and its worker can act on it only through ``task.acquire``, a unit that runs after this commit — so
@@ -369,11 +384,14 @@ class Engine:
         """
         reply = result[0]
         if self.paused or not reply.messages:
-            return
+            return False
         early = [m for m in reply.messages if m.promise is None and m.address.startswith("poll://")]
-        if early:
-            reply.messages = [m for m in reply.messages if m.promise is not None or m not in early]
-            self._deliver(early)
+        if not early:
+            return False
+        sent = {id(m) for m in early}
+        reply.messages = [m for m in reply.messages if id(m) not in sent]
+        self._deliver(early)
+        return True
 
     # ------------------------------------------------------------------------------------- after commit
 
@@ -441,7 +459,7 @@ class Engine:
     # ----------------------------------------------------------------------------------- background
 
     async def _pass(self, now: int) -> int | None:
-        reply = await self._counted(lambda tx: self.core.tick(tx, now), lazy=self.config.exclusive)
+        reply = await self._counted(lambda tx: self.core.tick(tx, now), lazy=self.config.exclusive, join=True)
         self._observe_pass(reply)
         if reply.done:
             self.delivery.forget(reply.done)
@@ -503,7 +521,9 @@ class Engine:
         owned = principal.owns if principal is not None else None
         try:
             reply = await self._counted(
-                lambda tx: self.core.release_leases(tx, pid, now, group, owned), lazy=self.config.exclusive
+                lambda tx: self.core.release_leases(tx, pid, now, group, owned),
+                lazy=self.config.exclusive,
+                join=True,
             )
         except StoreError as exc:
             log.warning("could not release the leases of %s: %s", pid, exc)

@@ -257,14 +257,15 @@ class Store(Protocol):
         work: Callable[[Tx], Awaitable[T]],
         *,
         lazy: bool = False,
-        ran: Callable[[T], None] | None = None,
+        ran: Callable[[T], bool] | None = None,
     ) -> T:
         """Run ``work`` in a transaction and return its result once committed.
 
         ``ran``: called with the result as soon as the unit ran, before its commit, by a store that runs
         every later unit after that commit (SQLite: one writer); a store that cannot promise it never
         calls ``ran`` (PostgreSQL: another replica's unit may start before this commit), so a caller must
-        treat it as a head start only, never as the one path.
+        treat it as a head start only, never as the one path. It returns whether it expects a unit to
+        follow at once (the store may hold the commit a moment so that both share it).
 
         ``lazy``: the result may be returned before the commit; the change then commits with the next
         unit that is not lazy, or within a few milliseconds. Only an engine that owns its store alone

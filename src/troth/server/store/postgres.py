@@ -606,7 +606,7 @@ class PostgresStore:
         work: Callable[[Tx], Awaitable[T]],
         *,
         lazy: bool = False,
-        ran: Callable[[T], None] | None = None,
+        ran: Callable[[T], bool] | None = None,
     ) -> T:
         """``lazy`` and ``ran`` are ignored: every unit commits before it answers or lets anything out (a
         unit of another replica may start before this one commits)."""

@@ -15,7 +15,10 @@ top of such an open transaction runs inside ``SAVEPOINT batch``, so its failure 
 
 A unit's ``ran`` callback gets its result once the batch ran, before the commit: every later unit runs
 after that commit (one writer, batches in turn), so what ``ran`` lets out — the engine sends ``execute``
-messages, whose receivers can only act through a later unit — can never be acted upon ahead of it.
+messages, whose receivers can only act through a later unit — can never be acted upon ahead of it. When
+``ran`` says an answer is coming (a timer pass sent an execute: its worker's acquire follows within a
+millisecond or so), the batch holds its commit up to ``JOIN_S`` and runs what arrives meanwhile in the same
+transaction, so the resumption after a timer pays one fsync instead of two.
 
 Rejected: a connection pool with one transaction per request (SQLite serialises writers anyway, and each
 commit would pay its own fsync); running every statement in a thread (a thread hop per statement costs
@@ -49,6 +52,8 @@ from troth.server.store.sql import _P_COLS, _T_COLS, SCHEMA_TABLE, SqlTx, _promi
 T = TypeVar("T")
 log = logging.getLogger("troth.store")
 
+JOIN_S: Final = 0.002
+"""Longest a batch whose ``ran`` callback sent an execute holds its commit for the worker's acquire."""
 LAZY_FLUSH_S: Final = 0.005
 """Longest a lazy unit's change stays uncommitted when no other unit commits it first."""
 
@@ -233,7 +238,7 @@ class _Unit:
         work: Callable[[Tx], Awaitable[Any]],
         future: asyncio.Future[Any],
         lazy: bool = False,
-        ran: Callable[[Any], None] | None = None,
+        ran: Callable[[Any], bool] | None = None,
     ) -> None:
         self.work = work
         self.future = future
@@ -373,7 +378,7 @@ class SqliteStore:
         work: Callable[[Tx], Awaitable[T]],
         *,
         lazy: bool = False,
-        ran: Callable[[T], None] | None = None,
+        ran: Callable[[T], bool] | None = None,
     ) -> T:
         if self._conn is None:
             raise StoreError("store is closed")
@@ -381,6 +386,32 @@ class SqliteStore:
         self._queue.append(_Unit(work, future, lazy, ran))
         self._wakeup.set()
         return await future
+
+    async def _join(self, conn: sqlite3.Connection, tx: SqliteTx) -> list[tuple[_Unit, bool, Any]]:
+        """Hold the commit up to ``JOIN_S`` for the units that arrive meanwhile (a worker's acquire of the
+        execute a ``ran`` callback just sent) and run them in this transaction: one fsync for both. The
+        wait ends at the first unit that came with a ``ran`` callback (a request: the acquire, or another
+        request, which must not wait); units without one (the outbox's clean-up) join and wait on."""
+        joined: list[tuple[_Unit, bool, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_S
+        while True:
+            if not self._queue:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._wakeup.wait()
+            if not self._queue:
+                return joined
+            self._wakeup.clear()
+            more = list(self._queue)
+            self._queue.clear()
+            conn.execute("SAVEPOINT batch")
+            results = await self._run_units(conn, tx, more, True)
+            conn.execute("RELEASE batch")
+            _before_commit(results)
+            joined += results
+            if any(unit.ran is not None for unit in more) or loop.time() >= deadline:
+                return joined
 
     def _flush_soon(self) -> None:
         """Arm the bound on how long lazy units stay uncommitted."""
@@ -470,7 +501,11 @@ class SqliteStore:
                 results = await self._run_units(conn, tx, units, carried)
                 if carried:
                     conn.execute("RELEASE batch")
-                _before_commit(results)
+                lazy = all(unit.lazy for unit in units)
+                if _before_commit(results) and self._committer is not None and not lazy:
+                    more = await self._join(conn, tx)
+                    units += [unit for unit, _, _ in more]
+                    results += more
                 if self._flush_due or not all(unit.lazy for unit in units):
                     await self._commit(conn)
                 else:  # answered now, committed with the next unit that is not lazy, or soon
@@ -492,14 +527,17 @@ class SqliteStore:
                     unit.future.set_exception(value)
 
 
-def _before_commit(results: list[tuple[_Unit, bool, Any]]) -> None:
-    """Tell each unit that ran what it returned, before the batch commits (``Store.run``'s ``ran``)."""
+def _before_commit(results: list[tuple[_Unit, bool, Any]]) -> bool:
+    """Tell each unit that ran what it returned, before the batch commits (``Store.run``'s ``ran``);
+    whether one of them expects an answer soon (a unit worth holding the commit for)."""
+    expecting = False
     for unit, ok, value in results:
         if ok and unit.ran is not None:
             try:
-                unit.ran(value)
+                expecting = bool(unit.ran(value)) or expecting
             except Exception:
                 log.exception("a unit's before-commit callback failed")
+    return expecting
 
 
 async def _isolated(
