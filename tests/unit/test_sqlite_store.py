@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from troth.protocol.records import EMPTY_VALUE, Promise
 from troth.server.store.base import Tx
@@ -86,10 +88,20 @@ async def insert(tx: Tx, id: str) -> str:
     return id
 
 
-async def test_a_lazy_unit_answers_before_its_commit_and_commits_with_the_next_unit(tmp_path: Path) -> None:
+@pytest_asyncio.fixture
+async def on_file(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Path]]:
+    """A store on a file (with its commit thread), and the file for ``committed``; closed after the test."""
     path = tmp_path / "t.db"
     store = SqliteStore(str(path))
     await store.open()
+    yield store, path
+    await store.close()  # idempotent: a test may close it first
+
+
+async def test_a_lazy_unit_answers_before_its_commit_and_commits_with_the_next_unit(
+    on_file: tuple[SqliteStore, Path],
+) -> None:
+    store, path = on_file
     assert await store.run(lambda tx: insert(tx, "lazy"), lazy=True) == "lazy"
     assert not committed(path, "lazy")  # answered, not yet durable
     assert not store.idle()  # the test kit's quiet check waits for the commit
@@ -97,26 +109,20 @@ async def test_a_lazy_unit_answers_before_its_commit_and_commits_with_the_next_u
     await store.run(lambda tx: insert(tx, "durable"))
     assert committed(path, "lazy") and committed(path, "durable")  # one commit made both durable
     assert store.idle()
-    await store.close()
 
 
-async def test_a_lazy_unit_left_alone_commits_within_the_bound(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    store = SqliteStore(str(path))
-    await store.open()
+async def test_a_lazy_unit_left_alone_commits_within_the_bound(on_file: tuple[SqliteStore, Path]) -> None:
+    store, path = on_file
     await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
     deadline = asyncio.get_running_loop().time() + 5.0
     while not store.idle():  # LAZY_FLUSH_S (milliseconds) after the unit, with nothing else to come
         assert asyncio.get_running_loop().time() < deadline, "the lazy unit was never committed"
         await asyncio.sleep(LAZY_FLUSH_S)
     assert committed(path, "lazy")
-    await store.close()
 
 
-async def test_a_failing_unit_after_lazy_ones_rolls_back_alone(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    store = SqliteStore(str(path))
-    await store.open()
+async def test_a_failing_unit_after_lazy_ones_rolls_back_alone(on_file: tuple[SqliteStore, Path]) -> None:
+    store, path = on_file
     await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
 
     async def bad(tx: Tx) -> None:
@@ -129,13 +135,10 @@ async def test_a_failing_unit_after_lazy_ones_rolls_back_alone(tmp_path: Path) -
     assert results[0] == "a" and isinstance(results[1], RuntimeError)
     assert committed(path, "lazy") and committed(path, "a")  # the batch's rollback spared earlier work
     assert not committed(path, "half-done")
-    await store.close()
 
 
-async def test_closing_commits_lazy_units(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    store = SqliteStore(str(path))
-    await store.open()
+async def test_closing_commits_lazy_units(on_file: tuple[SqliteStore, Path]) -> None:
+    store, path = on_file
     await store.run(lambda tx: insert(tx, "lazy"), lazy=True)
     await store.close()
     assert committed(path, "lazy")
@@ -216,12 +219,11 @@ async def test_the_hot_units_run_few_statements() -> None:
     assert sum(sum(v) for v in ten.values()) <= 60, ten
 
 
-async def test_a_unit_expecting_an_answer_holds_its_commit_for_it(tmp_path: Path) -> None:
+async def test_a_unit_expecting_an_answer_holds_its_commit_for_it(on_file: tuple[SqliteStore, Path]) -> None:
     """A timer pass that sent an execute (``ran`` returns True) holds its commit up to ``JOIN_S`` for the
     worker's acquire, which then shares it: one fsync for both. A unit without ``ran`` (the outbox's
     clean-up) joins without ending the wait."""
-    store = SqliteStore(str(tmp_path / "t.db"))
-    await store.open()
+    store, _ = on_file
     committer = store._committer
     assert committer is not None
     commits = 0
@@ -243,15 +245,14 @@ async def test_a_unit_expecting_an_answer_holds_its_commit_for_it(tmp_path: Path
     assert await store.run(lambda tx: insert(tx, "pass"), ran=sent) == "pass"
     assert [await f for f in follow] == ["chore", "acquire"]
     assert commits == 1
-    await store.close()
 
 
-async def test_a_held_commit_ends_at_the_bound_when_nothing_follows(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "t.db"))
-    await store.open()
+async def test_a_held_commit_ends_at_the_bound_when_nothing_follows(
+    on_file: tuple[SqliteStore, Path],
+) -> None:
+    store, path = on_file
     loop = asyncio.get_running_loop()
     started = loop.time()
     await store.run(lambda tx: insert(tx, "pass"), ran=lambda _: True)  # nothing follows
     assert loop.time() - started >= JOIN_S * 0.9  # held (the loop's timers may fire a hair early), then
-    assert committed(tmp_path / "t.db", "pass")  # committed alone
-    await store.close()
+    assert committed(path, "pass")  # committed alone
