@@ -201,7 +201,7 @@ class _State:
 class DurableFuture(Generic[T]):
     """An eager durable operation: created at call time, awaited for its value (or ``yield``ed)."""
 
-    __slots__ = ("_begin", "_created", "_hint", "_remote", "_task", "ctx", "detached", "id")
+    __slots__ = ("_begin", "_created", "_hint", "_remote", "_task", "_waiters", "ctx", "detached", "id")
 
     def __init__(
         self,
@@ -222,14 +222,56 @@ class DurableFuture(Generic[T]):
         self._hint = hint
         self._begin = begin
         self._created = created
-        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(runner)
+        self._waiters: list[asyncio.Future[Any]] = []
+        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._drive(runner))
+
+    async def _drive(self, runner: Coroutine[Any, Any, Any]) -> Any:
+        """The operation's task: ``runner``, whose outcome its last step hands to every waiting ``result``
+        itself (an awaiting body resumes one turn of the event loop after the operation ends, where
+        ``asyncio.shield`` took two)."""
+        try:
+            outcome = await runner
+        except BaseException as exc:
+            self._wake(exc)
+            raise
+        if self._waiters:
+            self._wake(None, outcome)
+        return outcome
+
+    def _wake(self, error: BaseException | None, outcome: Any = None) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if waiter.done():  # its awaiter was cancelled
+                continue
+            if isinstance(error, asyncio.CancelledError):
+                waiter.cancel()
+            elif error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(outcome)
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        """The task ended without ``_drive`` running (cancelled before its first step): as ``_drive``."""
+        if self._waiters:
+            self._wake(asyncio.CancelledError() if task.cancelled() else task.exception(), None)
 
     def __await__(self) -> Generator[Any, None, T]:
         return self.result().__await__()
 
     async def result(self) -> T:
-        """The value, or the error of the durable operation (also ``await fut``)."""
-        outcome = await asyncio.shield(self._task)
+        """The value, or the error of the durable operation (also ``await fut``).
+
+        Awaiting it never cancels the operation (as ``asyncio.shield`` would not): a cancelled awaiter
+        gives up its own waiter only; the operation goes on until the body's join (or its cancellation)."""
+        task = self._task
+        if task.done():
+            outcome = task.result()
+        else:
+            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if not self._waiters:
+                task.add_done_callback(self._settled)
+            self._waiters.append(waiter)
+            outcome = await waiter
         if outcome is BLOCKED:
             self.ctx._execution.blocked.add(self.id)
             raise Suspended(self.id)
@@ -573,15 +615,15 @@ class Context:
 
     async def _create(
         self,
-        create: Request[PromiseReply],
+        pending: asyncio.Future[Promise],
         previous: asyncio.Future[bool] | None,
         mine: asyncio.Future[bool],
         created: asyncio.Future[Promise],
     ) -> Promise:
-        """Create-or-get in call order: ours is begun (queued to go out in call order, see
-        ``Execution._begin``), then the previous creation of this context is awaited, then ours."""
+        """Create-or-get in call order: ours was begun where the call was made (``begin_create``: queued to go
+        out in call order, see ``Execution._begin``; it goes out with whatever else this turn of the event
+        loop begins); the previous creation of this context is awaited, then ours (``pending``)."""
         try:
-            pending = self._execution.begin_create(create)
             if previous is not None and not await previous:
                 pending.cancel()
                 raise PlatformError(RuntimeError("an earlier durable operation of this function failed"))
@@ -612,9 +654,10 @@ class Context:
         created: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         execution = self._execution
         limit = self.info.timeout_at
+        pending = execution.begin_create(create)
 
         async def runner() -> Any:
-            record = await self._create(create, previous, mine, created)
+            record = await self._create(pending, previous, mine, created)
             if overrun is not None and record.timeoutAt >= limit:
                 # Cut at the deadline when it was created (now, or in an earlier execution): the same
                 # answer on every replay, although "now + duration" grows as time passes.
@@ -717,9 +760,10 @@ class Context:
         parent_info = self.info
         execution = self._execution
         replaying = self._state.replaying
+        pending = execution.begin_create(create)
 
         async def runner() -> Any:
-            record = await self._create(create, previous, mine, created)
+            record = await self._create(pending, previous, mine, created)
             if record.state != "pending":
                 return record
             info = Info(
