@@ -201,13 +201,23 @@ class _State:
 class DurableFuture(Generic[T]):
     """An eager durable operation: created at call time, awaited for its value (or ``yield``ed)."""
 
-    __slots__ = ("_begin", "_created", "_hint", "_remote", "_task", "_waiters", "ctx", "detached", "id")
+    __slots__ = (
+        "_begin",
+        "_created",
+        "_hint",
+        "_remote",
+        "_task",
+        "_waiters",
+        "ctx",
+        "detached",
+        "id",
+    )
 
     def __init__(
         self,
         ctx: Context,
         id: str,
-        runner: Coroutine[Any, Any, Any],
+        runner: Callable[[], Coroutine[Any, Any, Any]],
         created: asyncio.Future[Promise],
         *,
         hint: Any = Any,
@@ -225,12 +235,12 @@ class DurableFuture(Generic[T]):
         self._waiters: list[asyncio.Future[Any]] = []
         self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._drive(runner))
 
-    async def _drive(self, runner: Coroutine[Any, Any, Any]) -> Any:
-        """The operation's task: ``runner``, whose outcome its last step hands to every waiting ``result``
+    async def _drive(self, runner: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """The operation's task: ``runner()``, whose outcome its last step hands to every waiting ``result``
         itself (an awaiting body resumes one turn of the event loop after the operation ends, where
         ``asyncio.shield`` took two)."""
         try:
-            outcome = await runner
+            outcome = await runner()
         except BaseException as exc:
             self._wake(exc)
             raise
@@ -670,7 +680,7 @@ class Context:
             return record
 
         future: DurableFuture[Any] = DurableFuture(
-            self, id, runner(), created, hint=hint, detached=detached, remote=True
+            self, id, runner, created, hint=hint, detached=detached, remote=True
         )
         self._state.children.append(future)
         return future
@@ -782,7 +792,7 @@ class Context:
             )
 
         future: DurableFuture[Any] = DurableFuture(
-            self, id, runner(), created, hint=entry.return_hint, begin=begin
+            self, id, runner, created, hint=entry.return_hint, begin=begin
         )
         self._state.children.append(future)
         return future
