@@ -2,7 +2,8 @@
 interfaces it runs against (``Scope``, ``Services``).
 
 Each durable operation mints its child id synchronously at call time (so completion order never changes
-ids), then, in call order, *creates-or-gets* its promise through the execution it belongs to (``Scope``):
+ids) and begins, there and then, in call order, to *create-or-get* its promise through the execution it
+belongs to (``Scope``; the request goes out with whatever else that turn of the event loop begins):
 a settled record returns the recorded outcome; a pending local child runs here (``Scope.run_local``); a
 pending remote child (``rpc``, ``sleep``, ``promise``) blocks whoever awaits it: awaiting raises
 ``Suspended``, a ``BaseException`` that unwinds the body. ``Body`` is one attempt of one function as the
@@ -12,7 +13,9 @@ durable calls (a body with any is a workflow, never retried).
 This module does not know the worker or the replay core (``troth.sdk.replay``, which implements ``Scope``
 and imports this one): a context reaches the process only through ``Services`` — the codec, the registry,
 the dependencies, the clock and the default target. Rejected: handing the worker itself to every context
-(the two modules imported each other, and a context could reach anything).
+(the two modules imported each other, and a context could reach anything); awaiting an operation's task
+through ``asyncio.shield`` (the same protection, an awaiter's cancellation never cancels the operation,
+but two hops of the event loop per await where the task handing its outcome over itself takes one).
 """
 
 from __future__ import annotations
