@@ -195,6 +195,9 @@ class Execution:
     def _take(self) -> list[_Queued]:
         """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
         ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request); a fulfil ends one."""
+        if len(self._queue) == 1:  # one action goes alone whatever its size: nothing to measure
+            batch, self._queue = self._queue, []
+            return batch
         size = 0
         count = 0
         for queued in self._queue:
