@@ -235,7 +235,7 @@ class DurableFuture(Generic[T]):
         self._hint = hint
         self._begin = begin
         self._created = created
-        self._waiters: list[asyncio.Future[Any]] = []
+        self._waiters: list[asyncio.Future[Any]] | None = None  # made by the first ``result`` that waits
         self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._drive(runner))
 
     async def _drive(self, runner: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -252,8 +252,8 @@ class DurableFuture(Generic[T]):
         return outcome
 
     def _wake(self, error: BaseException | None, outcome: Any = None) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if waiter.done():  # its awaiter was cancelled
                 continue
             if isinstance(error, asyncio.CancelledError):
@@ -281,7 +281,8 @@ class DurableFuture(Generic[T]):
             outcome = task.result()
         else:
             waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            if not self._waiters:
+            if self._waiters is None:
+                self._waiters = []
                 task.add_done_callback(self._settled)
             self._waiters.append(waiter)
             outcome = await waiter
