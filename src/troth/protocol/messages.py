@@ -6,7 +6,7 @@
   fresh ``corrId`` and ``PROTOCOL_VERSION`` (also the nested actions of ``task.fence``, ``task.suspend``,
   ``task.fulfill`` and ``task.create``). A ``corrId`` (``new_corr_id``) is 32 hex digits like a UUID's:
   a random prefix drawn once per process (again in a forked child) and a counter, unique across
-  processes and restarts as a fresh ``uuid4`` is, at a tenth of its cost (one was made for every request
+  processes and restarts as a fresh ``uuid4`` is, at a seventh of its cost (one was made for every request
   and every nested action).
 - **Answers**: ``parse_answer`` checks that a reply echoes its request's ``kind`` and ``corrId`` and decodes
   it, in one pass, into an ``Answer``: its status, and its data as the request's typed reply
