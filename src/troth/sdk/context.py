@@ -136,6 +136,10 @@ class Options:
     id: str | None = None
 
 
+_NO_OPTIONS: Final = Options()
+"""The options of a context made without any (frozen, so every such context shares it)."""
+
+
 class Services(Protocol):
     """What a ``Context`` uses of the process it runs in (a ``Worker`` has all of it)."""
 
@@ -400,7 +404,7 @@ class Context:
         self._host = execution.services
         self.info = info
         self._state = state if state is not None else _State(execution.replaying)
-        self._opts = opts or Options()
+        self._opts = opts or _NO_OPTIONS
 
     # ---------------------------------------------------------------------------------------- members
 
