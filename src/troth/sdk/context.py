@@ -640,12 +640,25 @@ class Context:
     ) -> Promise:
         """Create-or-get in call order: ours was begun where the call was made (``begin_create``: queued to go
         out in call order, see ``Execution._begin``; it goes out with whatever else this turn of the event
-        loop begins); the previous creation of this context is awaited, then ours (``pending``)."""
+        loop begins). Ours is awaited, then the previous creation of this context (``previous``: whether it
+        succeeded), and only then is ours resolved (``created``, ``mine``), so creations resolve in call
+        order and fail from the first failure on.
+
+        Ours first: the answers of a batch arrive together and in order, so every creation of a fan-out
+        then resolves in the same turn of the event loop (each finds the one before it resolved already)
+        and the children run and settle together; awaiting the previous one first chained them one turn
+        apart (1,000 children: 1,000 turns, and their settles trickled out in 90 small batches)."""
         try:
+            try:
+                record = await pending
+                failure: BaseException | None = None
+            except (Exception, PlatformError) as exc:  # the previous one's failure, if any, comes first
+                failure = exc
             if previous is not None and not await previous:
-                pending.cancel()
                 raise PlatformError(RuntimeError("an earlier durable operation of this function failed"))
-            record = self._execution.created(await pending)
+            if failure is not None:
+                raise failure
+            record = self._execution.created(record)
         except BaseException as exc:
             mine.set_result(False)
             if not created.done():

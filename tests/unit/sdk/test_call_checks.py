@@ -113,3 +113,63 @@ async def test_an_operation_cancelled_before_it_ran_cancels_its_awaiters() -> No
         awaiting.send(None)
     with pytest.raises(asyncio.CancelledError):
         await fut.result()
+
+
+class _Scope:
+    """Just what ``Context._create`` uses of its execution."""
+
+    services: Any = None
+    replaying = False
+    frontier = None
+
+    def created(self, record: Any) -> Any:
+        return record
+
+
+def _chain(n: int) -> tuple[Any, list[asyncio.Future[Any]], list[asyncio.Task[Any]], list[str]]:
+    from troth.sdk.context import Context, Info
+
+    ctx = Context(_Scope(), Info("p", "p", "p", "p", 0, "f", 1))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    pendings: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(n)]
+    order: list[str] = []
+    tasks = []
+    for i, pending in enumerate(pendings):
+        previous, mine = ctx._chain_link()
+        created: asyncio.Future[Any] = loop.create_future()
+        created.add_done_callback(lambda f, i=i: order.append(f"{i}:{'x' if f.exception() else 'ok'}"))
+        tasks.append(asyncio.ensure_future(ctx._create(pending, previous, mine, created)))
+    return ctx, pendings, tasks, order
+
+
+async def test_creations_resolve_in_call_order_whatever_order_their_answers_come_in() -> None:
+    from troth.protocol.records import Promise, Value
+
+    _, pendings, tasks, order = _chain(3)
+    await asyncio.sleep(0)
+    for i in (2, 0, 1):
+        pendings[i].set_result(Promise(f"c{i}", "resolved", Value(), Value(), {}, 1, 0, 1))
+        await asyncio.sleep(0)
+    records = await asyncio.gather(*tasks)
+    assert [r.id for r in records] == ["c0", "c1", "c2"]
+    assert order == ["0:ok", "1:ok", "2:ok"]
+
+
+async def test_after_a_failed_creation_the_later_ones_fail_as_such() -> None:
+    """The first failure is the first one's own; every later one fails because an earlier one did, whether
+    its own answer was good or failed too."""
+    from troth.protocol.records import Promise, Value
+    from troth.sdk.errors import PlatformError
+
+    _, pendings, tasks, order = _chain(3)
+    pendings[1].set_exception(PlatformError(RuntimeError("its own")))
+    pendings[2].set_result(Promise("c2", "resolved", Value(), Value(), {}, 1, 0, 1))
+    await asyncio.sleep(0)
+    pendings[0].set_exception(PlatformError(RuntimeError("the first")))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [str(r).removeprefix("platform failure: RuntimeError: ") for r in results] == [
+        "the first",
+        "an earlier durable operation of this function failed",
+        "an earlier durable operation of this function failed",
+    ]
+    assert order == ["0:x", "1:x", "2:x"]
