@@ -4,6 +4,7 @@ in one place."""
 from __future__ import annotations
 
 import json
+import os
 
 import msgspec
 import pytest
@@ -76,6 +77,28 @@ def test_request_envelope() -> None:
     assert "auth" not in env["head"]
     nested = request_envelope("promise.settle", {"id": "p"}, "tok", corr_id="p-fulfill")
     assert nested["head"] == {"corrId": "p-fulfill", "version": PROTOCOL_VERSION, "auth": "tok"}
+
+
+def test_corr_ids_are_unique_and_fresh_in_a_forked_child() -> None:
+    """A corrId is a per-process random prefix and a counter: 32 hex digits, never repeated, and a forked
+    child (which inherits the prefix and the counter) draws a prefix of its own."""
+    ids = [messages.new_corr_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert len({i[:20] for i in ids}) == 1
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one corrId and leave at once
+        os.write(write, messages.new_corr_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child[:20] != ids[0][:20]
+    assert child not in ids and messages.new_corr_id() != child
 
 
 def test_parse_reply_checks_kind_and_corr_id() -> None:

@@ -431,6 +431,8 @@ class Troth:
     async def start(self) -> Troth:
         """Open the connections; returns once this worker can receive tasks. Idempotent."""
         life = self._life
+        if life.started:  # the common case: every run() comes through here
+            return self
         if life.lock is None:
             life.lock = asyncio.Lock()
         async with life.lock:

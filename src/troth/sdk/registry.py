@@ -51,6 +51,8 @@ class Registered:
     concurrency: int | None = None
     rate: str | None = None
     limit_key: Callable[..., Any] | None = field(default=None, compare=False)
+    _fits: dict[Any, str | None] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """``check_arguments``'s verdicts by the shape of a call: ``None`` (it binds) or why not."""
 
     def limit_tags(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> dict[str, str]:
         """The tags that put a call of this function under its limit (docs/operations/limits-by-key.md):
@@ -71,9 +73,26 @@ class Registered:
 
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` when ``fn(ctx, *args, **kwargs)`` cannot bind to the signature: such a call
-        can never succeed, so it fails at once and is never retried."""
+        can never succeed, so it fails at once and is never retried.
+
+        Whether a call binds depends only on how many positional arguments it passes and which keywords,
+        never on their values, so the verdict is kept per shape (a function is called with a few shapes;
+        at most ``_MAX_SHAPES`` are kept) and ``inspect.Signature.bind`` runs once per shape, not once per
+        call (it was a few per cent of a one-step workflow's CPU)."""
         if self.signature is None:
             return
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        try:
+            why = self._fits[shape]
+        except KeyError:
+            why = self._bind(args, kwargs)
+            if len(self._fits) < _MAX_SHAPES:
+                self._fits[shape] = why
+        if why is not None:
+            raise TypeError(why)
+
+    def _bind(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str | None:
+        assert self.signature is not None
         try:
             self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -81,7 +100,12 @@ class Registered:
                 parameters=[p.replace(annotation=p.empty) for p in self.signature.parameters.values()],
                 return_annotation=inspect.Signature.empty,
             )
-            raise TypeError(f"{self.name}{bare} cannot take these arguments: {exc}") from None
+            return f"{self.name}{bare} cannot take these arguments: {exc}"
+        return None
+
+
+_MAX_SHAPES = 64
+"""Call shapes (positional count and keyword names) whose ``check_arguments`` verdict a function keeps."""
 
 
 def signature_of(fn: Callable[..., Any]) -> inspect.Signature | None:

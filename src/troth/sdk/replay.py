@@ -154,9 +154,14 @@ class Execution:
         return future
 
     async def _send(self) -> None:
+        """The execution's sender: one batch at a time, in the order the actions were begun.
+
+        It starts a turn of the event loop after the action that needs it, so everything begun in that turn
+        goes in its first batch. After each answer it waits one turn, in which the answer's awaiters resume
+        first: what they begin then (the settle of a step that ran here, the next step's create) goes out
+        in its next batch, without a task of its own; only when nothing was begun does it end."""
         try:
             while self._queue:
-                await asyncio.sleep(0)  # actions begun in this step of the loop join the batch
                 # A settle sent behind waits a few turns for the body's next fenced action (a sequential
                 # step's create), so that both go in one round trip.
                 turns = 0
@@ -170,6 +175,9 @@ class Execution:
                     await self._send_batch(batch)
                 else:
                     await self._send_each(batch)
+                if batch[-1].fulfils and not self._queue:
+                    break  # the task is fulfilled: nothing can follow
+                await asyncio.sleep(0)
         finally:
             self._sender = None
             if self._queue:  # an action begun as the loop ended (cancelled): its turn never comes
@@ -187,6 +195,9 @@ class Execution:
     def _take(self) -> list[_Queued]:
         """The next batch: the oldest queued actions, at most ``BATCH_ACTIONS`` of them and about
         ``BATCH_BYTES`` of JSON (the server takes 1,000 actions and 2 MiB a request); a fulfil ends one."""
+        if len(self._queue) == 1:  # one action goes alone whatever its size: nothing to measure
+            batch, self._queue = self._queue, []
+            return batch
         size = 0
         count = 0
         for queued in self._queue:
@@ -460,7 +471,7 @@ async def run_function(
         return "rejected", host.codec.encode_error(exc)
     attempt = 1
     while True:
-        body = Body(execution, replace(info, attempt=attempt), replaying)
+        body = Body(execution, info if info.attempt == attempt else replace(info, attempt=attempt), replaying)
         ctx = body.context
         if host.observer is not None:
             host.observer(ctx.info)

@@ -344,7 +344,7 @@ class Worker:
             # early (fulfill) or make the server re-send at once (release). Let the lease lapse.
             return
         self._held[id] = version
-        job = asyncio.ensure_future(self._execute(id, version, promise, preload))
+        job = asyncio.get_running_loop().create_task(self._execute(id, version, promise, preload))
         self._jobs[id] = job
         try:
             await job

@@ -26,7 +26,15 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import msgspec
 
-from troth.protocol.messages import Answer, BadReply, Message, Request, decode_message, parse_answer
+from troth.protocol.messages import (
+    Answer,
+    BadReply,
+    Message,
+    Request,
+    decode_message,
+    new_corr_id,
+    parse_answer,
+)
 from troth.sdk.errors import ConnectorError
 from troth.sdk.posts import CertificateError, Posts
 
@@ -153,12 +161,15 @@ class LocalTransport:
         self._reader = asyncio.get_running_loop().create_task(read(), name="troth-local-messages")
 
     async def request(self, request: Request[R]) -> Answer[R]:
-        env = request.envelope()
+        corr = new_corr_id()
         try:
-            _, body = await self.engine.handle(_encode(env))
+            _, body = await self.engine.handle(_encode(request.envelope(corr_id=corr)))
         except Exception as exc:  # what HttpTransport raises when the server cannot answer
             raise ConnectorError(f"{request.kind}: the in-process server failed: {exc}") from exc
-        return _check(request, env["head"]["corrId"], body)
+        try:
+            return parse_answer(request, corr, body)
+        except BadReply as exc:
+            raise ConnectorError(str(exc)) from None
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -425,8 +436,8 @@ class HttpTransport:
 
     async def request(self, request: Request[R]) -> Answer[R]:
         kind = request.kind
-        env = request.envelope(self.token)
-        body = _encode(env)
+        corr = new_corr_id()
+        body = _encode(request.envelope(self.token, corr_id=corr))
         delay = 1.0
         while True:
             base = self.url
@@ -465,7 +476,7 @@ class HttpTransport:
             self._reachable()
             if not content or not content.lstrip().startswith(b"{"):
                 raise ConnectorError(f"{kind}: server answered HTTP {status} without an envelope")
-            return _check(request, env["head"]["corrId"], content)
+            return _check(request, corr, content)
 
     async def stop(self) -> None:
         self._stopping = True
