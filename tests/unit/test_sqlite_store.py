@@ -256,3 +256,38 @@ async def test_a_held_commit_ends_at_the_bound_when_nothing_follows(
     await store.run(lambda tx: insert(tx, "pass"), ran=lambda _: True)  # nothing follows
     assert loop.time() - started >= JOIN_S * 0.9  # held (the loop's timers may fire a hair early), then
     assert committed(path, "pass")  # committed alone
+
+
+async def test_in_memory_a_lone_unit_runs_at_once_and_still_lets_the_loop_turn() -> None:
+    """``:memory:`` runs a unit that finds the store idle in its own transaction, without the batch runner;
+    the answer still comes a turn later, so a caller that only makes requests never starves the timers and
+    deliveries that share its loop."""
+    store = SqliteStore(":memory:")
+    await store.open()
+    turns = 0
+    stop = False
+
+    async def background() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    spinner = asyncio.ensure_future(background())
+    await asyncio.sleep(0)
+    before = turns
+    for i in range(20):
+        await store.run(lambda tx, i=i: insert(tx, f"p{i}"))
+    assert turns - before >= 20  # one turn per request at least
+    stop = True
+    await spinner
+
+    async def bad(tx: Tx) -> None:
+        await tx.insert_promise(promise("half-done"))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.run(bad)
+    assert await store.run(lambda tx: tx.get_promise("half-done")) is None  # rolled back
+    assert await store.run(lambda tx: tx.get_promise("p19")) is not None  # and the store goes on
+    await store.close()

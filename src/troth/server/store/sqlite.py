@@ -6,7 +6,9 @@ back, each in its own SAVEPOINT (so one failing unit rolls back alone), and then
 serves the whole batch. The commit runs in the store's own long-lived thread (``_Committer``: fed by a
 ``queue.SimpleQueue``, answering with ``loop.call_soon_threadsafe``) so the event loop keeps accepting
 requests meanwhile; nothing else touches the connection until it returns. ``:memory:`` runs the same code
-without a file, and without the thread.
+without a file and without the thread, and a unit that finds nothing else running or waiting runs at once
+in its own transaction (``_run_now``): with no fsync to share, batching buys nothing there, and the hand-off
+to the batch runner and back costs two turns of the event loop per request.
 
 A unit run ``lazy`` (only the local-mode engine asks, for lease bookkeeping a restart makes moot:
 docs/getting-started.md#local-durability) is answered as soon as it ran; its transaction stays open and
@@ -305,6 +307,8 @@ class SqliteStore:
         self._broken: BaseException | None = None
         self._lazy = 0
         """Lazy units answered whose transaction is still open (0: no transaction is open)."""
+        self._busy = False
+        """A unit runs now (``_run_now`` or a batch): nothing else may use the connection."""
         self._flush: asyncio.TimerHandle | None = None
         self._flush_due = False
 
@@ -380,12 +384,53 @@ class SqliteStore:
         lazy: bool = False,
         ran: Callable[[T], bool] | None = None,
     ) -> T:
-        if self._conn is None:
+        conn, tx = self._conn, self._tx
+        if conn is None or tx is None:
             raise StoreError("store is closed")
+        if self._committer is None and not (self._busy or self._queue or self._lazy):
+            return await self._run_now(conn, tx, work, ran)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Unit(work, future, lazy, ran))
+        self._queue.append(_Unit(work, future, lazy and self._committer is not None, ran))
         self._wakeup.set()
         return await future
+
+    async def _run_now(
+        self,
+        conn: sqlite3.Connection,
+        tx: SqliteTx,
+        work: Callable[[Tx], Awaitable[T]],
+        ran: Callable[[T], bool] | None,
+    ) -> T:
+        """In memory, with nothing else running or waiting: the unit in its own transaction, at once. A
+        commit costs no fsync there, so batching buys nothing, and handing the unit to the batch runner
+        and its answer back costs two turns of the event loop per request (one is kept: see the end)."""
+        self._busy = True
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            tx.forget()
+            try:
+                value = await work(tx)
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                error = _as_store_error(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            if ran is not None:
+                _tell(ran, value)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise _as_store_error(exc, "SQLite commit failed: ") from exc
+        finally:
+            self._busy = False
+            if self._queue:  # units that came while this one ran (it awaited something) go next
+                self._wakeup.set()
+        # The answer comes a turn later, as from the batch runner: a caller that only makes requests still
+        # lets timers, deliveries and clean-ups run between them.
+        await asyncio.sleep(0)
+        return value
 
     async def _join(self, conn: sqlite3.Connection, tx: SqliteTx) -> list[tuple[_Unit, bool, Any]]:
         """Hold the commit up to ``JOIN_S`` for the units that arrive meanwhile (a worker's acquire of the
@@ -483,6 +528,8 @@ class SqliteStore:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._busy:  # ``_run_now`` holds the connection; it wakes this loop when it is done
+                continue
             if not self._queue:
                 if self._lazy and self._flush_due:
                     try:
@@ -493,6 +540,7 @@ class SqliteStore:
             units = list(self._queue)
             self._queue.clear()
             carried = self._lazy > 0
+            self._busy = True
             try:
                 if carried:
                     conn.execute("SAVEPOINT batch")
@@ -518,6 +566,8 @@ class SqliteStore:
                     if not unit.future.done():
                         unit.future.set_exception(error)
                 continue
+            finally:
+                self._busy = False
             for unit, ok, value in results:
                 if unit.future.done():
                     continue
@@ -533,11 +583,16 @@ def _before_commit(results: list[tuple[_Unit, bool, Any]]) -> bool:
     expecting = False
     for unit, ok, value in results:
         if ok and unit.ran is not None:
-            try:
-                expecting = bool(unit.ran(value)) or expecting
-            except Exception:
-                log.exception("a unit's before-commit callback failed")
+            expecting = _tell(unit.ran, value) or expecting
     return expecting
+
+
+def _tell(ran: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(ran(value))
+    except Exception:
+        log.exception("a unit's before-commit callback failed")
+        return False
 
 
 async def _isolated(
