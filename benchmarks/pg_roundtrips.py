@@ -3,7 +3,8 @@
 One ``troth serve`` on a scratch PostgreSQL database runs in this process, and every call the store makes
 on an asyncpg connection is counted (each is one round trip to the database: a statement, or the
 ``BEGIN``/``COMMIT``/``ROLLBACK`` of a transaction). Each unit of work is attributed to the request kind
-it served, so the table reads "a ``task.fence`` costs N statements"; transactions are counted apart,
+it served (with the deferred writes the store sends at its end), so the table reads "a ``task.fence`` costs
+N statements"; transactions are counted apart,
 since group commit shares one ``BEGIN``/``COMMIT`` among the units of a batch. The workload is the
 scale-out benchmark's: workflows of 10 ``ctx.run`` steps run by the SDK (in this process, over HTTP).
 
@@ -85,7 +86,9 @@ def _watch_core(stats: _Stats) -> None:
         _log[conn].clear()
         t0 = time.perf_counter()
         try:
-            return await original(self, tx, req, now)
+            result = await original(self, tx, req, now)
+            await getattr(tx, "_tx", tx).flush()  # the unit's deferred writes, sent at its end anyway
+            return result
         finally:
             stats.units[req.kind] += 1
             stats.trips[req.kind] += _calls[conn] - before
