@@ -192,9 +192,10 @@ class SqlTx(ABC):
     — runs one statement, not two. Each entry is exactly what a fresh read in this transaction would
     return: every write of a promise or a task row goes through a method below that keeps its entry so
     (an insert, a settle and ``put_task`` write through; a lease extension drops the task; ``delete_tree``
-    and ``reset`` drop everything), and a write that fails has dropped its entry first. The store calls
-    ``forget`` before each unit (so also after any rollback): under group commit several units share one
-    transaction, and a cached row never outlives the unit that read it. A task is handed out as a copy
+    and ``reset`` drop everything), and a write that fails has dropped its entry first (a write the
+    dialect defers — PostgreSQL's ``PgTx`` — fails later, when it is sent, and fails the unit). The store
+    calls ``forget`` before each unit (so also after any rollback): under group commit several units share
+    one transaction, and a cached row never outlives the unit that read it. A task is handed out as a copy
     (the core changes it before writing it back); a ``Promise`` is never changed by its readers.
     """
 
@@ -233,6 +234,10 @@ class SqlTx(ABC):
 
     async def prefetch(self, promises: list[str], tasks: list[str]) -> None:
         """Nothing by default: an embedded database answers each read in-process (PostgreSQL overrides)."""
+        return None
+
+    async def flush(self) -> None:
+        """Nothing by default: every write is sent when it is made (PostgreSQL defers some)."""
         return None
 
     # ------------------------------------------------------------------------------------------ promises
