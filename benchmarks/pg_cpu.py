@@ -8,12 +8,17 @@ and the rest — and any other database's work on a shared machine). CPU time, u
 depends on what else the machine runs, so before/after comparisons hold on a busy machine. It also
 prints the group-commit counters of the server's ``/metrics`` (units per committed batch).
 
-Run: ``python -m benchmarks.pg_cpu --workflows 200`` (Linux only).
+``--fill N`` first writes N settled promises (a tenth of them with a completed task) and analyzes the
+tables, as a database with some history would be: PostgreSQL's plans — and what they cost to make —
+depend on the tables' sizes.
+
+Run: ``python -m benchmarks.pg_cpu --workflows 200 [--fill 100000]`` (Linux only).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -72,11 +77,34 @@ def _store_metrics(port: int) -> dict[str, float]:
     }
 
 
+async def _fill(url: str, n: int) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "INSERT INTO promises (id, state, param, value, tags, timeout_at, created_at, settled_at, "
+            "origin) SELECT 'fill-' || g, 'resolved', '{}', '{}', "
+            "jsonb_build_object('resonate:origin', 'fill-' || g), 10000000000000, 1, 2, 'fill-' || g "
+            "FROM generate_series(1, $1) AS g",
+            n,
+        )
+        await conn.execute(
+            "INSERT INTO tasks (id, state, version, rev) SELECT 'fill-' || g, 'fulfilled', 1, 1 "
+            "FROM generate_series(1, $1) AS g",
+            n // 10,
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workflows", type=int, default=200)
+    parser.add_argument("--fill", type=int, default=0, help="settled promises written first")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     ns = argparse.Namespace(store="postgres", pg_url=args.pg_url)
@@ -84,6 +112,8 @@ def main() -> None:
         db = url.rsplit("/", 1)[1]
         server, port = start_server(url, "--pool-size", "10")
         try:
+            if args.fill:
+                asyncio.run(_fill(url, args.fill))
             warm = [sys.executable, "-m", "benchmarks.cluster", "--runner", f"http://127.0.0.1:{port}"]
             subprocess.run([*warm, "--workflows", "20"], check=True, stdout=subprocess.DEVNULL)
             metrics0 = _store_metrics(port)
