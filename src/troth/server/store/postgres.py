@@ -352,6 +352,22 @@ def _chained(statements: tuple[str, ...]) -> str:
     return _numbered(f"WITH {ctes} SELECT {counts}")
 
 
+@lru_cache(maxsize=256)
+def _prefetch_after(statements: tuple[str, ...], arity: int) -> str:
+    """The writes of ``statements`` (data-modifying CTEs, parameters first) and a fixed-arity prefetch in
+    one statement; each write's returned rows come back as a row of kind 5 (its index, the count). The
+    prefetch does not see the writes (one statement, one snapshot): only for rows they do not touch."""
+    k = sum(sql.count("?") for sql in statements)
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(statements))
+    counts = " ".join(
+        f"UNION ALL SELECT 5, '{i}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        f"(SELECT count(*) FROM w{i})::int, NULL, NULL, NULL, NULL"
+        for i in range(len(statements))
+    )
+    prefetch = _prefetch_sql(_listed(k + 1, arity), _listed(k + arity + 1, arity))
+    return _numbered(f"WITH {ctes} ") + f"{prefetch} {counts}"
+
+
 class PgTx(SqlTx):
     """One transaction on one connection, where every statement is a round trip, so it answers what it
     can from what it already read or wrote (each cache holds exactly what a fresh read in this
@@ -461,15 +477,30 @@ class PgTx(SqlTx):
         want_t = [id for id in dict.fromkeys(tasks) if id not in self._tasks or id not in self._callbacks]
         if not want_p and not want_t:
             return
-        await self._flush()
         most = max(len(want_p), len(want_t))
         arity = next((n for n in _PREFETCH_ARITIES if most <= n), 0)
+        writes: list[_Write] = []
+        if arity and self._deferred and self._untouched(want_p, want_t):
+            writes, self._deferred = self._deferred, []  # they ride along with the read (group commit:
+            self._keys.clear()  # the last unit's writes, sent with the next unit's read)
+        else:
+            await self._flush()
         if arity:
             pad_p = [None] * (arity - len(want_p))
             pad_t = [None] * (arity - len(want_t))
-            rows = await self._conn.fetch(_PREFETCH_FIXED[arity], *want_p, *pad_p, *want_t, *pad_t)
+            if writes:
+                sql = _prefetch_after(tuple(w[0] for w in writes), arity)
+                before = tuple(a for w in writes for a in w[1])
+                rows = await self._conn.fetch(sql, *before, *want_p, *pad_p, *want_t, *pad_t)
+            else:
+                rows = await self._conn.fetch(_PREFETCH_FIXED[arity], *want_p, *pad_p, *want_t, *pad_t)
         else:
             rows = await self._conn.fetch(_PREFETCH, want_p, want_t)
+        if writes:
+            got = {int(row[1]): row[9] for row in rows if row[0] == 5}
+            for i, (_, _, expect, why) in enumerate(writes):
+                if expect is not None and got.get(i) != expect:
+                    raise Conflict(why)
         for id in want_p:
             self._promises[id] = None
             self._awaiting[id] = {}
@@ -489,8 +520,16 @@ class PgTx(SqlTx):
                 self._callbacks[row[1]][row[2]] = row[9] == 1
             elif kind == 3:
                 self._awaiting[row[1]][row[2]] = row[9] == 1
-            else:
+            elif kind == 4:
                 self._listening[row[1]].add(row[2])
+
+    def _untouched(self, promises: list[str], tasks: list[str]) -> bool:
+        """Whether a prefetch of these promises and tasks reads no row a queued write touches."""
+        keys = self._keys
+        return not any(
+            ("promises", id) in keys or ("callbacks", id) in keys or ("listeners", id) in keys
+            for id in promises
+        ) and not any(("tasks", id) in keys or ("callbacks_of", id) in keys for id in tasks)
 
     async def _settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         text = None if value is None else _text(value)
@@ -511,6 +550,7 @@ class PgTx(SqlTx):
         if awaiting:
             writes.append((_READY_ALL, (id,), len(awaiting), f"callbacks on {id} changed"))
             keys.append(("callbacks", id))
+            keys.extend(("callbacks_of", awaiter) for awaiter in awaiting)
         if listening:
             writes.append((_POP_ALL, (id,), len(listening), f"listeners on {id} changed"))
             keys.append(("listeners", id))
@@ -917,9 +957,9 @@ async def _attempt(pool: asyncpg.Pool, works: list[Callable[[Tx], Awaitable[T]]]
         try:
             results = []
             for work in works:
-                tx.forget()  # a unit's reads stay with it (``SqlTx``)
+                tx.forget()  # a unit's reads stay with it (``SqlTx``); its deferred writes stay queued
                 results.append(await work(tx))
-                await tx.flush()  # its deferred writes
+            await tx.flush()  # what is still queued: the last unit's writes, at least
         except asyncio.CancelledError:
             conn.terminate()  # a deadline hit mid-unit: drop the connection rather than wait on it
             raise
