@@ -169,3 +169,43 @@ async def test_the_prefetch_is_planned_once_per_connection() -> None:
         assert plans is not None and plans["generic_plans"] >= 4, plans
     finally:
         await conn.close()
+
+
+async def test_under_group_commit_a_units_writes_ride_with_the_next_units_read() -> None:
+    url = await _database()
+    conn = await asyncpg.connect(url)
+    try:
+        tr, _, tx = await _unit(conn)
+        for id in ("a-1", "b-1"):
+            await tx.insert_promise(promise(id))
+        await tx.flush()
+        await tr.commit()
+
+        tr, counting, tx = await _unit(conn)  # one transaction, three units, as a batch runs them
+        await tx.prefetch(["a-1", "a-2"], ["a-1", "a-2"])
+        await tx.settle_promise("a-1", "resolved", None, 2_000)
+        await tx.insert_promise(promise("a-2"))
+        tx.forget()
+        await tx.prefetch(["b-1", "b-2"], ["b-1", "b-2"])  # reads none of a's rows: a's writes ride along
+        assert len(counting.sent) == 2, counting.sent
+        b1 = await tx.get_promise("b-1")
+        assert b1 is not None and b1.state == "pending"
+        await tx.settle_promise("b-1", "resolved", None, 2_000)
+        tx.forget()
+        await tx.prefetch(["b-1"], ["b-1"])  # reads b's settled row: b's writes go first, apart
+        assert len(counting.sent) == 4, counting.sent
+        b1 = await tx.get_promise("b-1")
+        assert b1 is not None and b1.state == "resolved"
+        await tx.flush()
+        await tr.commit()
+        states = dict(await conn.fetch("SELECT id, state FROM promises ORDER BY id"))
+        assert states == {"a-1": "resolved", "a-2": "pending", "b-1": "resolved"}
+
+        tr, counting, tx = await _unit(conn)
+        await tx.put_task(TaskRow("t", "pending", 1, rev=3))  # no such task: the guard matches nothing
+        tx.forget()
+        with pytest.raises(Conflict):  # found by the next unit's read: the batch runs unit by unit
+            await tx.prefetch(["c"], ["c"])
+        await tr.rollback()
+    finally:
+        await conn.close()
