@@ -34,13 +34,14 @@ from benchmarks.server import scratch_store, start_server
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(pid: int) -> float:
-    """User+system CPU seconds of ``pid`` (0 when it is gone)."""
+def _cpu(pid: int, system: bool | None = None) -> float:
+    """User+system CPU seconds of ``pid`` (0 when it is gone); only system time if ``system``."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    ticks = int(fields[12]) if system else int(fields[11]) + int(fields[12])
+    return ticks / _TICK
 
 
 def _postgres() -> dict[int, str]:
@@ -58,11 +59,12 @@ def _postgres() -> dict[int, str]:
     return out
 
 
-def _sample(db: str) -> tuple[dict[int, float], dict[int, float]]:
+def _sample(db: str) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """CPU seconds of every ``postgres`` process, of the backends of ``db``, and their system part."""
     procs = _postgres()
     every = {pid: _cpu(pid) for pid in procs}
     ours = {pid: every[pid] for pid, cmd in procs.items() if f" {db} " in cmd}
-    return every, ours
+    return every, ours, {pid: _cpu(pid, system=True) for pid in ours}
 
 
 def _delta(before: dict[int, float], after: dict[int, float]) -> float:
@@ -117,14 +119,14 @@ def main() -> None:
             warm = [sys.executable, "-m", "benchmarks.cluster", "--runner", f"http://127.0.0.1:{port}"]
             subprocess.run([*warm, "--workflows", "20"], check=True, stdout=subprocess.DEVNULL)
             metrics0 = _store_metrics(port)
-            every0, ours0 = _sample(db)
+            every0, ours0, sys0 = _sample(db)
             server0 = _cpu(server.pid)
             t0 = time.perf_counter()
             runner = subprocess.Popen([*warm, "--workflows", str(args.workflows)], stdout=subprocess.PIPE)
             # the runner's own CPU: its children's times, read once it has exited
             out, _ = runner.communicate(timeout=900)
             elapsed = time.perf_counter() - t0
-            every1, ours1 = _sample(db)
+            every1, ours1, sys1 = _sample(db)
             server1 = _cpu(server.pid)
             metrics1 = _store_metrics(port)
         finally:
@@ -136,7 +138,10 @@ def main() -> None:
     batches = metrics1.get("batches_committed", 0) - metrics0.get("batches_committed", 0)
     batched = metrics1.get("batched_units", 0) - metrics0.get("batched_units", 0)
     print(f"{n} workflows of 10 steps, 16 in flight, one replica: {n / result['seconds']:.1f}/s (wall)")
-    print(f"PostgreSQL backends of the database: {1000 * _delta(ours0, ours1) / n:6.2f} ms CPU per workflow")
+    print(
+        f"PostgreSQL backends of the database: {1000 * _delta(ours0, ours1) / n:6.2f} ms CPU per workflow "
+        f"({1000 * _delta(sys0, sys1) / n:.2f} of it system time)"
+    )
     print(
         f"every postgres process:              {1000 * _delta(every0, every1) / n:6.2f} ms CPU per workflow"
     )
