@@ -26,8 +26,8 @@ together in one statement before its next read or at its end (``PgTx``), and the
 back without asyncpg's session reset: a ``ctx.run`` step (a ``task.fence_batch``: ``BEGIN``, the read,
 the settle of the last step with the create of the next, ``COMMIT``) costs about 5 round trips alone,
 down from about 15 and then 6.4, and with 16 workflows in flight (group commit, below) 2.3, down from
-4.5 (``benchmarks/pg_roundtrips``); PostgreSQL's CPU per workflow fell by about a quarter with an empty
-database and by about 40 % with 100,000 promises in it (``benchmarks/pg_cpu``).
+4.5 (``benchmarks/pg_roundtrips``); PostgreSQL's CPU per workflow fell by about a tenth on a fresh
+database and by about a third with 100,000 promises in it (``benchmarks/pg_cpu``).
 
 Rejected: a PL/pgSQL function per request kind (one round trip, but the state machine written twice,
 once in SQL); sending the last write and ``COMMIT`` in one simple-protocol message (one round trip
