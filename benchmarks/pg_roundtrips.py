@@ -3,9 +3,11 @@
 One ``troth serve`` on a scratch PostgreSQL database runs in this process, and every call the store makes
 on an asyncpg connection is counted (each is one round trip to the database: a statement, or the
 ``BEGIN``/``COMMIT``/``ROLLBACK`` of a transaction). Each unit of work is attributed to the request kind
-it served, so the table reads "a ``task.fence`` costs N statements"; transactions are counted apart,
-since group commit shares one ``BEGIN``/``COMMIT`` among the units of a batch. The workload is the
-scale-out benchmark's: workflows of 10 ``ctx.run`` steps run by the SDK (in this process, over HTTP).
+it served (with the deferred writes its transaction sends at its end; under group commit a unit's writes
+ride with the next unit's read), so the table reads "a ``task.fence`` costs N statements"; transactions
+are counted apart, since group commit shares one ``BEGIN``/``COMMIT`` among the units of a batch. The
+workload is the scale-out benchmark's: workflows of 10 ``ctx.run`` steps run by the SDK (in this process,
+over HTTP).
 
 Run: ``python -m benchmarks.pg_roundtrips`` (``--workflows 200``). The counts do not depend on the
 machine's load; the per-kind wall times do, and are only a guide.
@@ -30,6 +32,7 @@ from benchmarks.server import scratch_store
 from troth import Troth
 from troth.server import core as core_module
 from troth.server.run import ServeOptions, serve
+from troth.server.store.postgres import PgTx
 
 STEPS = 10
 
@@ -82,7 +85,7 @@ def _watch_core(stats: _Stats) -> None:
     async def handle(self: Any, tx: Any, req: Any, now: int) -> Any:
         conn = id(_conn_of(tx))
         before = _calls[conn]
-        _log[conn].clear()
+        _log[conn] = []
         t0 = time.perf_counter()
         try:
             return await original(self, tx, req, now)
@@ -90,9 +93,33 @@ def _watch_core(stats: _Stats) -> None:
             stats.units[req.kind] += 1
             stats.trips[req.kind] += _calls[conn] - before
             stats.seconds[req.kind] += time.perf_counter() - t0
-            stats.shown.setdefault(f"{req.kind} {stats.units[req.kind] % 2}", list(_log[conn]))
+            stats.shown.setdefault(f"{req.kind} {stats.units[req.kind] % 2}", _log[conn])
+            _last[conn] = req.kind
 
     core_module.Core.handle = handle  # type: ignore[method-assign]
+
+
+_last: dict[int, str] = {}
+"""The request kind of the last unit run on each connection."""
+
+
+def _watch_flush(stats: _Stats) -> None:
+    """The writes a transaction still holds at its end (``PgTx.flush``) are counted, and shown, with the
+    last unit it ran (under group commit, a unit's writes otherwise go with the next unit's read)."""
+    original = PgTx.flush
+
+    async def flush(self: Any) -> None:
+        conn = id(getattr(self._conn, "_con", self._conn))
+        before = _calls[conn]
+        try:
+            await original(self)
+        finally:
+            kind = _last.get(conn)
+            if kind is not None:
+                stats.trips[kind] += _calls[conn] - before
+            _log[conn] = []  # the COMMIT and the next BEGIN are not the unit's
+
+    PgTx.flush = flush  # type: ignore[method-assign]
 
 
 def _free_port() -> int:
@@ -105,6 +132,7 @@ async def main_async(url: str, workflows: int, concurrency: int, show: bool = Fa
     _instrument()
     stats = _Stats()
     _watch_core(stats)
+    _watch_flush(stats)
     port = _free_port()
     ready = asyncio.Event()
     server = asyncio.get_running_loop().create_task(

@@ -189,7 +189,9 @@ async def _without_retry(store: Store, work: Any) -> Any:
         if raised:
             raise _Once()
         try:
-            return await work(tx)
+            result = await work(tx)
+            await tx.flush()  # a write the store deferred meets its guard here
+            return result
         except Conflict as exc:
             raised.append(exc)
             raise

@@ -16,8 +16,11 @@ What a unit of work may assume (every store, whether or not it has a single writ
   schedule advances only from the tick it fired; attaching a callback or a listener to a pending promise
   writes that promise's row too, so a concurrent settle conflicts with it rather than missing it (the
   write skew snapshot isolation would allow). When a guard finds the row changed, the write raises
-  ``Conflict``. The only upserts left are monotone (a callback turning ready, a listener or an outbox row
-  whose task row is guarded in the same unit), so no concurrent change can be overwritten.
+  ``Conflict`` — at once, or, on a store that defers writes nobody reads the answer of (PostgreSQL sends
+  them together, one round trip), when they are sent: before the unit's next read or at its end
+  (``Tx.flush``); either way the unit fails and is retried. The only upserts left are monotone (a
+  callback turning ready, a listener or an outbox row whose task row is guarded in the same unit), so no
+  concurrent change can be overwritten.
 * **Transparent retry.** On ``Conflict``, a serialization failure or a deadlock (SQLSTATE 40001 and
   40P01), or a primary-key collision with a concurrent insert, the store rolls the unit back and runs it
   again from the start on a fresh snapshot, with a short jittered back-off, until its deadline. A unit
@@ -98,6 +101,12 @@ class Tx(Protocol):
         """A hint: the unit is about to read these promises and these tasks (with their ready callbacks).
         A store whose every statement is a round trip to a database reads them all at once and answers
         the reads that follow from what it read; others do nothing. Changes nothing, answers nothing."""
+        ...
+
+    async def flush(self) -> None:
+        """Send the writes this transaction deferred (raising ``Conflict`` if a guard of one failed).
+        The store calls it at the end of every unit; the core never needs to (every read flushes what it
+        could see). A store that defers nothing does nothing."""
         ...
 
     # promises

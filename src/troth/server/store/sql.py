@@ -89,6 +89,40 @@ def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Pr
     return Promise(p.id, state, p.param, value, p.tags, p.timeoutAt, p.createdAt, settled_at)
 
 
+_INSERT_PROMISE: Final = (
+    f"INSERT INTO promises ({_P_COLS}, branch, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TASK: Final = f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
+_UPDATE_TASK: Final = (
+    "UPDATE tasks SET state = ?, version = ?, timeout_type = ?, timeout_at = ?, pid = ?, ttl = ?, "
+    "rev = rev + 1 WHERE id = ? AND rev = ?"
+)
+"""The guarded task write: it applies only at the revision the task was read at."""
+
+
+def _promise_args(p: Promise) -> tuple[Any, ...]:
+    return (
+        p.id,
+        p.state,
+        _text(p.param),
+        _text(p.value),
+        _text(p.tags),
+        p.timeoutAt,
+        p.createdAt,
+        p.settledAt,
+        p.tags.get("resonate:branch"),
+        p.tags.get("resonate:origin"),
+    )
+
+
+def _insert_task_args(t: TaskRow) -> tuple[Any, ...]:
+    return (t.id, t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl)
+
+
+def _update_task_args(t: TaskRow) -> tuple[Any, ...]:
+    return (t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl, t.id, t.rev)
+
+
 _SCANNABLE: Final = frozenset({"promises", "tasks", "schedules"})
 
 
@@ -158,9 +192,10 @@ class SqlTx(ABC):
     — runs one statement, not two. Each entry is exactly what a fresh read in this transaction would
     return: every write of a promise or a task row goes through a method below that keeps its entry so
     (an insert, a settle and ``put_task`` write through; a lease extension drops the task; ``delete_tree``
-    and ``reset`` drop everything), and a write that fails has dropped its entry first. The store calls
-    ``forget`` before each unit (so also after any rollback): under group commit several units share one
-    transaction, and a cached row never outlives the unit that read it. A task is handed out as a copy
+    and ``reset`` drop everything), and a write that fails has dropped its entry first (a write the
+    dialect defers — PostgreSQL's ``PgTx`` — fails later, when it is sent, and fails the unit). The store
+    calls ``forget`` before each unit (so also after any rollback): under group commit several units share
+    one transaction, and a cached row never outlives the unit that read it. A task is handed out as a copy
     (the core changes it before writing it back); a ``Promise`` is never changed by its readers.
     """
 
@@ -201,6 +236,10 @@ class SqlTx(ABC):
         """Nothing by default: an embedded database answers each read in-process (PostgreSQL overrides)."""
         return None
 
+    async def flush(self) -> None:
+        """Nothing by default: every write is sent when it is made (PostgreSQL defers some)."""
+        return None
+
     # ------------------------------------------------------------------------------------------ promises
 
     async def get_promise(self, id: str) -> Promise | None:
@@ -216,21 +255,7 @@ class SqlTx(ABC):
         self._promises[p.id] = p
 
     async def _insert_promise(self, p: Promise) -> None:
-        await self._exec(
-            f"INSERT INTO promises ({_P_COLS}, branch, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                p.id,
-                p.state,
-                _text(p.param),
-                _text(p.value),
-                _text(p.tags),
-                p.timeoutAt,
-                p.createdAt,
-                p.settledAt,
-                p.tags.get("resonate:branch"),
-                p.tags.get("resonate:origin"),
-            ),
-        )
+        await self._exec(_INSERT_PROMISE, _promise_args(p))
 
     async def settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         known = self._promises.pop(id, None)
@@ -348,17 +373,10 @@ class SqlTx(ABC):
 
     async def _put_task(self, t: TaskRow) -> None:
         if t.rev == 0:
-            await self._exec(
-                f"INSERT INTO tasks ({_T_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-                (t.id, t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl),
-            )
+            await self._exec(_INSERT_TASK, _insert_task_args(t))
             t.rev = 1
             return
-        changed = await self._exec(
-            "UPDATE tasks SET state = ?, version = ?, timeout_type = ?, timeout_at = ?, pid = ?, ttl = ?, "
-            "rev = rev + 1 WHERE id = ? AND rev = ?",
-            (t.state, t.version, t.timeout_type, t.timeout_at, t.pid, t.ttl, t.id, t.rev),
-        )
+        changed = await self._exec(_UPDATE_TASK, _update_task_args(t))
         if changed != 1:
             raise Conflict(f"task {t.id} changed since it was read")
         t.rev += 1
