@@ -44,6 +44,20 @@ class Promise(msgspec.Struct, omit_defaults=True):
     settledAt: int | None = None
 
 
+def settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
+    """``p`` settled to ``state`` at ``settled_at``; ``value`` ``None`` leaves its value as it was."""
+    return Promise(
+        p.id,
+        state,
+        p.param,
+        p.value if value is None else value,
+        p.tags,
+        p.timeoutAt,
+        p.createdAt,
+        settled_at,
+    )
+
+
 class Task(msgspec.Struct, omit_defaults=True):
     id: str
     state: str

@@ -31,6 +31,7 @@ from troth.protocol.cron import parse_cron, render_promise_id
 from troth.protocol.limits import MAX_BATCH, MAX_ID_LENGTH, MAX_LIMITS, MAX_TREE, SEARCH_SCAN_WINDOW
 from troth.protocol.messages import Execute, Unblock
 from troth.protocol.records import EMPTY_VALUE, PROTOCOL_VERSION, Promise, Schedule, Task, Value
+from troth.protocol.records import settled as settled_promise
 from troth.protocol.requests import CONCURRENCY_TAG, GROUP_KEY, LIMIT_TAG, RATE_TAG, limit_name, parse_rate
 from troth.server.store.base import LEASE, RETRY, OutboxExecute, OutboxUnblock, TaskRow, Tx
 
@@ -133,19 +134,6 @@ class _Effects:
     def reply(self, status: int, data: Any) -> Reply:
         messages = [*self.executes.values(), *self.unblocks.values()]
         return Reply(status, data, messages, self.wake, self.fired, self.lateness, self.done)
-
-
-def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
-    return Promise(
-        p.id,
-        state,
-        p.param,
-        p.value if value is None else value,
-        p.tags,
-        p.timeoutAt,
-        p.createdAt,
-        settled_at,
-    )
 
 
 def _not_run(corr_id: str, fence: rq.Fence, why: str) -> dict[str, Any]:
@@ -261,7 +249,7 @@ class Core:
                 fx.done.append(task.id)
                 if LIMIT_TAG in p.tags:  # its slot frees now; the next task goes once the batch settled
                     await self._free_slot(tx, task.id, fx)
-        return _settled(p, state, value, settled_at)
+        return settled_promise(p, state, value, settled_at)
 
     async def _notify(self, tx: Tx, p: Promise, now: int, fx: _Effects) -> None:
         for awaiter in await tx.ready_callbacks(p.id):

@@ -3,7 +3,7 @@
 ``Engine.handle`` takes the raw body of a ``POST /`` and returns the HTTP status and response body; it is
 the single entry point of the HTTP server and of the SDK's local mode. After every committed change the
 engine hands the change's messages to delivery (its executes to streams as soon as the unit ran, where
-the store allows: ``_before_commit``), arms the timers, and later deletes the delivered rows from
+the store allows: ``_send_early``), arms the timers, and later deletes the delivered rows from
 the outbox (batched, riding on the store's group commit). At start-up it re-sends what the outbox still
 holds and remembers every pending task, so the first worker of a group to connect gets them at once.
 
@@ -17,6 +17,7 @@ step's create (the step's effects would precede the record that makes the workfl
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -347,7 +348,7 @@ class Engine:
         ``lazy`` (only when this process owns the store alone): answered before its commit, which comes
         with the next unit that is not lazy or within milliseconds (``Store.run``) — unless the reply
         pushes a message out of this process over HTTP: what leaves the process is committed first.
-        ``early``: its executes may go out before the commit (``_before_commit``); ``debug.tick`` delivers
+        ``early``: its executes may go out before the commit (``_send_early``); ``debug.tick`` delivers
         nothing. ``join``: nobody waits for this unit's answer (a timer pass, a dead worker's leases), so
         the store may hold its commit a moment for the acquires of the executes it sent to share it.
         """
@@ -356,7 +357,9 @@ class Engine:
             counting = CountingTx(tx)
             return await work(cast(Tx, counting)), counting.delta
 
-        ran = (self._before_commit_join if join else self._before_commit) if early else None
+        ran: Callable[[tuple[Reply, Delta]], bool] | None = None
+        if early:
+            ran = functools.partial(self._send_early, hold=join)
         reply, delta = await self.store.run(unit, lazy=lazy, ran=ran)
         if lazy and any(not m.address.startswith("poll://") for m in reply.messages):
             await self.store.run(_nothing)
@@ -365,22 +368,15 @@ class Engine:
             self.on_change(delta)
         return reply
 
-    def _before_commit(self, result: tuple[Reply, Delta]) -> bool:
-        """``_send_early``; a client waits for this answer, so the commit is not held."""
-        self._send_early(result)
-        return False
-
-    def _before_commit_join(self, result: tuple[Reply, Delta]) -> bool:
-        """``_send_early``, expecting the acquires of what it sent (``Store.run``'s ``ran``)."""
-        return self._send_early(result)
-
-    def _send_early(self, result: tuple[Reply, Delta]) -> bool:
+    def _send_early(self, result: tuple[Reply, Delta], *, hold: bool) -> bool:
         """A head start for ``execute`` messages to streams, sent once the unit ran and before its commit
         where the store allows (``Store.run``'s ``ran``: SQLite): an execute names a task and a version,
         and its worker can act on it only through ``task.acquire``, a unit that runs after this commit — so
         the message travels while the commit's fsync runs (a timer's resumption, a dispatch, a dead
         worker's task handed over). If the commit fails, that acquire finds the task as it was and is
         refused. Unblocks carry a settled value a listener may act on at once: they wait for the commit.
+        Returns whether the store should hold the commit for the acquires (``hold``: nobody waits for this
+        unit's own answer, and it sent something).
         """
         reply = result[0]
         if self.paused or not reply.messages:
@@ -391,7 +387,7 @@ class Engine:
         sent = {id(m) for m in early}
         reply.messages = [m for m in reply.messages if id(m) not in sent]
         self._deliver(early)
-        return True
+        return hold
 
     # ------------------------------------------------------------------------------------- after commit
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
-from troth.protocol.records import EMPTY_VALUE, Promise, Schedule, Value
+from troth.protocol.records import EMPTY_VALUE, Promise, Schedule, Value, settled
 from troth.server.store.base import Conflict, OutboxExecute, OutboxUnblock, TaskRow
 
 SCHEMA_TABLE: Final = "troth_schema"
@@ -81,12 +81,6 @@ def _tally(rows: list[Any]) -> dict[str, int]:
     for row in rows:
         out[row[0]] = out.get(row[0], 0) + 1
     return out
-
-
-def _settled(p: Promise, state: str, value: Value | None, settled_at: int) -> Promise:
-    """``p`` as ``settle_promise`` leaves its row (``value`` ``None``: the value is left as it was)."""
-    value = p.value if value is None else value
-    return Promise(p.id, state, p.param, value, p.tags, p.timeoutAt, p.createdAt, settled_at)
 
 
 _INSERT_PROMISE: Final = (
@@ -261,7 +255,7 @@ class SqlTx(ABC):
         known = self._promises.pop(id, None)
         await self._settle_promise(id, state, value, settled_at)
         if known is not None:
-            self._promises[id] = _settled(known, state, value, settled_at)
+            self._promises[id] = settled(known, state, value, settled_at)
 
     async def _settle_promise(self, id: str, state: str, value: Value | None, settled_at: int) -> None:
         if value is None:

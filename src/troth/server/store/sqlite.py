@@ -468,12 +468,15 @@ class SqliteStore:
         self._flush_due = True
         self._wakeup.set()
 
-    async def _commit(self, conn: sqlite3.Connection) -> None:
-        """End the open transaction (every lazy unit in it becomes durable with this batch)."""
+    def _disarm_flush(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         self._flush_due = False
+
+    async def _commit(self, conn: sqlite3.Connection) -> None:
+        """End the open transaction (every lazy unit in it becomes durable with this batch)."""
+        self._disarm_flush()
         if self._committer is None:
             conn.execute("COMMIT")
         else:
@@ -485,10 +488,7 @@ class SqliteStore:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         lost, self._lazy = self._lazy, 0
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        self._flush_due = False
+        self._disarm_flush()
         if lost:
             log.error(
                 "a failed commit rolled back %d lazy unit(s) already answered in this process (lease "
@@ -551,10 +551,10 @@ class SqliteStore:
                     conn.execute("RELEASE batch")
                 lazy = all(unit.lazy for unit in units)
                 if _before_commit(results) and self._committer is not None and not lazy:
-                    more = await self._join(conn, tx)
+                    more = await self._join(conn, tx)  # (a batch that joins is not lazy: it commits)
                     units += [unit for unit, _, _ in more]
                     results += more
-                if self._flush_due or not all(unit.lazy for unit in units):
+                if self._flush_due or not lazy:
                     await self._commit(conn)
                 else:  # answered now, committed with the next unit that is not lazy, or soon
                     self._lazy += len(units)
