@@ -375,13 +375,9 @@ def parse_answer(request: Request[R], corr_id: str, body: bytes, *, status: int 
     if status is None:
         status = head.status
     data = reply.data
-    if status < 400:
-        if isinstance(data, str):
-            raise BadReply(f"{request.kind}: answered {status} with {data!r} instead of a reply")
-        return Answer(status, data)
-    if data is not None and not isinstance(data, str):  # an error as an object: keep it as sent
+    if status >= 400 and not isinstance(data, str | None):  # an error as an object: keep it as sent
         return Answer(status, None, parse_reply(request.kind, corr_id, body)[1])
-    return Answer(status, None, data)
+    return cast(Answer[R], _answer(request.kind, status, data))
 
 
 def answer_of(request: Request[R], status: int, data: Any) -> Answer[R]:

@@ -166,10 +166,7 @@ class LocalTransport:
             _, body = await self.engine.handle(_encode(request.envelope(corr_id=corr)))
         except Exception as exc:  # what HttpTransport raises when the server cannot answer
             raise ConnectorError(f"{request.kind}: the in-process server failed: {exc}") from exc
-        try:
-            return parse_answer(request, corr, body)
-        except BadReply as exc:
-            raise ConnectorError(str(exc)) from None
+        return _check(request, corr, body)
 
     async def stop(self) -> None:
         if self._reader is not None:
