@@ -391,7 +391,7 @@ class PgTx(SqlTx):
     ``REPEATABLE READ`` the transaction's snapshot fixes what the settle's cascade writes will find: a
     row added later is invisible to them too, and an attach since the snapshot wrote the promise's row, so
     the settle fails with a serialization error), an outbox row — is not sent at once: it is queued
-    (``_deferred``) and every queued write goes in one statement (``_flush``: a chain of data-modifying
+    (``_deferred``) and every queued write goes in one statement (``flush``: a chain of data-modifying
     CTEs), before the next statement of any other kind, when a queued write would touch a row another
     one touches (the CTEs of one statement share a snapshot and cannot see each other's rows), and at the
     end of the transaction (the store calls ``flush`` before ``COMMIT``). Under group commit the units
@@ -428,15 +428,13 @@ class PgTx(SqlTx):
 
     async def _defer(self, keys: tuple[tuple[str, str], ...], *writes: _Write) -> None:
         if len(self._deferred) + len(writes) > _MAX_DEFERRED or not self._keys.isdisjoint(keys):
-            await self._flush()
+            await self.flush()
         self._deferred.extend(writes)
         self._keys.update(keys)
 
     async def flush(self) -> None:
-        """Send the queued writes (the end of a unit: the store calls it before it commits)."""
-        await self._flush()
-
-    async def _flush(self) -> None:
+        """Send the queued writes: before any other statement, and at the end of a unit (the store calls
+        it before it commits)."""
         writes = self._deferred
         if not writes:
             return
@@ -493,7 +491,7 @@ class PgTx(SqlTx):
             writes, self._deferred = self._deferred, []  # they ride along with the read (group commit:
             self._keys.clear()  # the last unit's writes, sent with the next unit's read)
         else:
-            await self._flush()
+            await self.flush()
         if arity:
             pad_p = [None] * (arity - len(want_p))
             pad_t = [None] * (arity - len(want_t))
@@ -545,7 +543,7 @@ class PgTx(SqlTx):
         awaiting = self._awaiting.get(id)
         listening = self._listening.get(id)
         if awaiting is None or listening is None:
-            await self._flush()
+            await self.flush()
             row = await self._conn.fetchrow(_SETTLE, id, state, text, settled_at)
             if row is None or row[0] != 1:
                 raise Conflict(f"promise {id} is no longer pending")
@@ -614,14 +612,14 @@ class PgTx(SqlTx):
             if on is not None:
                 on[awaiter] = True
             return
-        await self._flush()
+        await self.flush()
         if (await self._conn.fetchrow(_ADD_CALLBACK, awaited, awaiter) or (0,))[0] != 1:
             raise Conflict(f"promise {awaited} is no longer pending")
         if on is not None:
             on.setdefault(awaiter, False)
 
     async def add_listener(self, promise_id: str, address: str) -> None:
-        await self._flush()
+        await self.flush()
         if (await self._conn.fetchrow(_ADD_LISTENER, promise_id, address) or (0,))[0] != 1:
             raise Conflict(f"promise {promise_id} is no longer pending")
         known = self._listening.get(promise_id)
@@ -645,7 +643,7 @@ class PgTx(SqlTx):
         self._callbacks[awaiter] = {}
 
     async def delete_outbox(self, executes: list[OutboxExecute], unblocks: list[OutboxUnblock]) -> None:
-        await self._flush()
+        await self.flush()
         if executes:
             await self._conn.execute(
                 "DELETE FROM outbox_execute o USING unnest($1::text[], $2::bigint[]) AS d(id, token) "
@@ -669,15 +667,15 @@ class PgTx(SqlTx):
         self._woken.clear()  # queued writes stay queued: the next statement sends them
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        await self._flush()
+        await self.flush()
         return await self._conn.fetchrow(_numbered(sql), *args)
 
     async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        await self._flush()
+        await self.flush()
         return list(await self._conn.fetch(_numbered(sql), *args))
 
     async def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        await self._flush()
+        await self.flush()
         return _rowcount(await self._conn.execute(_numbered(sql), *args))
 
     def _tags_match(self, column: str, tags: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
